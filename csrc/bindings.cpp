@@ -1,0 +1,216 @@
+// pybind11 bindings: numpy arrays in, raw pointers and sizes to the core,
+// numpy arrays out. Python (densecrf/) validates arguments first; the checks
+// here are the native layer's own preconditions, so that a direct call of
+// densecrf._C with a bad shape raises instead of crashing.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "crf.h"
+#include "lattice.h"
+#include "parallel.h"
+
+namespace py = pybind11;
+using dcrf::CpuLattice;
+using dcrf::PairwiseTerm;
+
+namespace {
+
+using FArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+std::string shape_str(const py::array& a) {
+  std::ostringstream s;
+  s << "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
+  if (a.ndim() == 1) s << ",";
+  s << ")";
+  return s.str();
+}
+
+void require_2d(const py::array& a, const char* name, int64_t rows, int64_t cols) {
+  if (a.ndim() != 2 || (rows >= 0 && a.shape(0) != rows) || (cols >= 0 && a.shape(1) != cols)) {
+    std::ostringstream s;
+    s << name << " must have shape (" << (rows >= 0 ? std::to_string(rows) : "N") << ", "
+      << (cols >= 0 ? std::to_string(cols) : "C") << "), got " << shape_str(a);
+    throw dcrf::InvalidArgument(s.str());
+  }
+}
+
+std::shared_ptr<CpuLattice> make_lattice(FArray features, int threads) {
+  require_2d(features, "features", -1, -1);
+  const int64_t n = features.shape(0);
+  const int64_t d = features.shape(1);
+  if (d < 1 || d > dcrf::kMaxDim) {
+    throw dcrf::InvalidArgument("features must have 1 to " + std::to_string(dcrf::kMaxDim) +
+                                " columns, got shape " + shape_str(features));
+  }
+  const float* ptr = features.data();
+  py::gil_scoped_release nogil;
+  return std::make_shared<CpuLattice>(ptr, n, static_cast<int>(d), threads);
+}
+
+py::array_t<float> lattice_filter(const CpuLattice& lat, FArray values, bool transpose, int threads) {
+  require_2d(values, "values", lat.n_points(), -1);
+  const int64_t c = values.shape(1);
+  py::array_t<float> out({static_cast<py::ssize_t>(lat.n_points()), static_cast<py::ssize_t>(c)});
+  if (c > 0 && lat.n_points() > 0) {
+    const float* in = values.data();
+    float* o = out.mutable_data();
+    py::gil_scoped_release nogil;
+    lat.filter(in, o, static_cast<int>(c), transpose, threads);
+  }
+  return out;
+}
+
+std::shared_ptr<PairwiseTerm> make_term(std::shared_ptr<CpuLattice> lat, int normalization,
+                                        int compat_kind, FArray compat, int n_labels, int threads) {
+  if (compat_kind < 0 || compat_kind > 2) {
+    throw dcrf::InvalidArgument("compat_kind must be 0 (Potts), 1 (diagonal) or 2 (matrix), got " +
+                                std::to_string(compat_kind));
+  }
+  if (n_labels < 1) throw dcrf::InvalidArgument("n_labels must be >= 1, got " + std::to_string(n_labels));
+  std::vector<float> c(compat.data(), compat.data() + compat.size());
+  py::gil_scoped_release nogil;
+  return std::make_shared<PairwiseTerm>(std::move(lat), static_cast<dcrf::Normalization>(normalization),
+                                        static_cast<dcrf::CompatKind>(compat_kind), std::move(c),
+                                        n_labels, threads);
+}
+
+py::array_t<float> term_filter(const PairwiseTerm& t, FArray values, bool transpose, int threads) {
+  require_2d(values, "values", t.lattice().n_points(), -1);
+  const int64_t c = values.shape(1);
+  py::array_t<float> out({static_cast<py::ssize_t>(t.lattice().n_points()), static_cast<py::ssize_t>(c)});
+  if (c > 0 && t.lattice().n_points() > 0) {
+    const float* in = values.data();
+    float* o = out.mutable_data();
+    py::gil_scoped_release nogil;
+    t.filter(in, o, static_cast<int>(c), transpose, threads);
+  }
+  return out;
+}
+
+py::array_t<float> term_apply(const PairwiseTerm& t, FArray q, bool transpose, int threads) {
+  require_2d(q, "Q", t.lattice().n_points(), t.n_labels());
+  py::array_t<float> out({static_cast<py::ssize_t>(q.shape(0)), static_cast<py::ssize_t>(q.shape(1))});
+  if (q.size() > 0) {
+    const float* in = q.data();
+    float* o = out.mutable_data();
+    py::gil_scoped_release nogil;
+    t.apply(in, o, transpose, threads);
+  }
+  return out;
+}
+
+std::vector<const PairwiseTerm*> collect_terms(const std::vector<std::shared_ptr<PairwiseTerm>>& terms,
+                                               int64_t n, int64_t k) {
+  std::vector<const PairwiseTerm*> ptrs;
+  for (const auto& t : terms) {
+    if (!t) throw dcrf::InvalidArgument("terms must not contain None");
+    if (t->lattice().n_points() != n || t->n_labels() != k) {
+      throw dcrf::InvalidArgument("a pairwise term was built for " + std::to_string(t->lattice().n_points()) +
+                                  " points and " + std::to_string(t->n_labels()) + " labels, the unary has " +
+                                  std::to_string(n) + " points and " + std::to_string(k) + " labels");
+    }
+    ptrs.push_back(t.get());
+  }
+  return ptrs;
+}
+
+// Returns Q after n_iter iterations, starting from q0 (or softmax(-U)).
+py::array_t<float> mean_field(FArray unary, const std::vector<std::shared_ptr<PairwiseTerm>>& terms,
+                              int n_iter, py::object q0, int threads) {
+  require_2d(unary, "unary", -1, -1);
+  const int64_t n = unary.shape(0), k = unary.shape(1);
+  if (n_iter < 0) throw dcrf::InvalidArgument("n_iter must be >= 0, got " + std::to_string(n_iter));
+  auto ptrs = collect_terms(terms, n, k);
+  py::array_t<float> q({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(k)});
+  const float* u = unary.data();
+  float* qp = q.mutable_data();
+  if (!q0.is_none()) {
+    FArray init = q0.cast<FArray>();
+    require_2d(init, "Q", n, k);
+    std::copy(init.data(), init.data() + init.size(), qp);
+  }
+  const bool fresh = q0.is_none();
+  py::gil_scoped_release nogil;
+  if (fresh) dcrf::softmax_neg(u, qp, n, static_cast<int>(k), threads <= 0 ? dcrf::default_threads() : threads);
+  dcrf::mean_field(u, qp, n, static_cast<int>(k), ptrs, n_iter, threads);
+  return q;
+}
+
+py::dict build_info() {
+  py::dict d;
+#if defined(__clang__)
+  d["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  d["compiler"] = std::string("gcc ") + __VERSION__;
+#else
+  d["compiler"] = std::string("unknown");
+#endif
+  py::list feats;
+#if defined(__AVX512F__)
+  feats.append("avx512f");
+#endif
+#if defined(__AVX2__)
+  feats.append("avx2");
+#endif
+#if defined(__FMA__)
+  feats.append("fma");
+#endif
+#if defined(__SSE4_2__)
+  feats.append("sse4.2");
+#endif
+#if defined(__SSE2__)
+  feats.append("sse2");
+#endif
+  d["cpu_features"] = feats;
+  d["max_feature_dim"] = dcrf::kMaxDim;
+#if defined(DENSECRF_WITH_CUDA)
+  d["cuda"] = true;
+#else
+  d["cuda"] = false;
+#endif
+#if defined(DENSECRF_CUDA_ARCHS)
+  d["cuda_architectures"] = std::string(DENSECRF_CUDA_ARCHS);
+#else
+  d["cuda_architectures"] = std::string("");
+#endif
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "densecrf native core (permutohedral lattice, mean field)";
+  py::register_exception<dcrf::InvalidArgument>(m, "NativeValueError", PyExc_ValueError);
+
+  py::class_<CpuLattice, std::shared_ptr<CpuLattice>>(m, "Lattice")
+      .def(py::init(&make_lattice), py::arg("features"), py::arg("threads") = 0)
+      .def_property_readonly("n_points", &CpuLattice::n_points)
+      .def_property_readonly("dim", &CpuLattice::dim)
+      .def_property_readonly("n_vertices", &CpuLattice::n_vertices)
+      .def_property_readonly("memory_bytes", &CpuLattice::memory_bytes)
+      .def("filter", &lattice_filter, py::arg("values"), py::arg("transpose") = false,
+           py::arg("threads") = 0);
+
+  py::class_<PairwiseTerm, std::shared_ptr<PairwiseTerm>>(m, "PairwiseTerm")
+      .def(py::init(&make_term), py::arg("lattice"), py::arg("normalization"), py::arg("compat_kind"),
+           py::arg("compat"), py::arg("n_labels"), py::arg("threads") = 0)
+      .def_property_readonly("norm", [](const PairwiseTerm& t) {
+        return py::array_t<float>(static_cast<py::ssize_t>(t.norm().size()), t.norm().data());
+      })
+      .def("filter", &term_filter, py::arg("values"), py::arg("transpose") = false, py::arg("threads") = 0)
+      .def("apply", &term_apply, py::arg("Q"), py::arg("transpose") = false, py::arg("threads") = 0);
+
+  m.def("mean_field", &mean_field, py::arg("unary"), py::arg("terms"), py::arg("n_iter"),
+        py::arg("Q") = py::none(), py::arg("threads") = 0);
+  m.def("set_num_threads", &dcrf::set_default_threads, py::arg("n"));
+  m.def("get_num_threads", &dcrf::default_threads);
+  m.def("hardware_threads", &dcrf::hardware_threads);
+  m.def("build_info", &build_info);
+}

@@ -1,0 +1,70 @@
+// Mean-field inference for a fully connected CRF with Gaussian pairwise
+// terms (Kraehenbuehl and Koltun, NIPS 2011), on the CPU backend.
+//
+// Energy convention (Kraehenbuehl's code): the unary U[N, K] is an energy;
+// a pairwise term's message is compat(filter(Q)), also an energy, and one
+// iteration sets Q = softmax(-U - sum_t message_t(Q)). A Potts weight w gives
+// the message -w * filter(Q) (so it adds +w * filter(Q) to the logits); a
+// diagonal compatibility w[K] gives w * filter(Q); a matrix W[K, K] gives
+// W @ filter(Q) per point.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "lattice.h"
+
+namespace dcrf {
+
+enum class Normalization : int { kNone = 0, kBefore = 1, kAfter = 2, kSymmetric = 3 };
+enum class CompatKind : int { kPotts = 0, kDiagonal = 1, kMatrix = 2 };
+
+class PairwiseTerm {
+ public:
+  // compat: 1 value (Potts), K values (diagonal) or K*K values (matrix, row-major).
+  PairwiseTerm(std::shared_ptr<const CpuLattice> lattice, Normalization norm, CompatKind kind,
+               std::vector<float> compat, int n_labels, int threads);
+
+  const CpuLattice& lattice() const { return *lattice_; }
+  Normalization normalization() const { return norm_type_; }
+  CompatKind compat_kind() const { return kind_; }
+  const std::vector<float>& compat() const { return compat_; }
+  int n_labels() const { return k_; }
+  // filter(1)[N]: the lattice's response to a constant 1 (before any scaling).
+  const std::vector<float>& norm() const { return norm_; }
+
+  // out[N, K] = kernel(in) with this term's normalisation; transpose applies
+  // the adjoint. in and out may alias.
+  void filter(const float* in, float* out, int channels, bool transpose, int threads) const;
+  // out[N, K] = compat(filter(Q)): the message (an energy). Transposed
+  // variant applies compat^T after the transposed filter.
+  void apply(const float* q, float* out, bool transpose, int threads) const;
+
+  // Weights with the normalisation folded in (see CpuLattice::filter).
+  const float* splat_weights(bool transpose) const;
+  const float* slice_weights(bool transpose) const;
+
+  // logits[K] += -compat(s[K]) for one point.
+  void add_message(const float* s, float* logits) const;
+
+ private:
+  std::shared_ptr<const CpuLattice> lattice_;
+  Normalization norm_type_;
+  CompatKind kind_;
+  std::vector<float> compat_;
+  int k_;
+  std::vector<float> norm_;          // [N] filter of ones
+  std::vector<float> scale_;         // [N] 1/sqrt(norm) or 1/norm, per mode
+  std::vector<float> splat_scaled_;  // [N(d+1)] CSR weights * scale (if used)
+  std::vector<float> slice_scaled_;  // [N(d+1)] slice weights * scale (if used)
+};
+
+// Q[N, K] <- n_iter mean-field iterations from the given Q (pass the softmax
+// of -U for a fresh start). unary: [N, K] energies.
+void mean_field(const float* unary, float* q, int64_t n, int k,
+                const std::vector<const PairwiseTerm*>& terms, int n_iter, int threads);
+
+// out[N, K] = softmax(-U) per point, max subtracted.
+void softmax_neg(const float* unary, float* out, int64_t n, int k, int threads);
+
+}  // namespace dcrf

@@ -1,0 +1,93 @@
+// Backend-neutral permutohedral-lattice API. A lattice is described by a
+// plain struct of raw pointers and sizes (LatticeView); the CPU backend
+// (lattice_cpu.cpp) owns its buffers in host memory, the CUDA backend
+// (cuda/lattice_cuda.cu) in device memory. No Python, numpy, torch or CUDA
+// type appears here.
+//
+// Layout conventions: points x channels, row-major. An "entry" e = i*(d+1)+r
+// is point i's r-th simplex vertex. Vertex ids are 0-based; blur buffers hold
+// M+1 rows where row 0 is a permanent zero row and vertex v lives in row v+1,
+// so that a missing neighbour (stored as 0) reads zeros.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "lattice_math.h"
+
+namespace dcrf {
+
+struct LatticeView {
+  int64_t n_points = 0;    // N
+  int dim = 0;             // d
+  int64_t n_vertices = 0;  // M
+  const int32_t* offsets = nullptr;      // [N, d+1] vertex id of each entry
+  const float* weights = nullptr;        // [N, d+1] barycentric weight of each entry
+  const int32_t* neighbours = nullptr;   // [d+1, M, 2] blur neighbours (row ids: id+1, 0 = none)
+  const int64_t* splat_begin = nullptr;  // [M+1] CSR row pointers: entries of vertex v
+  const int32_t* splat_point = nullptr;  // [N(d+1)] point of each CSR entry, ascending per vertex
+  const int32_t* splat_entry = nullptr;  // [N(d+1)] entry id of each CSR entry
+  const float* splat_weight = nullptr;   // [N(d+1)] barycentric weight of each CSR entry
+};
+
+// Error raised for invalid input; the bindings map it to ValueError.
+struct InvalidArgument : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+// Host-memory lattice (CPU backend).
+class CpuLattice {
+ public:
+  // features: [N, d] float32, row-major, already divided by the bandwidths.
+  CpuLattice(const float* features, int64_t n_points, int dim, int threads);
+
+  LatticeView view() const;
+  int64_t n_points() const { return n_; }
+  int dim() const { return d_; }
+  int64_t n_vertices() const { return m_; }
+  size_t memory_bytes() const;
+  // Slice weights with alpha folded in, no normalisation: [N(d+1)].
+  const float* plain_slice_weights() const { return slice_w_.data(); }
+
+  // out[N, C] = slice(blur(splat(in[N, C]))). Weighted variants fold a
+  // per-entry scale into splat (CSR order, [N(d+1)]) and slice ([N(d+1)],
+  // alpha included); nullptr means plain barycentric weights. `reverse`
+  // blurs the axes in reverse order: the transpose of the forward filter.
+  // in and out may alias.
+  void filter(const float* in, float* out, int channels, bool reverse, int threads,
+              const float* splat_w = nullptr, const float* slice_w = nullptr) const;
+
+  // The three stages, for callers that fuse their own epilogue.
+  // vals: [(M+1), C] with row 0 zero; returns the buffer holding the result
+  // (vals or tmp).
+  void splat(const float* in, int channels, const float* splat_w, float* vals, int threads) const;
+  float* blur(float* vals, float* tmp, int channels, bool reverse, int threads) const;
+  void slice(const float* vals, int channels, const float* slice_w, float* out, int threads) const;
+
+  // Per-entry weights in CSR order for a per-point scale s[N]: w_e * s[i].
+  std::vector<float> csr_weights(const float* point_scale) const;
+  // Per-entry slice weights for a per-point scale s[N]: w_e * alpha * s[i].
+  std::vector<float> slice_weights(const float* point_scale) const;
+
+ private:
+  int64_t n_ = 0;
+  int d_ = 0;
+  int64_t m_ = 0;
+  std::vector<int32_t> offsets_;      // [N, d+1]
+  std::vector<float> weights_;        // [N, d+1]
+  std::vector<float> slice_w_;        // [N, d+1] weights_ * alpha
+  std::vector<int32_t> neighbours_;   // [d+1, M, 2]
+  std::vector<int64_t> splat_begin_;  // [M+1]
+  std::vector<int32_t> splat_point_;  // [N(d+1)]
+  std::vector<int32_t> splat_entry_;  // [N(d+1)]
+  std::vector<float> splat_weight_;   // [N(d+1)]
+};
+
+// Number of worker threads used when a call passes threads <= 0.
+int default_threads();
+void set_default_threads(int n);
+int hardware_threads();
+
+}  // namespace dcrf

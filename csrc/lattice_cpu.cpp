@@ -1,0 +1,356 @@
+// CPU backend of the permutohedral lattice: build, splat, blur, slice.
+//
+// Build: points are split into contiguous chunks, one per thread; each thread
+// embeds its points and numbers the vertices it meets in a local hash table in
+// order of first appearance. The tables are then merged in chunk order, which
+// numbers every vertex by its first appearance in point order whatever the
+// thread count. Splat is a gather over a per-vertex list of entries sorted by
+// point (CSR), so no two threads ever add into the same value.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+
+#include "lattice.h"
+#include "parallel.h"
+
+namespace dcrf {
+namespace {
+
+// Open-addressing hash table from d-dimensional int32 keys to dense ids
+// assigned in insertion order. Slots hold (hash << 32) | (id + 1); 0 = empty.
+class KeyTable {
+ public:
+  KeyTable(int d, int64_t expected) : d_(d) {
+    uint64_t cap = 64;
+    while (cap < static_cast<uint64_t>(expected) * 2) cap <<= 1;
+    slots_.assign(cap, 0);
+    mask_ = cap - 1;
+    keys_.reserve(static_cast<size_t>(expected) * d);
+  }
+
+  int64_t size() const { return size_; }
+  const int32_t* key(int64_t id) const { return keys_.data() + id * d_; }
+  std::vector<int32_t>& keys() { return keys_; }
+
+  int32_t find_or_insert(const int32_t* k, uint32_t h) {
+    if ((size_ + 1) * 2 > static_cast<int64_t>(slots_.size())) grow();
+    uint64_t s = h & mask_;
+    for (;;) {
+      const uint64_t slot = slots_[s];
+      if (slot == 0) {
+        if (size_ >= std::numeric_limits<int32_t>::max() - 1) {
+          throw InvalidArgument("lattice has more than 2^31 vertices");
+        }
+        const int32_t id = static_cast<int32_t>(size_++);
+        keys_.insert(keys_.end(), k, k + d_);
+        slots_[s] = (static_cast<uint64_t>(h) << 32) | static_cast<uint64_t>(id + 1);
+        return id;
+      }
+      if (static_cast<uint32_t>(slot >> 32) == h) {
+        const int32_t id = static_cast<int32_t>(slot & 0xffffffffu) - 1;
+        if (std::memcmp(keys_.data() + static_cast<int64_t>(id) * d_, k, sizeof(int32_t) * d_) == 0) {
+          return id;
+        }
+      }
+      s = (s + 1) & mask_;
+    }
+  }
+
+  int32_t find(const int32_t* k, uint32_t h) const {
+    uint64_t s = h & mask_;
+    for (;;) {
+      const uint64_t slot = slots_[s];
+      if (slot == 0) return -1;
+      if (static_cast<uint32_t>(slot >> 32) == h) {
+        const int32_t id = static_cast<int32_t>(slot & 0xffffffffu) - 1;
+        if (std::memcmp(keys_.data() + static_cast<int64_t>(id) * d_, k, sizeof(int32_t) * d_) == 0) {
+          return id;
+        }
+      }
+      s = (s + 1) & mask_;
+    }
+  }
+
+ private:
+  void grow() {
+    std::vector<uint64_t> old;
+    old.swap(slots_);
+    slots_.assign(old.size() * 2, 0);
+    mask_ = slots_.size() - 1;
+    for (uint64_t slot : old) {
+      if (slot == 0) continue;
+      uint64_t s = (slot >> 32) & mask_;
+      while (slots_[s] != 0) s = (s + 1) & mask_;
+      slots_[s] = slot;
+    }
+  }
+
+  int d_;
+  int64_t size_ = 0;
+  uint64_t mask_ = 0;
+  std::vector<uint64_t> slots_;
+  std::vector<int32_t> keys_;  // [size, d]
+};
+
+// Embeds points [begin, end) and numbers their vertices in `table`.
+template <int DC>
+void embed_chunk(const float* features, int d, int64_t begin, int64_t end, const float* scale,
+                 KeyTable& table, int32_t* offsets, float* weights, bool& ok) {
+  const int dp1 = d + 1;
+  std::vector<int32_t> keys(static_cast<size_t>(dp1) * d);
+  for (int64_t i = begin; i < end; ++i) {
+    if (!embed_point<DC>(features + i * d, d, scale, keys.data(), weights + i * dp1)) {
+      ok = false;
+      return;
+    }
+    for (int r = 0; r <= d; ++r) {
+      const int32_t* k = keys.data() + r * d;
+      offsets[i * dp1 + r] = table.find_or_insert(k, hash_key(k, d));
+    }
+  }
+}
+
+void embed_dispatch(const float* features, int d, int64_t begin, int64_t end, const float* scale,
+                    KeyTable& table, int32_t* offsets, float* weights, bool& ok) {
+  switch (d) {
+    case 2: embed_chunk<2>(features, d, begin, end, scale, table, offsets, weights, ok); break;
+    case 3: embed_chunk<3>(features, d, begin, end, scale, table, offsets, weights, ok); break;
+    case 5: embed_chunk<5>(features, d, begin, end, scale, table, offsets, weights, ok); break;
+    default: embed_chunk<0>(features, d, begin, end, scale, table, offsets, weights, ok); break;
+  }
+}
+
+// Below this many points a build runs on one thread: the merge would cost
+// more than it saves.
+constexpr int64_t kBuildGrain = 16384;
+// Vertices or points per chunk below which filter stages do not split.
+constexpr int64_t kGrain = 2048;
+
+}  // namespace
+
+CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int threads)
+    : n_(n_points), d_(dim) {
+  if (dim < 1 || dim > kMaxDim) {
+    throw InvalidArgument("feature dimension must be in [1, " + std::to_string(kMaxDim) +
+                          "], got " + std::to_string(dim));
+  }
+  if (n_points < 0) throw InvalidArgument("number of points must be >= 0");
+  const int dp1 = d_ + 1;
+  if (n_points > (std::numeric_limits<int32_t>::max() - 1) / dp1) {
+    throw InvalidArgument("too many points for one lattice: N*(d+1) = " +
+                          std::to_string(n_points * dp1) + " exceeds 2^31-1");
+  }
+  if (threads <= 0) threads = default_threads();
+  const int64_t n_entries = n_ * dp1;
+  offsets_.resize(n_entries);
+  weights_.resize(n_entries);
+
+  float scale[kMaxDim];
+  lattice_scale_factors(d_, scale);
+
+  // 1. Embed chunks into thread-local tables.
+  int nt = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, n_ / kBuildGrain)));
+  std::vector<std::unique_ptr<KeyTable>> tables(nt);
+  std::vector<char> ok(nt, 1);
+  parallel_run(nt, [&](int t, int nth) {
+    const int64_t b = n_ * t / nth, e = n_ * (t + 1) / nth;
+    tables[t].reset(new KeyTable(d_, (e - b) * 2 + 16));
+    bool good = true;
+    embed_dispatch(features, d_, b, e, scale, *tables[t], offsets_.data(), weights_.data(), good);
+    ok[t] = good;
+  });
+  for (int t = 0; t < nt; ++t) {
+    if (!ok[t]) {
+      throw InvalidArgument(
+          "features must be finite and within the lattice key range (|feature / bandwidth| "
+          "up to about 1e8): a NaN, infinite or too large value was found");
+    }
+  }
+
+  // 2. Merge the local tables in chunk order; remap the later chunks' ids.
+  std::unique_ptr<KeyTable> global = std::move(tables[0]);
+  if (nt > 1) {
+    std::vector<std::vector<int32_t>> remap(nt);
+    for (int t = 1; t < nt; ++t) {
+      const KeyTable& local = *tables[t];
+      remap[t].resize(local.size());
+      for (int64_t l = 0; l < local.size(); ++l) {
+        const int32_t* k = local.key(l);
+        remap[t][l] = global->find_or_insert(k, hash_key(k, d_));
+      }
+      tables[t].reset();  // the merged keys live in `global` now
+    }
+    parallel_run(nt, [&](int t, int nth) {
+      if (t == 0) return;
+      const int64_t b = n_ * t / nth * dp1, e = n_ * (t + 1) / nth * dp1;
+      const int32_t* map = remap[t].data();
+      for (int64_t i = b; i < e; ++i) offsets_[i] = map[offsets_[i]];
+    });
+  }
+  m_ = global->size();
+
+  // 3. Blur neighbours of every vertex along every axis.
+  neighbours_.assign(static_cast<size_t>(dp1) * m_ * 2, 0);
+  parallel_for(m_, threads, kGrain, [&](int64_t b, int64_t e) {
+    std::vector<int32_t> nk(d_);
+    for (int64_t v = b; v < e; ++v) {
+      const int32_t* key = global->key(v);
+      for (int j = 0; j <= d_; ++j) {
+        for (int dir = 0; dir < 2; ++dir) {
+          neighbour_key(key, d_, j, dir == 0 ? 1 : -1, nk.data());
+          const int32_t id = global->find(nk.data(), hash_key(nk.data(), d_));
+          neighbours_[(static_cast<size_t>(j) * m_ + v) * 2 + dir] = id + 1;
+        }
+      }
+    }
+  });
+  global.reset();
+
+  // 4. Splat lists (CSR): entries of each vertex in ascending point order.
+  // Each thread counts the entries of its chunk of points per vertex; the
+  // prefix sum over (vertex, chunk) gives every chunk its place in every list.
+  const int ct = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, n_ / kBuildGrain)));
+  std::vector<std::vector<int64_t>> counts(ct);
+  parallel_run(ct, [&](int t, int nth) {
+    counts[t].assign(m_, 0);
+    const int64_t b = n_ * t / nth * dp1, e = n_ * (t + 1) / nth * dp1;
+    int64_t* c = counts[t].data();
+    for (int64_t i = b; i < e; ++i) ++c[offsets_[i]];
+  });
+  splat_begin_.assign(m_ + 1, 0);
+  {
+    int64_t run = 0;
+    for (int64_t v = 0; v < m_; ++v) {
+      splat_begin_[v] = run;
+      for (int t = 0; t < ct; ++t) {
+        const int64_t c = counts[t][v];
+        counts[t][v] = run;  // now: where chunk t's entries of v start
+        run += c;
+      }
+    }
+    splat_begin_[m_] = run;
+  }
+  splat_point_.resize(n_entries);
+  splat_entry_.resize(n_entries);
+  splat_weight_.resize(n_entries);
+  parallel_run(ct, [&](int t, int nth) {
+    const int64_t b = n_ * t / nth, e = n_ * (t + 1) / nth;
+    int64_t* pos = counts[t].data();
+    for (int64_t i = b; i < e; ++i) {
+      for (int r = 0; r <= d_; ++r) {
+        const int64_t en = i * dp1 + r;
+        const int64_t at = pos[offsets_[en]]++;
+        splat_point_[at] = static_cast<int32_t>(i);
+        splat_entry_[at] = static_cast<int32_t>(en);
+        splat_weight_[at] = weights_[en];
+      }
+    }
+  });
+
+  const float alpha = lattice_alpha(d_);
+  slice_w_.resize(n_entries);
+  for (int64_t en = 0; en < n_entries; ++en) slice_w_[en] = weights_[en] * alpha;
+}
+
+LatticeView CpuLattice::view() const {
+  LatticeView v;
+  v.n_points = n_;
+  v.dim = d_;
+  v.n_vertices = m_;
+  v.offsets = offsets_.data();
+  v.weights = weights_.data();
+  v.neighbours = neighbours_.data();
+  v.splat_begin = splat_begin_.data();
+  v.splat_point = splat_point_.data();
+  v.splat_entry = splat_entry_.data();
+  v.splat_weight = splat_weight_.data();
+  return v;
+}
+
+size_t CpuLattice::memory_bytes() const {
+  return offsets_.size() * 4 + weights_.size() * 4 + slice_w_.size() * 4 + neighbours_.size() * 4 +
+         splat_begin_.size() * 8 + splat_point_.size() * 4 + splat_entry_.size() * 4 +
+         splat_weight_.size() * 4;
+}
+
+std::vector<float> CpuLattice::csr_weights(const float* s) const {
+  std::vector<float> w(splat_weight_.size());
+  for (size_t k = 0; k < w.size(); ++k) w[k] = splat_weight_[k] * s[splat_point_[k]];
+  return w;
+}
+
+std::vector<float> CpuLattice::slice_weights(const float* s) const {
+  std::vector<float> w(slice_w_.size());
+  const int dp1 = d_ + 1;
+  for (size_t k = 0; k < w.size(); ++k) w[k] = slice_w_[k] * s[k / dp1];
+  return w;
+}
+
+void CpuLattice::splat(const float* in, int C, const float* splat_w, float* vals, int threads) const {
+  const float* w = splat_w ? splat_w : splat_weight_.data();
+  std::fill(vals, vals + C, 0.0f);  // the zero row
+  parallel_for(m_, threads, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t v = b; v < e; ++v) {
+      float* __restrict acc = vals + (v + 1) * C;
+      for (int c = 0; c < C; ++c) acc[c] = 0.0f;
+      for (int64_t k = splat_begin_[v]; k < splat_begin_[v + 1]; ++k) {
+        const float wk = w[k];
+        const float* __restrict x = in + static_cast<int64_t>(splat_point_[k]) * C;
+        for (int c = 0; c < C; ++c) acc[c] += wk * x[c];
+      }
+    }
+  });
+}
+
+float* CpuLattice::blur(float* vals, float* tmp, int C, bool reverse, int threads) const {
+  std::fill(tmp, tmp + C, 0.0f);
+  for (int step = 0; step <= d_; ++step) {
+    const int j = reverse ? d_ - step : step;
+    const int32_t* nb = neighbours_.data() + static_cast<size_t>(j) * m_ * 2;
+    const float* src = vals;
+    float* dst = tmp;
+    parallel_for(m_, threads, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t v = b; v < e; ++v) {
+        const float* __restrict o = src + (v + 1) * C;
+        const float* __restrict n1 = src + static_cast<int64_t>(nb[2 * v]) * C;
+        const float* __restrict n2 = src + static_cast<int64_t>(nb[2 * v + 1]) * C;
+        float* __restrict out = dst + (v + 1) * C;
+        for (int c = 0; c < C; ++c) out[c] = o[c] + 0.5f * (n1[c] + n2[c]);
+      }
+    });
+    std::swap(vals, tmp);
+  }
+  return vals;
+}
+
+void CpuLattice::slice(const float* vals, int C, const float* slice_w, float* out, int threads) const {
+  const float* w = slice_w ? slice_w : slice_w_.data();
+  const int dp1 = d_ + 1;
+  parallel_for(n_, threads, kGrain, [&](int64_t b, int64_t e) {
+    std::vector<float> acc(C);
+    for (int64_t i = b; i < e; ++i) {
+      for (int c = 0; c < C; ++c) acc[c] = 0.0f;
+      for (int r = 0; r < dp1; ++r) {
+        const float wr = w[i * dp1 + r];
+        const float* __restrict x = vals + (static_cast<int64_t>(offsets_[i * dp1 + r]) + 1) * C;
+        for (int c = 0; c < C; ++c) acc[c] += wr * x[c];
+      }
+      float* __restrict o = out + i * C;
+      for (int c = 0; c < C; ++c) o[c] = acc[c];
+    }
+  });
+}
+
+void CpuLattice::filter(const float* in, float* out, int C, bool reverse, int threads,
+                        const float* splat_w, const float* slice_w) const {
+  if (C <= 0 || n_ == 0) return;
+  if (threads <= 0) threads = default_threads();
+  std::vector<float> a(static_cast<size_t>(m_ + 1) * C), b(static_cast<size_t>(m_ + 1) * C);
+  splat(in, C, splat_w, a.data(), threads);
+  const float* res = blur(a.data(), b.data(), C, reverse, threads);
+  slice(res, C, slice_w, out, threads);
+}
+
+}  // namespace dcrf

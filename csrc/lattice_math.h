@@ -1,0 +1,156 @@
+// Permutohedral-lattice math shared by the CPU backend (g++) and the CUDA
+// backend (nvcc). Everything here is a pure function of its arguments: no
+// allocation, no framework types, no globals.
+//
+// Reference: A. Adams, J. Baek, M. A. Davis, "Fast High-Dimensional Filtering
+// Using the Permutohedral Lattice", Eurographics 2010 (page numbers below).
+// The arithmetic order follows Kraehenbuehl's implementation (the SSE path of
+// permutohedral.cpp used by pydensecrf), so that the same features put the
+// same points into the same simplices with the same weights.
+#pragma once
+
+#include <cstdint>
+#include <cmath>
+
+#if defined(__CUDACC__)
+#define DCRF_HOST_DEVICE __host__ __device__
+#else
+#define DCRF_HOST_DEVICE
+#endif
+
+namespace dcrf {
+
+// Largest feature dimension the lattice accepts. Stack buffers in the
+// per-point math are sized by it; d = 1..16 is the documented range, larger
+// d works up to this bound (cost grows as (d+1)^2 per point).
+constexpr int kMaxDim = 32;
+
+// Per-axis scale of the elevation matrix E (p. 5), times the inverse of the
+// expected standard deviation of the blur, sqrt(2/3) (d+1) (p. 6). Computed in
+// double and rounded once, as Kraehenbuehl's code does.
+DCRF_HOST_DEVICE inline void lattice_scale_factors(int d, float* scale) {
+  const float inv_std_dev = static_cast<float>(sqrt(2.0 / 3.0) * (d + 1));
+  for (int i = 0; i < d; ++i) {
+    scale[i] = static_cast<float>(1.0 / sqrt(static_cast<double>((i + 2) * (i + 1))) *
+                                  static_cast<double>(inv_std_dev));
+  }
+}
+
+// Slice normalisation: the blur kernel [1/2, 1, 1/2] applied along d+1 axes
+// has total mass 2^(d+1) at the origin ratio 1 + 2^-d; dividing by it makes a
+// constant signal come back unchanged on a uniform lattice.
+DCRF_HOST_DEVICE inline float lattice_alpha(int d) {
+  return 1.0f / (1.0f + powf(2.0f, static_cast<float>(-d)));
+}
+
+// Embeds one point with features f[0..d) into the lattice.
+//   keys: [(d+1), d] int32, the first d coordinates of each enclosing simplex
+//         vertex (the last coordinate is implied: coordinates sum to zero);
+//   bary: [d+1] barycentric weights of the point w.r.t. those vertices.
+//   rank_out (optional): [d+1] the rank of each remainder vertex's
+//         coordinate, needed only by feature gradients.
+// Returns false when a coordinate falls outside the int32 key range.
+// DC is the compile-time dimension (0 = runtime d, bounded by kMaxDim).
+template <int DC>
+DCRF_HOST_DEVICE inline bool embed_point(const float* f, int d_rt, const float* scale,
+                                         int32_t* keys, float* bary) {
+  constexpr int cap = DC > 0 ? DC : kMaxDim;
+  const int d = DC > 0 ? DC : d_rt;
+  float elevated[cap + 1];
+  float rem0[cap + 1];
+  int rank[cap + 1];
+  float b[cap + 2];
+
+  // Elevate: y = E f (p. 5), accumulated from the last axis down.
+  float sm = 0.0f;
+  for (int j = d; j > 0; --j) {
+    const float cf = f[j - 1] * scale[j - 1];
+    elevated[j] = sm - static_cast<float>(j) * cf;
+    sm += cf;
+  }
+  elevated[0] = sm;
+
+  // Nearest remainder-0 lattice point: round each coordinate to a multiple of
+  // d+1 (ties to even, as the default FPU rounding mode does).
+  const float down = 1.0f / static_cast<float>(d + 1);
+  const float up = static_cast<float>(d + 1);
+  float sum = 0.0f;
+  for (int i = 0; i <= d; ++i) {
+    const float v = rintf(down * elevated[i]);
+    rem0[i] = v * up;
+    // NaN, infinity, or a coordinate beyond the int32 key range (with room
+    // for the canonical offsets and blur neighbours, at most d+1 away).
+    if (!(fabsf(rem0[i]) < 1.0e9f)) return false;
+    sum += v;
+  }
+
+  // Rank of each coordinate's remainder in decreasing order (p. 10).
+  for (int i = 0; i <= d; ++i) rank[i] = 0;
+  for (int i = 0; i < d; ++i) {
+    const float di = elevated[i] - rem0[i];
+    for (int j = i + 1; j <= d; ++j) {
+      if (di < elevated[j] - rem0[j]) {
+        ++rank[i];
+      } else {
+        ++rank[j];
+      }
+    }
+  }
+
+  // Bring the point back onto the plane sum(x) = 0 when rounding left it off.
+  const int isum = static_cast<int>(sum);
+  for (int i = 0; i <= d; ++i) {
+    rank[i] += isum;
+    if (rank[i] < 0) {
+      rank[i] += d + 1;
+      rem0[i] += up;
+    } else if (rank[i] > d) {
+      rank[i] -= d + 1;
+      rem0[i] -= up;
+    }
+  }
+
+  // Barycentric coordinates (p. 10).
+  for (int i = 0; i <= d + 1; ++i) b[i] = 0.0f;
+  for (int i = 0; i <= d; ++i) {
+    const float v = (elevated[i] - rem0[i]) * down;
+    b[d - rank[i]] += v;
+    b[d - rank[i] + 1] -= v;
+  }
+  b[0] += 1.0f + b[d + 1];
+
+  // Vertex r of the simplex: remainder-0 point plus the canonical offset of
+  // remainder r, i.e. +r for coordinates of rank <= d-r, r-(d+1) otherwise.
+  for (int r = 0; r <= d; ++r) {
+    for (int i = 0; i < d; ++i) {
+      const int c = rank[i] <= d - r ? r : r - (d + 1);
+      keys[r * d + i] = static_cast<int32_t>(rem0[i]) + c;
+    }
+    bary[r] = b[r];
+  }
+  return true;
+}
+
+// 32-bit hash of a lattice key of d int32 coordinates (FNV-1a over words
+// followed by a final avalanche).
+DCRF_HOST_DEVICE inline uint32_t hash_key(const int32_t* key, int d) {
+  uint32_t h = 2166136261u;
+  for (int i = 0; i < d; ++i) {
+    h ^= static_cast<uint32_t>(key[i]);
+    h *= 16777619u;
+  }
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  return h;
+}
+
+// Key of the blur neighbour of `key` along axis j (0..d), direction +1 or -1:
+// the lattice vector along axis j is (d+1) e_j - 1 (p. 6).
+DCRF_HOST_DEVICE inline void neighbour_key(const int32_t* key, int d, int j, int dir,
+                                           int32_t* out) {
+  for (int k = 0; k < d; ++k) out[k] = key[k] - dir;
+  if (j < d) out[j] = key[j] + dir * d;
+}
+
+}  // namespace dcrf

@@ -1,0 +1,165 @@
+#include "parallel.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "lattice.h"
+
+namespace dcrf {
+namespace {
+
+class Pool {
+ public:
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+  // Returns false when the pool is busy (the caller then runs inline).
+  bool try_run(int nthreads, const std::function<void(int, int)>& fn) {
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
+    grow(nthreads - 1);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      fn_ = &fn;
+      active_ = nthreads - 1;
+      nthreads_ = nthreads;
+      pending_ = nthreads - 1;
+      error_ = nullptr;
+      ++generation_;
+    }
+    cv_.notify_all();
+    std::exception_ptr mine;
+    try {
+      fn(0, nthreads);
+    } catch (...) {
+      mine = std::current_exception();
+    }
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      done_cv_.wait(lk, [&] { return pending_ == 0; });
+      fn_ = nullptr;
+    }
+    if (mine) std::rethrow_exception(mine);
+    if (error_) std::rethrow_exception(error_);
+    return true;
+  }
+
+ private:
+  void grow(int n) {
+    while (static_cast<int>(workers_.size()) < n) {
+      const int id = static_cast<int>(workers_.size()) + 1;
+      uint64_t start_gen;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        start_gen = generation_;
+      }
+      // The worker must know the generation current before this run starts,
+      // or it could wait for a run it should take part in.
+      workers_.emplace_back([this, id, start_gen] { loop(id, start_gen); });
+    }
+  }
+
+  void loop(int id, uint64_t seen) {
+    for (;;) {
+      const std::function<void(int, int)>* fn = nullptr;
+      int nth = 0;
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
+        if (stop_) return;
+        seen = generation_;
+        if (id > active_) continue;  // not needed this time
+        fn = fn_;
+        nth = nthreads_;
+      }
+      std::exception_ptr err;
+      try {
+        (*fn)(id, nth);
+      } catch (...) {
+        err = std::current_exception();
+      }
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (err && !error_) error_ = err;
+        if (--pending_ == 0) done_cv_.notify_one();
+      }
+    }
+  }
+
+  std::mutex busy_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::condition_variable done_cv_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int, int)>* fn_ = nullptr;
+  int active_ = 0;
+  int nthreads_ = 0;
+  int pending_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+};
+
+std::atomic<Pool*> g_pool{nullptr};
+std::mutex g_pool_init;
+std::atomic<int> g_default_threads{0};
+
+void after_fork_in_child() {
+  // The parent's worker threads do not exist in the child: abandon (leak) the
+  // old pool object rather than join threads that are not there.
+  g_pool.store(nullptr);
+  new (&g_pool_init) std::mutex();
+}
+
+Pool& pool() {
+  Pool* p = g_pool.load();
+  if (p) return *p;
+  std::lock_guard<std::mutex> lk(g_pool_init);
+  p = g_pool.load();
+  if (!p) {
+    static bool registered = false;
+    if (!registered) {
+      pthread_atfork(nullptr, nullptr, after_fork_in_child);
+      registered = true;
+    }
+    p = new Pool();  // lives for the process: workers are joined never
+    g_pool.store(p);
+  }
+  return *p;
+}
+
+}  // namespace
+
+void parallel_run(int nthreads, const std::function<void(int, int)>& fn) {
+  if (nthreads <= 1 || !pool().try_run(nthreads, fn)) {
+    // Inline: run the same chunks one after another on this thread.
+    for (int t = 0; t < std::max(nthreads, 1); ++t) fn(t, std::max(nthreads, 1));
+  }
+}
+
+int hardware_threads() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+int default_threads() {
+  const int n = g_default_threads.load();
+  return n > 0 ? n : hardware_threads();
+}
+
+void set_default_threads(int n) { g_default_threads.store(n > 0 ? n : 0); }
+
+}  // namespace dcrf

@@ -1,0 +1,39 @@
+// A small persistent thread pool with static partitioning. Work is split
+// into contiguous, equal chunks in a fixed order, and every output element is
+// written by exactly one thread, so results never depend on the thread count.
+//
+// Only one parallel region runs at a time: a region started while another is
+// running (another Python thread, or a nested call) runs on the calling
+// thread alone, which gives the same bits. After fork() the child gets a new,
+// empty pool (the parent's workers do not exist there).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace dcrf {
+
+// Runs fn(tid, nthreads) on nthreads threads (the caller is tid 0) and
+// returns when all are done. Exceptions from workers are rethrown here.
+void parallel_run(int nthreads, const std::function<void(int, int)>& fn);
+
+// fn(begin, end) over [0, n) split into at most `threads` contiguous chunks.
+// Chunks smaller than `grain` are not split further.
+template <class F>
+void parallel_for(int64_t n, int threads, int64_t grain, F&& fn) {
+  if (n <= 0) return;
+  int64_t max_chunks = grain > 0 ? (n + grain - 1) / grain : n;
+  int nt = threads < 1 ? 1 : threads;
+  if (max_chunks < nt) nt = static_cast<int>(max_chunks);
+  if (nt <= 1) {
+    fn(int64_t(0), n);
+    return;
+  }
+  parallel_run(nt, [&](int tid, int nth) {
+    const int64_t b = n * tid / nth;
+    const int64_t e = n * (tid + 1) / nth;
+    if (b < e) fn(b, e);
+  });
+}
+
+}  // namespace dcrf

@@ -1,0 +1,47 @@
+"""densecrf: fast, differentiable fully connected CRFs.
+
+Permutohedral-lattice Gaussian filtering (Adams et al. 2010) driving
+mean-field inference (Kraehenbuehl and Koltun 2011), in C++ with a numpy API.
+"""
+
+from ._version import __version__
+from ._native import build_info as _build_info
+from ._native import get_num_threads, set_num_threads
+from .crf import DenseCRF, DenseCRF2D, KernelType, Normalization, grid_positions, refine
+from .features import bilateral_features, gaussian_features, unary_from_labels, unary_from_softmax
+from .lattice import PermutohedralLattice
+
+
+def cuda_available() -> bool:
+    """True when this build of densecrf has its CUDA backend and a GPU is visible."""
+    return bool(_build_info().get("cuda", False))
+
+
+def show_config() -> dict:
+    """Prints and returns the build configuration: version, compiler, CPU features, CUDA, threads."""
+    info = dict(_build_info())
+    info["version"] = __version__
+    info["threads"] = get_num_threads()
+    for key, value in info.items():
+        print(f"{key}: {value}")
+    return info
+
+
+__all__ = [
+    "DenseCRF",
+    "DenseCRF2D",
+    "KernelType",
+    "Normalization",
+    "PermutohedralLattice",
+    "__version__",
+    "bilateral_features",
+    "cuda_available",
+    "gaussian_features",
+    "get_num_threads",
+    "grid_positions",
+    "refine",
+    "set_num_threads",
+    "show_config",
+    "unary_from_labels",
+    "unary_from_softmax",
+]

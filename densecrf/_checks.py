@@ -1,0 +1,107 @@
+"""Argument checking shared by the public API.
+
+Every public entry point validates here, in Python, before native code runs:
+bad input raises ValueError or TypeError naming the argument and the shape or
+value at fault. Arrays are converted to C-contiguous float32 without ever
+writing into the caller's array.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+_INT32_MAX = 2**31 - 1
+
+
+def shape_str(shape) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def as_array(x, name: str) -> np.ndarray:
+    """Returns x as an ndarray of a real numeric dtype (bool and integers allowed)."""
+    if hasattr(x, "__cuda_array_interface__") or (hasattr(x, "device") and "cuda" in str(getattr(x, "device", ""))):
+        raise TypeError(
+            f"{name} is a GPU array; the numpy API takes host arrays "
+            "(densecrf was built without CUDA support for this entry point)"
+        )
+    try:
+        a = np.asarray(x)
+    except Exception as exc:  # pragma: no cover - exotic array-likes
+        raise TypeError(f"{name} could not be converted to a numpy array: {exc}") from exc
+    if a.dtype == object:
+        raise TypeError(f"{name} has dtype object; expected a real numeric array")
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise TypeError(f"{name} has complex dtype {a.dtype}; expected real values")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise TypeError(f"{name} has dtype {a.dtype}; expected a real numeric array")
+    return a
+
+
+def as_f32(x, name: str, ndim: int | None = None, *, finite: bool = True) -> np.ndarray:
+    """C-contiguous float32 view or copy of x (never the caller's buffer to write)."""
+    a = as_array(x, name)
+    if a.dtype == np.bool_:
+        raise TypeError(f"{name} has dtype bool; expected floating-point values")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {shape_str(a.shape)}")
+    if np.issubdtype(a.dtype, np.floating) and a.dtype.itemsize > 4:
+        big = np.abs(a[np.isfinite(a)]) if a.size else a
+        if big.size and float(big.max()) > np.finfo(np.float32).max:
+            raise ValueError(f"{name} has values beyond the float32 range (max |x| = {float(big.max()):g})")
+    out = np.ascontiguousarray(a, dtype=np.float32)
+    if finite and out.size and not np.isfinite(out).all():
+        bad = np.argwhere(~np.isfinite(out))[0]
+        raise ValueError(f"{name} must be finite; found {out[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+    return out
+
+
+def positive_scalar(x, name: str) -> float:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    v = float(x)
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be positive and finite, got {v}")
+    return v
+
+
+def finite_scalar(x, name: str) -> float:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    v = float(x)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return v
+
+
+def positive_int(x, name: str, minimum: int = 1) -> int:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(x).__name__}")
+    v = int(x)
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    if v > _INT32_MAX:
+        raise ValueError(f"{name} = {v} exceeds the supported maximum 2^31-1")
+    return v
+
+
+def per_axis(x, n: int, name: str) -> list[float]:
+    """A positive scalar broadcast to n values, or a sequence of n positive values."""
+    if isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)):
+        return [positive_scalar(x, name)] * n
+    try:
+        vals = list(np.asarray(x, dtype=np.float64).ravel()) if not isinstance(x, (str, bytes)) else None
+    except (TypeError, ValueError):
+        vals = None
+    if vals is None:
+        raise TypeError(f"{name} must be a number or a sequence of {n} numbers, got {x!r}")
+    if len(vals) != n:
+        raise ValueError(f"{name} must have {n} values (one per axis or channel), got {len(vals)}")
+    return [positive_scalar(float(v), name) for v in vals]
+
+
+def threads_arg(threads) -> int:
+    if threads is None:
+        return 0
+    return positive_int(threads, "threads")

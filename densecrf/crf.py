@@ -1,0 +1,305 @@
+"""Dense CRF inference on numpy arrays: DenseCRF, DenseCRF2D and refine()."""
+
+from __future__ import annotations
+
+import enum
+import numbers
+
+import numpy as np
+
+from . import _checks
+from ._native import _C
+from .features import unary_from_softmax
+from .lattice import PermutohedralLattice
+
+
+class Normalization(enum.IntEnum):
+    """How a pairwise kernel is normalised (Kraehenbuehl's NormalizationType).
+
+    With n = K 1 (the filter of a constant one) and D = diag(n):
+    NONE filters with K; BEFORE with K D^-1; AFTER with D^-1 K; SYMMETRIC
+    with D^-1/2 K D^-1/2 (the default, as in pydensecrf).
+    """
+
+    NONE = 0
+    BEFORE = 1
+    AFTER = 2
+    SYMMETRIC = 3
+
+
+class KernelType(enum.IntEnum):
+    """Kraehenbuehl's KernelType: how kernel parameters would be learned.
+
+    It does not change inference; it is kept for API compatibility.
+    """
+
+    CONST = 0
+    DIAG = 1
+    FULL = 2
+
+
+def _enum_arg(value, enum_cls, name):
+    if isinstance(value, str):
+        try:
+            return enum_cls[value.upper()]
+        except KeyError:
+            opts = ", ".join(repr(m.name.lower()) for m in enum_cls)
+            raise ValueError(f"{name} must be one of {opts}, got {value!r}") from None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        try:
+            return enum_cls(int(value))
+        except ValueError:
+            raise ValueError(f"{name} must be one of {[int(m) for m in enum_cls]}, got {int(value)}") from None
+    raise TypeError(f"{name} must be a string or an integer, got {type(value).__name__}")
+
+
+def _compat_arg(compat, n_labels: int):
+    """Returns (kind, flat float32 values) for a Potts number, a [K] diagonal or a [K, K] matrix."""
+    if isinstance(compat, numbers.Real) and not isinstance(compat, (bool, np.bool_)):
+        return 0, np.array([_checks.finite_scalar(compat, "compat")], dtype=np.float32)
+    c = _checks.as_f32(compat, "compat")
+    if c.ndim == 0:
+        return 0, c.reshape(1)
+    if c.ndim == 1:
+        if c.shape[0] != n_labels:
+            raise ValueError(f"a diagonal compat must have {n_labels} values (one per label), got shape {_checks.shape_str(c.shape)}")
+        return 1, c
+    if c.ndim == 2:
+        if c.shape != (n_labels, n_labels):
+            raise ValueError(f"a matrix compat must have shape ({n_labels}, {n_labels}), got {_checks.shape_str(c.shape)}")
+        return 2, c.ravel()
+    raise ValueError(f"compat must be a number, a [K] vector or a [K, K] matrix, got shape {_checks.shape_str(c.shape)}")
+
+
+class DenseCRF:
+    r"""A fully connected CRF over N points and K labels (Kraehenbuehl and Koltun 2011).
+
+    Energy: :math:`E(x) = \sum_i U_i(x_i) + \sum_t \sum_{i \ne j} \mu_t(x_i, x_j)\, k_t(f^t_i, f^t_j)`
+    with Gaussian kernels :math:`k_t` over per-term features. Mean-field
+    inference iterates
+
+    .. math:: Q_i \leftarrow \operatorname{softmax}\big(-U_i - \textstyle\sum_t \mu_t\, (\bar K_t Q)_i\big)
+
+    where :math:`\bar K_t` is the lattice filter with the term's
+    normalisation. A Potts compatibility ``w`` means :math:`\mu = -w I`
+    (adds ``+w * filtered Q`` to the logits, pydensecrf's sign); a diagonal
+    ``[K]`` or matrix ``[K, K]`` compatibility is used as given (an energy).
+    Results match pydensecrf with the same parameters (same lattice, same
+    weights, float32 arithmetic).
+
+    Args:
+        n_points: N >= 0 (N = 0 gives empty results).
+        n_labels: K >= 1.
+        threads: threads for native work (default: all cores).
+    """
+
+    def __init__(self, n_points: int, n_labels: int, *, threads: int | None = None):
+        self.n_points = _checks.positive_int(n_points, "n_points", minimum=0)
+        self.n_labels = _checks.positive_int(n_labels, "n_labels")
+        self._threads = _checks.threads_arg(threads)
+        self._unary = None
+        self._terms = []
+        self._term_info = []
+
+    # -- energy -----------------------------------------------------------
+    def set_unary(self, unary) -> None:
+        """Sets the unary energies ``[N, K]`` (e.g. -log p, see :func:`unary_from_softmax`)."""
+        u = _checks.as_f32(unary, "unary")
+        if u.shape != (self.n_points, self.n_labels):
+            raise ValueError(f"unary must have shape ({self.n_points}, {self.n_labels}) = (N, K), got {_checks.shape_str(u.shape)}")
+        self._unary = u
+
+    def add_pairwise(self, features, compat, *, kernel="diag", normalization="symmetric") -> None:
+        """Adds a Gaussian pairwise term over ``features`` ``[N, d]`` (already divided by the bandwidths).
+
+        ``compat``: Potts weight (number), diagonal ``[K]`` or matrix ``[K, K]``.
+        ``normalization``: 'symmetric' (default), 'before', 'after' or 'none'
+        (or a :class:`Normalization`). ``kernel`` ('const', 'diag', 'full') is
+        accepted for compatibility and does not change inference.
+        """
+        f = _checks.as_f32(features, "features", ndim=2)
+        if f.shape[0] != self.n_points:
+            raise ValueError(f"features must have shape ({self.n_points}, d) = (N, d), got {_checks.shape_str(f.shape)}")
+        if not 1 <= f.shape[1] <= 32:
+            raise ValueError(f"features must have 1 to 32 columns, got shape {_checks.shape_str(f.shape)}")
+        kind, values = _compat_arg(compat, self.n_labels)
+        norm = _enum_arg(normalization, Normalization, "normalization")
+        ktype = _enum_arg(kernel, KernelType, "kernel")
+        lat = PermutohedralLattice(f, threads=self._threads or None)
+        term = _C.PairwiseTerm(lat._lat, int(norm), kind, values, self.n_labels, self._threads)
+        self._terms.append(term)
+        self._term_info.append({"lattice": lat, "normalization": norm, "kernel": ktype, "compat": values.copy(), "compat_kind": kind})
+
+    @property
+    def terms(self) -> list:
+        """Per-term information: lattice, normalization, kernel type and compatibility."""
+        return list(self._term_info)
+
+    # -- inference --------------------------------------------------------
+    def _unary_or_zero(self) -> np.ndarray:
+        if self._unary is None:
+            self._unary = np.zeros((self.n_points, self.n_labels), dtype=np.float32)
+        return self._unary
+
+    def inference(self, n_iter: int = 5) -> np.ndarray:
+        """Runs ``n_iter`` mean-field iterations from softmax(-U); returns Q ``[N, K]`` float32."""
+        n_iter = _checks.positive_int(n_iter, "n_iter", minimum=0)
+        return _C.mean_field(self._unary_or_zero(), self._terms, n_iter, None, self._threads)
+
+    def start_inference(self) -> np.ndarray:
+        """The initial distribution Q = softmax(-U), ``[N, K]``."""
+        return _C.mean_field(self._unary_or_zero(), self._terms, 0, None, self._threads)
+
+    def step_inference(self, Q) -> np.ndarray:
+        """One mean-field iteration from ``Q`` ``[N, K]``; returns a new array (Q is not modified)."""
+        q = self._check_q(Q)
+        return _C.mean_field(self._unary_or_zero(), self._terms, 1, q, self._threads)
+
+    def map(self, n_iter: int = 5) -> np.ndarray:
+        """MAP labels ``[N]`` (int64) after ``n_iter`` iterations."""
+        return np.argmax(self.inference(n_iter), axis=1)
+
+    def pairwise_messages(self, Q) -> list:
+        """Each term's message compat(filter(Q)) ``[N, K]`` (an energy, Kraehenbuehl's sign)."""
+        q = self._check_q(Q)
+        return [t.apply(q, False, self._threads) for t in self._terms]
+
+    def kl_divergence(self, Q) -> float:
+        r"""KL divergence of Q from the CRF distribution up to the log-partition constant.
+
+        :math:`\sum_i \sum_l Q_{il} \log Q_{il} + \sum Q U + \sum_t \sum Q \cdot \mu_t(\bar K_t Q)`,
+        accumulated in float64, as Kraehenbuehl's ``klDivergence``.
+        """
+        q = self._check_q(Q)
+        q64 = q.astype(np.float64)
+        kl = float(np.sum(q64 * np.log(np.maximum(q64, 1e-20))))
+        kl += float(np.sum(self._unary_or_zero().astype(np.float64) * q64))
+        for m in self.pairwise_messages(q):
+            kl += float(np.sum(q64 * m))
+        return kl
+
+    def _check_q(self, Q) -> np.ndarray:
+        q = _checks.as_f32(Q, "Q")
+        if q.shape != (self.n_points, self.n_labels):
+            raise ValueError(f"Q must have shape ({self.n_points}, {self.n_labels}) = (N, K), got {_checks.shape_str(q.shape)}")
+        return q
+
+
+class DenseCRF2D(DenseCRF):
+    """A dense CRF on a ``width`` x ``height`` image grid (points in row-major pixel order).
+
+    Position features are (x, y) = (column, row), as in pydensecrf's DenseCRF2D.
+    """
+
+    def __init__(self, width: int, height: int, n_labels: int, *, threads: int | None = None):
+        self.width = _checks.positive_int(width, "width")
+        self.height = _checks.positive_int(height, "height")
+        super().__init__(self.width * self.height, n_labels, threads=threads)
+
+    def _positions(self, sxy) -> np.ndarray:
+        sx, sy = _checks.per_axis(sxy, 2, "sxy")
+        ys, xs = np.mgrid[0 : self.height, 0 : self.width].astype(np.float32)
+        return np.stack([(xs / np.float32(sx)).ravel(), (ys / np.float32(sy)).ravel()], axis=1)
+
+    def add_pairwise_gaussian(self, sxy, compat, *, kernel="diag", normalization="symmetric") -> None:
+        """Smoothness term: Gaussian over (x/sx, y/sy); ``sxy`` a number or (sx, sy)."""
+        self.add_pairwise(self._positions(sxy), compat, kernel=kernel, normalization=normalization)
+
+    def add_pairwise_bilateral(self, sxy, srgb, image, compat, *, kernel="diag",
+                               normalization="symmetric") -> None:
+        """Appearance term: Gaussian over (x/sx, y/sy, c_1/s_1, ..., c_C/s_C).
+
+        ``image``: ``[height, width, C]`` (any number of channels, any real
+        dtype, uint8 used as 0..255) or ``[height, width]``; ``srgb`` a number
+        or one bandwidth per channel.
+        """
+        im = _checks.as_f32(image, "image")
+        if im.ndim == 2:
+            im = im[..., None]
+        if im.ndim != 3 or im.shape[:2] != (self.height, self.width):
+            raise ValueError(f"image must have shape ({self.height}, {self.width}, C) = (height, width, channels), got {_checks.shape_str(im.shape)}")
+        c = im.shape[2]
+        if not 1 <= c <= 30:
+            raise ValueError(f"image must have 1 to 30 channels, got {c}")
+        sc = np.asarray(_checks.per_axis(srgb, c, "srgb"), dtype=np.float32)
+        feats = np.concatenate([self._positions(sxy), im.reshape(-1, c) / sc], axis=1)
+        self.add_pairwise(feats, compat, kernel=kernel, normalization=normalization)
+
+
+def grid_positions(spatial, sdims) -> np.ndarray:
+    """Position features of a grid in (x, y, z, ...) order: the last axis first.
+
+    For a 2-D image this is (column / sx, row / sy), pydensecrf's DenseCRF2D order.
+    Returns ``[prod(spatial), len(spatial)]`` float32.
+    """
+    spatial = tuple(int(s) for s in spatial)
+    s = _checks.per_axis(sdims, len(spatial), "sxy")
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in spatial], indexing="ij")
+    cols = [grids[a].ravel() / np.float32(s[len(spatial) - 1 - a]) for a in reversed(range(len(spatial)))]
+    return np.stack(cols, axis=1)
+
+
+def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
+           gaussian_sxy=3.0, gaussian_compat=3.0,
+           bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0,
+           clip: float = 1e-5, scale: float | None = None, normalization="symmetric",
+           threads: int | None = None) -> np.ndarray:
+    """Refines per-pixel class probabilities with a dense CRF along the image's edges.
+
+    Args:
+        image: ``[*spatial, C]`` image or volume (uint8 0..255 or float in the
+            same units as ``bilateral_srgb``), or ``[*spatial]`` for one channel.
+        probs: ``[*spatial, K]`` probabilities summing to one over labels (label
+            axis at ``channel_axis``), e.g. a network's softmax.
+        n_iter: mean-field iterations.
+        gaussian_sxy, gaussian_compat: smoothness term (bandwidth in pixels,
+            Potts weight, or a [K] / [K, K] compatibility); compat None drops the term.
+        bilateral_sxy, bilateral_srgb, bilateral_compat: appearance term; srgb
+            a number or one bandwidth per channel; compat None drops the term.
+        clip, scale: see :func:`unary_from_softmax`.
+        normalization: kernel normalisation of both terms.
+        threads: native threads (default: all cores).
+
+    Returns:
+        Refined probabilities, float32, the same shape as ``probs``.
+
+    The defaults are pydensecrf's classic parameters; for a 2-D image the
+    result equals pydensecrf's DenseCRF2D with addPairwiseGaussian(3, 3) and
+    addPairwiseBilateral(80, 13, image, 10) after 5 iterations.
+    """
+    p = _checks.as_f32(probs, "probs")
+    if p.ndim < 2:
+        raise ValueError(f"probs must be [*spatial, K] with at least one spatial axis, got shape {_checks.shape_str(p.shape)}")
+    if not -p.ndim <= channel_axis < p.ndim:
+        raise ValueError(f"channel_axis={channel_axis} is out of range for probs of shape {_checks.shape_str(p.shape)}")
+    p_last = np.moveaxis(p, channel_axis, -1)
+    spatial, k = p_last.shape[:-1], p_last.shape[-1]
+    if k < 1 or min(spatial) < 1:
+        raise ValueError(f"probs must have at least one label and one pixel, got shape {_checks.shape_str(p.shape)}")
+    sums = p_last.sum(axis=-1, dtype=np.float64)
+    worst = float(np.abs(sums - 1.0).max())
+    if worst > 1e-2:
+        # 1e-2: a float16 softmax is off by up to ~K * 5e-4; anything more is
+        # not a probability distribution (logits or sigmoid scores, say).
+        raise ValueError(
+            f"probs must sum to one over the label axis (axis {channel_axis}); the worst pixel sums to "
+            f"{float(sums.ravel()[np.argmax(np.abs(sums - 1.0))]):g}. Pass softmax probabilities, "
+            "or build the unary yourself and use DenseCRF"
+        )
+    im = _checks.as_f32(image, "image")
+    if im.shape == spatial:
+        im = im[..., None]
+    if im.ndim != len(spatial) + 1 or im.shape[:-1] != spatial:
+        raise ValueError(f"image must have shape ({', '.join(map(str, spatial))}, C) matching probs' spatial shape, got {_checks.shape_str(im.shape)}")
+    n = int(np.prod(spatial))
+    crf = DenseCRF(n, k, threads=threads)
+    crf.set_unary(unary_from_softmax(p_last, clip=clip, scale=scale))
+    if gaussian_compat is not None:
+        crf.add_pairwise(grid_positions(spatial, gaussian_sxy), gaussian_compat, normalization=normalization)
+    if bilateral_compat is not None:
+        c = im.shape[-1]
+        sc = np.asarray(_checks.per_axis(bilateral_srgb, c, "bilateral_srgb"), dtype=np.float32)
+        feats = np.concatenate([grid_positions(spatial, bilateral_sxy), im.reshape(n, c) / sc], axis=1)
+        crf.add_pairwise(feats, bilateral_compat, normalization=normalization)
+    q = crf.inference(n_iter).reshape(p_last.shape)
+    return np.ascontiguousarray(np.moveaxis(q, -1, channel_axis))

@@ -1,0 +1,155 @@
+"""Unary energies from network outputs and pairwise features from images.
+
+Shapes follow the numpy convention of this package: per-pixel probabilities
+are ``[*spatial, K]`` with the label axis last by default (``channel_axis`` as
+in scikit-image), unaries are ``[N, K]`` energies with N the number of points
+in C order, features are ``[N, d]``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _checks
+
+
+def _labels_last(a: np.ndarray, channel_axis: int, name: str) -> np.ndarray:
+    if a.ndim < 1:
+        raise ValueError(f"{name} must have a label axis, got a scalar")
+    if not -a.ndim <= channel_axis < a.ndim:
+        raise ValueError(f"channel_axis={channel_axis} is out of range for {name} of shape {_checks.shape_str(a.shape)}")
+    return np.moveaxis(a, channel_axis, -1)
+
+
+def unary_from_softmax(probs, *, scale: float | None = None, clip: float | None = 1e-5,
+                       channel_axis: int = -1) -> np.ndarray:
+    r"""Unary energies :math:`U = -\log p` from class probabilities.
+
+    Args:
+        probs: ``[*spatial, K]`` probabilities (label axis at ``channel_axis``).
+            They should sum to one over the labels; they are not renormalised.
+        scale: if given, in (0, 1]: mixes the probabilities with the uniform
+            distribution, ``scale * p + (1 - scale) / K`` (confidence in the model).
+        clip: lower bound applied before the logarithm (so that p = 0 gives a
+            finite energy, -log(clip)); None disables it (then p must be > 0).
+        channel_axis: the label axis of ``probs``.
+
+    Returns:
+        ``[N, K]`` float32 energies, N = prod(spatial) in C order.
+    """
+    p = _checks.as_f32(probs, "probs")
+    p = _labels_last(p, channel_axis, "probs")
+    k = p.shape[-1]
+    if k < 1:
+        raise ValueError(f"probs must have at least one label, got shape {_checks.shape_str(p.shape)}")
+    if (p < 0).any() or (p > 1.0 + 1e-3).any():
+        # 1e-3: room for float32 rounding of probabilities that sum to one.
+        raise ValueError(f"probs must lie in [0, 1]; found values in [{float(p.min()):g}, {float(p.max()):g}]")
+    p = p.astype(np.float64)
+    if scale is not None:
+        s = _checks.positive_scalar(scale, "scale")
+        if s > 1:
+            raise ValueError(f"scale must be in (0, 1], got {s}")
+        p = s * p + (1.0 - s) / k
+    if clip is not None:
+        c = _checks.positive_scalar(clip, "clip")
+        if c > 1:
+            raise ValueError(f"clip must be in (0, 1], got {c}")
+        p = np.clip(p, c, 1.0)
+    elif (p <= 0).any():
+        raise ValueError("probs contains zeros and clip=None: -log(0) is infinite")
+    return np.ascontiguousarray((-np.log(p)).reshape(-1, k), dtype=np.float32)
+
+
+def unary_from_labels(labels, n_labels: int, *, gt_prob: float = 0.5,
+                      unknown: int | None = None) -> np.ndarray:
+    """Unary energies from a hard label map with a confidence.
+
+    A pixel labelled ``l`` gets probability ``gt_prob`` for ``l`` and
+    ``(1 - gt_prob) / (K - 1)`` for every other label; pixels equal to
+    ``unknown`` (if given, e.g. 255 or -1) get the uniform distribution.
+
+    Args:
+        labels: integer array of any shape, values in ``[0, n_labels)`` or ``unknown``.
+        n_labels: K >= 2.
+        gt_prob: confidence in the labels, in (0, 1).
+        unknown: label value meaning "could be anything".
+
+    Returns:
+        ``[N, K]`` float32 energies, N = labels.size in C order.
+    """
+    lab = _checks.as_array(labels, "labels")
+    if not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == np.bool_):
+        if np.issubdtype(lab.dtype, np.floating) and np.all(np.isfinite(lab)) and np.all(lab == np.round(lab)):
+            lab = lab.astype(np.int64)
+        else:
+            raise TypeError(f"labels must be integers, got dtype {lab.dtype}")
+    lab = lab.astype(np.int64).ravel()
+    k = _checks.positive_int(n_labels, "n_labels", minimum=2)
+    g = _checks.positive_scalar(gt_prob, "gt_prob")
+    if not 0 < g < 1:
+        raise ValueError(f"gt_prob must be in (0, 1), got {g}")
+    known = np.ones(lab.shape, dtype=bool)
+    if unknown is not None:
+        if not isinstance(unknown, numbers.Integral):
+            raise TypeError(f"unknown must be an integer label value, got {unknown!r}")
+        known = lab != int(unknown)
+    bad = known & ((lab < 0) | (lab >= k))
+    if bad.any():
+        raise ValueError(f"labels must be in [0, {k}) (or the unknown value); found {int(lab[bad][0])}")
+    u = np.full((lab.size, k), -np.log((1.0 - g) / (k - 1)), dtype=np.float32)
+    idx = np.nonzero(known)[0]
+    u[idx, lab[idx]] = -np.log(g)
+    u[~known] = -np.log(1.0 / k)
+    return u
+
+
+def gaussian_features(shape, sdims) -> np.ndarray:
+    """Position features for a Gaussian (smoothness) kernel on a grid.
+
+    Args:
+        shape: the grid shape, e.g. ``(H, W)`` or ``(D, H, W)``.
+        sdims: bandwidth per axis (a number broadcasts), in pixels.
+
+    Returns:
+        ``[prod(shape), len(shape)]`` float32: the index of each point along
+        each axis (C order, 'ij' indexing) divided by that axis' bandwidth.
+    """
+    shape = tuple(_checks.positive_int(s, "shape") for s in shape)
+    if not shape:
+        raise ValueError("shape must have at least one axis")
+    s = _checks.per_axis(sdims, len(shape), "sdims")
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) / np.float32(b) for n, b in zip(shape, s)], indexing="ij")
+    return np.ascontiguousarray(np.stack([g.ravel() for g in grids], axis=1), dtype=np.float32)
+
+
+def bilateral_features(image, sdims, schan, *, channel_axis: int | None = -1) -> np.ndarray:
+    """Position and colour features for a bilateral (appearance) kernel.
+
+    Args:
+        image: ``[*spatial, C]`` image or volume (any real dtype; uint8 values
+            are used as 0..255), or ``[*spatial]`` with ``channel_axis=None``.
+        sdims: positional bandwidth per spatial axis (a number broadcasts).
+        schan: bandwidth per channel (a number broadcasts), in image units.
+        channel_axis: the channel axis of ``image``, or None for one channel.
+
+    Returns:
+        ``[N, len(spatial) + C]`` float32: positions / sdims then channels / schan.
+    """
+    im = _checks.as_f32(image, "image")
+    if channel_axis is None:
+        im = im[..., None]
+    else:
+        im = _labels_last(im, channel_axis, "image")
+    spatial = im.shape[:-1]
+    if len(spatial) < 1 or min(spatial, default=0) < 1:
+        raise ValueError(f"image must have at least one non-empty spatial axis, got shape {_checks.shape_str(im.shape)}")
+    c = im.shape[-1]
+    if c < 1:
+        raise ValueError(f"image must have at least one channel, got shape {_checks.shape_str(im.shape)}")
+    pos = gaussian_features(spatial, sdims)
+    sc = np.asarray(_checks.per_axis(schan, c, "schan"), dtype=np.float32)
+    col = im.reshape(-1, c) / sc
+    return np.ascontiguousarray(np.concatenate([pos, col], axis=1), dtype=np.float32)
