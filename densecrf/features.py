@@ -47,20 +47,22 @@ def unary_from_softmax(probs, *, scale: float | None = None, clip: float | None 
     if (p < 0).any() or (p > 1.0 + 1e-3).any():
         # 1e-3: room for float32 rounding of probabilities that sum to one.
         raise ValueError(f"probs must lie in [0, 1]; found values in [{float(p.min()):g}, {float(p.max()):g}]")
-    p = p.astype(np.float64)
+    # float32 throughout, as pydensecrf.utils computes it from float32 input.
     if scale is not None:
         s = _checks.positive_scalar(scale, "scale")
         if s > 1:
             raise ValueError(f"scale must be in (0, 1], got {s}")
-        p = s * p + (1.0 - s) / k
+        p = (s * p.astype(np.float64) + (1.0 - s) / k).astype(np.float32)
     if clip is not None:
         c = _checks.positive_scalar(clip, "clip")
         if c > 1:
             raise ValueError(f"clip must be in (0, 1], got {c}")
-        p = np.clip(p, c, 1.0)
+        p = np.clip(p, np.float32(c), np.float32(1.0))
     elif (p <= 0).any():
         raise ValueError("probs contains zeros and clip=None: -log(0) is infinite")
-    return np.ascontiguousarray((-np.log(p)).reshape(-1, k), dtype=np.float32)
+    u = np.log(p.reshape(-1, k))
+    np.negative(u, out=u)
+    return np.ascontiguousarray(u, dtype=np.float32)
 
 
 def unary_from_labels(labels, n_labels: int, *, gt_prob: float = 0.5,

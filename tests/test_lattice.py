@@ -1,0 +1,166 @@
+"""PermutohedralLattice against the exact Gaussian filter, and its structural properties."""
+
+import numpy as np
+import pytest
+
+import densecrf
+from reference import gaussian_filter_exact
+
+
+def normalized(filt, n, v):
+    return filt(v) / filt(np.ones((n, 1)))
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 5])
+def test_filter_approximates_exact_gaussian(rng, d):
+    # Dense points (spread of 2 bandwidths per axis) carrying smooth values.
+    # The lattice replaces the Gaussian by a [1/2, 1, 1/2] blur between
+    # barycentric splat and slice; for the normalised filter the mean
+    # deviation from the exact filter is 4.7-6.6 % of the mean change the
+    # exact filter itself makes (measured over 20 draws for d = 1..5). The
+    # bound 0.1 leaves room for other draws; filtering with a wrong blur
+    # weight or bandwidth scale moves the result by a large fraction of the
+    # smoothing and fails.
+    n = 300
+    f = rng.random((n, d)) * 2.0
+    v = np.stack([np.sin(f.sum(1)), np.cos(f[:, 0]), f[:, -1] / 2.0], axis=1)
+    lat = densecrf.PermutohedralLattice(f)
+    approx = normalized(lambda x: lat.filter(x).astype(np.float64), n, v)
+    exact = normalized(lambda x: gaussian_filter_exact(f, x), n, v)
+    rel = np.abs(approx - exact).mean() / np.abs(exact - v).mean()
+    assert rel < 0.1, rel
+    # A filter of double the bandwidth is off by more than the bound: the check can fail.
+    wide = normalized(lambda x: gaussian_filter_exact(f / 2.0, x), n, v)
+    assert np.abs(approx - wide).mean() / np.abs(exact - v).mean() > 0.1
+
+
+def test_filter_mass_close_to_exact(rng):
+    # The unnormalised lattice response to a constant is 0.78..0.94 of the
+    # exact Gaussian sum for dense 2-D points (the discrete blur loses mass
+    # in the tails); a factor-of-two error in alpha or the blur would leave
+    # this range.
+    f = rng.random((300, 2)) * 2.0
+    lat = densecrf.PermutohedralLattice(f)
+    ratio = lat.filter(np.ones(300)) / gaussian_filter_exact(f, np.ones((300, 1)))[:, 0]
+    assert 0.7 < ratio.min() and ratio.max() < 1.0
+
+
+def test_transpose_is_adjoint(rng):
+    # <K x, y> = <x, K^T y> holds exactly in exact arithmetic (same lattice,
+    # reversed blur order); float32 rounding over ~1e4 terms of size ~1 leaves
+    # a relative error of order 1e-6.
+    f = rng.random((500, 3)) * 4
+    lat = densecrf.PermutohedralLattice(f)
+    x = rng.normal(size=(500, 4))
+    y = rng.normal(size=(500, 4))
+    lhs = np.sum(lat.filter(x).astype(np.float64) * y)
+    rhs = np.sum(x * lat.filter(y, transpose=True).astype(np.float64))
+    assert abs(lhs - rhs) <= 1e-5 * (abs(lhs) + abs(rhs))
+    # and the forward filter alone is not symmetric, so the test can fail:
+    asym = np.sum(x * lat.filter(y).astype(np.float64))
+    assert abs(lhs - asym) > 1e-4 * abs(lhs)
+
+
+def test_linear_in_values(rng):
+    # Linearity: filter(a x + b y) = a filter(x) + b filter(y), up to float32
+    # rounding (relative 1e-6 per operation over a few dozen operations).
+    f = rng.random((400, 2)) * 5
+    lat = densecrf.PermutohedralLattice(f)
+    x, y = rng.normal(size=(400, 3)), rng.normal(size=(400, 3))
+    lhs = lat.filter(2 * x - 3 * y)
+    rhs = 2 * lat.filter(x) - 3 * lat.filter(y)
+    assert np.allclose(lhs, rhs, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32])
+def test_any_dimension_and_threads_bit_identical(rng, d):
+    n = 20000
+    f = (rng.random((n, d)) * 6).astype(np.float32)
+    v = rng.random((n, 3)).astype(np.float32)
+    one = densecrf.PermutohedralLattice(f, threads=1)
+    two = densecrf.PermutohedralLattice(f, threads=2)
+    five = densecrf.PermutohedralLattice(f, threads=5)
+    assert one.n_vertices == two.n_vertices == five.n_vertices
+    r1 = one.filter(v, threads=1)
+    assert np.array_equal(r1, two.filter(v, threads=2))
+    assert np.array_equal(r1, five.filter(v, threads=3))
+    assert np.array_equal(r1, one.filter(v, threads=1))  # run to run
+    assert np.isfinite(r1).all() and (r1 > 0).all()
+
+
+def test_single_point_and_identical_points():
+    # One point: its own vertex weights sum to 1, so the response to 1 is
+    # alpha * sum_r w_r * (blurred mass at r) > 0 and the normalised filter
+    # returns the value itself exactly up to rounding.
+    lat = densecrf.PermutohedralLattice(np.array([[0.3, -1.2]]))
+    assert lat.n_points == 1
+    out = lat.filter(np.array([[2.0, -1.0]]))
+    norm = lat.filter(np.ones(1))
+    assert np.allclose(out / norm[:, None], [[2.0, -1.0]], rtol=1e-6)
+    # Identical points behave as one point with summed values.
+    f = np.tile([[0.5, 0.25, 4.0]], (7, 1))
+    lat7 = densecrf.PermutohedralLattice(f)
+    assert lat7.n_vertices == 4  # d + 1 vertices of one simplex
+    res = lat7.filter(np.arange(7.0))
+    assert np.allclose(res, res[0]) and res[0] > 0
+
+
+def test_empty_and_shapes():
+    lat = densecrf.PermutohedralLattice(np.zeros((0, 3)))
+    assert lat.n_points == 0 and lat.n_vertices == 0
+    assert lat.filter(np.zeros((0, 2))).shape == (0, 2)
+    # [..., d] features and [..., C] values keep their leading shape
+    f = np.random.default_rng(0).random((4, 5, 2))
+    lat = densecrf.PermutohedralLattice(f)
+    assert lat.n_points == 20
+    assert lat.filter(np.ones((4, 5, 3))).shape == (4, 5, 3)
+    assert lat.filter(np.ones(20)).shape == (20,)
+
+
+def test_far_apart_points_do_not_interact():
+    # Points 100 bandwidths apart share no lattice vertex or neighbour: each
+    # normalised output is exactly its own value.
+    f = np.array([[0.0, 0.0], [100.0, 0.0], [0.0, 100.0]])
+    lat = densecrf.PermutohedralLattice(f)
+    v = np.array([[1.0], [5.0], [-3.0]])
+    out = lat.filter(v) / lat.filter(np.ones((3, 1)))
+    assert np.allclose(out, v, rtol=1e-6)
+
+
+def test_input_not_modified_and_float64_accepted(rng):
+    f = rng.random((100, 2))
+    v = rng.random((100, 2))
+    f0, v0 = f.copy(), v.copy()
+    lat = densecrf.PermutohedralLattice(f)
+    out = lat.filter(v)
+    assert out.dtype == np.float32
+    assert np.array_equal(f, f0) and np.array_equal(v, v0)
+    assert np.array_equal(out, densecrf.PermutohedralLattice(f.astype(np.float32)).filter(v.astype(np.float32)))
+
+
+@pytest.mark.parametrize(
+    "features,err,match",
+    [
+        (np.zeros(5), ValueError, r"\[N, d\]"),
+        (np.zeros((5, 0)), ValueError, "1 to 32"),
+        (np.zeros((5, 33)), ValueError, "1 to 32"),
+        (np.array([[0.0, np.nan]]), ValueError, "finite"),
+        (np.array([[np.inf, 0.0]]), ValueError, "finite"),
+        (np.array([[1e12, 0.0]]), ValueError, "key range"),
+        (np.zeros((3, 2), dtype=complex), TypeError, "complex"),
+        (np.array([["a", "b"]], dtype=object), TypeError, "object"),
+    ],
+)
+def test_bad_features(features, err, match):
+    with pytest.raises(err, match=match):
+        densecrf.PermutohedralLattice(features)
+
+
+def test_bad_values():
+    lat = densecrf.PermutohedralLattice(np.zeros((4, 2)))
+    with pytest.raises(ValueError, match=r"N = 4"):
+        lat.filter(np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="finite"):
+        lat.filter(np.full((4, 1), np.nan))
+    with pytest.raises(ValueError, match="threads"):
+        lat.filter(np.zeros((4, 1)), threads=0)
