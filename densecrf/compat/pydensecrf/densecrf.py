@@ -1,6 +1,7 @@
 """pydensecrf's ``densecrf`` module API on top of densecrf's native core.
 
-Layouts follow pydensecrf: unaries are ``[K, N]``, features ``[d, N]``, the
+A matrix compatibility is symmetrised, (W + W^T) / 2, as pydensecrf does
+(densecrf.DenseCRF uses a matrix as given). Layouts follow pydensecrf: unaries are ``[K, N]``, features ``[d, N]``, the
 result of ``inference`` is ``[K, N]``, images are ``[H, W, 3]`` uint8. Arrays
 of another float dtype or memory order are accepted (pydensecrf rejected
 them) and converted; the caller's arrays are never modified.
@@ -50,6 +51,14 @@ class ConstUnary(Unary):
         self.u = _checks.as_f32(u, "u", ndim=2)
 
 
+def _pyd_compat(compat):
+    """pydensecrf's MatrixCompatibility uses the symmetric part of the matrix."""
+    if isinstance(compat, (int, float, np.number)):
+        return compat
+    c = _checks.as_f32(compat, "compat")
+    return 0.5 * (c + c.T) if c.ndim == 2 and c.shape[0] == c.shape[1] else c
+
+
 def _as_kn_to_nk(a, name, k, n):
     arr = _checks.as_f32(a, name, ndim=2)
     if arr.shape != (k, n):
@@ -88,7 +97,7 @@ class DenseCRF:
         f = _checks.as_f32(features, "features", ndim=2)
         if f.shape[1] != self._nvar:
             raise ValueError(f"Bad shape for pairwise energy (Need (?, {self._nvar}), got {tuple(f.shape)})")
-        self._crf.add_pairwise(np.ascontiguousarray(f.T), compat, kernel=int(kernel),
+        self._crf.add_pairwise(np.ascontiguousarray(f.T), _pyd_compat(compat), kernel=int(kernel),
                                normalization=int(normalization))
 
     def inference(self, niter):
@@ -127,7 +136,7 @@ class DenseCRF2D(DenseCRF):
         self._nlabel = self._crf.n_labels
 
     def addPairwiseGaussian(self, sxy, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC):
-        self._crf.add_pairwise_gaussian(sxy, compat, kernel=int(kernel), normalization=int(normalization))
+        self._crf.add_pairwise_gaussian(sxy, _pyd_compat(compat), kernel=int(kernel), normalization=int(normalization))
 
     def addPairwiseBilateral(self, sxy, srgb, rgbim, compat, kernel=DIAG_KERNEL, normalization=NORMALIZE_SYMMETRIC):
         im = _checks.as_array(rgbim, "rgbim")
@@ -141,5 +150,5 @@ class DenseCRF2D(DenseCRF):
             )
         if im.dtype != np.uint8:
             raise TypeError(f"rgbim must be uint8 as in pydensecrf, got {im.dtype}")
-        self._crf.add_pairwise_bilateral(sxy, srgb, im, compat, kernel=int(kernel),
+        self._crf.add_pairwise_bilateral(sxy, srgb, im, _pyd_compat(compat), kernel=int(kernel),
                                          normalization=int(normalization))

@@ -1,0 +1,234 @@
+"""DenseCRF mean field against a plain numpy loop, and the exact-filter truth."""
+
+import numpy as np
+import pytest
+
+import densecrf
+from reference import (
+    gaussian_filter_exact,
+    label_probs,
+    mean_field_numpy,
+    normalized_filter,
+    smooth_image,
+    softmax,
+)
+
+COMPATS = {
+    "potts": 3.0,
+    "diagonal": np.array([-2.0, -1.0, -3.0, -0.5]),
+    "matrix": np.array([[-2.0, 0.5, 0.3, 0.0], [0.5, -1.0, 0.2, 0.4], [0.3, 0.2, -3.0, 0.1], [0.0, 0.4, 0.1, -0.5]]),
+}
+
+
+def small_problem(rng, n=200, k=4, d=3):
+    f1 = rng.random((n, 2)) * 3
+    f2 = rng.random((n, d)) * 3
+    u = rng.normal(size=(n, k)) * 2
+    return f1, f2, u
+
+
+@pytest.mark.parametrize("compat", list(COMPATS))
+@pytest.mark.parametrize("normalization", [0, 1, 2, 3])
+def test_mean_field_matches_numpy_loop_with_lattice_filter(rng, compat, normalization):
+    # Same lattice filter on both sides, so only the inference loop (message
+    # sign, compatibility, normalisation, softmax) is compared. Both are
+    # float32-filtered; the numpy side does the rest in float64, so the
+    # difference is float32 rounding accumulated over 5 iterations (<1e-5).
+    f1, f2, u = small_problem(rng)
+    n, k = u.shape
+    c = COMPATS[compat]
+    crf = densecrf.DenseCRF(n, k)
+    crf.set_unary(u)
+    crf.add_pairwise(f1, 1.5 if compat == "potts" else c / 2, normalization=normalization)
+    crf.add_pairwise(f2, c, normalization=normalization)
+    q = crf.inference(5)
+    terms = []
+    for info, cc in zip(crf.terms, [1.5 if compat == "potts" else c / 2, c]):
+        lat = info["lattice"]
+        terms.append((normalized_filter(lambda v, lat=lat: lat.filter(v).astype(np.float64), n, normalization), cc))
+    ref = mean_field_numpy(u, terms, 5)
+    assert np.abs(q - ref).max() < 1e-5
+    assert np.allclose(q.sum(1), 1, atol=1e-5)
+
+
+def test_mean_field_close_to_exact_filter_truth(rng):
+    # With the exact O(N^2) Gaussian filter in place of the lattice the
+    # marginals move by the lattice approximation error (a few % of the
+    # smoothing, see test_lattice); MAP labels agree on almost all points.
+    n, k = 300, 3
+    f = rng.random((n, 2)) * 3
+    u = -np.log(np.clip(softmax(rng.normal(size=(n, k)) + 2 * np.eye(k)[(f[:, 0] > 1.5).astype(int)]), 1e-5, 1))
+    crf = densecrf.DenseCRF(n, k)
+    crf.set_unary(u)
+    crf.add_pairwise(f, 3.0)
+    q = crf.inference(5)
+    exact = normalized_filter(lambda v: gaussian_filter_exact(f, v), n, 3)
+    ref = mean_field_numpy(u, [(exact, 3.0)], 5)
+    # 0.05 in probability: the ~6 % relative filter error times the Potts
+    # weight 3 moves logits by ~0.1 at most, i.e. probabilities by < 0.05.
+    assert np.abs(q - ref).max() < 0.05
+    # 98 %: only points whose two best labels are within that margin can flip.
+    assert (q.argmax(1) == ref.argmax(1)).mean() > 0.98
+
+
+def test_no_pairwise_is_softmax_and_zero_unary_is_uniform(rng):
+    u = rng.normal(size=(50, 6))
+    crf = densecrf.DenseCRF(50, 6)
+    crf.set_unary(u)
+    assert np.allclose(crf.inference(3), softmax(-u), atol=1e-6)  # float32 softmax vs float64
+    empty = densecrf.DenseCRF(10, 4)
+    empty.add_pairwise(rng.random((10, 2)), 5.0)
+    assert np.allclose(empty.inference(2), 0.25, atol=1e-7)
+
+
+def test_stepwise_equals_inference_and_kl_decreases(rng):
+    f1, f2, u = small_problem(rng, n=400, k=3)
+    crf = densecrf.DenseCRF(400, 3)
+    crf.set_unary(u)
+    crf.add_pairwise(f1, 3.0)
+    crf.add_pairwise(f2, 5.0)
+    q = crf.start_inference()
+    assert np.allclose(q, softmax(-u), atol=1e-6)
+    kls = [crf.kl_divergence(q)]
+    for _ in range(4):
+        q_before = q.copy()
+        q_new = crf.step_inference(q)
+        assert np.array_equal(q, q_before)  # the argument is not modified
+        q = q_new
+        kls.append(crf.kl_divergence(q))
+    assert np.array_equal(q, crf.inference(4))  # the same native loop, bit for bit
+    # Mean field with positive (attractive) Potts weights decreases the KL
+    # divergence in the first iterations (parallel updates are not guaranteed
+    # to be monotone forever; the first steps here drop it by > 1 %).
+    assert kls[1] < kls[0] * 0.99 or kls[1] < kls[0] - 1.0
+    assert min(kls[1:]) < kls[0]
+
+
+def test_kl_matches_definition(rng):
+    f1, _, u = small_problem(rng, n=100, k=3)
+    crf = densecrf.DenseCRF(100, 3)
+    crf.set_unary(u)
+    crf.add_pairwise(f1, 2.0)
+    q = crf.inference(2)
+    lat = crf.terms[0]["lattice"]
+    filt = normalized_filter(lambda v: lat.filter(v).astype(np.float64), 100, 3)
+    q64 = q.astype(np.float64)
+    expected = np.sum(q64 * np.log(q64)) + np.sum(u * q64) + np.sum(q64 * (-2.0 * filt(q64)))
+    # float32 filter inside kl_divergence vs float64 here: 1e-4 relative
+    assert abs(crf.kl_divergence(q) - expected) < 1e-4 * abs(expected)
+
+
+def test_map_and_threads_bit_identical():
+    h, w, k = 120, 160, 5
+    img = smooth_image(h, w)
+    probs = label_probs(h, w, k)
+    outs = []
+    for th in (1, 2, 3):
+        crf = densecrf.DenseCRF2D(w, h, k, threads=th)
+        crf.set_unary(densecrf.unary_from_softmax(probs))
+        crf.add_pairwise_gaussian(3, 3)
+        crf.add_pairwise_bilateral(30, 13, img, 10)
+        outs.append(crf.inference(5))
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    crf = densecrf.DenseCRF2D(w, h, k)
+    crf.set_unary(densecrf.unary_from_softmax(probs))
+    crf.add_pairwise_gaussian(3, 3)
+    crf.add_pairwise_bilateral(30, 13, img, 10)
+    assert np.array_equal(crf.map(5), outs[0].argmax(1))
+
+
+def test_crf_smooths_noisy_labels():
+    # The point of the CRF: noisy unaries over two flat regions with an edge.
+    # After inference the MAP is cleaner than the unary argmax.
+    rng = np.random.default_rng(3)
+    h, w = 60, 80
+    truth = (np.arange(w)[None, :] >= 40).astype(int).repeat(h, 0)
+    img = np.where(truth[..., None] == 1, 200, 40).astype(np.uint8).repeat(3, 2)
+    p = np.where(truth[..., None] == np.arange(2), 0.6, 0.4) + rng.normal(0, 0.25, (h, w, 2))
+    p = np.clip(p, 0.01, None)
+    p = (p / p.sum(-1, keepdims=True)).astype(np.float32)
+    before = (p.argmax(-1) == truth).mean()
+    q = densecrf.refine(img, p)
+    after = (q.argmax(-1) == truth).mean()
+    assert before < 0.9 and after > 0.99
+
+
+@pytest.mark.parametrize("n,k", [(1, 1), (1, 3), (5, 1), (0, 3)])
+def test_degenerate_sizes(n, k):
+    crf = densecrf.DenseCRF(n, k)
+    crf.set_unary(np.zeros((n, k)))
+    crf.add_pairwise(np.zeros((n, 1)), 3.0)
+    q = crf.inference(3)
+    assert q.shape == (n, k)
+    assert np.allclose(q, 1.0 / k)
+
+
+def test_volume_3d_refine():
+    rng = np.random.default_rng(0)
+    d, h, w, k = 12, 16, 20, 3
+    truth = (np.indices((d, h, w)).sum(0) > 22).astype(int)
+    vol = (truth * 150 + 50 + rng.normal(0, 10, truth.shape)).astype(np.float32)
+    p = np.eye(k)[truth] * 0.3 + rng.uniform(0, 0.6, (d, h, w, k))
+    p = (p / p.sum(-1, keepdims=True)).astype(np.float32)
+    q = densecrf.refine(vol, p, bilateral_sxy=5, bilateral_srgb=20, gaussian_sxy=1)
+    assert q.shape == p.shape
+    assert (q.argmax(-1) == truth).mean() > (p.argmax(-1) == truth).mean()
+    # same as DenseCRF with the features built by hand ((x, y, z) order)
+    crf = densecrf.DenseCRF(d * h * w, k)
+    crf.set_unary(densecrf.unary_from_softmax(p))
+    pos = np.stack(np.meshgrid(np.arange(d), np.arange(h), np.arange(w), indexing="ij")[::-1], -1).reshape(-1, 3)
+    crf.add_pairwise(pos / 1.0, 3.0)
+    crf.add_pairwise(np.concatenate([pos / 5.0, vol.reshape(-1, 1) / 20.0], 1), 10.0)
+    assert np.array_equal(q.reshape(-1, k), crf.inference(5))
+
+
+def test_refine_channel_axis_and_inputs_untouched():
+    h, w, k = 40, 50, 4
+    img = smooth_image(h, w)
+    p = label_probs(h, w, k)
+    img0, p0 = img.copy(), p.copy()
+    q = densecrf.refine(img, p)
+    assert q.shape == p.shape and q.dtype == np.float32
+    assert np.array_equal(img, img0) and np.array_equal(p, p0)
+    q_first = densecrf.refine(img, np.moveaxis(p, -1, 0).copy(), channel_axis=0)
+    assert np.array_equal(np.moveaxis(q_first, 0, -1), q)
+    # float64 inputs give the float32 computation's answer
+    assert np.array_equal(densecrf.refine(img.astype(np.float64), p.astype(np.float64)), q)
+    # dropping a term changes the result; no terms leaves softmax(-U) = clipped p
+    assert not np.array_equal(densecrf.refine(img, p, bilateral_compat=None), q)
+    bare = densecrf.refine(img, p, bilateral_compat=None, gaussian_compat=None)
+    assert np.allclose(bare, np.clip(p, 1e-5, 1) / np.clip(p, 1e-5, 1).sum(-1, keepdims=True), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "call,err,match",
+    [
+        (lambda: densecrf.DenseCRF(-1, 2), ValueError, "n_points"),
+        (lambda: densecrf.DenseCRF(4, 0), ValueError, "n_labels"),
+        (lambda: densecrf.DenseCRF(4, 2.5), TypeError, "n_labels"),
+        (lambda: densecrf.DenseCRF(4, 2).set_unary(np.zeros((2, 4))), ValueError, r"\(4, 2\)"),
+        (lambda: densecrf.DenseCRF(4, 2).set_unary(np.full((4, 2), np.nan)), ValueError, "finite"),
+        (lambda: densecrf.DenseCRF(4, 2).add_pairwise(np.zeros((3, 2)), 1.0), ValueError, r"\(4, d\)"),
+        (lambda: densecrf.DenseCRF(4, 2).add_pairwise(np.zeros((4, 2)), np.ones(3)), ValueError, "2 values"),
+        (lambda: densecrf.DenseCRF(4, 2).add_pairwise(np.zeros((4, 2)), np.ones((2, 3))), ValueError, r"\(2, 2\)"),
+        (lambda: densecrf.DenseCRF(4, 2).add_pairwise(np.zeros((4, 2)), float("nan")), ValueError, "finite"),
+        (lambda: densecrf.DenseCRF(4, 2).add_pairwise(np.zeros((4, 2)), 1.0, normalization="sideways"), ValueError, "symmetric"),
+        (lambda: densecrf.DenseCRF(4, 2).add_pairwise(np.zeros((4, 2)), 1.0, normalization=7), ValueError, "normalization"),
+        (lambda: densecrf.DenseCRF(4, 2).inference(-1), ValueError, "n_iter"),
+        (lambda: densecrf.DenseCRF(4, 2).step_inference(np.zeros((4, 3))), ValueError, r"\(4, 2\)"),
+        (lambda: densecrf.DenseCRF2D(4, 3, 2).add_pairwise_bilateral(3, 13, np.zeros((4, 3, 3)), 1.0), ValueError, r"\(3, 4, C\)"),
+        (lambda: densecrf.DenseCRF2D(4, 3, 2).add_pairwise_gaussian(0, 1.0), ValueError, "sxy"),
+        (lambda: densecrf.DenseCRF2D(4, 3, 2).add_pairwise_gaussian(-3, 1.0), ValueError, "sxy"),
+        (lambda: densecrf.DenseCRF2D(4, 3, 2).add_pairwise_gaussian(float("nan"), 1.0), ValueError, "sxy"),
+        (lambda: densecrf.DenseCRF2D(4, 3, 2).add_pairwise_bilateral(3, (1, 2), np.zeros((3, 4, 3)), 1.0), ValueError, "srgb"),
+        (lambda: densecrf.refine(np.zeros((4, 5, 3)), np.full((4, 6, 2), 0.5)), ValueError, r"\(4, 6, C\)"),
+        (lambda: densecrf.refine(np.zeros((4, 5, 3)), np.full((4, 5, 2), 0.7)), ValueError, "sum to one"),
+        (lambda: densecrf.refine(np.zeros((4, 5, 3)), np.full((4, 5, 2), 0.5), channel_axis=3), ValueError, "channel_axis"),
+        (lambda: densecrf.refine(np.zeros((4, 5, 3)), np.full(5, 0.2)), ValueError, "spatial"),
+        (lambda: densecrf.refine(np.zeros((4, 5, 3)), np.full((4, 5, 2), 0.5), n_iter=2.0), TypeError, "n_iter"),
+        (lambda: densecrf.refine(np.zeros((4, 5, 3), dtype=bool), np.full((4, 5, 2), 0.5)), TypeError, "bool"),
+    ],
+)
+def test_bad_input_raises_clear_error(call, err, match):
+    with pytest.raises(err, match=match):
+        call()
