@@ -1,0 +1,58 @@
+"""Unary and feature helpers against hand-computed values."""
+
+import numpy as np
+import pytest
+
+import densecrf
+
+
+def test_unary_from_softmax_values():
+    p = np.array([[[0.5, 0.5], [1.0, 0.0]]], dtype=np.float32)  # [1, 2, K=2]
+    u = densecrf.unary_from_softmax(p)
+    assert u.shape == (2, 2) and u.dtype == np.float32
+    expected = -np.log(np.array([[0.5, 0.5], [1.0, 1e-5]], dtype=np.float32))
+    assert np.array_equal(u, expected)
+    # scale mixes with uniform: 0.8 * p + 0.2 / 2
+    us = densecrf.unary_from_softmax(p, scale=0.8)
+    assert np.allclose(us[1], -np.log([0.9, 0.1]), rtol=1e-6)
+    # channel_axis: labels first gives the same unary
+    assert np.array_equal(densecrf.unary_from_softmax(np.moveaxis(p, -1, 0), channel_axis=0), u)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        densecrf.unary_from_softmax(p * 3)
+    with pytest.raises(ValueError, match="clip=None"):
+        densecrf.unary_from_softmax(p, clip=None)
+    with pytest.raises(ValueError, match="scale"):
+        densecrf.unary_from_softmax(p, scale=1.5)
+
+
+def test_unary_from_labels_values():
+    lab = np.array([[0, 2], [255, 1]])
+    u = densecrf.unary_from_labels(lab, 3, gt_prob=0.6, unknown=255)
+    hit, miss, uni = -np.log(0.6), -np.log(0.2), -np.log(1 / 3)
+    expected = np.array([[hit, miss, miss], [miss, miss, hit], [uni, uni, uni], [miss, hit, miss]], dtype=np.float32)
+    assert np.allclose(u, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        densecrf.unary_from_labels(lab, 3)  # 255 without unknown=255
+    with pytest.raises(ValueError, match="gt_prob"):
+        densecrf.unary_from_labels(lab, 3, gt_prob=1.0, unknown=255)
+    with pytest.raises(TypeError, match="integers"):
+        densecrf.unary_from_labels(np.array([0.5, 1.0]), 3)
+
+
+def test_gaussian_and_bilateral_features():
+    g = densecrf.gaussian_features((2, 3), (2.0, 4.0))
+    expected = np.array([[i / 2.0, j / 4.0] for i in range(2) for j in range(3)], dtype=np.float32)
+    assert np.array_equal(g, expected)
+    img = np.arange(2 * 3 * 2, dtype=np.uint8).reshape(2, 3, 2)
+    b = densecrf.bilateral_features(img, 1.0, (2.0, 4.0))
+    assert b.shape == (6, 4)
+    assert np.array_equal(b[:, :2], densecrf.gaussian_features((2, 3), 1.0))
+    assert np.allclose(b[:, 2], img[..., 0].ravel() / 2.0) and np.allclose(b[:, 3], img[..., 1].ravel() / 4.0)
+    gray = densecrf.bilateral_features(img[..., 0], 1.0, 5.0, channel_axis=None)
+    assert gray.shape == (6, 3)
+    with pytest.raises(ValueError, match="schan"):
+        densecrf.bilateral_features(img, 1.0, (1.0, 2.0, 3.0))
+    with pytest.raises(ValueError, match="sdims"):
+        densecrf.gaussian_features((2, 3), (1.0, 0.0))
+    # (x, y) order of grid_positions is (column, row)
+    assert np.array_equal(densecrf.grid_positions((2, 3), 1.0)[:, 0], np.tile(np.arange(3), 2))
