@@ -59,12 +59,13 @@ class CpuLattice {
   void filter(const float* in, float* out, int channels, bool reverse, int threads,
               const float* splat_w = nullptr, const float* slice_w = nullptr) const;
 
-  // The three stages, for callers that fuse their own epilogue.
-  // vals: [(M+1), C] with row 0 zero; returns the buffer holding the result
-  // (vals or tmp).
-  void splat(const float* in, int channels, const float* splat_w, float* vals, int threads) const;
-  float* blur(float* vals, float* tmp, int channels, bool reverse, int threads) const;
-  void slice(const float* vals, int channels, const float* slice_w, float* out, int threads) const;
+  // The three stages over channel-padded buffers (see kernels.h): rows of
+  // cp = padded_channels(C) floats, 32-byte aligned. in/out: [N, cp];
+  // vals, tmp: [(M+1), cp] with row 0 kept zero. blur returns the buffer
+  // holding the result (vals or tmp).
+  void splat_padded(const float* in, int cp, const float* splat_w, float* vals, int threads) const;
+  float* blur_padded(float* vals, float* tmp, int cp, bool reverse, int threads) const;
+  void slice_padded(const float* vals, int cp, const float* slice_w, float* out, int threads) const;
 
   // Per-entry weights in CSR order for a per-point scale s[N]: w_e * s[i].
   std::vector<float> csr_weights(const float* point_scale) const;

@@ -12,6 +12,7 @@
 #include <limits>
 #include <memory>
 
+#include "kernels.h"
 #include "lattice.h"
 #include "parallel.h"
 
@@ -288,58 +289,32 @@ std::vector<float> CpuLattice::slice_weights(const float* s) const {
   return w;
 }
 
-void CpuLattice::splat(const float* in, int C, const float* splat_w, float* vals, int threads) const {
+void CpuLattice::splat_padded(const float* in, int cp, const float* splat_w, float* vals, int threads) const {
   const float* w = splat_w ? splat_w : splat_weight_.data();
-  std::fill(vals, vals + C, 0.0f);  // the zero row
+  std::fill(vals, vals + cp, 0.0f);  // the zero row
+  const Kernels& K = kernels();
   parallel_for(m_, threads, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t v = b; v < e; ++v) {
-      float* __restrict acc = vals + (v + 1) * C;
-      for (int c = 0; c < C; ++c) acc[c] = 0.0f;
-      for (int64_t k = splat_begin_[v]; k < splat_begin_[v + 1]; ++k) {
-        const float wk = w[k];
-        const float* __restrict x = in + static_cast<int64_t>(splat_point_[k]) * C;
-        for (int c = 0; c < C; ++c) acc[c] += wk * x[c];
-      }
-    }
+    K.splat(splat_begin_.data(), splat_point_.data(), w, in, vals, cp, b, e);
   });
 }
 
-float* CpuLattice::blur(float* vals, float* tmp, int C, bool reverse, int threads) const {
-  std::fill(tmp, tmp + C, 0.0f);
+float* CpuLattice::blur_padded(float* vals, float* tmp, int cp, bool reverse, int threads) const {
+  std::fill(tmp, tmp + cp, 0.0f);
+  const Kernels& K = kernels();
   for (int step = 0; step <= d_; ++step) {
     const int j = reverse ? d_ - step : step;
     const int32_t* nb = neighbours_.data() + static_cast<size_t>(j) * m_ * 2;
-    const float* src = vals;
-    float* dst = tmp;
-    parallel_for(m_, threads, kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t v = b; v < e; ++v) {
-        const float* __restrict o = src + (v + 1) * C;
-        const float* __restrict n1 = src + static_cast<int64_t>(nb[2 * v]) * C;
-        const float* __restrict n2 = src + static_cast<int64_t>(nb[2 * v + 1]) * C;
-        float* __restrict out = dst + (v + 1) * C;
-        for (int c = 0; c < C; ++c) out[c] = o[c] + 0.5f * (n1[c] + n2[c]);
-      }
-    });
+    parallel_for(m_, threads, kGrain, [&](int64_t b, int64_t e) { K.blur(nb, vals, tmp, cp, b, e); });
     std::swap(vals, tmp);
   }
   return vals;
 }
 
-void CpuLattice::slice(const float* vals, int C, const float* slice_w, float* out, int threads) const {
+void CpuLattice::slice_padded(const float* vals, int cp, const float* slice_w, float* out, int threads) const {
   const float* w = slice_w ? slice_w : slice_w_.data();
-  const int dp1 = d_ + 1;
+  const Kernels& K = kernels();
   parallel_for(n_, threads, kGrain, [&](int64_t b, int64_t e) {
-    std::vector<float> acc(C);
-    for (int64_t i = b; i < e; ++i) {
-      for (int c = 0; c < C; ++c) acc[c] = 0.0f;
-      for (int r = 0; r < dp1; ++r) {
-        const float wr = w[i * dp1 + r];
-        const float* __restrict x = vals + (static_cast<int64_t>(offsets_[i * dp1 + r]) + 1) * C;
-        for (int c = 0; c < C; ++c) acc[c] += wr * x[c];
-      }
-      float* __restrict o = out + i * C;
-      for (int c = 0; c < C; ++c) o[c] = acc[c];
-    }
+    K.slice(offsets_.data(), w, d_ + 1, vals, out, cp, b, e);
   });
 }
 
@@ -347,10 +322,23 @@ void CpuLattice::filter(const float* in, float* out, int C, bool reverse, int th
                         const float* splat_w, const float* slice_w) const {
   if (C <= 0 || n_ == 0) return;
   if (threads <= 0) threads = default_threads();
-  std::vector<float> a(static_cast<size_t>(m_ + 1) * C), b(static_cast<size_t>(m_ + 1) * C);
-  splat(in, C, splat_w, a.data(), threads);
-  const float* res = blur(a.data(), b.data(), C, reverse, threads);
-  slice(res, C, slice_w, out, threads);
+  const int cp = padded_channels(C);
+  AlignedFloats x = aligned_floats(static_cast<size_t>(n_) * cp);
+  AlignedFloats a = aligned_floats(static_cast<size_t>(m_ + 1) * cp);
+  AlignedFloats b = aligned_floats(static_cast<size_t>(m_ + 1) * cp);
+  parallel_for(n_, threads, kGrain, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      float* row = x.get() + i * cp;
+      std::memcpy(row, in + i * C, sizeof(float) * C);
+      std::fill(row + C, row + cp, 0.0f);
+    }
+  });
+  splat_padded(x.get(), cp, splat_w, a.get(), threads);
+  const float* res = blur_padded(a.get(), b.get(), cp, reverse, threads);
+  slice_padded(res, cp, slice_w, x.get(), threads);
+  parallel_for(n_, threads, kGrain, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) std::memcpy(out + i * C, x.get() + i * cp, sizeof(float) * C);
+  });
 }
 
 }  // namespace dcrf

@@ -1,0 +1,64 @@
+// Hot CPU loops (splat, blur, slice, fused mean-field epilogue) over
+// channel-padded buffers: every row holds Cp = round_up(C, 8) floats and
+// starts 32-byte aligned, so the loops run on whole 8-lane vectors.
+//
+// The loops are compiled twice: for the x86-64 baseline (SSE2) and with
+// AVX2 + FMA; kernels() picks the best the CPU supports at run time. Both
+// are deterministic; they may differ from each other in the last bits (FMA
+// contraction), so results are bit-identical on a given machine.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+
+namespace dcrf {
+
+constexpr int kLanes = 8;
+inline int padded_channels(int c) { return (c + kLanes - 1) / kLanes * kLanes; }
+
+// 64-byte aligned float buffer, uninitialised.
+struct FreeDeleter {
+  void operator()(float* p) const { std::free(p); }
+};
+using AlignedFloats = std::unique_ptr<float[], FreeDeleter>;
+AlignedFloats aligned_floats(size_t n);
+
+// One pairwise term as the fused epilogue sees it.
+struct EpilogueTerm {
+  const float* blurred;    // [(M+1), Cp] blurred vertex values (row 0 zero)
+  const int32_t* offsets;  // [N, d+1]
+  const float* slice_w;    // [N, d+1] slice weights (alpha and normalisation folded in)
+  int dp1;                 // d + 1
+  int compat_kind;         // 0 Potts, 1 diagonal, 2 matrix
+  const float* compat;     // 1, K or K*K values
+};
+
+struct Kernels {
+  const char* name;
+  // vals[v+1] = sum_k w[k] * in[point[k]] over v's CSR entries, v in [vb, ve).
+  void (*splat)(const int64_t* begin, const int32_t* point, const float* w, const float* in,
+                float* vals, int cp, int64_t vb, int64_t ve);
+  // dst[v+1] = src[v+1] + (src[n1] + src[n2]) / 2, v in [vb, ve).
+  void (*blur)(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb, int64_t ve);
+  // out[i] = sum_r w[i(d+1)+r] * vals[off[i(d+1)+r] + 1], i in [ib, ie).
+  void (*slice)(const int32_t* off, const float* w, int dp1, const float* vals, float* out, int cp,
+                int64_t ib, int64_t ie);
+  // q[i] = softmax(-u[i] - sum_t message_t) over the first k of cp lanes
+  // (pad lanes set to 0), i in [ib, ie).
+  void (*epilogue)(const float* u, float* q, int k, int cp, const EpilogueTerm* terms, int nterms,
+                   int64_t ib, int64_t ie);
+  // q[i] = softmax(-u[i]) (pad lanes 0), i in [ib, ie).
+  void (*softmax_neg)(const float* u, float* q, int k, int cp, int64_t ib, int64_t ie);
+};
+
+const Kernels& kernels();
+
+namespace kernels_base {
+extern const Kernels table;
+}
+namespace kernels_avx2 {
+extern const Kernels table;
+}
+
+}  // namespace dcrf
