@@ -38,15 +38,14 @@ PairwiseTerm::PairwiseTerm(std::shared_ptr<const CpuLattice> lattice, Normalizat
     scale_[i] = static_cast<float>(norm_type_ == Normalization::kSymmetric ? 1.0 / std::sqrt(v)
                                                                            : 1.0 / v);
   }
-  splat_scaled_ = lattice_->csr_weights(scale_.data());
   slice_scaled_ = lattice_->slice_weights(scale_.data());
 }
 
-const float* PairwiseTerm::splat_weights(bool transpose) const {
+const float* PairwiseTerm::splat_scale(bool transpose) const {
   const bool scaled = norm_type_ == Normalization::kSymmetric ||
                       (!transpose && norm_type_ == Normalization::kBefore) ||
                       (transpose && norm_type_ == Normalization::kAfter);
-  return scaled ? splat_scaled_.data() : nullptr;
+  return scaled ? scale_.data() : nullptr;
 }
 
 const float* PairwiseTerm::slice_weights(bool transpose) const {
@@ -58,7 +57,7 @@ const float* PairwiseTerm::slice_weights(bool transpose) const {
 
 void PairwiseTerm::filter(const float* in, float* out, int channels, bool transpose,
                           int threads) const {
-  lattice_->filter(in, out, channels, transpose, threads, splat_weights(transpose),
+  lattice_->filter(in, out, channels, transpose, threads, splat_scale(transpose),
                    slice_weights(transpose));
 }
 
@@ -122,9 +121,13 @@ void softmax_neg(const float* unary, float* out, int64_t n, int k, int threads) 
 }
 
 void mean_field(const float* unary, float* q, int64_t n, int k,
-                const std::vector<const PairwiseTerm*>& terms, int n_iter, int threads) {
+                const std::vector<const PairwiseTerm*>& terms, int n_iter, int threads, bool fresh) {
   if (threads <= 0) threads = default_threads();
-  if (n == 0 || k == 0 || n_iter == 0) return;
+  if (n == 0 || k == 0) return;
+  if (n_iter == 0) {
+    if (fresh) softmax_neg(unary, q, n, k, threads);
+    return;
+  }
   const int cp = padded_channels(k);
   const Kernels& K = kernels();
   const size_t nt = terms.size();
@@ -136,8 +139,12 @@ void mean_field(const float* unary, float* q, int64_t n, int k,
     for (int64_t i = b; i < e; ++i) {
       std::memcpy(up.get() + i * cp, unary + i * k, sizeof(float) * k);
       std::fill(up.get() + i * cp + k, up.get() + (i + 1) * cp, 0.0f);
-      std::memcpy(qp.get() + i * cp, q + i * k, sizeof(float) * k);
-      std::fill(qp.get() + i * cp + k, qp.get() + (i + 1) * cp, 0.0f);
+      if (fresh) {
+        K.softmax_neg(up.get(), qp.get(), k, cp, i, i + 1);
+      } else {
+        std::memcpy(qp.get() + i * cp, q + i * k, sizeof(float) * k);
+        std::fill(qp.get() + i * cp + k, qp.get() + (i + 1) * cp, 0.0f);
+      }
     }
   });
   std::vector<AlignedFloats> buf_a, buf_b;
@@ -158,7 +165,7 @@ void mean_field(const float* unary, float* q, int64_t n, int k,
   for (int it = 0; it < n_iter; ++it) {
     for (size_t t = 0; t < nt; ++t) {
       const CpuLattice& L = terms[t]->lattice();
-      L.splat_padded(qp.get(), cp, terms[t]->splat_weights(false), buf_a[t].get(), threads);
+      L.splat_padded(qp.get(), cp, terms[t]->splat_scale(false), buf_a[t].get(), threads);
       ep[t].blurred = L.blur_padded(buf_a[t].get(), buf_b[t].get(), cp, false, threads);
     }
     // Fused epilogue: slice every term, apply its compatibility, add the

@@ -36,9 +36,12 @@ struct EpilogueTerm {
 
 struct Kernels {
   const char* name;
-  // vals[v+1] = sum_k w[k] * in[point[k]] over v's CSR entries, v in [vb, ve).
-  void (*splat)(const int64_t* begin, const int32_t* point, const float* w, const float* in,
-                float* vals, int cp, int64_t vb, int64_t ve);
+  // vals[v+1] = sum over entries e = i(d+1)+r with off[e] = v, in point
+  // order, of w[e] * scale[i] * in[i], for v in [vb, ve), scanning points
+  // [pb, pe) (which must include every point touching those vertices).
+  // scale may be null (1).
+  void (*splat)(const int32_t* off, const float* w, const float* scale, int dp1, const float* in,
+                float* vals, int cp, int64_t pb, int64_t pe, int64_t vb, int64_t ve);
   // dst[v+1] = src[v+1] + (src[n1] + src[n2]) / 2, v in [vb, ve).
   void (*blur)(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb, int64_t ve);
   // out[i] = sum_r w[i(d+1)+r] * vals[off[i(d+1)+r] + 1], i in [ib, ie).

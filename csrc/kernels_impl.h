@@ -92,28 +92,23 @@ inline void softmax_row(float* x, int k, int cp) {
 }
 
 template <int NB>
-void splat_t(const int64_t* begin, const int32_t* point, const float* w, const float* in, float* vals,
-             int cp, int64_t vb, int64_t ve) {
+void splat_t(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals,
+             int cp, int64_t pb, int64_t pe, int64_t vb, int64_t ve) {
   const int nb = NB > 0 ? NB : cp / 8;
-  constexpr int R = NB > 0 ? NB : 1;
   for (int64_t v = vb; v < ve; ++v) {
-    float* out = vals + (v + 1) * cp;
-    if (NB > 0) {
-      v8f acc[R];
-      for (int b = 0; b < R; ++b) acc[b] = splat1(0.0f);
-      for (int64_t k = begin[v]; k < begin[v + 1]; ++k) {
-        const v8f wk = splat1(w[k]);
-        const float* x = in + static_cast<int64_t>(point[k]) * cp;
-        for (int b = 0; b < R; ++b) acc[b] += wk * load(x + b * 8);
-      }
-      for (int b = 0; b < R; ++b) store(out + b * 8, acc[b]);
-    } else {
-      for (int b = 0; b < nb; ++b) store(out + b * 8, splat1(0.0f));
-      for (int64_t k = begin[v]; k < begin[v + 1]; ++k) {
-        const v8f wk = splat1(w[k]);
-        const float* x = in + static_cast<int64_t>(point[k]) * cp;
-        for (int b = 0; b < nb; ++b) store(out + b * 8, load(out + b * 8) + wk * load(x + b * 8));
-      }
+    float* row = vals + (v + 1) * cp;
+    for (int b = 0; b < nb; ++b) store(row + b * 8, splat1(0.0f));
+  }
+  for (int64_t i = pb; i < pe; ++i) {
+    const float* x = in + i * cp;
+    const float s = scale ? scale[i] : 1.0f;
+    for (int r = 0; r < dp1; ++r) {
+      const int64_t en = i * dp1 + r;
+      const int64_t v = off[en];
+      if (v < vb || v >= ve) continue;
+      const v8f wk = splat1(w[en] * s);
+      float* row = vals + (v + 1) * cp;
+      for (int b = 0; b < nb; ++b) store(row + b * 8, load(row + b * 8) + wk * load(x + b * 8));
     }
   }
 }
@@ -207,9 +202,9 @@ void softmax_neg_t(const float* u, float* q, int k, int cp, int64_t ib, int64_t 
     default: return fn<0>(__VA_ARGS__);     \
   }
 
-void splat(const int64_t* begin, const int32_t* point, const float* w, const float* in, float* vals, int cp,
-           int64_t vb, int64_t ve) {
-  DCRF_DISPATCH(splat_t, cp, begin, point, w, in, vals, cp, vb, ve)
+void splat(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals, int cp,
+           int64_t pb, int64_t pe, int64_t vb, int64_t ve) {
+  DCRF_DISPATCH(splat_t, cp, off, w, scale, dp1, in, vals, cp, pb, pe, vb, ve)
 }
 void blur(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb, int64_t ve) {
   DCRF_DISPATCH(blur_t, cp, nb, src, dst, cp, vb, ve)

@@ -51,12 +51,17 @@ class KeyTable {
       }
       if (static_cast<uint32_t>(slot >> 32) == h) {
         const int32_t id = static_cast<int32_t>(slot & 0xffffffffu) - 1;
-        if (std::memcmp(keys_.data() + static_cast<int64_t>(id) * d_, k, sizeof(int32_t) * d_) == 0) {
-          return id;
-        }
+        if (same_key(keys_.data() + static_cast<int64_t>(id) * d_, k)) return id;
       }
       s = (s + 1) & mask_;
     }
+  }
+
+  bool same_key(const int32_t* a, const int32_t* b) const {
+    for (int i = 0; i < d_; ++i) {
+      if (a[i] != b[i]) return false;
+    }
+    return true;
   }
 
   int32_t find(const int32_t* k, uint32_t h) const {
@@ -66,9 +71,7 @@ class KeyTable {
       if (slot == 0) return -1;
       if (static_cast<uint32_t>(slot >> 32) == h) {
         const int32_t id = static_cast<int32_t>(slot & 0xffffffffu) - 1;
-        if (std::memcmp(keys_.data() + static_cast<int64_t>(id) * d_, k, sizeof(int32_t) * d_) == 0) {
-          return id;
-        }
+        if (same_key(keys_.data() + static_cast<int64_t>(id) * d_, k)) return id;
       }
       s = (s + 1) & mask_;
     }
@@ -209,46 +212,17 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
   });
   global.reset();
 
-  // 4. Splat lists (CSR): entries of each vertex in ascending point order.
-  // Each thread counts the entries of its chunk of points per vertex; the
-  // prefix sum over (vertex, chunk) gives every chunk its place in every list.
-  const int ct = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, n_ / kBuildGrain)));
-  std::vector<std::vector<int64_t>> counts(ct);
-  parallel_run(ct, [&](int t, int nth) {
-    counts[t].assign(m_, 0);
-    const int64_t b = n_ * t / nth * dp1, e = n_ * (t + 1) / nth * dp1;
-    int64_t* c = counts[t].data();
-    for (int64_t i = b; i < e; ++i) ++c[offsets_[i]];
-  });
-  splat_begin_.assign(m_ + 1, 0);
-  {
-    int64_t run = 0;
-    for (int64_t v = 0; v < m_; ++v) {
-      splat_begin_[v] = run;
-      for (int t = 0; t < ct; ++t) {
-        const int64_t c = counts[t][v];
-        counts[t][v] = run;  // now: where chunk t's entries of v start
-        run += c;
-      }
+  // 4. First and last point of each vertex (vertices are numbered by first
+  // appearance, so first_point_ is non-decreasing).
+  first_point_.assign(m_, -1);
+  last_point_.assign(m_, -1);
+  for (int64_t i = 0; i < n_; ++i) {
+    for (int r = 0; r <= d_; ++r) {
+      const int32_t v = offsets_[i * dp1 + r];
+      if (first_point_[v] < 0) first_point_[v] = static_cast<int32_t>(i);
+      last_point_[v] = static_cast<int32_t>(i);
     }
-    splat_begin_[m_] = run;
   }
-  splat_point_.resize(n_entries);
-  splat_entry_.resize(n_entries);
-  splat_weight_.resize(n_entries);
-  parallel_run(ct, [&](int t, int nth) {
-    const int64_t b = n_ * t / nth, e = n_ * (t + 1) / nth;
-    int64_t* pos = counts[t].data();
-    for (int64_t i = b; i < e; ++i) {
-      for (int r = 0; r <= d_; ++r) {
-        const int64_t en = i * dp1 + r;
-        const int64_t at = pos[offsets_[en]]++;
-        splat_point_[at] = static_cast<int32_t>(i);
-        splat_entry_[at] = static_cast<int32_t>(en);
-        splat_weight_[at] = weights_[en];
-      }
-    }
-  });
 
   const float alpha = lattice_alpha(d_);
   slice_w_.resize(n_entries);
@@ -263,38 +237,44 @@ LatticeView CpuLattice::view() const {
   v.offsets = offsets_.data();
   v.weights = weights_.data();
   v.neighbours = neighbours_.data();
-  v.splat_begin = splat_begin_.data();
-  v.splat_point = splat_point_.data();
-  v.splat_entry = splat_entry_.data();
-  v.splat_weight = splat_weight_.data();
+  v.vertex_first_point = first_point_.data();
+  v.vertex_last_point = last_point_.data();
   return v;
 }
 
 size_t CpuLattice::memory_bytes() const {
   return offsets_.size() * 4 + weights_.size() * 4 + slice_w_.size() * 4 + neighbours_.size() * 4 +
-         splat_begin_.size() * 8 + splat_point_.size() * 4 + splat_entry_.size() * 4 +
-         splat_weight_.size() * 4;
-}
-
-std::vector<float> CpuLattice::csr_weights(const float* s) const {
-  std::vector<float> w(splat_weight_.size());
-  for (size_t k = 0; k < w.size(); ++k) w[k] = splat_weight_[k] * s[splat_point_[k]];
-  return w;
+         first_point_.size() * 4 + last_point_.size() * 4;
 }
 
 std::vector<float> CpuLattice::slice_weights(const float* s) const {
   std::vector<float> w(slice_w_.size());
   const int dp1 = d_ + 1;
-  for (size_t k = 0; k < w.size(); ++k) w[k] = slice_w_[k] * s[k / dp1];
+  parallel_for(n_, default_threads(), kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      for (int r = 0; r < dp1; ++r) w[i * dp1 + r] = slice_w_[i * dp1 + r] * s[i];
+    }
+  });
   return w;
 }
 
-void CpuLattice::splat_padded(const float* in, int cp, const float* splat_w, float* vals, int threads) const {
-  const float* w = splat_w ? splat_w : splat_weight_.data();
+void CpuLattice::splat_padded(const float* in, int cp, const float* splat_scale, float* vals,
+                              int threads) const {
   std::fill(vals, vals + cp, 0.0f);  // the zero row
+  if (m_ == 0) return;
   const Kernels& K = kernels();
-  parallel_for(m_, threads, kGrain, [&](int64_t b, int64_t e) {
-    K.splat(splat_begin_.data(), splat_point_.data(), w, in, vals, cp, b, e);
+  // Owner computes: thread t owns vertices [vb, ve) and scans, in point
+  // order, the points that can touch them, adding only into its own rows.
+  // Every vertex sums its entries in ascending point order whatever the
+  // thread count, so the result is bit-identical for any number of threads.
+  int nt = static_cast<int>(std::min<int64_t>(std::max(threads, 1), std::max<int64_t>(1, m_ / kGrain)));
+  parallel_run(nt, [&](int t, int nth) {
+    const int64_t vb = m_ * t / nth, ve = m_ * (t + 1) / nth;
+    if (vb >= ve) return;
+    const int64_t pb = first_point_[vb];
+    int32_t last = 0;
+    for (int64_t v = vb; v < ve; ++v) last = std::max(last, last_point_[v]);
+    K.splat(offsets_.data(), weights_.data(), splat_scale, d_ + 1, in, vals, cp, pb, last + 1, vb, ve);
   });
 }
 
@@ -319,7 +299,7 @@ void CpuLattice::slice_padded(const float* vals, int cp, const float* slice_w, f
 }
 
 void CpuLattice::filter(const float* in, float* out, int C, bool reverse, int threads,
-                        const float* splat_w, const float* slice_w) const {
+                        const float* splat_scale, const float* slice_w) const {
   if (C <= 0 || n_ == 0) return;
   if (threads <= 0) threads = default_threads();
   const int cp = padded_channels(C);
@@ -333,7 +313,7 @@ void CpuLattice::filter(const float* in, float* out, int C, bool reverse, int th
       std::fill(row + C, row + cp, 0.0f);
     }
   });
-  splat_padded(x.get(), cp, splat_w, a.get(), threads);
+  splat_padded(x.get(), cp, splat_scale, a.get(), threads);
   const float* res = blur_padded(a.get(), b.get(), cp, reverse, threads);
   slice_padded(res, cp, slice_w, x.get(), threads);
   parallel_for(n_, threads, kGrain, [&](int64_t lo, int64_t hi) {
