@@ -17,11 +17,14 @@ namespace dcrf {
 constexpr int kLanes = 8;
 inline int padded_channels(int c) { return (c + kLanes - 1) / kLanes * kLanes; }
 
-// 64-byte aligned float buffer, uninitialised.
-struct FreeDeleter {
-  void operator()(float* p) const { std::free(p); }
+// 64-byte aligned float buffer, uninitialised. Large buffers come from and
+// return to a small process-wide cache, so that repeated calls on images of
+// one size do not pay the kernel's zeroing of fresh pages each time.
+struct PoolDeleter {
+  size_t capacity = 0;  // floats
+  void operator()(float* p) const;
 };
-using AlignedFloats = std::unique_ptr<float[], FreeDeleter>;
+using AlignedFloats = std::unique_ptr<float[], PoolDeleter>;
 AlignedFloats aligned_floats(size_t n);
 
 // One pairwise term as the fused epilogue sees it.

@@ -44,17 +44,12 @@ inline v8f vexp(v8f x) {
   return p * (v8f)e;
 }
 
+// Horizontal max and sum as trees (short dependency chains).
+inline float fmax2(float a, float b) { return a > b ? a : b; }
 inline float hmax(v8f v) {
-  float m = v[0];
-  for (int l = 1; l < 8; ++l) m = v[l] > m ? v[l] : m;
-  return m;
+  return fmax2(fmax2(fmax2(v[0], v[4]), fmax2(v[2], v[6])), fmax2(fmax2(v[1], v[5]), fmax2(v[3], v[7])));
 }
-
-inline float hsum(v8f v) {
-  float s = 0.0f;
-  for (int l = 0; l < 8; ++l) s += v[l];
-  return s;
-}
+inline float hsum(v8f v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); }
 
 // Mask of lanes < k in block b: 1.0 for real channels, 0.0 for padding.
 inline v8f lane_mask(int k, int b) {
@@ -142,12 +137,80 @@ void slice_t(const int32_t* off, const float* w, int dp1, const float* vals, flo
   }
 }
 
+// Softmax over registers x[0..R) (R = NB blocks), first k lanes real.
+template <int R>
+inline void softmax_regs(v8f* x, int k) {
+  const v8f lastmask = lane_mask(k, R - 1);
+  x[R - 1] = lastmask > 0.5f ? x[R - 1] : splat1(-3.0e38f);  // pad lanes must not win the max
+  v8f mx = x[0];
+  for (int b = 1; b < R; ++b) mx = x[b] > mx ? x[b] : mx;
+  const v8f m = splat1(hmax(mx));
+  v8f acc = splat1(0.0f);
+  for (int b = 0; b < R; ++b) {
+    x[b] = vexp(x[b] - m);
+    if (b == R - 1) x[b] = x[b] * lastmask;
+    acc += x[b];
+  }
+  const v8f inv = splat1(1.0f / hsum(acc));
+  for (int b = 0; b < R; ++b) x[b] = x[b] * inv;
+}
+
+// Adds -compat(s) for a diagonal or matrix compatibility to logits x[0..k).
+inline void add_general_message(const EpilogueTerm& T, const float* s, float* x, int k) {
+  if (T.compat_kind == 1) {
+    for (int c = 0; c < k; ++c) x[c] -= T.compat[c] * s[c];
+  } else {
+    for (int a = 0; a < k; ++a) {
+      const float* row = T.compat + static_cast<int64_t>(a) * k;
+      float m = 0.0f;
+      for (int c = 0; c < k; ++c) m += row[c] * s[c];
+      x[a] -= m;
+    }
+  }
+}
+
 template <int NB>
 void epilogue_t(const float* u, float* q, int k, int cp, const EpilogueTerm* terms, int nterms, int64_t ib,
                 int64_t ie) {
   const int nb = NB > 0 ? NB : cp / 8;
   AlignedFloats sbuf = aligned_floats(cp);  // slice of one term, for non-Potts compatibilities
   float* s = sbuf.get();
+  if (NB > 0) {
+    // Logits and slices live in registers; memory only for non-Potts terms.
+    constexpr int R = NB > 0 ? NB : 1;
+    for (int64_t i = ib; i < ie; ++i) {
+      float* x = q + i * cp;
+      const float* ui = u + i * cp;
+      v8f L[R];
+      for (int b = 0; b < R; ++b) L[b] = -load(ui + b * 8);
+      for (int t = 0; t < nterms; ++t) {
+        const EpilogueTerm& T = terms[t];
+        const bool potts = T.compat_kind == 0;
+        const float scale = potts ? T.compat[0] : 1.0f;  // a Potts weight folds into the slice weights
+        v8f S[R];
+        for (int b = 0; b < R; ++b) S[b] = splat1(0.0f);
+        for (int r = 0; r < T.dp1; ++r) {
+          const int64_t en = i * T.dp1 + r;
+          const v8f wr = splat1(scale * T.slice_w[en]);
+          const float* v = T.blurred + (static_cast<int64_t>(T.offsets[en]) + 1) * cp;
+          for (int b = 0; b < R; ++b) S[b] += wr * load(v + b * 8);
+        }
+        if (potts) {
+          for (int b = 0; b < R; ++b) L[b] += S[b];
+        } else {
+          for (int b = 0; b < R; ++b) {
+            store(s + b * 8, S[b]);
+            store(x + b * 8, L[b]);
+          }
+          add_general_message(T, s, x, k);
+          for (int b = 0; b < R; ++b) L[b] = load(x + b * 8);
+        }
+      }
+      softmax_regs<R>(L, k);
+      for (int b = 0; b < R; ++b) store(x + b * 8, L[b]);
+    }
+    return;
+  }
   for (int64_t i = ib; i < ie; ++i) {
     float* x = q + i * cp;
     const float* ui = u + i * cp;
@@ -155,7 +218,6 @@ void epilogue_t(const float* u, float* q, int k, int cp, const EpilogueTerm* ter
     for (int t = 0; t < nterms; ++t) {
       const EpilogueTerm& T = terms[t];
       const bool potts = T.compat_kind == 0;
-      // A Potts weight w folds into the slice weights: logits += w * slice.
       float* acc = potts ? x : s;
       const float scale = potts ? T.compat[0] : 1.0f;
       if (!potts) {
@@ -167,16 +229,7 @@ void epilogue_t(const float* u, float* q, int k, int cp, const EpilogueTerm* ter
         const float* v = T.blurred + (static_cast<int64_t>(T.offsets[en]) + 1) * cp;
         for (int b = 0; b < nb; ++b) store(acc + b * 8, load(acc + b * 8) + wr * load(v + b * 8));
       }
-      if (T.compat_kind == 1) {
-        for (int c = 0; c < k; ++c) x[c] -= T.compat[c] * s[c];
-      } else if (T.compat_kind == 2) {
-        for (int a = 0; a < k; ++a) {
-          const float* row = T.compat + static_cast<int64_t>(a) * k;
-          float m = 0.0f;
-          for (int c = 0; c < k; ++c) m += row[c] * s[c];
-          x[a] -= m;
-        }
-      }
+      if (!potts) add_general_message(T, s, x, k);
     }
     softmax_row<NB>(x, k, cp);
   }
