@@ -33,7 +33,8 @@ class KeyTable {
 
   int64_t size() const { return size_; }
   const int32_t* key(int64_t id) const { return keys_.data() + id * d_; }
-  std::vector<int32_t>& keys() { return keys_; }
+  // First and last point (in this table's chunk) that touched each id; filled by embed_chunk.
+  std::vector<int32_t> first_point, last_point;
 
   int32_t find_or_insert(const int32_t* k, uint32_t h) {
     if ((size_ + 1) * 2 > static_cast<int64_t>(slots_.size())) grow();
@@ -103,16 +104,34 @@ template <int DC>
 void embed_chunk(const float* features, int d, int64_t begin, int64_t end, const float* scale,
                  KeyTable& table, int32_t* offsets, float* weights, bool& ok) {
   const int dp1 = d + 1;
-  std::vector<int32_t> keys(static_cast<size_t>(dp1) * d);
+  const size_t nk = static_cast<size_t>(dp1) * d;
+  std::vector<int32_t> keys(nk), prev(nk, 0);
+  bool have_prev = false;
   for (int64_t i = begin; i < end; ++i) {
     if (!embed_point<DC>(features + i * d, d, scale, keys.data(), weights + i * dp1)) {
       ok = false;
       return;
     }
-    for (int r = 0; r <= d; ++r) {
-      const int32_t* k = keys.data() + r * d;
-      offsets[i * dp1 + r] = table.find_or_insert(k, hash_key(k, d));
+    // Neighbouring points usually fall into the same simplex: reuse the
+    // previous point's vertex ids when all d+1 keys are the same.
+    bool same = have_prev;
+    for (size_t j = 0; same && j < nk; ++j) same = keys[j] == prev[j];
+    if (same) {
+      for (int r = 0; r <= d; ++r) offsets[i * dp1 + r] = offsets[(i - 1) * dp1 + r];
+    } else {
+      for (int r = 0; r <= d; ++r) {
+        const int32_t* k = keys.data() + r * d;
+        const int32_t id = table.find_or_insert(k, hash_key(k, d));
+        if (id >= static_cast<int32_t>(table.first_point.size())) {
+          table.first_point.push_back(static_cast<int32_t>(i));
+          table.last_point.push_back(static_cast<int32_t>(i));
+        }
+        offsets[i * dp1 + r] = id;
+      }
+      keys.swap(prev);
+      have_prev = true;
     }
+    for (int r = 0; r <= d; ++r) table.last_point[offsets[i * dp1 + r]] = static_cast<int32_t>(i);
   }
 }
 
@@ -160,7 +179,10 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
   std::vector<char> ok(nt, 1);
   parallel_run(nt, [&](int t, int nth) {
     const int64_t b = n_ * t / nth, e = n_ * (t + 1) / nth;
-    tables[t].reset(new KeyTable(d_, (e - b) * 2 + 16));
+    // Sized for up to 2^18 vertices before it grows (4 MiB of slots): image
+    // lattices usually have far fewer than N(d+1) vertices; measured faster
+    // than starting at 4096 slots, which probes and grows more.
+    tables[t].reset(new KeyTable(d_, std::min<int64_t>((e - b) * dp1, int64_t(1) << 18)));
     bool good = true;
     embed_dispatch(features, d_, b, e, scale, *tables[t], offsets_.data(), weights_.data(), good);
     ok[t] = good;
@@ -174,6 +196,8 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
   }
 
   // 2. Merge the local tables in chunk order; remap the later chunks' ids.
+  // A vertex's first point comes from the first chunk that has it, its last
+  // point from the last one.
   std::unique_ptr<KeyTable> global = std::move(tables[0]);
   if (nt > 1) {
     std::vector<std::vector<int32_t>> remap(nt);
@@ -182,7 +206,14 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
       remap[t].resize(local.size());
       for (int64_t l = 0; l < local.size(); ++l) {
         const int32_t* k = local.key(l);
-        remap[t][l] = global->find_or_insert(k, hash_key(k, d_));
+        const int32_t g = global->find_or_insert(k, hash_key(k, d_));
+        if (g >= static_cast<int32_t>(global->first_point.size())) {
+          global->first_point.push_back(local.first_point[l]);
+          global->last_point.push_back(local.last_point[l]);
+        } else {
+          global->last_point[g] = local.last_point[l];
+        }
+        remap[t][l] = g;
       }
       tables[t].reset();  // the merged keys live in `global` now
     }
@@ -194,6 +225,8 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
     });
   }
   m_ = global->size();
+  first_point_ = std::move(global->first_point);
+  last_point_ = std::move(global->last_point);
 
   // 3. Blur neighbours of every vertex along every axis.
   neighbours_.assign(static_cast<size_t>(dp1) * m_ * 2, 0);
@@ -212,21 +245,11 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
   });
   global.reset();
 
-  // 4. First and last point of each vertex (vertices are numbered by first
-  // appearance, so first_point_ is non-decreasing).
-  first_point_.assign(m_, -1);
-  last_point_.assign(m_, -1);
-  for (int64_t i = 0; i < n_; ++i) {
-    for (int r = 0; r <= d_; ++r) {
-      const int32_t v = offsets_[i * dp1 + r];
-      if (first_point_[v] < 0) first_point_[v] = static_cast<int32_t>(i);
-      last_point_[v] = static_cast<int32_t>(i);
-    }
-  }
-
   const float alpha = lattice_alpha(d_);
   slice_w_.resize(n_entries);
-  for (int64_t en = 0; en < n_entries; ++en) slice_w_[en] = weights_[en] * alpha;
+  parallel_for(n_entries, threads, kGrain * 8, [&](int64_t b, int64_t e) {
+    for (int64_t en = b; en < e; ++en) slice_w_[en] = weights_[en] * alpha;
+  });
 }
 
 LatticeView CpuLattice::view() const {
