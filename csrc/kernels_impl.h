@@ -44,12 +44,19 @@ inline v8f vexp(v8f x) {
   return p * (v8f)e;
 }
 
-// Horizontal max and sum as trees (short dependency chains).
-inline float fmax2(float a, float b) { return a > b ? a : b; }
-inline float hmax(v8f v) {
-  return fmax2(fmax2(fmax2(v[0], v[4]), fmax2(v[2], v[6])), fmax2(fmax2(v[1], v[5]), fmax2(v[3], v[7])));
+// Horizontal max and sum as butterflies: every lane of the result holds the
+// reduction (no scalar round trip on the critical path).
+inline v8f vmax(v8f a, v8f b) { return a > b ? a : b; }
+inline v8f hmax_all(v8f v) {
+  v = vmax(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3));
+  v = vmax(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5));
+  return vmax(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6));
 }
-inline float hsum(v8f v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); }
+inline v8f hsum_all(v8f v) {
+  v = v + __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+  v = v + __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+  return v + __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+}
 
 // Mask of lanes < k in block b: 1.0 for real channels, 0.0 for padding.
 inline v8f lane_mask(int k, int b) {
@@ -70,11 +77,8 @@ inline void softmax_row(float* x, int k, int cp) {
   xl = lastmask > 0.5f ? xl : neg;
   store(x + last * 8, xl);
   v8f mx = load(x);
-  for (int b = 1; b < nb; ++b) {
-    const v8f v = load(x + b * 8);
-    mx = v > mx ? v : mx;
-  }
-  const v8f m = splat1(hmax(mx));
+  for (int b = 1; b < nb; ++b) mx = vmax(mx, load(x + b * 8));
+  const v8f m = hmax_all(mx);
   v8f acc = splat1(0.0f);
   for (int b = 0; b < nb; ++b) {
     v8f e = vexp(load(x + b * 8) - m);
@@ -82,7 +86,7 @@ inline void softmax_row(float* x, int k, int cp) {
     store(x + b * 8, e);
     acc += e;
   }
-  const v8f inv = splat1(1.0f / hsum(acc));
+  const v8f inv = 1.0f / hsum_all(acc);
   for (int b = 0; b < nb; ++b) store(x + b * 8, load(x + b * 8) * inv);
 }
 
@@ -143,15 +147,15 @@ inline void softmax_regs(v8f* x, int k) {
   const v8f lastmask = lane_mask(k, R - 1);
   x[R - 1] = lastmask > 0.5f ? x[R - 1] : splat1(-3.0e38f);  // pad lanes must not win the max
   v8f mx = x[0];
-  for (int b = 1; b < R; ++b) mx = x[b] > mx ? x[b] : mx;
-  const v8f m = splat1(hmax(mx));
+  for (int b = 1; b < R; ++b) mx = vmax(mx, x[b]);
+  const v8f m = hmax_all(mx);
   v8f acc = splat1(0.0f);
   for (int b = 0; b < R; ++b) {
     x[b] = vexp(x[b] - m);
     if (b == R - 1) x[b] = x[b] * lastmask;
     acc += x[b];
   }
-  const v8f inv = splat1(1.0f / hsum(acc));
+  const v8f inv = 1.0f / hsum_all(acc);
   for (int b = 0; b < R; ++b) x[b] = x[b] * inv;
 }
 
