@@ -126,15 +126,15 @@ void blur_t(const int32_t* nb_ids, const float* src, float* dst, int cp, int64_t
 }
 
 template <int NB>
-void slice_t(const int32_t* off, const float* w, int dp1, const float* vals, float* out, int cp, int64_t ib,
-             int64_t ie) {
+void slice_t(const int32_t* off, const float* w, float mult, int dp1, const float* vals, float* out, int cp,
+             int64_t ib, int64_t ie) {
   const int nb = NB > 0 ? NB : cp / 8;
   for (int64_t i = ib; i < ie; ++i) {
     float* o = out + i * cp;
     for (int b = 0; b < nb; ++b) store(o + b * 8, splat1(0.0f));
     for (int r = 0; r < dp1; ++r) {
       const int64_t en = i * dp1 + r;
-      const v8f wr = splat1(w[en]);
+      const v8f wr = splat1(mult * w[en]);
       const float* x = vals + (static_cast<int64_t>(off[en]) + 1) * cp;
       for (int b = 0; b < nb; ++b) store(o + b * 8, load(o + b * 8) + wr * load(x + b * 8));
     }
@@ -179,12 +179,15 @@ void epilogue_t(const float* u, float* q, int k, int cp, const EpilogueTerm* ter
   const int nb = NB > 0 ? NB : cp / 8;
   AlignedFloats sbuf = aligned_floats(cp);  // slice of one term, for non-Potts compatibilities
   float* s = sbuf.get();
+  AlignedFloats ubuf = aligned_floats(cp);  // one row of U [N, k], padded with zeros
+  std::fill(ubuf.get(), ubuf.get() + cp, 0.0f);
   if (NB > 0) {
     // Logits and slices live in registers; memory only for non-Potts terms.
     constexpr int R = NB > 0 ? NB : 1;
     for (int64_t i = ib; i < ie; ++i) {
       float* x = q + i * cp;
-      const float* ui = u + i * cp;
+      std::memcpy(ubuf.get(), u + i * k, sizeof(float) * k);
+      const float* ui = ubuf.get();
       v8f L[R];
       for (int b = 0; b < R; ++b) L[b] = -load(ui + b * 8);
       for (int t = 0; t < nterms; ++t) {
@@ -195,7 +198,7 @@ void epilogue_t(const float* u, float* q, int k, int cp, const EpilogueTerm* ter
         for (int b = 0; b < R; ++b) S[b] = splat1(0.0f);
         for (int r = 0; r < T.dp1; ++r) {
           const int64_t en = i * T.dp1 + r;
-          const v8f wr = splat1(scale * T.slice_w[en]);
+          const v8f wr = splat1(scale * (T.slice_mult * T.slice_w[en]));
           const float* v = T.blurred + (static_cast<int64_t>(T.offsets[en]) + 1) * cp;
           for (int b = 0; b < R; ++b) S[b] += wr * load(v + b * 8);
         }
@@ -217,7 +220,8 @@ void epilogue_t(const float* u, float* q, int k, int cp, const EpilogueTerm* ter
   }
   for (int64_t i = ib; i < ie; ++i) {
     float* x = q + i * cp;
-    const float* ui = u + i * cp;
+    std::memcpy(ubuf.get(), u + i * k, sizeof(float) * k);
+    const float* ui = ubuf.get();
     for (int b = 0; b < nb; ++b) store(x + b * 8, -load(ui + b * 8));
     for (int t = 0; t < nterms; ++t) {
       const EpilogueTerm& T = terms[t];
@@ -229,7 +233,7 @@ void epilogue_t(const float* u, float* q, int k, int cp, const EpilogueTerm* ter
       }
       for (int r = 0; r < T.dp1; ++r) {
         const int64_t en = i * T.dp1 + r;
-        const v8f wr = splat1(scale * T.slice_w[en]);
+        const v8f wr = splat1(scale * (T.slice_mult * T.slice_w[en]));
         const float* v = T.blurred + (static_cast<int64_t>(T.offsets[en]) + 1) * cp;
         for (int b = 0; b < nb; ++b) store(acc + b * 8, load(acc + b * 8) + wr * load(v + b * 8));
       }
@@ -244,7 +248,8 @@ void softmax_neg_t(const float* u, float* q, int k, int cp, int64_t ib, int64_t 
   const int nb = NB > 0 ? NB : cp / 8;
   for (int64_t i = ib; i < ie; ++i) {
     float* x = q + i * cp;
-    for (int b = 0; b < nb; ++b) store(x + b * 8, -load(u + i * cp + b * 8));
+    for (int c = 0; c < cp; ++c) x[c] = c < k ? -u[i * k + c] : 0.0f;
+    (void)nb;
     softmax_row<NB>(x, k, cp);
   }
 }
@@ -266,9 +271,9 @@ void splat(const int32_t* off, const float* w, const float* scale, int dp1, cons
 void blur(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb, int64_t ve) {
   DCRF_DISPATCH(blur_t, cp, nb, src, dst, cp, vb, ve)
 }
-void slice(const int32_t* off, const float* w, int dp1, const float* vals, float* out, int cp, int64_t ib,
-           int64_t ie) {
-  DCRF_DISPATCH(slice_t, cp, off, w, dp1, vals, out, cp, ib, ie)
+void slice(const int32_t* off, const float* w, float mult, int dp1, const float* vals, float* out, int cp,
+           int64_t ib, int64_t ie) {
+  DCRF_DISPATCH(slice_t, cp, off, w, mult, dp1, vals, out, cp, ib, ie)
 }
 void epilogue(const float* u, float* q, int k, int cp, const EpilogueTerm* terms, int nterms, int64_t ib,
               int64_t ie) {
