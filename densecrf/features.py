@@ -44,9 +44,10 @@ def unary_from_softmax(probs, *, scale: float | None = None, clip: float | None 
     k = p.shape[-1]
     if k < 1:
         raise ValueError(f"probs must have at least one label, got shape {_checks.shape_str(p.shape)}")
-    if (p < 0).any() or (p > 1.0 + 1e-3).any():
+    lo, hi = (float(p.min()), float(p.max())) if p.size else (0.0, 0.0)
+    if lo < 0 or hi > 1.0 + 1e-3:
         # 1e-3: room for float32 rounding of probabilities that sum to one.
-        raise ValueError(f"probs must lie in [0, 1]; found values in [{float(p.min()):g}, {float(p.max()):g}]")
+        raise ValueError(f"probs must lie in [0, 1]; found values in [{lo:g}, {hi:g}]")
     # float32 throughout, as pydensecrf.utils computes it from float32 input.
     if scale is not None:
         s = _checks.positive_scalar(scale, "scale")
