@@ -13,8 +13,10 @@ from .lattice import PermutohedralLattice
 
 
 def cuda_available() -> bool:
-    """True when this build of densecrf has its CUDA backend and a GPU is visible."""
-    return bool(_build_info().get("cuda", False))
+    """True when this build of densecrf has its CUDA backend and a GPU is visible (never raises)."""
+    from .cuda import cuda_available as _cuda_available  # numpy and the native module only
+
+    return _cuda_available()
 
 
 def show_config() -> dict:

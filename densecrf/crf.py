@@ -243,7 +243,7 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
            gaussian_sxy=3.0, gaussian_compat=3.0,
            bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0,
            clip: float = 1e-5, scale: float | None = None, normalization="symmetric",
-           threads: int | None = None) -> np.ndarray:
+           threads: int | None = None, device="cpu") -> np.ndarray:
     """Refines per-pixel class probabilities with a dense CRF along the image's edges.
 
     Args:
@@ -259,6 +259,8 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
         clip, scale: see :func:`unary_from_softmax`.
         normalization: kernel normalisation of both terms.
         threads: native threads (default: all cores).
+        device: 'cpu', or 'cuda' / 'cuda:N' for the CUDA backend (see
+            :func:`densecrf.cuda.refine`, which also takes torch and CuPy arrays).
 
     Returns:
         Refined probabilities, float32, the same shape as ``probs``.
@@ -267,6 +269,14 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
     result equals pydensecrf's DenseCRF2D with addPairwiseGaussian(3, 3) and
     addPairwiseBilateral(80, 13, image, 10) after 5 iterations.
     """
+    if device is not None and str(device) != "cpu":
+        from . import cuda
+
+        return cuda.refine(image, probs, channel_axis=channel_axis, device=device, n_iter=n_iter,
+                           gaussian_sxy=gaussian_sxy, gaussian_compat=gaussian_compat,
+                           bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb,
+                           bilateral_compat=bilateral_compat, clip=clip, scale=scale,
+                           normalization=normalization)
     p = _checks.as_f32(probs, "probs")
     if p.ndim < 2:
         raise ValueError(f"probs must be [*spatial, K] with at least one spatial axis, got shape {_checks.shape_str(p.shape)}")
