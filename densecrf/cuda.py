@@ -402,7 +402,8 @@ def _refine_core(ctx: _Ctx, items, *, channels_first: bool, n_iter, gaussian_sxy
     segments = [0]
     for _, _, b, sp, _, _ in items:
         s = math.prod(sp)
-        segments.extend(segments[-1] + s * (j + 1) for j in range(b))
+        for _ in range(b):  # every image of a batch is a segment of its own
+            segments.append(segments[-1] + s)
     clip_v = 0.0 if clip is None else _checks.positive_scalar(clip, "clip")
     if clip_v > 1:
         raise ValueError(f"clip must be in (0, 1], got {clip_v}")
