@@ -138,8 +138,7 @@ py::array_t<float> mean_field(FArray unary, const std::vector<std::shared_ptr<Pa
   }
   const bool fresh = q0.is_none();
   py::gil_scoped_release nogil;
-  if (fresh) dcrf::softmax_neg(u, qp, n, static_cast<int>(k), threads <= 0 ? dcrf::default_threads() : threads);
-  dcrf::mean_field(u, qp, n, static_cast<int>(k), ptrs, n_iter, threads);
+  dcrf::mean_field(u, qp, n, static_cast<int>(k), ptrs, n_iter, threads, fresh);
   return q;
 }
 

@@ -40,8 +40,9 @@ class PairwiseTerm {
   // variant applies compat^T after the transposed filter.
   void apply(const float* q, float* out, bool transpose, int threads) const;
 
-  // Weights with the normalisation folded in (see CpuLattice::filter).
-  const float* splat_weights(bool transpose) const;
+  // The normalisation as splat scale [N] and slice weights [N(d+1)]
+  // (see CpuLattice::filter); null where the plain filter applies.
+  const float* splat_scale(bool transpose) const;
   const float* slice_weights(bool transpose) const;
 
   // logits[K] += -compat(s[K]) for one point.
@@ -55,14 +56,15 @@ class PairwiseTerm {
   int k_;
   std::vector<float> norm_;          // [N] filter of ones
   std::vector<float> scale_;         // [N] 1/sqrt(norm) or 1/norm, per mode
-  std::vector<float> splat_scaled_;  // [N(d+1)] CSR weights * scale (if used)
   std::vector<float> slice_scaled_;  // [N(d+1)] slice weights * scale (if used)
 };
 
-// Q[N, K] <- n_iter mean-field iterations from the given Q (pass the softmax
-// of -U for a fresh start). unary: [N, K] energies.
+// Q[N, K] <- n_iter mean-field iterations. unary: [N, K] energies. With
+// fresh = true the start is softmax(-U) and q is output only; otherwise q
+// holds the starting distribution.
 void mean_field(const float* unary, float* q, int64_t n, int k,
-                const std::vector<const PairwiseTerm*>& terms, int n_iter, int threads);
+                const std::vector<const PairwiseTerm*>& terms, int n_iter, int threads,
+                bool fresh = false);
 
 // out[N, K] = softmax(-U) per point, max subtracted.
 void softmax_neg(const float* unary, float* out, int64_t n, int k, int threads);

@@ -4,53 +4,13 @@
 #include <cstring>
 
 #include "crf.h"
+#include "kernels.h"
 #include "parallel.h"
 
 namespace dcrf {
 namespace {
 constexpr int64_t kGrain = 2048;
 
-// exp(x) in float32, branch-free so that loops over it vectorise: x = n ln2 + r
-// with |r| <= ln2/2, exp(r) by its degree-7 Taylor polynomial (truncation
-// error below 6e-9 relative, under float32 resolution), 2^n by building the
-// exponent bits. x is clamped to [-87, 88] so that 2^n stays a normal float;
-// exp(-87) = 1.6e-38 is zero for every purpose here (softmax after the max
-// is subtracted).
-inline float fast_exp(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const float t = x * 1.44269504088896341f + magic;
-  int32_t tb, mb;
-  std::memcpy(&tb, &t, 4);
-  std::memcpy(&mb, &magic, 4);
-  const int32_t n = tb - mb;
-  const float fn = t - magic;
-  // ln2 split in a part exact in few bits and a correction (Cody-Waite).
-  float r = x - fn * 0.693359375f;
-  r = r + fn * 2.12194440e-4f;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t eb = (n + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &eb, 4);
-  return p * scale;
-}
-
-inline void softmax_inplace(float* __restrict x, int k) {
-  float mx = x[0];
-  for (int c = 1; c < k; ++c) mx = std::max(mx, x[c]);
-  for (int c = 0; c < k; ++c) x[c] = fast_exp(x[c] - mx);
-  float sum = 0.0f;
-  for (int c = 0; c < k; ++c) sum += x[c];
-  const float inv = 1.0f / sum;
-  for (int c = 0; c < k; ++c) x[c] *= inv;
-}
 }  // namespace
 
 PairwiseTerm::PairwiseTerm(std::shared_ptr<const CpuLattice> lattice, Normalization norm,
@@ -78,15 +38,14 @@ PairwiseTerm::PairwiseTerm(std::shared_ptr<const CpuLattice> lattice, Normalizat
     scale_[i] = static_cast<float>(norm_type_ == Normalization::kSymmetric ? 1.0 / std::sqrt(v)
                                                                            : 1.0 / v);
   }
-  splat_scaled_ = lattice_->csr_weights(scale_.data());
   slice_scaled_ = lattice_->slice_weights(scale_.data());
 }
 
-const float* PairwiseTerm::splat_weights(bool transpose) const {
+const float* PairwiseTerm::splat_scale(bool transpose) const {
   const bool scaled = norm_type_ == Normalization::kSymmetric ||
                       (!transpose && norm_type_ == Normalization::kBefore) ||
                       (transpose && norm_type_ == Normalization::kAfter);
-  return scaled ? splat_scaled_.data() : nullptr;
+  return scaled ? scale_.data() : nullptr;
 }
 
 const float* PairwiseTerm::slice_weights(bool transpose) const {
@@ -98,7 +57,7 @@ const float* PairwiseTerm::slice_weights(bool transpose) const {
 
 void PairwiseTerm::filter(const float* in, float* out, int channels, bool transpose,
                           int threads) const {
-  lattice_->filter(in, out, channels, transpose, threads, splat_weights(transpose),
+  lattice_->filter(in, out, channels, transpose, threads, splat_scale(transpose),
                    slice_weights(transpose));
 }
 
@@ -147,75 +106,77 @@ void PairwiseTerm::apply(const float* q, float* out, bool transpose, int threads
 }
 
 void softmax_neg(const float* unary, float* out, int64_t n, int k, int threads) {
+  if (threads <= 0) threads = default_threads();
+  const int cp = padded_channels(k);
+  const Kernels& K = kernels();
   parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
+    AlignedFloats u = aligned_floats(cp), q = aligned_floats(cp);
     for (int64_t i = b; i < e; ++i) {
-      float* o = out + i * k;
-      for (int c = 0; c < k; ++c) o[c] = -unary[i * k + c];
-      softmax_inplace(o, k);
+      std::memcpy(u.get(), unary + i * k, sizeof(float) * k);
+      std::fill(u.get() + k, u.get() + cp, 0.0f);
+      K.softmax_neg(u.get(), q.get(), k, cp, 0, 1);
+      std::memcpy(out + i * k, q.get(), sizeof(float) * k);
     }
   });
 }
 
 void mean_field(const float* unary, float* q, int64_t n, int k,
-                const std::vector<const PairwiseTerm*>& terms, int n_iter, int threads) {
+                const std::vector<const PairwiseTerm*>& terms, int n_iter, int threads, bool fresh) {
   if (threads <= 0) threads = default_threads();
   if (n == 0 || k == 0) return;
-  const size_t nt = terms.size();
-  // Two blur buffers per term, [(M_t+1), K] each, allocated once for all
-  // iterations.
-  std::vector<std::vector<float>> buf_a(nt), buf_b(nt);
-  for (size_t t = 0; t < nt; ++t) {
-    const size_t rows = static_cast<size_t>(terms[t]->lattice().n_vertices() + 1);
-    buf_a[t].resize(rows * k);
-    buf_b[t].resize(rows * k);
+  if (n_iter == 0) {
+    if (fresh) softmax_neg(unary, q, n, k, threads);
+    return;
   }
-  std::vector<const float*> blurred(nt);
-  std::vector<const int32_t*> offs(nt);
-  std::vector<const float*> slw(nt);
-  std::vector<int> dp1(nt);
+  const int cp = padded_channels(k);
+  const Kernels& K = kernels();
+  const size_t nt = terms.size();
+  // Channel-padded copies of U and Q, and two blur buffers per term
+  // [(M_t+1), cp], allocated once for all iterations.
+  AlignedFloats up = aligned_floats(static_cast<size_t>(n) * cp);
+  AlignedFloats qp = aligned_floats(static_cast<size_t>(n) * cp);
+  parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      std::memcpy(up.get() + i * cp, unary + i * k, sizeof(float) * k);
+      std::fill(up.get() + i * cp + k, up.get() + (i + 1) * cp, 0.0f);
+      if (fresh) {
+        K.softmax_neg(up.get(), qp.get(), k, cp, i, i + 1);
+      } else {
+        std::memcpy(qp.get() + i * cp, q + i * k, sizeof(float) * k);
+        std::fill(qp.get() + i * cp + k, qp.get() + (i + 1) * cp, 0.0f);
+      }
+    }
+  });
+  std::vector<AlignedFloats> buf_a, buf_b;
+  std::vector<EpilogueTerm> ep(nt);
   for (size_t t = 0; t < nt; ++t) {
     const CpuLattice& L = terms[t]->lattice();
-    offs[t] = L.view().offsets;
-    dp1[t] = L.dim() + 1;
+    const size_t rows = static_cast<size_t>(L.n_vertices() + 1);
+    buf_a.push_back(aligned_floats(rows * cp));
+    buf_b.push_back(aligned_floats(rows * cp));
     const float* w = terms[t]->slice_weights(false);
-    // Without normalisation the plain slice weights (alpha included) apply.
-    slw[t] = w ? w : L.plain_slice_weights();
+    ep[t].offsets = L.view().offsets;
+    ep[t].slice_w = w ? w : L.plain_slice_weights();  // no normalisation: alpha only
+    ep[t].dp1 = L.dim() + 1;
+    ep[t].compat_kind = static_cast<int>(terms[t]->compat_kind());
+    ep[t].compat = terms[t]->compat().data();
   }
 
   for (int it = 0; it < n_iter; ++it) {
     for (size_t t = 0; t < nt; ++t) {
       const CpuLattice& L = terms[t]->lattice();
-      L.splat(q, k, terms[t]->splat_weights(false), buf_a[t].data(), threads);
-      blurred[t] = L.blur(buf_a[t].data(), buf_b[t].data(), k, false, threads);
+      L.splat_padded(qp.get(), cp, terms[t]->splat_scale(false), buf_a[t].get(), threads);
+      ep[t].blurred = L.blur_padded(buf_a[t].get(), buf_b[t].get(), cp, false, threads);
     }
     // Fused epilogue: slice every term, apply its compatibility, add the
     // unary, softmax; one pass over the points.
     parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
-      std::vector<float> sbuf(k);
-      float* __restrict s = sbuf.data();
-      for (int64_t i = b; i < e; ++i) {
-        float* __restrict logits = q + i * k;
-        const float* __restrict u = unary + i * k;
-        for (int c = 0; c < k; ++c) logits[c] = -u[c];
-        for (size_t t = 0; t < nt; ++t) {
-          const int d1 = dp1[t];
-          const bool potts = terms[t]->compat_kind() == CompatKind::kPotts;
-          // A Potts weight folds into the slice weights: logits += w * slice.
-          float* __restrict acc = potts ? logits : s;
-          const float scale = potts ? terms[t]->compat()[0] : 1.0f;
-          if (!potts) std::fill(s, s + k, 0.0f);
-          for (int r = 0; r < d1; ++r) {
-            const int64_t en = i * d1 + r;
-            const float w = scale * slw[t][en];
-            const float* __restrict x = blurred[t] + (static_cast<int64_t>(offs[t][en]) + 1) * k;
-            for (int c = 0; c < k; ++c) acc[c] += w * x[c];
-          }
-          if (!potts) terms[t]->add_message(s, logits);
-        }
-        softmax_inplace(logits, k);
-      }
+      K.epilogue(up.get(), qp.get(), k, cp, ep.data(), static_cast<int>(nt), b, e);
     });
   }
+  parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) std::memcpy(q + i * k, qp.get() + i * cp, sizeof(float) * k);
+  });
 }
 
 }  // namespace dcrf

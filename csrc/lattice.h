@@ -26,10 +26,15 @@ struct LatticeView {
   const int32_t* offsets = nullptr;      // [N, d+1] vertex id of each entry
   const float* weights = nullptr;        // [N, d+1] barycentric weight of each entry
   const int32_t* neighbours = nullptr;   // [d+1, M, 2] blur neighbours (row ids: id+1, 0 = none)
-  const int64_t* splat_begin = nullptr;  // [M+1] CSR row pointers: entries of vertex v
-  const int32_t* splat_point = nullptr;  // [N(d+1)] point of each CSR entry, ascending per vertex
-  const int32_t* splat_entry = nullptr;  // [N(d+1)] entry id of each CSR entry
-  const float* splat_weight = nullptr;   // [N(d+1)] barycentric weight of each CSR entry
+  // Splat as a gather needs, per vertex, its entries in ascending point
+  // order. A backend keeps either CSR lists (CUDA) or, where the vertices are
+  // numbered by first appearance in point order (CPU), the first and last
+  // point touching each vertex, so that the owner of a vertex range scans
+  // just the points that can touch it, in order. Unused fields are null.
+  const int64_t* splat_begin = nullptr;        // [M+1] CSR row pointers
+  const int32_t* splat_point = nullptr;        // [N(d+1)] point of each CSR entry
+  const int32_t* vertex_first_point = nullptr; // [M] first point touching each vertex (non-decreasing)
+  const int32_t* vertex_last_point = nullptr;  // [M] last point touching each vertex
 };
 
 // Error raised for invalid input; the bindings map it to ValueError.
@@ -51,23 +56,22 @@ class CpuLattice {
   // Slice weights with alpha folded in, no normalisation: [N(d+1)].
   const float* plain_slice_weights() const { return slice_w_.data(); }
 
-  // out[N, C] = slice(blur(splat(in[N, C]))). Weighted variants fold a
-  // per-entry scale into splat (CSR order, [N(d+1)]) and slice ([N(d+1)],
-  // alpha included); nullptr means plain barycentric weights. `reverse`
-  // blurs the axes in reverse order: the transpose of the forward filter.
-  // in and out may alias.
+  // out[N, C] = slice(blur(splat(in[N, C]))). splat_scale ([N], or null)
+  // multiplies each point's value before the splat; slice_w ([N(d+1)],
+  // alpha included, or null for the plain weights) replaces the slice
+  // weights. `reverse` blurs the axes in reverse order: the transpose of the
+  // forward filter. in and out may alias.
   void filter(const float* in, float* out, int channels, bool reverse, int threads,
-              const float* splat_w = nullptr, const float* slice_w = nullptr) const;
+              const float* splat_scale = nullptr, const float* slice_w = nullptr) const;
 
-  // The three stages, for callers that fuse their own epilogue.
-  // vals: [(M+1), C] with row 0 zero; returns the buffer holding the result
-  // (vals or tmp).
-  void splat(const float* in, int channels, const float* splat_w, float* vals, int threads) const;
-  float* blur(float* vals, float* tmp, int channels, bool reverse, int threads) const;
-  void slice(const float* vals, int channels, const float* slice_w, float* out, int threads) const;
+  // The three stages over channel-padded buffers (see kernels.h): rows of
+  // cp = padded_channels(C) floats, 32-byte aligned. in/out: [N, cp];
+  // vals, tmp: [(M+1), cp] with row 0 kept zero. blur returns the buffer
+  // holding the result (vals or tmp).
+  void splat_padded(const float* in, int cp, const float* splat_scale, float* vals, int threads) const;
+  float* blur_padded(float* vals, float* tmp, int cp, bool reverse, int threads) const;
+  void slice_padded(const float* vals, int cp, const float* slice_w, float* out, int threads) const;
 
-  // Per-entry weights in CSR order for a per-point scale s[N]: w_e * s[i].
-  std::vector<float> csr_weights(const float* point_scale) const;
   // Per-entry slice weights for a per-point scale s[N]: w_e * alpha * s[i].
   std::vector<float> slice_weights(const float* point_scale) const;
 
@@ -79,10 +83,8 @@ class CpuLattice {
   std::vector<float> weights_;        // [N, d+1]
   std::vector<float> slice_w_;        // [N, d+1] weights_ * alpha
   std::vector<int32_t> neighbours_;   // [d+1, M, 2]
-  std::vector<int64_t> splat_begin_;  // [M+1]
-  std::vector<int32_t> splat_point_;  // [N(d+1)]
-  std::vector<int32_t> splat_entry_;  // [N(d+1)]
-  std::vector<float> splat_weight_;   // [N(d+1)]
+  std::vector<int32_t> first_point_;  // [M] first point touching each vertex
+  std::vector<int32_t> last_point_;   // [M] last point touching each vertex
 };
 
 // Number of worker threads used when a call passes threads <= 0.

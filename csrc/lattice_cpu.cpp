@@ -12,6 +12,7 @@
 #include <limits>
 #include <memory>
 
+#include "kernels.h"
 #include "lattice.h"
 #include "parallel.h"
 
@@ -32,7 +33,8 @@ class KeyTable {
 
   int64_t size() const { return size_; }
   const int32_t* key(int64_t id) const { return keys_.data() + id * d_; }
-  std::vector<int32_t>& keys() { return keys_; }
+  // First and last point (in this table's chunk) that touched each id; filled by embed_chunk.
+  std::vector<int32_t> first_point, last_point;
 
   int32_t find_or_insert(const int32_t* k, uint32_t h) {
     if ((size_ + 1) * 2 > static_cast<int64_t>(slots_.size())) grow();
@@ -50,12 +52,17 @@ class KeyTable {
       }
       if (static_cast<uint32_t>(slot >> 32) == h) {
         const int32_t id = static_cast<int32_t>(slot & 0xffffffffu) - 1;
-        if (std::memcmp(keys_.data() + static_cast<int64_t>(id) * d_, k, sizeof(int32_t) * d_) == 0) {
-          return id;
-        }
+        if (same_key(keys_.data() + static_cast<int64_t>(id) * d_, k)) return id;
       }
       s = (s + 1) & mask_;
     }
+  }
+
+  bool same_key(const int32_t* a, const int32_t* b) const {
+    for (int i = 0; i < d_; ++i) {
+      if (a[i] != b[i]) return false;
+    }
+    return true;
   }
 
   int32_t find(const int32_t* k, uint32_t h) const {
@@ -65,9 +72,7 @@ class KeyTable {
       if (slot == 0) return -1;
       if (static_cast<uint32_t>(slot >> 32) == h) {
         const int32_t id = static_cast<int32_t>(slot & 0xffffffffu) - 1;
-        if (std::memcmp(keys_.data() + static_cast<int64_t>(id) * d_, k, sizeof(int32_t) * d_) == 0) {
-          return id;
-        }
+        if (same_key(keys_.data() + static_cast<int64_t>(id) * d_, k)) return id;
       }
       s = (s + 1) & mask_;
     }
@@ -99,16 +104,34 @@ template <int DC>
 void embed_chunk(const float* features, int d, int64_t begin, int64_t end, const float* scale,
                  KeyTable& table, int32_t* offsets, float* weights, bool& ok) {
   const int dp1 = d + 1;
-  std::vector<int32_t> keys(static_cast<size_t>(dp1) * d);
+  const size_t nk = static_cast<size_t>(dp1) * d;
+  std::vector<int32_t> keys(nk), prev(nk, 0);
+  bool have_prev = false;
   for (int64_t i = begin; i < end; ++i) {
     if (!embed_point<DC>(features + i * d, d, scale, keys.data(), weights + i * dp1)) {
       ok = false;
       return;
     }
-    for (int r = 0; r <= d; ++r) {
-      const int32_t* k = keys.data() + r * d;
-      offsets[i * dp1 + r] = table.find_or_insert(k, hash_key(k, d));
+    // Neighbouring points usually fall into the same simplex: reuse the
+    // previous point's vertex ids when all d+1 keys are the same.
+    bool same = have_prev;
+    for (size_t j = 0; same && j < nk; ++j) same = keys[j] == prev[j];
+    if (same) {
+      for (int r = 0; r <= d; ++r) offsets[i * dp1 + r] = offsets[(i - 1) * dp1 + r];
+    } else {
+      for (int r = 0; r <= d; ++r) {
+        const int32_t* k = keys.data() + r * d;
+        const int32_t id = table.find_or_insert(k, hash_key(k, d));
+        if (id >= static_cast<int32_t>(table.first_point.size())) {
+          table.first_point.push_back(static_cast<int32_t>(i));
+          table.last_point.push_back(static_cast<int32_t>(i));
+        }
+        offsets[i * dp1 + r] = id;
+      }
+      keys.swap(prev);
+      have_prev = true;
     }
+    for (int r = 0; r <= d; ++r) table.last_point[offsets[i * dp1 + r]] = static_cast<int32_t>(i);
   }
 }
 
@@ -156,7 +179,10 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
   std::vector<char> ok(nt, 1);
   parallel_run(nt, [&](int t, int nth) {
     const int64_t b = n_ * t / nth, e = n_ * (t + 1) / nth;
-    tables[t].reset(new KeyTable(d_, (e - b) * 2 + 16));
+    // Sized for up to 2^18 vertices before it grows (4 MiB of slots): image
+    // lattices usually have far fewer than N(d+1) vertices; measured faster
+    // than starting at 4096 slots, which probes and grows more.
+    tables[t].reset(new KeyTable(d_, std::min<int64_t>((e - b) * dp1, int64_t(1) << 18)));
     bool good = true;
     embed_dispatch(features, d_, b, e, scale, *tables[t], offsets_.data(), weights_.data(), good);
     ok[t] = good;
@@ -170,6 +196,8 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
   }
 
   // 2. Merge the local tables in chunk order; remap the later chunks' ids.
+  // A vertex's first point comes from the first chunk that has it, its last
+  // point from the last one.
   std::unique_ptr<KeyTable> global = std::move(tables[0]);
   if (nt > 1) {
     std::vector<std::vector<int32_t>> remap(nt);
@@ -178,7 +206,14 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
       remap[t].resize(local.size());
       for (int64_t l = 0; l < local.size(); ++l) {
         const int32_t* k = local.key(l);
-        remap[t][l] = global->find_or_insert(k, hash_key(k, d_));
+        const int32_t g = global->find_or_insert(k, hash_key(k, d_));
+        if (g >= static_cast<int32_t>(global->first_point.size())) {
+          global->first_point.push_back(local.first_point[l]);
+          global->last_point.push_back(local.last_point[l]);
+        } else {
+          global->last_point[g] = local.last_point[l];
+        }
+        remap[t][l] = g;
       }
       tables[t].reset();  // the merged keys live in `global` now
     }
@@ -190,6 +225,8 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
     });
   }
   m_ = global->size();
+  first_point_ = std::move(global->first_point);
+  last_point_ = std::move(global->last_point);
 
   // 3. Blur neighbours of every vertex along every axis.
   neighbours_.assign(static_cast<size_t>(dp1) * m_ * 2, 0);
@@ -208,50 +245,11 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
   });
   global.reset();
 
-  // 4. Splat lists (CSR): entries of each vertex in ascending point order.
-  // Each thread counts the entries of its chunk of points per vertex; the
-  // prefix sum over (vertex, chunk) gives every chunk its place in every list.
-  const int ct = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, n_ / kBuildGrain)));
-  std::vector<std::vector<int64_t>> counts(ct);
-  parallel_run(ct, [&](int t, int nth) {
-    counts[t].assign(m_, 0);
-    const int64_t b = n_ * t / nth * dp1, e = n_ * (t + 1) / nth * dp1;
-    int64_t* c = counts[t].data();
-    for (int64_t i = b; i < e; ++i) ++c[offsets_[i]];
-  });
-  splat_begin_.assign(m_ + 1, 0);
-  {
-    int64_t run = 0;
-    for (int64_t v = 0; v < m_; ++v) {
-      splat_begin_[v] = run;
-      for (int t = 0; t < ct; ++t) {
-        const int64_t c = counts[t][v];
-        counts[t][v] = run;  // now: where chunk t's entries of v start
-        run += c;
-      }
-    }
-    splat_begin_[m_] = run;
-  }
-  splat_point_.resize(n_entries);
-  splat_entry_.resize(n_entries);
-  splat_weight_.resize(n_entries);
-  parallel_run(ct, [&](int t, int nth) {
-    const int64_t b = n_ * t / nth, e = n_ * (t + 1) / nth;
-    int64_t* pos = counts[t].data();
-    for (int64_t i = b; i < e; ++i) {
-      for (int r = 0; r <= d_; ++r) {
-        const int64_t en = i * dp1 + r;
-        const int64_t at = pos[offsets_[en]]++;
-        splat_point_[at] = static_cast<int32_t>(i);
-        splat_entry_[at] = static_cast<int32_t>(en);
-        splat_weight_[at] = weights_[en];
-      }
-    }
-  });
-
   const float alpha = lattice_alpha(d_);
   slice_w_.resize(n_entries);
-  for (int64_t en = 0; en < n_entries; ++en) slice_w_[en] = weights_[en] * alpha;
+  parallel_for(n_entries, threads, kGrain * 8, [&](int64_t b, int64_t e) {
+    for (int64_t en = b; en < e; ++en) slice_w_[en] = weights_[en] * alpha;
+  });
 }
 
 LatticeView CpuLattice::view() const {
@@ -262,95 +260,88 @@ LatticeView CpuLattice::view() const {
   v.offsets = offsets_.data();
   v.weights = weights_.data();
   v.neighbours = neighbours_.data();
-  v.splat_begin = splat_begin_.data();
-  v.splat_point = splat_point_.data();
-  v.splat_entry = splat_entry_.data();
-  v.splat_weight = splat_weight_.data();
+  v.vertex_first_point = first_point_.data();
+  v.vertex_last_point = last_point_.data();
   return v;
 }
 
 size_t CpuLattice::memory_bytes() const {
   return offsets_.size() * 4 + weights_.size() * 4 + slice_w_.size() * 4 + neighbours_.size() * 4 +
-         splat_begin_.size() * 8 + splat_point_.size() * 4 + splat_entry_.size() * 4 +
-         splat_weight_.size() * 4;
-}
-
-std::vector<float> CpuLattice::csr_weights(const float* s) const {
-  std::vector<float> w(splat_weight_.size());
-  for (size_t k = 0; k < w.size(); ++k) w[k] = splat_weight_[k] * s[splat_point_[k]];
-  return w;
+         first_point_.size() * 4 + last_point_.size() * 4;
 }
 
 std::vector<float> CpuLattice::slice_weights(const float* s) const {
   std::vector<float> w(slice_w_.size());
   const int dp1 = d_ + 1;
-  for (size_t k = 0; k < w.size(); ++k) w[k] = slice_w_[k] * s[k / dp1];
+  parallel_for(n_, default_threads(), kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      for (int r = 0; r < dp1; ++r) w[i * dp1 + r] = slice_w_[i * dp1 + r] * s[i];
+    }
+  });
   return w;
 }
 
-void CpuLattice::splat(const float* in, int C, const float* splat_w, float* vals, int threads) const {
-  const float* w = splat_w ? splat_w : splat_weight_.data();
-  std::fill(vals, vals + C, 0.0f);  // the zero row
-  parallel_for(m_, threads, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t v = b; v < e; ++v) {
-      float* __restrict acc = vals + (v + 1) * C;
-      for (int c = 0; c < C; ++c) acc[c] = 0.0f;
-      for (int64_t k = splat_begin_[v]; k < splat_begin_[v + 1]; ++k) {
-        const float wk = w[k];
-        const float* __restrict x = in + static_cast<int64_t>(splat_point_[k]) * C;
-        for (int c = 0; c < C; ++c) acc[c] += wk * x[c];
-      }
-    }
+void CpuLattice::splat_padded(const float* in, int cp, const float* splat_scale, float* vals,
+                              int threads) const {
+  std::fill(vals, vals + cp, 0.0f);  // the zero row
+  if (m_ == 0) return;
+  const Kernels& K = kernels();
+  // Owner computes: thread t owns vertices [vb, ve) and scans, in point
+  // order, the points that can touch them, adding only into its own rows.
+  // Every vertex sums its entries in ascending point order whatever the
+  // thread count, so the result is bit-identical for any number of threads.
+  int nt = static_cast<int>(std::min<int64_t>(std::max(threads, 1), std::max<int64_t>(1, m_ / kGrain)));
+  parallel_run(nt, [&](int t, int nth) {
+    const int64_t vb = m_ * t / nth, ve = m_ * (t + 1) / nth;
+    if (vb >= ve) return;
+    const int64_t pb = first_point_[vb];
+    int32_t last = 0;
+    for (int64_t v = vb; v < ve; ++v) last = std::max(last, last_point_[v]);
+    K.splat(offsets_.data(), weights_.data(), splat_scale, d_ + 1, in, vals, cp, pb, last + 1, vb, ve);
   });
 }
 
-float* CpuLattice::blur(float* vals, float* tmp, int C, bool reverse, int threads) const {
-  std::fill(tmp, tmp + C, 0.0f);
+float* CpuLattice::blur_padded(float* vals, float* tmp, int cp, bool reverse, int threads) const {
+  std::fill(tmp, tmp + cp, 0.0f);
+  const Kernels& K = kernels();
   for (int step = 0; step <= d_; ++step) {
     const int j = reverse ? d_ - step : step;
     const int32_t* nb = neighbours_.data() + static_cast<size_t>(j) * m_ * 2;
-    const float* src = vals;
-    float* dst = tmp;
-    parallel_for(m_, threads, kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t v = b; v < e; ++v) {
-        const float* __restrict o = src + (v + 1) * C;
-        const float* __restrict n1 = src + static_cast<int64_t>(nb[2 * v]) * C;
-        const float* __restrict n2 = src + static_cast<int64_t>(nb[2 * v + 1]) * C;
-        float* __restrict out = dst + (v + 1) * C;
-        for (int c = 0; c < C; ++c) out[c] = o[c] + 0.5f * (n1[c] + n2[c]);
-      }
-    });
+    parallel_for(m_, threads, kGrain, [&](int64_t b, int64_t e) { K.blur(nb, vals, tmp, cp, b, e); });
     std::swap(vals, tmp);
   }
   return vals;
 }
 
-void CpuLattice::slice(const float* vals, int C, const float* slice_w, float* out, int threads) const {
+void CpuLattice::slice_padded(const float* vals, int cp, const float* slice_w, float* out, int threads) const {
   const float* w = slice_w ? slice_w : slice_w_.data();
-  const int dp1 = d_ + 1;
+  const Kernels& K = kernels();
   parallel_for(n_, threads, kGrain, [&](int64_t b, int64_t e) {
-    std::vector<float> acc(C);
-    for (int64_t i = b; i < e; ++i) {
-      for (int c = 0; c < C; ++c) acc[c] = 0.0f;
-      for (int r = 0; r < dp1; ++r) {
-        const float wr = w[i * dp1 + r];
-        const float* __restrict x = vals + (static_cast<int64_t>(offsets_[i * dp1 + r]) + 1) * C;
-        for (int c = 0; c < C; ++c) acc[c] += wr * x[c];
-      }
-      float* __restrict o = out + i * C;
-      for (int c = 0; c < C; ++c) o[c] = acc[c];
-    }
+    K.slice(offsets_.data(), w, d_ + 1, vals, out, cp, b, e);
   });
 }
 
 void CpuLattice::filter(const float* in, float* out, int C, bool reverse, int threads,
-                        const float* splat_w, const float* slice_w) const {
+                        const float* splat_scale, const float* slice_w) const {
   if (C <= 0 || n_ == 0) return;
   if (threads <= 0) threads = default_threads();
-  std::vector<float> a(static_cast<size_t>(m_ + 1) * C), b(static_cast<size_t>(m_ + 1) * C);
-  splat(in, C, splat_w, a.data(), threads);
-  const float* res = blur(a.data(), b.data(), C, reverse, threads);
-  slice(res, C, slice_w, out, threads);
+  const int cp = padded_channels(C);
+  AlignedFloats x = aligned_floats(static_cast<size_t>(n_) * cp);
+  AlignedFloats a = aligned_floats(static_cast<size_t>(m_ + 1) * cp);
+  AlignedFloats b = aligned_floats(static_cast<size_t>(m_ + 1) * cp);
+  parallel_for(n_, threads, kGrain, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      float* row = x.get() + i * cp;
+      std::memcpy(row, in + i * C, sizeof(float) * C);
+      std::fill(row + C, row + cp, 0.0f);
+    }
+  });
+  splat_padded(x.get(), cp, splat_scale, a.get(), threads);
+  const float* res = blur_padded(a.get(), b.get(), cp, reverse, threads);
+  slice_padded(res, cp, slice_w, x.get(), threads);
+  parallel_for(n_, threads, kGrain, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) std::memcpy(out + i * C, x.get() + i * cp, sizeof(float) * C);
+  });
 }
 
 }  // namespace dcrf

@@ -1,0 +1,93 @@
+#include "kernels.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <mutex>
+#include <new>
+#include <vector>
+
+namespace dcrf {
+namespace {
+
+// Buffers below this size are not cached (malloc serves them well).
+constexpr size_t kPoolMinFloats = size_t(1) << 16;   // 256 KiB
+constexpr size_t kPoolMaxBytes = size_t(512) << 20;  // cache at most 512 MiB
+constexpr size_t kPoolMaxBuffers = 16;
+
+struct Pool {
+  std::mutex mu;
+  std::vector<std::pair<size_t, float*>> free_list;  // (capacity in floats, buffer)
+  size_t cached_bytes = 0;
+};
+
+Pool* g_buffer_pool = new Pool();  // never destroyed: buffers may return during exit
+
+void pool_after_fork_in_child() { g_buffer_pool = new Pool(); }  // the old mutex may be held
+
+float* raw_alloc(size_t n) {
+  const size_t bytes = ((std::max<size_t>(n, 1) * sizeof(float) + 63) / 64) * 64;
+  void* p = std::aligned_alloc(64, bytes);
+  if (!p) throw std::bad_alloc();
+  return static_cast<float*>(p);
+}
+
+}  // namespace
+
+void PoolDeleter::operator()(float* p) const {
+  if (!p) return;
+  if (capacity >= kPoolMinFloats) {
+    Pool& pool = *g_buffer_pool;
+    std::lock_guard<std::mutex> lk(pool.mu);
+    const size_t bytes = capacity * sizeof(float);
+    if (pool.free_list.size() < kPoolMaxBuffers && pool.cached_bytes + bytes <= kPoolMaxBytes) {
+      pool.free_list.emplace_back(capacity, p);
+      pool.cached_bytes += bytes;
+      return;
+    }
+  }
+  std::free(p);
+}
+
+AlignedFloats aligned_floats(size_t n) {
+  static const bool registered = [] {
+    pthread_atfork(nullptr, nullptr, pool_after_fork_in_child);
+    return true;
+  }();
+  (void)registered;
+  if (n >= kPoolMinFloats) {
+    Pool& pool = *g_buffer_pool;
+    std::lock_guard<std::mutex> lk(pool.mu);
+    // The smallest cached buffer that fits and wastes at most half of itself.
+    size_t best = pool.free_list.size();
+    for (size_t i = 0; i < pool.free_list.size(); ++i) {
+      const size_t cap = pool.free_list[i].first;
+      if (cap >= n && cap <= 2 * n && (best == pool.free_list.size() || cap < pool.free_list[best].first)) best = i;
+    }
+    if (best < pool.free_list.size()) {
+      auto entry = pool.free_list[best];
+      pool.free_list.erase(pool.free_list.begin() + static_cast<std::ptrdiff_t>(best));
+      pool.cached_bytes -= entry.first * sizeof(float);
+      return AlignedFloats(entry.second, PoolDeleter{entry.first});
+    }
+  }
+  return AlignedFloats(raw_alloc(n), PoolDeleter{n});
+}
+
+namespace {
+const Kernels* pick() {
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &kernels_avx2::table;
+#endif
+  return &kernels_base::table;
+}
+}  // namespace
+
+const Kernels& kernels() {
+  static const Kernels* k = pick();
+  return *k;
+}
+
+}  // namespace dcrf

@@ -1,0 +1,70 @@
+// Hot CPU loops (splat, blur, slice, fused mean-field epilogue) over
+// channel-padded buffers: every row holds Cp = round_up(C, 8) floats and
+// starts 32-byte aligned, so the loops run on whole 8-lane vectors.
+//
+// The loops are compiled twice: for the x86-64 baseline (SSE2) and with
+// AVX2 + FMA; kernels() picks the best the CPU supports at run time. Both
+// are deterministic; they may differ from each other in the last bits (FMA
+// contraction), so results are bit-identical on a given machine.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+
+namespace dcrf {
+
+constexpr int kLanes = 8;
+inline int padded_channels(int c) { return (c + kLanes - 1) / kLanes * kLanes; }
+
+// 64-byte aligned float buffer, uninitialised. Large buffers come from and
+// return to a small process-wide cache, so that repeated calls on images of
+// one size do not pay the kernel's zeroing of fresh pages each time.
+struct PoolDeleter {
+  size_t capacity = 0;  // floats
+  void operator()(float* p) const;
+};
+using AlignedFloats = std::unique_ptr<float[], PoolDeleter>;
+AlignedFloats aligned_floats(size_t n);
+
+// One pairwise term as the fused epilogue sees it.
+struct EpilogueTerm {
+  const float* blurred;    // [(M+1), Cp] blurred vertex values (row 0 zero)
+  const int32_t* offsets;  // [N, d+1]
+  const float* slice_w;    // [N, d+1] slice weights (alpha and normalisation folded in)
+  int dp1;                 // d + 1
+  int compat_kind;         // 0 Potts, 1 diagonal, 2 matrix
+  const float* compat;     // 1, K or K*K values
+};
+
+struct Kernels {
+  const char* name;
+  // vals[v+1] = sum over entries e = i(d+1)+r with off[e] = v, in point
+  // order, of w[e] * scale[i] * in[i], for v in [vb, ve), scanning points
+  // [pb, pe) (which must include every point touching those vertices).
+  // scale may be null (1).
+  void (*splat)(const int32_t* off, const float* w, const float* scale, int dp1, const float* in,
+                float* vals, int cp, int64_t pb, int64_t pe, int64_t vb, int64_t ve);
+  // dst[v+1] = src[v+1] + (src[n1] + src[n2]) / 2, v in [vb, ve).
+  void (*blur)(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb, int64_t ve);
+  // out[i] = sum_r w[i(d+1)+r] * vals[off[i(d+1)+r] + 1], i in [ib, ie).
+  void (*slice)(const int32_t* off, const float* w, int dp1, const float* vals, float* out, int cp,
+                int64_t ib, int64_t ie);
+  // q[i] = softmax(-u[i] - sum_t message_t) over the first k of cp lanes
+  // (pad lanes set to 0), i in [ib, ie).
+  void (*epilogue)(const float* u, float* q, int k, int cp, const EpilogueTerm* terms, int nterms,
+                   int64_t ib, int64_t ie);
+  // q[i] = softmax(-u[i]) (pad lanes 0), i in [ib, ie).
+  void (*softmax_neg)(const float* u, float* q, int k, int cp, int64_t ib, int64_t ie);
+};
+
+const Kernels& kernels();
+
+namespace kernels_base {
+extern const Kernels table;
+}
+namespace kernels_avx2 {
+extern const Kernels table;
+}
+
+}  // namespace dcrf

@@ -1,0 +1,283 @@
+// The bodies of the hot loops, included once per instruction set by
+// kernels_base.cpp and kernels_avx2.cpp with DCRF_KERNEL_NS set. Written with
+// GCC/Clang vector extensions: 8-lane float vectors that the compiler maps to
+// two SSE registers or one AVX register.
+#include <cstdint>
+#include <cstring>
+
+#include "kernels.h"
+
+namespace dcrf {
+namespace DCRF_KERNEL_NS {
+namespace {
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+inline v8f load(const float* p) { return *reinterpret_cast<const v8f*>(p); }
+inline void store(float* p, v8f v) { *reinterpret_cast<v8f*>(p) = v; }
+inline v8f splat1(float x) { return v8f{x, x, x, x, x, x, x, x}; }
+
+// exp(x) per lane: x = n ln2 + r, |r| <= ln2/2, degree-7 Taylor polynomial
+// for exp(r) (truncation error < 6e-9 relative, below float32 resolution),
+// 2^n from the exponent bits; x clamped to [-87, 88] so 2^n stays normal
+// (exp(-87) = 1.6e-38 counts as zero after the max is subtracted).
+inline v8f vexp(v8f x) {
+  const v8f lo = splat1(-87.0f), hi = splat1(88.0f);
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const v8f magic = splat1(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const v8f t = x * 1.44269504088896341f + magic;
+  const v8i n = (v8i)t - (v8i)magic;
+  const v8f fn = t - magic;
+  v8f r = x - fn * 0.693359375f;  // ln2 in a part exact in few bits ...
+  r = r + fn * 2.12194440e-4f;    // ... and a correction (Cody-Waite)
+  v8f p = splat1(1.0f / 5040.0f);
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const v8i e = (n + 127) << 23;
+  return p * (v8f)e;
+}
+
+// Horizontal max and sum as trees (short dependency chains).
+inline float fmax2(float a, float b) { return a > b ? a : b; }
+inline float hmax(v8f v) {
+  return fmax2(fmax2(fmax2(v[0], v[4]), fmax2(v[2], v[6])), fmax2(fmax2(v[1], v[5]), fmax2(v[3], v[7])));
+}
+inline float hsum(v8f v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); }
+
+// Mask of lanes < k in block b: 1.0 for real channels, 0.0 for padding.
+inline v8f lane_mask(int k, int b) {
+  v8f m;
+  for (int l = 0; l < 8; ++l) m[l] = b * 8 + l < k ? 1.0f : 0.0f;
+  return m;
+}
+
+// Softmax of x[0..cp) over the first k lanes; pad lanes become 0.
+template <int NB>
+inline void softmax_row(float* x, int k, int cp) {
+  const int nb = NB > 0 ? NB : cp / 8;
+  const v8f neg = splat1(-3.0e38f);
+  const int last = nb - 1;
+  const v8f lastmask = lane_mask(k, last);
+  // pad lanes must not win the max
+  v8f xl = load(x + last * 8);
+  xl = lastmask > 0.5f ? xl : neg;
+  store(x + last * 8, xl);
+  v8f mx = load(x);
+  for (int b = 1; b < nb; ++b) {
+    const v8f v = load(x + b * 8);
+    mx = v > mx ? v : mx;
+  }
+  const v8f m = splat1(hmax(mx));
+  v8f acc = splat1(0.0f);
+  for (int b = 0; b < nb; ++b) {
+    v8f e = vexp(load(x + b * 8) - m);
+    if (b == last) e = e * lastmask;
+    store(x + b * 8, e);
+    acc += e;
+  }
+  const v8f inv = splat1(1.0f / hsum(acc));
+  for (int b = 0; b < nb; ++b) store(x + b * 8, load(x + b * 8) * inv);
+}
+
+template <int NB>
+void splat_t(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals,
+             int cp, int64_t pb, int64_t pe, int64_t vb, int64_t ve) {
+  const int nb = NB > 0 ? NB : cp / 8;
+  for (int64_t v = vb; v < ve; ++v) {
+    float* row = vals + (v + 1) * cp;
+    for (int b = 0; b < nb; ++b) store(row + b * 8, splat1(0.0f));
+  }
+  for (int64_t i = pb; i < pe; ++i) {
+    const float* x = in + i * cp;
+    const float s = scale ? scale[i] : 1.0f;
+    for (int r = 0; r < dp1; ++r) {
+      const int64_t en = i * dp1 + r;
+      const int64_t v = off[en];
+      if (v < vb || v >= ve) continue;
+      const v8f wk = splat1(w[en] * s);
+      float* row = vals + (v + 1) * cp;
+      for (int b = 0; b < nb; ++b) store(row + b * 8, load(row + b * 8) + wk * load(x + b * 8));
+    }
+  }
+}
+
+template <int NB>
+void blur_t(const int32_t* nb_ids, const float* src, float* dst, int cp, int64_t vb, int64_t ve) {
+  const int nb = NB > 0 ? NB : cp / 8;
+  const v8f half = splat1(0.5f);
+  for (int64_t v = vb; v < ve; ++v) {
+    const float* o = src + (v + 1) * cp;
+    const float* a = src + static_cast<int64_t>(nb_ids[2 * v]) * cp;
+    const float* c = src + static_cast<int64_t>(nb_ids[2 * v + 1]) * cp;
+    float* out = dst + (v + 1) * cp;
+    for (int b = 0; b < nb; ++b) store(out + b * 8, load(o + b * 8) + half * (load(a + b * 8) + load(c + b * 8)));
+  }
+}
+
+template <int NB>
+void slice_t(const int32_t* off, const float* w, int dp1, const float* vals, float* out, int cp, int64_t ib,
+             int64_t ie) {
+  const int nb = NB > 0 ? NB : cp / 8;
+  for (int64_t i = ib; i < ie; ++i) {
+    float* o = out + i * cp;
+    for (int b = 0; b < nb; ++b) store(o + b * 8, splat1(0.0f));
+    for (int r = 0; r < dp1; ++r) {
+      const int64_t en = i * dp1 + r;
+      const v8f wr = splat1(w[en]);
+      const float* x = vals + (static_cast<int64_t>(off[en]) + 1) * cp;
+      for (int b = 0; b < nb; ++b) store(o + b * 8, load(o + b * 8) + wr * load(x + b * 8));
+    }
+  }
+}
+
+// Softmax over registers x[0..R) (R = NB blocks), first k lanes real.
+template <int R>
+inline void softmax_regs(v8f* x, int k) {
+  const v8f lastmask = lane_mask(k, R - 1);
+  x[R - 1] = lastmask > 0.5f ? x[R - 1] : splat1(-3.0e38f);  // pad lanes must not win the max
+  v8f mx = x[0];
+  for (int b = 1; b < R; ++b) mx = x[b] > mx ? x[b] : mx;
+  const v8f m = splat1(hmax(mx));
+  v8f acc = splat1(0.0f);
+  for (int b = 0; b < R; ++b) {
+    x[b] = vexp(x[b] - m);
+    if (b == R - 1) x[b] = x[b] * lastmask;
+    acc += x[b];
+  }
+  const v8f inv = splat1(1.0f / hsum(acc));
+  for (int b = 0; b < R; ++b) x[b] = x[b] * inv;
+}
+
+// Adds -compat(s) for a diagonal or matrix compatibility to logits x[0..k).
+inline void add_general_message(const EpilogueTerm& T, const float* s, float* x, int k) {
+  if (T.compat_kind == 1) {
+    for (int c = 0; c < k; ++c) x[c] -= T.compat[c] * s[c];
+  } else {
+    for (int a = 0; a < k; ++a) {
+      const float* row = T.compat + static_cast<int64_t>(a) * k;
+      float m = 0.0f;
+      for (int c = 0; c < k; ++c) m += row[c] * s[c];
+      x[a] -= m;
+    }
+  }
+}
+
+template <int NB>
+void epilogue_t(const float* u, float* q, int k, int cp, const EpilogueTerm* terms, int nterms, int64_t ib,
+                int64_t ie) {
+  const int nb = NB > 0 ? NB : cp / 8;
+  AlignedFloats sbuf = aligned_floats(cp);  // slice of one term, for non-Potts compatibilities
+  float* s = sbuf.get();
+  if (NB > 0) {
+    // Logits and slices live in registers; memory only for non-Potts terms.
+    constexpr int R = NB > 0 ? NB : 1;
+    for (int64_t i = ib; i < ie; ++i) {
+      float* x = q + i * cp;
+      const float* ui = u + i * cp;
+      v8f L[R];
+      for (int b = 0; b < R; ++b) L[b] = -load(ui + b * 8);
+      for (int t = 0; t < nterms; ++t) {
+        const EpilogueTerm& T = terms[t];
+        const bool potts = T.compat_kind == 0;
+        const float scale = potts ? T.compat[0] : 1.0f;  // a Potts weight folds into the slice weights
+        v8f S[R];
+        for (int b = 0; b < R; ++b) S[b] = splat1(0.0f);
+        for (int r = 0; r < T.dp1; ++r) {
+          const int64_t en = i * T.dp1 + r;
+          const v8f wr = splat1(scale * T.slice_w[en]);
+          const float* v = T.blurred + (static_cast<int64_t>(T.offsets[en]) + 1) * cp;
+          for (int b = 0; b < R; ++b) S[b] += wr * load(v + b * 8);
+        }
+        if (potts) {
+          for (int b = 0; b < R; ++b) L[b] += S[b];
+        } else {
+          for (int b = 0; b < R; ++b) {
+            store(s + b * 8, S[b]);
+            store(x + b * 8, L[b]);
+          }
+          add_general_message(T, s, x, k);
+          for (int b = 0; b < R; ++b) L[b] = load(x + b * 8);
+        }
+      }
+      softmax_regs<R>(L, k);
+      for (int b = 0; b < R; ++b) store(x + b * 8, L[b]);
+    }
+    return;
+  }
+  for (int64_t i = ib; i < ie; ++i) {
+    float* x = q + i * cp;
+    const float* ui = u + i * cp;
+    for (int b = 0; b < nb; ++b) store(x + b * 8, -load(ui + b * 8));
+    for (int t = 0; t < nterms; ++t) {
+      const EpilogueTerm& T = terms[t];
+      const bool potts = T.compat_kind == 0;
+      float* acc = potts ? x : s;
+      const float scale = potts ? T.compat[0] : 1.0f;
+      if (!potts) {
+        for (int b = 0; b < nb; ++b) store(s + b * 8, splat1(0.0f));
+      }
+      for (int r = 0; r < T.dp1; ++r) {
+        const int64_t en = i * T.dp1 + r;
+        const v8f wr = splat1(scale * T.slice_w[en]);
+        const float* v = T.blurred + (static_cast<int64_t>(T.offsets[en]) + 1) * cp;
+        for (int b = 0; b < nb; ++b) store(acc + b * 8, load(acc + b * 8) + wr * load(v + b * 8));
+      }
+      if (!potts) add_general_message(T, s, x, k);
+    }
+    softmax_row<NB>(x, k, cp);
+  }
+}
+
+template <int NB>
+void softmax_neg_t(const float* u, float* q, int k, int cp, int64_t ib, int64_t ie) {
+  const int nb = NB > 0 ? NB : cp / 8;
+  for (int64_t i = ib; i < ie; ++i) {
+    float* x = q + i * cp;
+    for (int b = 0; b < nb; ++b) store(x + b * 8, -load(u + i * cp + b * 8));
+    softmax_row<NB>(x, k, cp);
+  }
+}
+
+// Dispatch on the number of 8-lane blocks: unrolled for K <= 32, a loop above.
+#define DCRF_DISPATCH(fn, cp, ...)          \
+  switch ((cp) / 8) {                       \
+    case 1: return fn<1>(__VA_ARGS__);      \
+    case 2: return fn<2>(__VA_ARGS__);      \
+    case 3: return fn<3>(__VA_ARGS__);      \
+    case 4: return fn<4>(__VA_ARGS__);      \
+    default: return fn<0>(__VA_ARGS__);     \
+  }
+
+void splat(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals, int cp,
+           int64_t pb, int64_t pe, int64_t vb, int64_t ve) {
+  DCRF_DISPATCH(splat_t, cp, off, w, scale, dp1, in, vals, cp, pb, pe, vb, ve)
+}
+void blur(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb, int64_t ve) {
+  DCRF_DISPATCH(blur_t, cp, nb, src, dst, cp, vb, ve)
+}
+void slice(const int32_t* off, const float* w, int dp1, const float* vals, float* out, int cp, int64_t ib,
+           int64_t ie) {
+  DCRF_DISPATCH(slice_t, cp, off, w, dp1, vals, out, cp, ib, ie)
+}
+void epilogue(const float* u, float* q, int k, int cp, const EpilogueTerm* terms, int nterms, int64_t ib,
+              int64_t ie) {
+  DCRF_DISPATCH(epilogue_t, cp, u, q, k, cp, terms, nterms, ib, ie)
+}
+void softmax_neg(const float* u, float* q, int k, int cp, int64_t ib, int64_t ie) {
+  DCRF_DISPATCH(softmax_neg_t, cp, u, q, k, cp, ib, ie)
+}
+#undef DCRF_DISPATCH
+
+}  // namespace
+
+extern const Kernels table = {DCRF_KERNEL_NAME, splat, blur, slice, epilogue, softmax_neg};
+
+}  // namespace DCRF_KERNEL_NS
+}  // namespace dcrf
