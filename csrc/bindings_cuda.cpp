@@ -118,6 +118,22 @@ void register_cuda(py::module_& m) {
         "Number of visible CUDA devices (0 without a driver or device; never raises).");
   m.def("cuda_device_name", &dcrf::cuda::device_name, py::arg("device") = 0);
 
+  m.def("cuda_synchronize", [](int device) {
+    py::gil_scoped_release nogil;
+    dcrf::cuda::synchronize(device);
+  }, py::arg("device") = 0, "Waits for all work on the device.");
+
+  py::class_<dcrf::cuda::EventTimer>(m, "CudaEventTimer")
+      .def(py::init<int>(), py::arg("device") = 0)
+      .def("start", [](dcrf::cuda::EventTimer& t, uintptr_t stream) { t.start(as_ptr(stream)); },
+           py::arg("stream") = 0)
+      .def("stop", [](dcrf::cuda::EventTimer& t, uintptr_t stream) { t.stop(as_ptr(stream)); },
+           py::arg("stream") = 0)
+      .def("elapsed_ms", [](const dcrf::cuda::EventTimer& t) {
+        py::gil_scoped_release nogil;
+        return t.elapsed_ms();
+      }, "Milliseconds between start and stop (waits for stop).");
+
   py::class_<DeviceBuffer, std::shared_ptr<DeviceBuffer>>(m, "CudaBuffer")
       .def(py::init(&make_buffer), py::arg("nbytes"), py::arg("device") = 0)
       .def_property_readonly("ptr", [](const DeviceBuffer& b) { return reinterpret_cast<uintptr_t>(b.data()); })

@@ -560,6 +560,47 @@ std::string device_name(int device) {
   return s.str();
 }
 
+void synchronize(int device) {
+  DeviceGuard g(device);
+  DCRF_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+EventTimer::EventTimer(int device) : device_(device) {
+  DeviceGuard g(device);
+  cudaEvent_t a = nullptr, b = nullptr;
+  DCRF_CUDA_CHECK(cudaEventCreate(&a));
+  const cudaError_t e = cudaEventCreate(&b);
+  if (e != cudaSuccess) {
+    cudaEventDestroy(a);
+    DCRF_CUDA_CHECK(e);
+  }
+  start_ = a;
+  stop_ = b;
+}
+
+EventTimer::~EventTimer() {
+  if (start_) cudaEventDestroy(static_cast<cudaEvent_t>(start_));
+  if (stop_) cudaEventDestroy(static_cast<cudaEvent_t>(stop_));
+}
+
+void EventTimer::start(void* stream) {
+  DeviceGuard g(device_);
+  DCRF_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(start_), as_stream(stream)));
+}
+
+void EventTimer::stop(void* stream) {
+  DeviceGuard g(device_);
+  DCRF_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(stop_), as_stream(stream)));
+}
+
+float EventTimer::elapsed_ms() const {
+  DeviceGuard g(device_);
+  DCRF_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(stop_)));
+  float ms = 0.0f;
+  DCRF_CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start_), static_cast<cudaEvent_t>(stop_)));
+  return ms;
+}
+
 DeviceBuffer::DeviceBuffer(size_t nbytes, int device) : nbytes_(nbytes), device_(device) {
   DeviceGuard g(device);
   if (nbytes) DCRF_CUDA_CHECK(cudaMalloc(&ptr_, nbytes));
@@ -773,8 +814,6 @@ LatticeView CudaLattice::view() const {
   v.neighbours = neighbours_;
   v.splat_begin = splat_begin_;
   v.splat_point = splat_point_;
-  v.splat_entry = splat_entry_;
-  v.splat_weight = splat_weight_;
   return v;
 }
 

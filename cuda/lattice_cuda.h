@@ -35,6 +35,27 @@ int device_count();
 // "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)"; throws on a bad ordinal.
 std::string device_name(int device);
 
+// Blocks the host until all work on `device` is done.
+void synchronize(int device);
+
+// Device-side timing with a pair of CUDA events recorded on a stream.
+class EventTimer {
+ public:
+  explicit EventTimer(int device);
+  ~EventTimer();
+  EventTimer(const EventTimer&) = delete;
+  EventTimer& operator=(const EventTimer&) = delete;
+  void start(void* stream);
+  void stop(void* stream);
+  // Milliseconds between start and stop; waits for the stop event.
+  float elapsed_ms() const;
+
+ private:
+  void* start_ = nullptr;  // cudaEvent_t
+  void* stop_ = nullptr;   // cudaEvent_t
+  int device_ = 0;
+};
+
 // Owned device memory (cudaMalloc), freed in the destructor.
 class DeviceBuffer {
  public:

@@ -105,6 +105,62 @@ def _parse_device(device) -> int:
     raise ValueError(f"device must be 'cuda', 'cuda:N' or an integer ordinal, got {device!r}")
 
 
+class DeviceArray:
+    """A float32 C-contiguous array in GPU memory owned by densecrf: no torch or CuPy needed.
+
+    Results of calls on DeviceArray inputs are DeviceArrays. It exposes
+    ``__cuda_array_interface__`` (so ``cupy.asarray`` / ``torch.as_tensor`` can view it
+    without a copy) and ``.numpy()`` to copy it back to the host.
+    """
+
+    def __init__(self, shape, device=0):
+        require_cuda()
+        self.shape = tuple(int(s) for s in shape)
+        self.device = _parse_device(device)
+        self.dtype = np.dtype(np.float32)
+        self._buf = _C.CudaBuffer(max(1, math.prod(self.shape)) * _F32, self.device)
+
+    @classmethod
+    def from_numpy(cls, a, device=0) -> "DeviceArray":
+        """Copies a host array (converted to float32) to the device."""
+        h = np.ascontiguousarray(a, dtype=np.float32)
+        out = cls(h.shape, device)
+        if h.size:
+            out._buf.upload(h, 0)
+        return out
+
+    @property
+    def ptr(self) -> int:
+        return int(self._buf.ptr)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def numpy(self) -> np.ndarray:
+        """A host copy (waits for the device's legacy default stream)."""
+        out = np.empty(self.shape, dtype=np.float32)
+        if out.size:
+            self._buf.download(out, 0)
+        return out
+
+    def reshape(self, *shape) -> "DeviceArray":
+        """A view with another shape (same memory)."""
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        if math.prod(shape) != self.size:
+            raise ValueError(f"cannot reshape {_checks.shape_str(self.shape)} into {_checks.shape_str(shape)}")
+        v = object.__new__(DeviceArray)
+        v.shape, v.device, v.dtype, v._buf = tuple(int(s) for s in shape), self.device, self.dtype, self._buf
+        return v
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {"shape": self.shape, "typestr": "<f4", "data": (self.ptr, False), "version": 3, "strides": None}
+
+    def __repr__(self) -> str:
+        return f"DeviceArray(shape={self.shape}, device=cuda:{self.device})"
+
+
 class _Buf:
     """A float32 C-contiguous device array: the owning object and its raw pointer."""
 
@@ -141,6 +197,8 @@ class _Ctx:
         """The context of the first device array among `arrays`, else numpy on `device`."""
         require_cuda()
         for x in arrays:
+            if isinstance(x, DeviceArray):
+                return cls("raw", x.device)
             if _is_torch(x):
                 if not x.is_cuda:
                     continue
@@ -186,6 +244,15 @@ class _Ctx:
                 raise TypeError(f"{name} has dtype {x.dtype}; expected real values")
             x = x.detach().to(torch.float32).contiguous()
             return _Buf(x, x.data_ptr(), x.shape)
+        if self.kind == "raw":
+            if isinstance(x, DeviceArray):
+                if x.device != self.device:
+                    raise ValueError(f"{name} is on cuda:{x.device}, expected cuda:{self.device} like the other arrays")
+                return _Buf(x, x.ptr, x.shape)
+            if hasattr(x, "__cuda_array_interface__") or _is_torch(x):
+                raise TypeError(f"{name}: DeviceArray inputs cannot be mixed with other libraries' device arrays")
+            a = DeviceArray.from_numpy(_checks.as_f32(x, name, finite=finite), self.device)
+            return _Buf(a, a.ptr, a.shape)
         if self.kind == "cupy":
             import cupy
 
@@ -200,7 +267,7 @@ class _Ctx:
         return _Buf(buf, buf.ptr, a.shape)
 
     def shape_of(self, x):
-        if _is_torch(x) or hasattr(x, "__cuda_array_interface__"):
+        if isinstance(x, DeviceArray) or _is_torch(x) or hasattr(x, "__cuda_array_interface__"):
             return tuple(int(s) for s in x.shape)
         return tuple(np.shape(x))
 
@@ -216,6 +283,9 @@ class _Ctx:
             with cupy.cuda.Device(self.device):
                 a = cupy.empty(shape, dtype=cupy.float32)
             return _Buf(a, a.data.ptr, shape)
+        if self.kind == "raw":
+            a = DeviceArray(shape, self.device)
+            return _Buf(a, a.ptr, shape)
         n = max(1, math.prod(shape))
         buf = _C.CudaBuffer(n * _F32, self.device)
         return _Buf(buf, buf.ptr, shape)
@@ -242,7 +312,7 @@ class _Ctx:
             with cupy.cuda.Device(self.device):
                 a = cupy.ascontiguousarray(cupy.moveaxis(b.obj, src, dst))
             return _Buf(a, a.data.ptr, a.shape)
-        raise AssertionError("numpy buffers are laid out on the host")  # pragma: no cover
+        raise ValueError("DeviceArray inputs need the label axis last (channel_axis=-1)")
 
 
 def _importable(name: str) -> bool:
@@ -326,7 +396,7 @@ def mean_field(unary, pairwise, *, n_iter: int = 5, Q=None, device=None):
         fshape = ctx.shape_of(p[0])
         if len(fshape) != len(ushape) or tuple(fshape[:-1]) != tuple(ushape[:-1]) or not 1 <= fshape[-1] <= 32:
             raise ValueError(
-                f"pairwise[{t}] features must have shape {_checks.shape_str(tuple(ushape[:-1]) + ('d',))} "
+                f"pairwise[{t}] features must have shape ({', '.join(map(str, ushape[:-1]))}, d) "
                 f"with 1 <= d <= 32, got {_checks.shape_str(fshape)}"
             )
         f = ctx.put(p[0], f"pairwise[{t}] features")
@@ -350,6 +420,10 @@ def _copy(ctx: _Ctx, b: _Buf) -> _Buf:
     if ctx.kind == "torch":
         t = b.obj.clone()
         return _Buf(t, t.data_ptr(), b.shape)
+    if ctx.kind == "raw":
+        a = DeviceArray(b.shape, ctx.device)
+        _C.cuda_copy_labels_layout(b.ptr, a.ptr, 1, 1, max(1, a.size), False, ctx.device, ctx.stream)
+        return _Buf(a, a.ptr, b.shape)
     if ctx.kind == "cupy":
         a = b.obj.copy()
         return _Buf(a, a.data.ptr, b.shape)
@@ -369,7 +443,7 @@ def filter(features, values, *, transpose: bool = False, normalization=None, dev
     if len(fshape) not in (2, 3) or not 1 <= fshape[-1] <= 32:
         raise ValueError(f"features must be [N, d] or [B, N, d] with 1 <= d <= 32, got {_checks.shape_str(fshape)}")
     if len(vshape) != len(fshape) or tuple(vshape[:-1]) != tuple(fshape[:-1]):
-        raise ValueError(f"values must have shape {_checks.shape_str(tuple(fshape[:-1]) + ('C',))}, got {_checks.shape_str(vshape)}")
+        raise ValueError(f"values must have shape ({', '.join(map(str, fshape[:-1]))}, C), got {_checks.shape_str(vshape)}")
     batch = 1 if len(fshape) == 2 else fshape[0]
     n_per, d, c = fshape[-2], fshape[-1], vshape[-1]
     n = batch * n_per
@@ -569,4 +643,4 @@ def _check_sums(p_last: np.ndarray, axis) -> None:
         )
 
 
-__all__ = ["cuda_available", "device_name", "filter", "mean_field", "refine", "refine_batch", "require_cuda"]
+__all__ = ["DeviceArray", "cuda_available", "device_name", "filter", "mean_field", "refine", "refine_batch", "require_cuda"]

@@ -63,7 +63,7 @@ def build(verbose: bool = False):
         with open(cu_cpp, "w") as f:
             f.write(f'#line 1 "{SOURCES[0]}"\n' + src)
         cmd = [
-            cxx, "-O1", "-g", "-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter",
+            cxx, "-O1", "-g", "-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unused-variable",
             # A namespace of its own, so that this module's types never clash
             # with densecrf._C's in pybind11's registry.
             "-Ddcrf=dcrf_emu",
