@@ -151,6 +151,7 @@ void register_cuda(py::module_& m) {
       .def_property_readonly("dim", &CudaLattice::dim)
       .def_property_readonly("n_vertices", &CudaLattice::n_vertices)
       .def_property_readonly("n_segments", &CudaLattice::n_segments)
+      .def_property_readonly("n_chunks", &CudaLattice::n_chunks)
       .def_property_readonly("device", &CudaLattice::device)
       .def_property_readonly("memory_bytes", &CudaLattice::memory_bytes)
       .def("filter", &lattice_filter, py::arg("values"), py::arg("out"), py::arg("channels"),

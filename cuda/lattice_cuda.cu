@@ -190,6 +190,10 @@ __device__ inline bool same_key(const int32_t* a, const int32_t* b, int d) {
   return true;
 }
 
+// Entries per splat chunk (see chunk_splat_kernel): long enough that the
+// partial sums cost little, short enough that no thread walks a long list.
+constexpr int64_t kChunk = 128;
+
 constexpr int kErrNonFinite = 1;
 constexpr int kErrTableFull = 2;
 
@@ -320,22 +324,71 @@ __global__ void csr_kernel(const int32_t* __restrict__ sorted_vertex,
   }
 }
 
+// Chunks of heavy vertices: a vertex with more than kChunk entries has its
+// list cut into ceil(count / kChunk) chunks of kChunk consecutive entries.
+__global__ void chunk_count_kernel(const int64_t* __restrict__ begin, int64_t m, int32_t* __restrict__ count) {
+  DCRF_GRID_STRIDE(v, m) {
+    const int64_t cnt = begin[v + 1] - begin[v];
+    count[v] = cnt > kChunk ? static_cast<int32_t>((cnt + kChunk - 1) / kChunk) : 0;
+  }
+}
+
+// chunk_begin: [M+1] chunk ids of each vertex; chunk_vertex: [n_chunks].
+__global__ void chunk_vertex_kernel(const int32_t* __restrict__ chunk_begin, int64_t m,
+                                    int32_t* __restrict__ chunk_vertex) {
+  DCRF_GRID_STRIDE(v, m) {
+    for (int32_t j = chunk_begin[v]; j < chunk_begin[v + 1]; ++j) chunk_vertex[j] = static_cast<int32_t>(v);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Filter kernels. vals rows: row 0 zero, vertex v in row v+1.
 
-// vals[(v+1), c] = sum_k w_k pre[p_k] in[p_k, c] over v's entries, in order.
-__global__ void splat_kernel(const float* __restrict__ in, int channels, const float* __restrict__ pre,
-                             const int64_t* __restrict__ begin, const int32_t* __restrict__ point,
-                             const float* __restrict__ weight, int64_t m, float* __restrict__ vals) {
-  DCRF_GRID_STRIDE(t, m * channels) {
-    const int64_t v = t / channels;
-    const int c = static_cast<int>(t - v * channels);
+// partial[j, c] = sum of chunk j's entries w_k pre[p_k] in[p_k, c], in order.
+__global__ void chunk_splat_kernel(const float* __restrict__ in, int channels, const float* __restrict__ pre,
+                                   const int64_t* __restrict__ begin, const int32_t* __restrict__ point,
+                                   const float* __restrict__ weight, const int32_t* __restrict__ chunk_begin,
+                                   const int32_t* __restrict__ chunk_vertex, int64_t n_chunks,
+                                   float* __restrict__ partial) {
+  DCRF_GRID_STRIDE(t, n_chunks * channels) {
+    const int64_t j = t / channels;
+    const int c = static_cast<int>(t - j * channels);
+    const int64_t v = chunk_vertex[j];
+    const int64_t b = begin[v] + (j - chunk_begin[v]) * kChunk;
+    const int64_t end_v = begin[v + 1];
+    const int64_t e = b + kChunk < end_v ? b + kChunk : end_v;
     float acc = 0.0f;
-    const int64_t b = begin[v], e = begin[v + 1];
     for (int64_t k = b; k < e; ++k) {
       const int64_t p = point[k];
       const float w = pre ? weight[k] * pre[p] : weight[k];
       acc += w * in[p * channels + c];
+    }
+    partial[t] = acc;
+  }
+}
+
+// vals[(v+1), c] = sum_k w_k pre[p_k] in[p_k, c] over v's entries in
+// ascending point order: directly for a light vertex, as the in-order sum of
+// its chunks' partial sums for a heavy one (a fixed tree: deterministic, and
+// no thread walks a list longer than max(kChunk, count / kChunk)).
+__global__ void splat_kernel(const float* __restrict__ in, int channels, const float* __restrict__ pre,
+                             const int64_t* __restrict__ begin, const int32_t* __restrict__ point,
+                             const float* __restrict__ weight, const int32_t* __restrict__ chunk_begin,
+                             const float* __restrict__ partial, int64_t m, float* __restrict__ vals) {
+  DCRF_GRID_STRIDE(t, m * channels) {
+    const int64_t v = t / channels;
+    const int c = static_cast<int>(t - v * channels);
+    float acc = 0.0f;
+    const int64_t cb = chunk_begin[v], ce = chunk_begin[v + 1];
+    if (ce > cb) {
+      for (int64_t j = cb; j < ce; ++j) acc += partial[j * channels + c];
+    } else {
+      const int64_t b = begin[v], e = begin[v + 1];
+      for (int64_t k = b; k < e; ++k) {
+        const int64_t p = point[k];
+        const float w = pre ? weight[k] * pre[p] : weight[k];
+        acc += w * in[p * channels + c];
+      }
     }
     vals[(v + 1) * channels + c] = acc;
   }
@@ -773,6 +826,32 @@ CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim,
                                                                  splat_weight_);
       DCRF_CUDA_LAUNCHED("csr_kernel");
     }
+
+    // 6. Chunks of the heavy vertices' lists (reusing first/incl as [M] scratch).
+    chunk_begin_ = persistent_alloc<int32_t>(m_ + 1);
+    chunk_count_kernel<<<blocks_for(m_), kThreads, 0, stream>>>(splat_begin_, m_, first.get());
+    DCRF_CUDA_LAUNCHED("chunk_count_kernel");
+    {
+      size_t temp_bytes = 0;
+      DCRF_CUDA_CHECK(cub::DeviceScan::InclusiveSum(nullptr, temp_bytes, first.get(), chunk_begin_ + 1,
+                                                    static_cast<int>(m_), stream));
+      Scratch<unsigned char> temp(temp_bytes, stream, device_);
+      DCRF_CUDA_CHECK(cub::DeviceScan::InclusiveSum(temp.get(), temp_bytes, first.get(), chunk_begin_ + 1,
+                                                    static_cast<int>(m_), stream));
+    }
+    DCRF_CUDA_CHECK(cudaMemsetAsync(chunk_begin_, 0, sizeof(int32_t), stream));
+    int32_t host_chunks = 0;
+    DCRF_CUDA_CHECK(cudaMemcpyAsync(&host_chunks, chunk_begin_ + m_, sizeof(int32_t), cudaMemcpyDeviceToHost, stream));
+    DCRF_CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (host_chunks < 0 || host_chunks > n_entries) {
+      throw std::runtime_error("CUDA lattice build: bad chunk count (internal error)");
+    }
+    n_chunks_ = host_chunks;
+    if (n_chunks_ > 0) {
+      chunk_vertex_ = persistent_alloc<int32_t>(n_chunks_);
+      chunk_vertex_kernel<<<blocks_for(m_), kThreads, 0, stream>>>(chunk_begin_, m_, chunk_vertex_);
+      DCRF_CUDA_LAUNCHED("chunk_vertex_kernel");
+    }
     // Scratch buffers are released here, ordered after the kernels above.
   } catch (...) {
     // Wait for the work that may still use the buffers, then free them.
@@ -785,7 +864,10 @@ CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim,
 CudaLattice::~CudaLattice() { release(); }
 
 void CudaLattice::release() {
-  if (!offsets_ && !weights_ && !neighbours_ && !splat_begin_ && !splat_point_ && !splat_entry_ && !splat_weight_) return;
+  if (!offsets_ && !weights_ && !neighbours_ && !splat_begin_ && !splat_point_ && !splat_entry_ && !splat_weight_ &&
+      !chunk_begin_ && !chunk_vertex_) {
+    return;
+  }
   int prev = 0;
   const bool switched = cudaGetDevice(&prev) == cudaSuccess && prev != device_ && cudaSetDevice(device_) == cudaSuccess;
   persistent_free(offsets_);
@@ -795,13 +877,16 @@ void CudaLattice::release() {
   persistent_free(splat_point_);
   persistent_free(splat_entry_);
   persistent_free(splat_weight_);
+  persistent_free(chunk_begin_);
+  persistent_free(chunk_vertex_);
   if (switched) cudaSetDevice(prev);
 }
 
 size_t CudaLattice::memory_bytes() const {
   const size_t e = static_cast<size_t>(n_) * (d_ + 1);
   if (n_ == 0) return 0;
-  return e * (4 + 4 + 4 + 4 + 4) + static_cast<size_t>(d_ + 1) * m_ * 2 * 4 + static_cast<size_t>(m_ + 1) * 8;
+  return e * (4 + 4 + 4 + 4 + 4) + static_cast<size_t>(d_ + 1) * m_ * 2 * 4 + static_cast<size_t>(m_ + 1) * 12 +
+         static_cast<size_t>(n_chunks_) * 4;
 }
 
 LatticeView CudaLattice::view() const {
@@ -823,11 +908,19 @@ void CudaLattice::zero_rows(float* vals, float* tmp, int channels, void* stream)
   DCRF_CUDA_CHECK(cudaMemsetAsync(tmp, 0, sizeof(float) * channels, as_stream(stream)));
 }
 
-void CudaLattice::splat(const float* in, int channels, const float* pre, float* vals, void* stream) const {
+void CudaLattice::splat(const float* in, int channels, const float* pre, float* vals, float* partial,
+                        void* stream) const {
   if (n_ == 0 || channels <= 0) return;
+  if (n_chunks_ > 0 && !partial) throw std::logic_error("CudaLattice::splat: partial buffer missing");
   DeviceGuard guard(device_);
+  if (n_chunks_ > 0) {
+    chunk_splat_kernel<<<blocks_for(n_chunks_ * channels), kThreads, 0, as_stream(stream)>>>(
+        in, channels, pre, splat_begin_, splat_point_, splat_weight_, chunk_begin_, chunk_vertex_, n_chunks_,
+        partial);
+    DCRF_CUDA_LAUNCHED("chunk_splat_kernel");
+  }
   splat_kernel<<<blocks_for(m_ * channels), kThreads, 0, as_stream(stream)>>>(
-      in, channels, pre, splat_begin_, splat_point_, splat_weight_, m_, vals);
+      in, channels, pre, splat_begin_, splat_point_, splat_weight_, chunk_begin_, partial, m_, vals);
   DCRF_CUDA_LAUNCHED("splat_kernel");
 }
 
@@ -858,8 +951,9 @@ void CudaLattice::filter(const float* in, float* out, int channels, bool reverse
   DeviceGuard guard(device_);
   const size_t rows = static_cast<size_t>(m_ + 1) * channels;
   Scratch<float> a(rows, as_stream(stream), device_), b(rows, as_stream(stream), device_);  // [(M+1), C]
+  Scratch<float> partial(static_cast<size_t>(n_chunks_) * channels, as_stream(stream), device_);  // [chunks, C]
   zero_rows(a.get(), b.get(), channels, stream);
-  splat(in, channels, pre, a.get(), stream);
+  splat(in, channels, pre, a.get(), partial.get(), stream);
   const float* res = blur(a.get(), b.get(), channels, reverse, stream);
   slice(res, channels, post, out, stream);
 }
@@ -974,12 +1068,13 @@ void mean_field(const float* unary, float* q, int64_t n, int k,
   // Scratch for all iterations: two blur buffers per term, [(M_t+1), K] each,
   // and [N, K] when a term has a non-Potts compatibility.
   const size_t nt = terms.size();
-  std::vector<std::unique_ptr<Scratch<float>>> buf_a(nt), buf_b(nt);
+  std::vector<std::unique_ptr<Scratch<float>>> buf_a(nt), buf_b(nt), partial(nt);
   bool need_scratch = false;
   for (size_t t = 0; t < nt; ++t) {
     const size_t rows = static_cast<size_t>(terms[t]->lattice().n_vertices() + 1) * k;
     buf_a[t].reset(new Scratch<float>(rows, stream, device));
     buf_b[t].reset(new Scratch<float>(rows, stream, device));
+    partial[t].reset(new Scratch<float>(static_cast<size_t>(terms[t]->lattice().n_chunks()) * k, stream, device));
     terms[t]->lattice().zero_rows(buf_a[t]->get(), buf_b[t]->get(), k, stream);
     need_scratch = need_scratch || terms[t]->compat_kind() != 0;
   }
@@ -1009,7 +1104,7 @@ void mean_field(const float* unary, float* q, int64_t n, int k,
   for (int it = 0; it < n_iter; ++it) {
     for (size_t t = 0; t < nt; ++t) {
       const CudaLattice& L = terms[t]->lattice();
-      L.splat(q, k, terms[t]->pre_scale(false), buf_a[t]->get(), stream);
+      L.splat(q, k, terms[t]->pre_scale(false), buf_a[t]->get(), partial[t]->get(), stream);
       float* res = L.blur(buf_a[t]->get(), buf_b[t]->get(), k, false, stream);
       if (res != result[t]) throw std::logic_error("CUDA mean field: blur result buffer mismatch");
     }

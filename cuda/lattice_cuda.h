@@ -93,6 +93,9 @@ class CudaLattice {
   int64_t n_vertices() const { return m_; }
   int device() const { return device_; }
   int64_t n_segments() const { return static_cast<int64_t>(segments_.size()) - 1; }
+  // Splat chunks: vertices with more than 128 entries (large uniform regions
+  // put thousands of points on one vertex) are summed in chunks of 128.
+  int64_t n_chunks() const { return n_chunks_; }
   const std::vector<int64_t>& segments() const { return segments_; }
   size_t memory_bytes() const;
   // The lattice in the backend-neutral layout; all pointers are device pointers.
@@ -106,10 +109,12 @@ class CudaLattice {
               const float* post, void* stream) const;
 
   // Stages, for callers that keep their own buffers. vals and tmp: device
-  // [(M+1), C]; row 0 of both must be zero (zero_rows does it). splat scale
-  // and slice scale as in filter. blur returns vals or tmp (the result).
+  // [(M+1), C]; row 0 of both must be zero (zero_rows does it). partial:
+  // device [n_chunks(), C] scratch of the splat of heavy vertices (null when
+  // n_chunks() is 0). Scales as in filter. blur returns vals or tmp (the result).
   void zero_rows(float* vals, float* tmp, int channels, void* stream) const;
-  void splat(const float* in, int channels, const float* pre, float* vals, void* stream) const;
+  void splat(const float* in, int channels, const float* pre, float* vals, float* partial,
+             void* stream) const;
   float* blur(float* vals, float* tmp, int channels, bool reverse, void* stream) const;
   void slice(const float* vals, int channels, const float* post, float* out, void* stream) const;
 
@@ -129,6 +134,9 @@ class CudaLattice {
   int32_t* splat_point_ = nullptr;   // [N(d+1)] point of each CSR entry, ascending per vertex
   int32_t* splat_entry_ = nullptr;   // [N(d+1)] entry of each CSR entry
   float* splat_weight_ = nullptr;    // [N(d+1)] weight of each CSR entry
+  int64_t n_chunks_ = 0;
+  int32_t* chunk_begin_ = nullptr;   // [M+1] first splat chunk of each vertex (heavy vertices only)
+  int32_t* chunk_vertex_ = nullptr;  // [n_chunks] vertex of each chunk
 };
 
 // A pairwise term on the device: a lattice, a normalisation (0 none,
