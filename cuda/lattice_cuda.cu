@@ -83,17 +83,43 @@ class DeviceGuard {
   bool changed_ = false;
 };
 
-// Long-lived device memory (the lattice's arrays).
-template <class T>
-T* persistent_alloc(size_t count) {
-  if (count == 0) return nullptr;
-  void* p = nullptr;
-  DCRF_CUDA_CHECK(cudaMalloc(&p, count * sizeof(T)));
-  return static_cast<T*>(p);
-}
+// Long-lived device memory: the arrays of a lattice or a term, carved out of
+// one cudaMalloc each (fewer allocations per call), 256-byte aligned.
+class Slab {
+ public:
+  template <class T>
+  void add(T** ptr, size_t count) {
+    items_.push_back({reinterpret_cast<void**>(ptr), count * sizeof(T)});
+  }
+  // Allocates and sets every added pointer (nullptr for empty arrays);
+  // returns the base to cudaFree, or nullptr when all are empty.
+  void* allocate() {
+    size_t total = 0;
+    for (const Item& it : items_) total += round_up(it.bytes);
+    if (total == 0) {
+      for (const Item& it : items_) *it.ptr = nullptr;
+      return nullptr;
+    }
+    void* base = nullptr;
+    DCRF_CUDA_CHECK(cudaMalloc(&base, total));
+    char* p = static_cast<char*>(base);
+    for (const Item& it : items_) {
+      *it.ptr = it.bytes ? p : nullptr;
+      p += round_up(it.bytes);
+    }
+    return base;
+  }
 
-template <class T>
-void persistent_free(T*& p) {
+ private:
+  struct Item {
+    void** ptr;
+    size_t bytes;
+  };
+  static size_t round_up(size_t b) { return (b + 255) / 256 * 256; }
+  std::vector<Item> items_;
+};
+
+void slab_free(void*& p) {
   if (p) cudaFree(p);  // errors ignored: runs in destructors
   p = nullptr;
 }
@@ -465,6 +491,7 @@ struct TermArg {
   const float* weights;     // [N, d+1]
   const float* post;        // [N] slice scale or nullptr
   const float* compat;      // device [1], [K] or [K, K]
+  float* slice_out;         // [N, K] sliced values of a matrix term (else nullptr)
   float alpha;
   float potts;              // compat[0] for a Potts term
   int dp1;
@@ -476,48 +503,64 @@ struct TermsArg {
   int count;
 };
 
-// One point per thread: logits = -U + sum of messages, then softmax into q.
-// scratch: [N, K] for matrix compatibilities (unused otherwise).
-__global__ void mean_field_epilogue(const float* __restrict__ unary, TermsArg terms, int64_t n,
-                                    int k, float* __restrict__ scratch, float* __restrict__ q) {
-  DCRF_GRID_STRIDE(i, n) {
-    float* logits = q + i * k;
-    for (int c = 0; c < k; ++c) logits[c] = -unary[i * k + c];
+// The epilogue of one iteration, in three coalesced passes:
+//   logits_kernel, one thread per (point, label): logits = -U + the Potts
+//     and diagonal messages, term by term; a matrix term's sliced values go
+//     to its slice_out buffer;
+//   matrix_message_kernel, per matrix term and (point, label): logits -= W s;
+//   softmax_kernel, one thread per point: q = softmax(logits), in place.
+// The logits live in q (its old values were consumed by the splats).
+__global__ void logits_kernel(const float* __restrict__ unary, TermsArg terms, int64_t n, int k,
+                              float* __restrict__ q) {
+  DCRF_GRID_STRIDE(t_id, n * k) {
+    const int64_t i = t_id / k;
+    const int c = static_cast<int>(t_id - i * k);
+    float logit = -unary[t_id];
     for (int ti = 0; ti < terms.count; ++ti) {
       const TermArg& t = terms.t[ti];
       const int64_t base = i * t.dp1;
       if (t.kind == 0) {
-        // Potts folds into the slice weights: logits += (w * slice weight) x.
+        // Potts folds into the slice weights: logit += (w * slice weight) x.
         for (int r = 0; r < t.dp1; ++r) {
           float w = t.weights[base + r] * t.alpha;
           if (t.post) w = w * t.post[i];
           w = t.potts * w;
-          const float* x = t.vals + (static_cast<int64_t>(t.offsets[base + r]) + 1) * k;
-          for (int c = 0; c < k; ++c) logits[c] += w * x[c];
+          logit += w * t.vals[(static_cast<int64_t>(t.offsets[base + r]) + 1) * k + c];
         }
       } else {
-        float* s = scratch + i * k;
-        for (int c = 0; c < k; ++c) s[c] = 0.0f;
+        float acc = 0.0f;
         for (int r = 0; r < t.dp1; ++r) {
           float w = t.weights[base + r] * t.alpha;
           if (t.post) w = w * t.post[i];
-          const float* x = t.vals + (static_cast<int64_t>(t.offsets[base + r]) + 1) * k;
-          for (int c = 0; c < k; ++c) s[c] += w * x[c];
+          acc += w * t.vals[(static_cast<int64_t>(t.offsets[base + r]) + 1) * k + c];
         }
         if (t.kind == 1) {
-          for (int c = 0; c < k; ++c) logits[c] -= t.compat[c] * s[c];
+          logit -= t.compat[c] * acc;
         } else {
-          for (int a = 0; a < k; ++a) {
-            const float* row = t.compat + static_cast<int64_t>(a) * k;
-            float acc = 0.0f;
-            for (int b = 0; b < k; ++b) acc += row[b] * s[b];
-            logits[a] -= acc;
-          }
+          t.slice_out[t_id] = acc;
         }
       }
     }
-    softmax_row(logits, k);
+    q[t_id] = logit;
   }
+}
+
+// q[i, a] -= sum_b W[a, b] s[i, b] for one matrix term.
+__global__ void matrix_message_kernel(const float* __restrict__ s, const float* __restrict__ w, int64_t n,
+                                      int k, float* __restrict__ q) {
+  DCRF_GRID_STRIDE(t_id, n * k) {
+    const int64_t i = t_id / k;
+    const int a = static_cast<int>(t_id - i * k);
+    const float* row = w + static_cast<int64_t>(a) * k;
+    const float* si = s + i * k;
+    float acc = 0.0f;
+    for (int b = 0; b < k; ++b) acc += row[b] * si[b];
+    q[t_id] -= acc;
+  }
+}
+
+__global__ void softmax_kernel(int64_t n, int k, float* __restrict__ q) {
+  DCRF_GRID_STRIDE(i, n) { softmax_row(q + i * k, k); }
 }
 
 // ---------------------------------------------------------------------------
@@ -723,8 +766,12 @@ CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim,
   const int n_seg = static_cast<int>(segments_.size() - 1);
 
   try {
-    offsets_ = persistent_alloc<int32_t>(n_entries);
-    weights_ = persistent_alloc<float>(n_entries);
+    {
+      Slab slab;
+      slab.add(&offsets_, n_entries);
+      slab.add(&weights_, n_entries);
+      slabs_[0] = slab.allocate();
+    }
 
     Scratch<int64_t> seg(segments_.size(), stream, device_);
     upload(seg.get(), segments_.data(), segments_.size(), stream);
@@ -797,16 +844,21 @@ CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim,
     DCRF_CUDA_LAUNCHED("number_kernel");
 
     // 4. Blur neighbours.
-    neighbours_ = persistent_alloc<int32_t>(static_cast<size_t>(dp1) * m_ * 2);
+    {
+      Slab slab;
+      slab.add(&neighbours_, static_cast<size_t>(dp1) * m_ * 2);
+      slab.add(&splat_begin_, m_ + 1);
+      slab.add(&splat_point_, n_entries);
+      slab.add(&splat_entry_, n_entries);
+      slab.add(&splat_weight_, n_entries);
+      slab.add(&chunk_begin_, m_ + 1);
+      slabs_[1] = slab.allocate();
+    }
     neighbour_kernel<<<blocks_for(m_ * dp1), kThreads, 0, stream>>>(
         keys.get(), rep.get(), table.get(), mask, offsets_, seg.get(), n_seg, d_, m_, neighbours_);
     DCRF_CUDA_LAUNCHED("neighbour_kernel");
 
     // 5. CSR splat lists: stable sort of the entries by vertex.
-    splat_begin_ = persistent_alloc<int64_t>(m_ + 1);
-    splat_point_ = persistent_alloc<int32_t>(n_entries);
-    splat_entry_ = persistent_alloc<int32_t>(n_entries);
-    splat_weight_ = persistent_alloc<float>(n_entries);
     {
       // Reuse the scan's buffers: first -> entry ids, incl -> sorted vertex ids.
       iota_kernel<<<blocks_for(n_entries), kThreads, 0, stream>>>(first.get(), n_entries);
@@ -828,7 +880,6 @@ CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim,
     }
 
     // 6. Chunks of the heavy vertices' lists (reusing first/incl as [M] scratch).
-    chunk_begin_ = persistent_alloc<int32_t>(m_ + 1);
     chunk_count_kernel<<<blocks_for(m_), kThreads, 0, stream>>>(splat_begin_, m_, first.get());
     DCRF_CUDA_LAUNCHED("chunk_count_kernel");
     {
@@ -848,7 +899,9 @@ CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim,
     }
     n_chunks_ = host_chunks;
     if (n_chunks_ > 0) {
-      chunk_vertex_ = persistent_alloc<int32_t>(n_chunks_);
+      Slab slab;
+      slab.add(&chunk_vertex_, n_chunks_);
+      slabs_[2] = slab.allocate();
       chunk_vertex_kernel<<<blocks_for(m_), kThreads, 0, stream>>>(chunk_begin_, m_, chunk_vertex_);
       DCRF_CUDA_LAUNCHED("chunk_vertex_kernel");
     }
@@ -864,22 +917,20 @@ CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim,
 CudaLattice::~CudaLattice() { release(); }
 
 void CudaLattice::release() {
-  if (!offsets_ && !weights_ && !neighbours_ && !splat_begin_ && !splat_point_ && !splat_entry_ && !splat_weight_ &&
-      !chunk_begin_ && !chunk_vertex_) {
-    return;
-  }
+  if (!slabs_[0] && !slabs_[1] && !slabs_[2]) return;
   int prev = 0;
   const bool switched = cudaGetDevice(&prev) == cudaSuccess && prev != device_ && cudaSetDevice(device_) == cudaSuccess;
-  persistent_free(offsets_);
-  persistent_free(weights_);
-  persistent_free(neighbours_);
-  persistent_free(splat_begin_);
-  persistent_free(splat_point_);
-  persistent_free(splat_entry_);
-  persistent_free(splat_weight_);
-  persistent_free(chunk_begin_);
-  persistent_free(chunk_vertex_);
+  for (void*& p : slabs_) slab_free(p);
   if (switched) cudaSetDevice(prev);
+  offsets_ = nullptr;
+  weights_ = nullptr;
+  neighbours_ = nullptr;
+  splat_begin_ = nullptr;
+  splat_point_ = nullptr;
+  splat_entry_ = nullptr;
+  splat_weight_ = nullptr;
+  chunk_begin_ = nullptr;
+  chunk_vertex_ = nullptr;
 }
 
 size_t CudaLattice::memory_bytes() const {
@@ -982,15 +1033,19 @@ CudaPairwiseTerm::CudaPairwiseTerm(std::shared_ptr<const CudaLattice> lattice, i
   DeviceGuard guard(lattice_->device());
   cudaStream_t s = as_stream(stream);
   try {
-    compat_dev_ = persistent_alloc<float>(compat_.size());
+    {
+      Slab slab;
+      slab.add(&compat_dev_, compat_.size());
+      slab.add(&norm_, static_cast<size_t>(n));
+      slab.add(&scale_, norm_type_ != 0 ? static_cast<size_t>(n) : 0);
+      slab_ = slab.allocate();
+    }
     upload(compat_dev_, compat_.data(), compat_.size(), s);
     if (n > 0) {
-      norm_ = persistent_alloc<float>(n);
       fill_kernel<float><<<blocks_for(n), kThreads, 0, s>>>(norm_, n, 1.0f);
       DCRF_CUDA_LAUNCHED("fill_kernel");
       lattice_->filter(norm_, norm_, 1, false, nullptr, nullptr, stream);
       if (norm_type_ != 0) {
-        scale_ = persistent_alloc<float>(n);
         norm_scale_kernel<<<blocks_for(n), kThreads, 0, s>>>(norm_, n, norm_type_ == 3, scale_);
         DCRF_CUDA_LAUNCHED("norm_scale_kernel");
       }
@@ -1000,9 +1055,7 @@ CudaPairwiseTerm::CudaPairwiseTerm(std::shared_ptr<const CudaLattice> lattice, i
     DCRF_CUDA_CHECK(cudaStreamSynchronize(s));
   } catch (...) {
     cudaStreamSynchronize(s);
-    persistent_free(compat_dev_);
-    persistent_free(norm_);
-    persistent_free(scale_);
+    slab_free(slab_);
     throw;
   }
 }
@@ -1011,9 +1064,7 @@ CudaPairwiseTerm::~CudaPairwiseTerm() {
   int prev = 0;
   const int dev = lattice_ ? lattice_->device() : 0;
   const bool switched = cudaGetDevice(&prev) == cudaSuccess && prev != dev && cudaSetDevice(dev) == cudaSuccess;
-  persistent_free(compat_dev_);
-  persistent_free(norm_);
-  persistent_free(scale_);
+  slab_free(slab_);
   if (switched) cudaSetDevice(prev);
 }
 
@@ -1065,20 +1116,19 @@ void mean_field(const float* unary, float* q, int64_t n, int k,
   }
   if (n_iter == 0) return;
 
-  // Scratch for all iterations: two blur buffers per term, [(M_t+1), K] each,
-  // and [N, K] when a term has a non-Potts compatibility.
+  // Scratch for all iterations: per term two blur buffers [(M_t+1), K], the
+  // splat's chunk sums [chunks_t, K], and [N, K] sliced values for a matrix
+  // compatibility.
   const size_t nt = terms.size();
-  std::vector<std::unique_ptr<Scratch<float>>> buf_a(nt), buf_b(nt), partial(nt);
-  bool need_scratch = false;
+  std::vector<std::unique_ptr<Scratch<float>>> buf_a(nt), buf_b(nt), partial(nt), sliced(nt);
   for (size_t t = 0; t < nt; ++t) {
     const size_t rows = static_cast<size_t>(terms[t]->lattice().n_vertices() + 1) * k;
     buf_a[t].reset(new Scratch<float>(rows, stream, device));
     buf_b[t].reset(new Scratch<float>(rows, stream, device));
     partial[t].reset(new Scratch<float>(static_cast<size_t>(terms[t]->lattice().n_chunks()) * k, stream, device));
+    sliced[t].reset(new Scratch<float>(terms[t]->compat_kind() == 2 ? static_cast<size_t>(n) * k : 0, stream, device));
     terms[t]->lattice().zero_rows(buf_a[t]->get(), buf_b[t]->get(), k, stream);
-    need_scratch = need_scratch || terms[t]->compat_kind() != 0;
   }
-  Scratch<float> scratch(need_scratch ? static_cast<size_t>(n) * k : 0, stream, device);  // [N, K]
 
   // Where each term's blurred values end up depends only on d's parity, the
   // same every iteration: the epilogue's arguments are fixed.
@@ -1095,6 +1145,7 @@ void mean_field(const float* unary, float* q, int64_t n, int k,
     a.weights = v.weights;
     a.post = terms[t]->post_scale(false);
     a.compat = terms[t]->device_compat();
+    a.slice_out = sliced[t]->get();
     a.alpha = lattice_alpha(L.dim());
     a.potts = terms[t]->compat()[0];
     a.dp1 = L.dim() + 1;
@@ -1108,8 +1159,16 @@ void mean_field(const float* unary, float* q, int64_t n, int k,
       float* res = L.blur(buf_a[t]->get(), buf_b[t]->get(), k, false, stream);
       if (res != result[t]) throw std::logic_error("CUDA mean field: blur result buffer mismatch");
     }
-    mean_field_epilogue<<<blocks_for(n), kThreads, 0, stream>>>(unary, args, n, k, scratch.get(), q);
-    DCRF_CUDA_LAUNCHED("mean_field_epilogue");
+    logits_kernel<<<blocks_for(n * k), kThreads, 0, stream>>>(unary, args, n, k, q);
+    DCRF_CUDA_LAUNCHED("logits_kernel");
+    for (size_t t = 0; t < nt; ++t) {
+      if (terms[t]->compat_kind() != 2) continue;
+      matrix_message_kernel<<<blocks_for(n * k), kThreads, 0, stream>>>(sliced[t]->get(), terms[t]->device_compat(),
+                                                                         n, k, q);
+      DCRF_CUDA_LAUNCHED("matrix_message_kernel");
+    }
+    softmax_kernel<<<blocks_for(n), kThreads, 0, stream>>>(n, k, q);
+    DCRF_CUDA_LAUNCHED("softmax_kernel");
   }
   // Scratch is released stream-ordered: no wait here.
 }

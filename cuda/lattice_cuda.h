@@ -126,7 +126,8 @@ class CudaLattice {
   int64_t m_ = 0;
   int device_ = 0;
   std::vector<int64_t> segments_;  // host [B+1]
-  // Device buffers (cudaMalloc), owned.
+  void* slabs_[3] = {nullptr, nullptr, nullptr};  // owned cudaMalloc blocks holding the arrays below
+  // Device arrays (in slabs_).
   int32_t* offsets_ = nullptr;       // [N, d+1] vertex id of each entry
   float* weights_ = nullptr;         // [N, d+1] barycentric weights
   int32_t* neighbours_ = nullptr;    // [d+1, M, 2] row ids (vertex+1, 0 = none)
@@ -172,6 +173,7 @@ class CudaPairwiseTerm {
   int kind_;
   std::vector<float> compat_;
   int k_;
+  void* slab_ = nullptr;         // owned cudaMalloc block holding the arrays below
   float* compat_dev_ = nullptr;  // device copy of compat_
   float* norm_ = nullptr;        // [N] filter(1)
   float* scale_ = nullptr;       // [N] 1/sqrt(norm) or 1/norm (nullptr for none)
