@@ -347,6 +347,7 @@ def test_torch_tensors_stay_on_device():
     ti = torch.from_numpy(np.moveaxis(img, -1, 0).copy()).cuda()[None]  # [1, 3, H, W] uint8
     tp = torch.from_numpy(np.moveaxis(p, -1, 0).copy()).cuda()[None]  # [1, K, H, W]
     s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())  # the uploads above ran on the default stream
     with torch.cuda.stream(s):  # the work follows torch's current stream
         out = dcuda.refine_batch(ti, tp, n_iter=5)
     s.synchronize()
