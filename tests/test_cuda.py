@@ -214,6 +214,19 @@ def test_mean_field_matches_cpu(backend, rng, compat, normalization):
     assert np.allclose(q.sum(-1), 1.0, atol=1e-5)  # a distribution per point
 
 
+def test_densecrf_inference_on_cuda(backend):
+    img = smooth_image(30, 40)
+    p = label_probs(30, 40, 4)
+    crf = densecrf.DenseCRF2D(40, 30, 4)
+    crf.set_unary(densecrf.unary_from_softmax(p))
+    crf.add_pairwise_gaussian(3, 3)
+    crf.add_pairwise_bilateral(50, 13, img, np.diag([-5.0, -4.0, -6.0, -5.0]))
+    ref = crf.inference(5)
+    q = crf.inference(5, device="cuda")
+    assert np.abs(q - ref).max() < 1e-4  # as test_mean_field_matches_cpu
+    assert (crf.map(5, device="cuda") == ref.argmax(-1)).mean() >= 0.995  # near-ties may flip
+
+
 def test_mean_field_start_and_zero_iterations(backend, rng):
     n, k = 50, 3
     u = rng.normal(size=(n, k)).astype(np.float32)
