@@ -5,7 +5,7 @@
 
 void register_cuda(pybind11::module_& m);
 
-PYBIND11_MODULE(_C_cuda_emu, m) {
+PYBIND11_MODULE(DCRF_EMU_MODULE, m) {
   m.doc() = "densecrf CUDA backend compiled for the host emulation (tests only)";
   pybind11::register_exception<dcrf::InvalidArgument>(m, "NativeValueError", PyExc_ValueError);
   register_cuda(m);

@@ -36,8 +36,17 @@ SOURCES = [
 ]
 
 
-def build(verbose: bool = False):
-    """Returns the emulated module, compiling it first if needed; raises RuntimeError when it cannot."""
+def build(verbose: bool = False, order: str = "forward"):
+    """Returns the emulated module, compiling it first if needed; raises RuntimeError when it cannot.
+
+    order: 'forward' runs every grid-stride loop in increasing index order
+    (threads in launch order); 'reverse' in decreasing order, so that any
+    result depending on which thread wins a race (atomicCAS, atomicMin)
+    would come out differently.
+    """
+    if order not in ("forward", "reverse"):
+        raise ValueError(f"order must be 'forward' or 'reverse', got {order!r}")
+    name = "_C_cuda_emu" if order == "forward" else "_C_cuda_emu_rev"
     cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
     if cxx is None:
         raise RuntimeError("no C++ compiler found")
@@ -50,9 +59,10 @@ def build(verbose: bool = False):
         with open(path, "rb") as f:
             h.update(f.read())
     h.update(sys.version.encode())
+    h.update(order.encode())
     out_dir = os.path.join(ROOT, "build", "cuda_emu", h.hexdigest()[:16])
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    target = os.path.join(out_dir, "_C_cuda_emu" + suffix)
+    target = os.path.join(out_dir, name + suffix)
     if not os.path.exists(target):
         os.makedirs(out_dir, exist_ok=True)
         with open(SOURCES[0]) as f:
@@ -66,9 +76,10 @@ def build(verbose: bool = False):
             cxx, "-O1", "-g", "-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unused-variable",
             # A namespace of its own, so that this module's types never clash
             # with densecrf._C's in pybind11's registry.
-            "-Ddcrf=dcrf_emu",
+            f"-Ddcrf={name.lstrip('_')}", f"-DDCRF_EMU_MODULE={name}",
             f"-I{HERE}", f"-I{os.path.join(ROOT, 'cuda')}", f"-I{os.path.join(ROOT, 'csrc')}",
             f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}",
+            *(["-DDCRF_GRID_STRIDE(i,n)=for (int64_t i = (n) - 1; i >= 0; --i)"] if order == "reverse" else []),
             cu_cpp, os.path.join(ROOT, "csrc", "bindings_cuda.cpp"), os.path.join(HERE, "emu_module.cpp"),
             "-o", target + ".tmp",
         ]
@@ -78,7 +89,7 @@ def build(verbose: bool = False):
         if verbose:
             print(res.stderr)
         os.replace(target + ".tmp", target)
-    spec = importlib.util.spec_from_file_location("_C_cuda_emu", target)
+    spec = importlib.util.spec_from_file_location(name, target)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
