@@ -48,6 +48,13 @@ namespace {
   std::ostringstream s;
   s << "CUDA error " << cudaGetErrorName(e) << ": " << cudaGetErrorString(e) << " (in " << what
     << " at " << file << ":" << line << ")";
+  if (e == cudaErrorNoKernelImageForDevice) {
+    s << ". This build of densecrf has no code for this GPU";
+#ifdef DENSECRF_CUDA_ARCHS
+    s << " (built for " << DENSECRF_CUDA_ARCHS << ")";
+#endif
+    s << ": reinstall with -C cmake.define.DENSECRF_CUDA_ARCHITECTURES=\"<its sm>-real\"";
+  }
   throw std::runtime_error(s.str());
 }
 

@@ -23,7 +23,7 @@ static const dcrf_emu_dim3 blockIdx{0}, threadIdx{0}, blockDim{1}, gridDim{1};
 
 typedef int cudaError_t;
 typedef void* cudaStream_t;
-enum { cudaSuccess = 0, cudaErrorInvalidValue = 1 };
+enum { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorNoKernelImageForDevice = 209 };
 enum cudaMemcpyKind { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice };
 enum cudaDeviceAttr { cudaDevAttrMemoryPoolsSupported };
 struct cudaDeviceProp { char name[256]; int major; int minor; size_t totalGlobalMem; };

@@ -60,6 +60,11 @@ def build(verbose: bool = False, order: str = "forward"):
             h.update(f.read())
     h.update(sys.version.encode())
     h.update(order.encode())
+    # DCRF_EMU_SANITIZE=1: AddressSanitizer + UBSan, to catch out-of-bounds
+    # indexing in the kernels (run Python with LD_PRELOAD=$(gcc
+    # -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0).
+    sanitize = os.environ.get("DCRF_EMU_SANITIZE", "") == "1"
+    h.update(b"asan" if sanitize else b"")
     out_dir = os.path.join(ROOT, "build", "cuda_emu", h.hexdigest()[:16])
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     target = os.path.join(out_dir, name + suffix)
@@ -80,6 +85,7 @@ def build(verbose: bool = False, order: str = "forward"):
             f"-I{HERE}", f"-I{os.path.join(ROOT, 'cuda')}", f"-I{os.path.join(ROOT, 'csrc')}",
             f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}",
             *(["-DDCRF_GRID_STRIDE(i,n)=for (int64_t i = (n) - 1; i >= 0; --i)"] if order == "reverse" else []),
+            *(["-fsanitize=address,undefined", "-fno-omit-frame-pointer"] if sanitize else []),
             cu_cpp, os.path.join(ROOT, "csrc", "bindings_cuda.cpp"), os.path.join(HERE, "emu_module.cpp"),
             "-o", target + ".tmp",
         ]
