@@ -17,11 +17,19 @@
 // Keys carry their segment (image of a batch): vertices of different
 // segments never merge, so a batch is one lattice.
 //
-// Filter: splat (gather over the CSR list, one thread per vertex and channel),
-// d+1 blur passes (one thread per vertex and channel), slice (one thread per
-// point and channel). No floating-point atomics anywhere, each output element
-// is written by one thread summing in a fixed order: runs are bit-identical.
-// Compiled with --fmad=false, so the arithmetic rounds as the CPU's does.
+//   6. splat chunks: the list of a heavy vertex (more than kChunk entries,
+//      e.g. a large uniform region) is cut into chunks of kChunk entries.
+//
+// Filter: splat (gather over the CSR list, one thread per vertex and channel;
+// a heavy vertex sums its chunks' in-order partial sums, in order), d+1 blur
+// passes (one thread per vertex and channel), slice (one thread per point
+// and channel). Mean field: splat and blur per term, then a coalesced logits
+// pass per (point, label) that slices every term and applies its
+// compatibility, and a softmax per point; all on the caller's stream, scratch
+// allocated once per call. No floating-point atomics anywhere; each output
+// element is written by one thread summing in a fixed order: runs are
+// bit-identical. Compiled with --fmad=false, so that the embedding rounds as
+// the CPU's does (the same points land in the same simplices).
 #include <cuda_runtime.h>
 
 #include <cub/device/device_radix_sort.cuh>

@@ -182,9 +182,10 @@ class CudaPairwiseTerm {
 // Q[N, K] <- n_iter mean-field iterations on the device, with no host round
 // trip: Q = softmax(-U - sum_t compat_t(filter_t(Q))). unary, q: device
 // [N, K]. fresh: start from softmax(-U) (q is output only); otherwise from q.
-// All terms must cover the same N points and K labels. Scratch (two
-// [(M_t+1), K] buffers per term, plus [N, K] for a matrix compatibility) is
-// allocated once per call, stream-ordered, and reused by every iteration.
+// All terms must cover the same N points and K labels (at most 16 terms).
+// Scratch (per term two [(M_t+1), K] blur buffers, [chunks_t, K] splat
+// partial sums, and [N, K] for a matrix compatibility) is allocated once per
+// call, stream-ordered, and reused by every iteration.
 void mean_field(const float* unary, float* q, int64_t n, int k,
                 const std::vector<const CudaPairwiseTerm*>& terms, int n_iter, bool fresh,
                 void* stream);
