@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "crf.h"
+#include "kernels.h"
 #include "lattice.h"
 #include "parallel.h"
 
@@ -167,7 +168,8 @@ py::dict build_info() {
 #if defined(__SSE2__)
   feats.append("sse2");
 #endif
-  d["cpu_features"] = feats;
+  d["compiled_cpu_features"] = feats;
+  d["kernels"] = std::string(dcrf::kernels().name);  // the hot loops picked for this CPU at run time
   d["max_feature_dim"] = dcrf::kMaxDim;
 #if defined(DENSECRF_WITH_CUDA)
   d["cuda"] = true;

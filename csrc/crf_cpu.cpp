@@ -110,11 +110,9 @@ void softmax_neg(const float* unary, float* out, int64_t n, int k, int threads) 
   const int cp = padded_channels(k);
   const Kernels& K = kernels();
   parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
-    AlignedFloats u = aligned_floats(cp), q = aligned_floats(cp);
+    AlignedFloats q = aligned_floats(cp);
     for (int64_t i = b; i < e; ++i) {
-      std::memcpy(u.get(), unary + i * k, sizeof(float) * k);
-      std::fill(u.get() + k, u.get() + cp, 0.0f);
-      K.softmax_neg(u.get(), q.get(), k, cp, 0, 1);
+      K.softmax_neg(unary + i * k, q.get(), k, cp, 0, 1);
       std::memcpy(out + i * k, q.get(), sizeof(float) * k);
     }
   });
@@ -131,16 +129,13 @@ void mean_field(const float* unary, float* q, int64_t n, int k,
   const int cp = padded_channels(k);
   const Kernels& K = kernels();
   const size_t nt = terms.size();
-  // Channel-padded copies of U and Q, and two blur buffers per term
-  // [(M_t+1), cp], allocated once for all iterations.
-  AlignedFloats up = aligned_floats(static_cast<size_t>(n) * cp);
+  // A channel-padded copy of Q, and two blur buffers per term
+  // [(M_t+1), cp], allocated once for all iterations. U stays unpadded.
   AlignedFloats qp = aligned_floats(static_cast<size_t>(n) * cp);
   parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      std::memcpy(up.get() + i * cp, unary + i * k, sizeof(float) * k);
-      std::fill(up.get() + i * cp + k, up.get() + (i + 1) * cp, 0.0f);
       if (fresh) {
-        K.softmax_neg(up.get(), qp.get(), k, cp, i, i + 1);
+        K.softmax_neg(unary + i * k, qp.get() + i * cp, k, cp, 0, 1);
       } else {
         std::memcpy(qp.get() + i * cp, q + i * k, sizeof(float) * k);
         std::fill(qp.get() + i * cp + k, qp.get() + (i + 1) * cp, 0.0f);
@@ -156,7 +151,8 @@ void mean_field(const float* unary, float* q, int64_t n, int k,
     buf_b.push_back(aligned_floats(rows * cp));
     const float* w = terms[t]->slice_weights(false);
     ep[t].offsets = L.view().offsets;
-    ep[t].slice_w = w ? w : L.plain_slice_weights();  // no normalisation: alpha only
+    ep[t].slice_w = w ? w : L.barycentric_weights();  // no normalisation: alpha only
+    ep[t].slice_mult = w ? 1.0f : L.alpha();
     ep[t].dp1 = L.dim() + 1;
     ep[t].compat_kind = static_cast<int>(terms[t]->compat_kind());
     ep[t].compat = terms[t]->compat().data();
@@ -171,7 +167,7 @@ void mean_field(const float* unary, float* q, int64_t n, int k,
     // Fused epilogue: slice every term, apply its compatibility, add the
     // unary, softmax; one pass over the points.
     parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
-      K.epilogue(up.get(), qp.get(), k, cp, ep.data(), static_cast<int>(nt), b, e);
+      K.epilogue(unary, qp.get(), k, cp, ep.data(), static_cast<int>(nt), b, e);
     });
   }
   parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {

@@ -31,7 +31,8 @@ AlignedFloats aligned_floats(size_t n);
 struct EpilogueTerm {
   const float* blurred;    // [(M+1), Cp] blurred vertex values (row 0 zero)
   const int32_t* offsets;  // [N, d+1]
-  const float* slice_w;    // [N, d+1] slice weights (alpha and normalisation folded in)
+  const float* slice_w;    // [N, d+1] slice weights, times slice_mult
+  float slice_mult;        // 1 for precomputed weights, alpha for barycentric ones
   int dp1;                 // d + 1
   int compat_kind;         // 0 Potts, 1 diagonal, 2 matrix
   const float* compat;     // 1, K or K*K values
@@ -47,14 +48,14 @@ struct Kernels {
                 float* vals, int cp, int64_t pb, int64_t pe, int64_t vb, int64_t ve);
   // dst[v+1] = src[v+1] + (src[n1] + src[n2]) / 2, v in [vb, ve).
   void (*blur)(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb, int64_t ve);
-  // out[i] = sum_r w[i(d+1)+r] * vals[off[i(d+1)+r] + 1], i in [ib, ie).
-  void (*slice)(const int32_t* off, const float* w, int dp1, const float* vals, float* out, int cp,
+  // out[i] = sum_r (mult * w[i(d+1)+r]) * vals[off[i(d+1)+r] + 1], i in [ib, ie).
+  void (*slice)(const int32_t* off, const float* w, float mult, int dp1, const float* vals, float* out, int cp,
                 int64_t ib, int64_t ie);
   // q[i] = softmax(-u[i] - sum_t message_t) over the first k of cp lanes
-  // (pad lanes set to 0), i in [ib, ie).
+  // (pad lanes set to 0), i in [ib, ie). u is [N, k] (unpadded), q [N, cp].
   void (*epilogue)(const float* u, float* q, int k, int cp, const EpilogueTerm* terms, int nterms,
                    int64_t ib, int64_t ie);
-  // q[i] = softmax(-u[i]) (pad lanes 0), i in [ib, ie).
+  // q[i] = softmax(-u[i]) (pad lanes 0), i in [ib, ie); u is [N, k], q [N, cp].
   void (*softmax_neg)(const float* u, float* q, int k, int cp, int64_t ib, int64_t ie);
 };
 

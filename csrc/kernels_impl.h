@@ -44,12 +44,19 @@ inline v8f vexp(v8f x) {
   return p * (v8f)e;
 }
 
-// Horizontal max and sum as trees (short dependency chains).
-inline float fmax2(float a, float b) { return a > b ? a : b; }
-inline float hmax(v8f v) {
-  return fmax2(fmax2(fmax2(v[0], v[4]), fmax2(v[2], v[6])), fmax2(fmax2(v[1], v[5]), fmax2(v[3], v[7])));
+// Horizontal max and sum as butterflies: every lane of the result holds the
+// reduction (no scalar round trip on the critical path).
+inline v8f vmax(v8f a, v8f b) { return a > b ? a : b; }
+inline v8f hmax_all(v8f v) {
+  v = vmax(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3));
+  v = vmax(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5));
+  return vmax(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6));
 }
-inline float hsum(v8f v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); }
+inline v8f hsum_all(v8f v) {
+  v = v + __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+  v = v + __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+  return v + __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+}
 
 // Mask of lanes < k in block b: 1.0 for real channels, 0.0 for padding.
 inline v8f lane_mask(int k, int b) {
@@ -70,11 +77,8 @@ inline void softmax_row(float* x, int k, int cp) {
   xl = lastmask > 0.5f ? xl : neg;
   store(x + last * 8, xl);
   v8f mx = load(x);
-  for (int b = 1; b < nb; ++b) {
-    const v8f v = load(x + b * 8);
-    mx = v > mx ? v : mx;
-  }
-  const v8f m = splat1(hmax(mx));
+  for (int b = 1; b < nb; ++b) mx = vmax(mx, load(x + b * 8));
+  const v8f m = hmax_all(mx);
   v8f acc = splat1(0.0f);
   for (int b = 0; b < nb; ++b) {
     v8f e = vexp(load(x + b * 8) - m);
@@ -82,7 +86,7 @@ inline void softmax_row(float* x, int k, int cp) {
     store(x + b * 8, e);
     acc += e;
   }
-  const v8f inv = splat1(1.0f / hsum(acc));
+  const v8f inv = 1.0f / hsum_all(acc);
   for (int b = 0; b < nb; ++b) store(x + b * 8, load(x + b * 8) * inv);
 }
 
@@ -122,15 +126,15 @@ void blur_t(const int32_t* nb_ids, const float* src, float* dst, int cp, int64_t
 }
 
 template <int NB>
-void slice_t(const int32_t* off, const float* w, int dp1, const float* vals, float* out, int cp, int64_t ib,
-             int64_t ie) {
+void slice_t(const int32_t* off, const float* w, float mult, int dp1, const float* vals, float* out, int cp,
+             int64_t ib, int64_t ie) {
   const int nb = NB > 0 ? NB : cp / 8;
   for (int64_t i = ib; i < ie; ++i) {
     float* o = out + i * cp;
     for (int b = 0; b < nb; ++b) store(o + b * 8, splat1(0.0f));
     for (int r = 0; r < dp1; ++r) {
       const int64_t en = i * dp1 + r;
-      const v8f wr = splat1(w[en]);
+      const v8f wr = splat1(mult * w[en]);
       const float* x = vals + (static_cast<int64_t>(off[en]) + 1) * cp;
       for (int b = 0; b < nb; ++b) store(o + b * 8, load(o + b * 8) + wr * load(x + b * 8));
     }
@@ -143,15 +147,15 @@ inline void softmax_regs(v8f* x, int k) {
   const v8f lastmask = lane_mask(k, R - 1);
   x[R - 1] = lastmask > 0.5f ? x[R - 1] : splat1(-3.0e38f);  // pad lanes must not win the max
   v8f mx = x[0];
-  for (int b = 1; b < R; ++b) mx = x[b] > mx ? x[b] : mx;
-  const v8f m = splat1(hmax(mx));
+  for (int b = 1; b < R; ++b) mx = vmax(mx, x[b]);
+  const v8f m = hmax_all(mx);
   v8f acc = splat1(0.0f);
   for (int b = 0; b < R; ++b) {
     x[b] = vexp(x[b] - m);
     if (b == R - 1) x[b] = x[b] * lastmask;
     acc += x[b];
   }
-  const v8f inv = splat1(1.0f / hsum(acc));
+  const v8f inv = 1.0f / hsum_all(acc);
   for (int b = 0; b < R; ++b) x[b] = x[b] * inv;
 }
 
@@ -175,12 +179,15 @@ void epilogue_t(const float* u, float* q, int k, int cp, const EpilogueTerm* ter
   const int nb = NB > 0 ? NB : cp / 8;
   AlignedFloats sbuf = aligned_floats(cp);  // slice of one term, for non-Potts compatibilities
   float* s = sbuf.get();
+  AlignedFloats ubuf = aligned_floats(cp);  // one row of U [N, k], padded with zeros
+  std::fill(ubuf.get(), ubuf.get() + cp, 0.0f);
   if (NB > 0) {
     // Logits and slices live in registers; memory only for non-Potts terms.
     constexpr int R = NB > 0 ? NB : 1;
     for (int64_t i = ib; i < ie; ++i) {
       float* x = q + i * cp;
-      const float* ui = u + i * cp;
+      std::memcpy(ubuf.get(), u + i * k, sizeof(float) * k);
+      const float* ui = ubuf.get();
       v8f L[R];
       for (int b = 0; b < R; ++b) L[b] = -load(ui + b * 8);
       for (int t = 0; t < nterms; ++t) {
@@ -191,7 +198,7 @@ void epilogue_t(const float* u, float* q, int k, int cp, const EpilogueTerm* ter
         for (int b = 0; b < R; ++b) S[b] = splat1(0.0f);
         for (int r = 0; r < T.dp1; ++r) {
           const int64_t en = i * T.dp1 + r;
-          const v8f wr = splat1(scale * T.slice_w[en]);
+          const v8f wr = splat1(scale * (T.slice_mult * T.slice_w[en]));
           const float* v = T.blurred + (static_cast<int64_t>(T.offsets[en]) + 1) * cp;
           for (int b = 0; b < R; ++b) S[b] += wr * load(v + b * 8);
         }
@@ -213,7 +220,8 @@ void epilogue_t(const float* u, float* q, int k, int cp, const EpilogueTerm* ter
   }
   for (int64_t i = ib; i < ie; ++i) {
     float* x = q + i * cp;
-    const float* ui = u + i * cp;
+    std::memcpy(ubuf.get(), u + i * k, sizeof(float) * k);
+    const float* ui = ubuf.get();
     for (int b = 0; b < nb; ++b) store(x + b * 8, -load(ui + b * 8));
     for (int t = 0; t < nterms; ++t) {
       const EpilogueTerm& T = terms[t];
@@ -225,7 +233,7 @@ void epilogue_t(const float* u, float* q, int k, int cp, const EpilogueTerm* ter
       }
       for (int r = 0; r < T.dp1; ++r) {
         const int64_t en = i * T.dp1 + r;
-        const v8f wr = splat1(scale * T.slice_w[en]);
+        const v8f wr = splat1(scale * (T.slice_mult * T.slice_w[en]));
         const float* v = T.blurred + (static_cast<int64_t>(T.offsets[en]) + 1) * cp;
         for (int b = 0; b < nb; ++b) store(acc + b * 8, load(acc + b * 8) + wr * load(v + b * 8));
       }
@@ -240,7 +248,8 @@ void softmax_neg_t(const float* u, float* q, int k, int cp, int64_t ib, int64_t 
   const int nb = NB > 0 ? NB : cp / 8;
   for (int64_t i = ib; i < ie; ++i) {
     float* x = q + i * cp;
-    for (int b = 0; b < nb; ++b) store(x + b * 8, -load(u + i * cp + b * 8));
+    for (int c = 0; c < cp; ++c) x[c] = c < k ? -u[i * k + c] : 0.0f;
+    (void)nb;
     softmax_row<NB>(x, k, cp);
   }
 }
@@ -262,9 +271,9 @@ void splat(const int32_t* off, const float* w, const float* scale, int dp1, cons
 void blur(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb, int64_t ve) {
   DCRF_DISPATCH(blur_t, cp, nb, src, dst, cp, vb, ve)
 }
-void slice(const int32_t* off, const float* w, int dp1, const float* vals, float* out, int cp, int64_t ib,
-           int64_t ie) {
-  DCRF_DISPATCH(slice_t, cp, off, w, dp1, vals, out, cp, ib, ie)
+void slice(const int32_t* off, const float* w, float mult, int dp1, const float* vals, float* out, int cp,
+           int64_t ib, int64_t ie) {
+  DCRF_DISPATCH(slice_t, cp, off, w, mult, dp1, vals, out, cp, ib, ie)
 }
 void epilogue(const float* u, float* q, int k, int cp, const EpilogueTerm* terms, int nterms, int64_t ib,
               int64_t ie) {

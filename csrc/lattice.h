@@ -53,8 +53,9 @@ class CpuLattice {
   int dim() const { return d_; }
   int64_t n_vertices() const { return m_; }
   size_t memory_bytes() const;
-  // Slice weights with alpha folded in, no normalisation: [N(d+1)].
-  const float* plain_slice_weights() const { return slice_w_.data(); }
+  // Barycentric weights [N(d+1)]; the plain slice weight is alpha times these.
+  const float* barycentric_weights() const { return weights_.data(); }
+  float alpha() const { return lattice_alpha(d_); }
 
   // out[N, C] = slice(blur(splat(in[N, C]))). splat_scale ([N], or null)
   // multiplies each point's value before the splat; slice_w ([N(d+1)],
@@ -81,7 +82,6 @@ class CpuLattice {
   int64_t m_ = 0;
   std::vector<int32_t> offsets_;      // [N, d+1]
   std::vector<float> weights_;        // [N, d+1]
-  std::vector<float> slice_w_;        // [N, d+1] weights_ * alpha
   std::vector<int32_t> neighbours_;   // [d+1, M, 2]
   std::vector<int32_t> first_point_;  // [M] first point touching each vertex
   std::vector<int32_t> last_point_;   // [M] last point touching each vertex

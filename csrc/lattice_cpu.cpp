@@ -244,12 +244,6 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
     }
   });
   global.reset();
-
-  const float alpha = lattice_alpha(d_);
-  slice_w_.resize(n_entries);
-  parallel_for(n_entries, threads, kGrain * 8, [&](int64_t b, int64_t e) {
-    for (int64_t en = b; en < e; ++en) slice_w_[en] = weights_[en] * alpha;
-  });
 }
 
 LatticeView CpuLattice::view() const {
@@ -266,16 +260,17 @@ LatticeView CpuLattice::view() const {
 }
 
 size_t CpuLattice::memory_bytes() const {
-  return offsets_.size() * 4 + weights_.size() * 4 + slice_w_.size() * 4 + neighbours_.size() * 4 +
+  return offsets_.size() * 4 + weights_.size() * 4 + neighbours_.size() * 4 +
          first_point_.size() * 4 + last_point_.size() * 4;
 }
 
 std::vector<float> CpuLattice::slice_weights(const float* s) const {
-  std::vector<float> w(slice_w_.size());
+  std::vector<float> w(weights_.size());
+  const float alpha = lattice_alpha(d_);
   const int dp1 = d_ + 1;
   parallel_for(n_, default_threads(), kGrain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      for (int r = 0; r < dp1; ++r) w[i * dp1 + r] = slice_w_[i * dp1 + r] * s[i];
+      for (int r = 0; r < dp1; ++r) w[i * dp1 + r] = (weights_[i * dp1 + r] * alpha) * s[i];
     }
   });
   return w;
@@ -314,10 +309,12 @@ float* CpuLattice::blur_padded(float* vals, float* tmp, int cp, bool reverse, in
 }
 
 void CpuLattice::slice_padded(const float* vals, int cp, const float* slice_w, float* out, int threads) const {
-  const float* w = slice_w ? slice_w : slice_w_.data();
+  // Without given weights: alpha times the barycentric weights.
+  const float* w = slice_w ? slice_w : weights_.data();
+  const float mult = slice_w ? 1.0f : lattice_alpha(d_);
   const Kernels& K = kernels();
   parallel_for(n_, threads, kGrain, [&](int64_t b, int64_t e) {
-    K.slice(offsets_.data(), w, d_ + 1, vals, out, cp, b, e);
+    K.slice(offsets_.data(), w, mult, d_ + 1, vals, out, cp, b, e);
   });
 }
 

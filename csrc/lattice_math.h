@@ -43,17 +43,15 @@ DCRF_HOST_DEVICE inline float lattice_alpha(int d) {
   return 1.0f / (1.0f + powf(2.0f, static_cast<float>(-d)));
 }
 
-// Embeds one point with features f[0..d) into the lattice.
-//   keys: [(d+1), d] int32, the first d coordinates of each enclosing simplex
-//         vertex (the last coordinate is implied: coordinates sum to zero);
-//   bary: [d+1] barycentric weights of the point w.r.t. those vertices.
-//   rank_out (optional): [d+1] the rank of each remainder vertex's
-//         coordinate, needed only by feature gradients.
-// Returns false when a coordinate falls outside the int32 key range.
-// DC is the compile-time dimension (0 = runtime d, bounded by kMaxDim).
+// Locates one point with features f[0..d) in the lattice: the remainder-0
+// vertex rem0[d+1] (coordinates summing to zero) and the rank[d+1] of each
+// coordinate, which together name the enclosing simplex, and the point's
+// barycentric weights bary[d+1] w.r.t. the simplex's vertices.
+// Returns false when a coordinate is NaN, infinite or outside the int32 key
+// range. DC is the compile-time dimension (0 = runtime d, at most kMaxDim).
 template <int DC>
-DCRF_HOST_DEVICE inline bool embed_point(const float* f, int d_rt, const float* scale,
-                                         int32_t* keys, float* bary) {
+DCRF_HOST_DEVICE inline bool locate_point(const float* f, int d_rt, const float* scale, int32_t* rem0_out,
+                                          int32_t* rank_out, float* bary) {
   constexpr int cap = DC > 0 ? DC : kMaxDim;
   const int d = DC > 0 ? DC : d_rt;
   float elevated[cap + 1];
@@ -75,14 +73,16 @@ DCRF_HOST_DEVICE inline bool embed_point(const float* f, int d_rt, const float* 
   const float down = 1.0f / static_cast<float>(d + 1);
   const float up = static_cast<float>(d + 1);
   float sum = 0.0f;
+  bool ok = true;
   for (int i = 0; i <= d; ++i) {
     const float v = rintf(down * elevated[i]);
     rem0[i] = v * up;
     // NaN, infinity, or a coordinate beyond the int32 key range (with room
     // for the canonical offsets and blur neighbours, at most d+1 away).
-    if (!(fabsf(rem0[i]) < 1.0e9f)) return false;
+    ok = ok && fabsf(rem0[i]) < 1.0e9f;
     sum += v;
   }
+  if (!ok) return false;
 
   // Rank of each coordinate's remainder in decreasing order (p. 10).
   for (int i = 0; i <= d; ++i) rank[i] = 0;
@@ -118,16 +118,37 @@ DCRF_HOST_DEVICE inline bool embed_point(const float* f, int d_rt, const float* 
     b[d - rank[i] + 1] -= v;
   }
   b[0] += 1.0f + b[d + 1];
+  for (int i = 0; i <= d; ++i) {
+    bary[i] = b[i];
+    rem0_out[i] = static_cast<int32_t>(rem0[i]);
+    rank_out[i] = rank[i];
+  }
+  return true;
+}
 
-  // Vertex r of the simplex: remainder-0 point plus the canonical offset of
-  // remainder r, i.e. +r for coordinates of rank <= d-r, r-(d+1) otherwise.
+// keys[(d+1), d]: the first d coordinates of each vertex of the simplex
+// (rem0, rank). Vertex r is the remainder-0 point plus the canonical offset
+// of remainder r: +r for coordinates of rank <= d-r, r-(d+1) otherwise.
+DCRF_HOST_DEVICE inline void simplex_keys(const int32_t* rem0, const int32_t* rank, int d, int32_t* keys) {
   for (int r = 0; r <= d; ++r) {
     for (int i = 0; i < d; ++i) {
       const int c = rank[i] <= d - r ? r : r - (d + 1);
-      keys[r * d + i] = static_cast<int32_t>(rem0[i]) + c;
+      keys[r * d + i] = rem0[i] + c;
     }
-    bary[r] = b[r];
   }
+}
+
+// Embeds one point: the keys [(d+1), d] of its simplex's vertices and its
+// barycentric weights [d+1] (locate_point + simplex_keys).
+template <int DC>
+DCRF_HOST_DEVICE inline bool embed_point(const float* f, int d_rt, const float* scale, int32_t* keys,
+                                         float* bary) {
+  constexpr int cap = DC > 0 ? DC : kMaxDim;
+  const int d = DC > 0 ? DC : d_rt;
+  int32_t rem0[cap + 1];
+  int32_t rank[cap + 1];
+  if (!locate_point<DC>(f, d, scale, rem0, rank, bary)) return false;
+  simplex_keys(rem0, rank, d, keys);
   return true;
 }
 

@@ -57,10 +57,12 @@ def unary_from_softmax(probs, *, scale: float | None = None, clip: float | None 
         c = _checks.positive_scalar(clip, "clip")
         if c > 1:
             raise ValueError(f"clip must be in (0, 1], got {c}")
-        p = np.clip(p, np.float32(c), np.float32(1.0))
+        u = np.clip(p.reshape(-1, k), np.float32(c), np.float32(1.0))  # a new array: log in place
+        np.log(u, out=u)
     elif (p <= 0).any():
         raise ValueError("probs contains zeros and clip=None: -log(0) is infinite")
-    u = np.log(p.reshape(-1, k))
+    else:
+        u = np.log(p.reshape(-1, k))
     np.negative(u, out=u)
     return np.ascontiguousarray(u, dtype=np.float32)
 

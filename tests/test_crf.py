@@ -119,7 +119,9 @@ def test_kl_matches_definition(rng):
 
 
 def test_map_and_threads_bit_identical():
-    h, w, k = 120, 160, 5
+    # 260 x 260 points: the fused scatter splits them into 4 fixed partitions,
+    # so 1, 2 and 3 threads share out partitions differently.
+    h, w, k = 260, 260, 5
     img = smooth_image(h, w)
     probs = label_probs(h, w, k)
     outs = []
