@@ -234,7 +234,9 @@ class _Ctx:
         if self.kind == "torch":
             torch = _torch()
             if not _is_torch(x):
-                if hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray):
+                if hasattr(x, "__cuda_array_interface__"):
+                    x = torch.as_tensor(x, device=self.torch_device)  # a view, no copy
+                elif hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray):
                     x = torch.from_dlpack(x)
                 else:
                     x = torch.as_tensor(_checks.as_f32(x, name, finite=finite), device=self.torch_device)
