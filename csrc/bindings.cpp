@@ -186,6 +186,10 @@ py::dict build_info() {
 
 }  // namespace
 
+#ifdef DENSECRF_WITH_CUDA
+void register_cuda(py::module_& m);  // csrc/bindings_cuda.cpp
+#endif
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "densecrf native core (permutohedral lattice, mean field)";
   py::register_exception<dcrf::InvalidArgument>(m, "NativeValueError", PyExc_ValueError);
@@ -214,4 +218,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("get_num_threads", &dcrf::default_threads);
   m.def("hardware_threads", &dcrf::hardware_threads);
   m.def("build_info", &build_info);
+#ifdef DENSECRF_WITH_CUDA
+  register_cuda(m);
+#endif
 }

@@ -10,11 +10,14 @@ from ._native import get_num_threads, set_num_threads
 from .crf import DenseCRF, DenseCRF2D, KernelType, Normalization, grid_positions, refine
 from .features import bilateral_features, gaussian_features, unary_from_labels, unary_from_softmax
 from .lattice import PermutohedralLattice
+from . import cuda  # the CUDA backend's API; importing it needs neither a GPU nor torch
 
 
 def cuda_available() -> bool:
-    """True when this build of densecrf has its CUDA backend and a GPU is visible."""
-    return bool(_build_info().get("cuda", False))
+    """True when this build of densecrf has its CUDA backend and a GPU is visible (never raises)."""
+    from .cuda import cuda_available as _cuda_available  # numpy and the native module only
+
+    return _cuda_available()
 
 
 def show_config() -> dict:
@@ -35,6 +38,7 @@ __all__ = [
     "PermutohedralLattice",
     "__version__",
     "bilateral_features",
+    "cuda",
     "cuda_available",
     "gaussian_features",
     "get_num_threads",

@@ -128,7 +128,8 @@ class DenseCRF:
         lat = PermutohedralLattice(f, threads=self._threads or None)
         term = _C.PairwiseTerm(lat._lat, int(norm), kind, values, self.n_labels, self._threads)
         self._terms.append(term)
-        self._term_info.append({"lattice": lat, "normalization": norm, "kernel": ktype, "compat": values.copy(), "compat_kind": kind})
+        self._term_info.append({"lattice": lat, "normalization": norm, "kernel": ktype, "compat": values.copy(), "compat_kind": kind,
+                                "features": f})
 
     @property
     def terms(self) -> list:
@@ -141,9 +142,21 @@ class DenseCRF:
             self._unary = np.zeros((self.n_points, self.n_labels), dtype=np.float32)
         return self._unary
 
-    def inference(self, n_iter: int = 5) -> np.ndarray:
-        """Runs ``n_iter`` mean-field iterations from softmax(-U); returns Q ``[N, K]`` float32."""
+    def inference(self, n_iter: int = 5, *, device="cpu") -> np.ndarray:
+        """Runs ``n_iter`` mean-field iterations from softmax(-U); returns Q ``[N, K]`` float32.
+
+        ``device``: 'cpu', or 'cuda' / 'cuda:N' to run on the CUDA backend.
+        """
         n_iter = _checks.positive_int(n_iter, "n_iter", minimum=0)
+        if device is not None and str(device) != "cpu":
+            from . import cuda
+
+            pairwise = []
+            for info in self._term_info:
+                v, kind = info["compat"], info["compat_kind"]
+                c = float(v[0]) if kind == 0 else v if kind == 1 else v.reshape(self.n_labels, self.n_labels)
+                pairwise.append((info["features"], c, info["normalization"]))
+            return cuda.mean_field(self._unary_or_zero(), pairwise, n_iter=n_iter, device=device)
         return _C.mean_field(self._unary_or_zero(), self._terms, n_iter, None, self._threads)
 
     def start_inference(self) -> np.ndarray:
@@ -155,9 +168,9 @@ class DenseCRF:
         q = self._check_q(Q)
         return _C.mean_field(self._unary_or_zero(), self._terms, 1, q, self._threads)
 
-    def map(self, n_iter: int = 5) -> np.ndarray:
-        """MAP labels ``[N]`` (int64) after ``n_iter`` iterations."""
-        return np.argmax(self.inference(n_iter), axis=1)
+    def map(self, n_iter: int = 5, *, device="cpu") -> np.ndarray:
+        """MAP labels ``[N]`` (int64) after ``n_iter`` iterations (on ``device``, see inference)."""
+        return np.argmax(self.inference(n_iter, device=device), axis=1)
 
     def pairwise_messages(self, Q) -> list:
         """Each term's message compat(filter(Q)) ``[N, K]`` (an energy, Kraehenbuehl's sign)."""
@@ -243,7 +256,7 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
            gaussian_sxy=3.0, gaussian_compat=3.0,
            bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0,
            clip: float = 1e-5, scale: float | None = None, normalization="symmetric",
-           threads: int | None = None) -> np.ndarray:
+           threads: int | None = None, device="cpu") -> np.ndarray:
     """Refines per-pixel class probabilities with a dense CRF along the image's edges.
 
     Args:
@@ -259,6 +272,8 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
         clip, scale: see :func:`unary_from_softmax`.
         normalization: kernel normalisation of both terms.
         threads: native threads (default: all cores).
+        device: 'cpu', or 'cuda' / 'cuda:N' for the CUDA backend (see
+            :func:`densecrf.cuda.refine`, which also takes torch and CuPy arrays).
 
     Returns:
         Refined probabilities, float32, the same shape as ``probs``.
@@ -267,6 +282,14 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
     result equals pydensecrf's DenseCRF2D with addPairwiseGaussian(3, 3) and
     addPairwiseBilateral(80, 13, image, 10) after 5 iterations.
     """
+    if device is not None and str(device) != "cpu":
+        from . import cuda
+
+        return cuda.refine(image, probs, channel_axis=channel_axis, device=device, n_iter=n_iter,
+                           gaussian_sxy=gaussian_sxy, gaussian_compat=gaussian_compat,
+                           bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb,
+                           bilateral_compat=bilateral_compat, clip=clip, scale=scale,
+                           normalization=normalization)
     p = _checks.as_f32(probs, "probs")
     if p.ndim < 2:
         raise ValueError(f"probs must be [*spatial, K] with at least one spatial axis, got shape {_checks.shape_str(p.shape)}")

@@ -1,0 +1,217 @@
+// CUDA backend of the permutohedral lattice (cuda/lattice_cuda.cu).
+//
+// A plain C++ header: no CUDA type appears here, so g++-compiled code (the
+// bindings) can include it. Device pointers are float* / int32_t* into GPU
+// memory, the stream is a cudaStream_t passed as void* (0 = the legacy
+// default stream), the device is a CUDA ordinal. Every call enqueues its work
+// on the given stream and returns without waiting for it, except where a
+// result must come back to the host (the vertex count at build time).
+//
+// Batches: one CudaLattice holds the lattices of B point sets ("segments",
+// e.g. B images, of equal or different sizes) stored back to back. Vertices
+// are never shared between segments, so filtering the concatenated points is
+// filtering every segment with its own lattice, in one launch per stage.
+//
+// Determinism: vertices are numbered by first appearance in point order (as
+// the CPU backend numbers them); splat is a gather over a per-vertex list of
+// entries in ascending point order; every output element is written by one
+// thread; no floating-point atomics. Same input, same device: same bits.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lattice.h"
+
+namespace dcrf {
+namespace cuda {
+
+// Number of visible CUDA devices; 0 (never an exception) when the driver or
+// device is missing.
+int device_count();
+// "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)"; throws on a bad ordinal.
+std::string device_name(int device);
+
+// Blocks the host until all work on `device` is done.
+void synchronize(int device);
+
+// Device-side timing with a pair of CUDA events recorded on a stream.
+class EventTimer {
+ public:
+  explicit EventTimer(int device);
+  ~EventTimer();
+  EventTimer(const EventTimer&) = delete;
+  EventTimer& operator=(const EventTimer&) = delete;
+  void start(void* stream);
+  void stop(void* stream);
+  // Milliseconds between start and stop; waits for the stop event.
+  float elapsed_ms() const;
+
+ private:
+  void* start_ = nullptr;  // cudaEvent_t
+  void* stop_ = nullptr;   // cudaEvent_t
+  int device_ = 0;
+};
+
+// Owned device memory (cudaMalloc), freed in the destructor.
+class DeviceBuffer {
+ public:
+  DeviceBuffer(size_t nbytes, int device);
+  ~DeviceBuffer();
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void* data() const { return ptr_; }
+  size_t nbytes() const { return nbytes_; }
+  int device() const { return device_; }
+  // Stream-ordered copies; copy_to_host waits for the stream.
+  void copy_from_host(const void* src, size_t nbytes, void* stream);
+  void copy_to_host(void* dst, size_t nbytes, void* stream) const;
+
+ private:
+  void* ptr_ = nullptr;
+  size_t nbytes_ = 0;
+  int device_ = 0;
+};
+
+class CudaLattice {
+ public:
+  // features: device [N, d] float32, row-major, divided by the bandwidths.
+  // segments: host [B+1] point offsets, segments[0] = 0, segments[B] = N,
+  // non-decreasing; empty means one segment. Waits for the stream once (to
+  // learn the vertex count); throws InvalidArgument for non-finite features.
+  CudaLattice(const float* features, int64_t n_points, int dim,
+              const std::vector<int64_t>& segments, int device, void* stream);
+  ~CudaLattice();
+  CudaLattice(const CudaLattice&) = delete;
+  CudaLattice& operator=(const CudaLattice&) = delete;
+
+  int64_t n_points() const { return n_; }
+  int dim() const { return d_; }
+  int64_t n_vertices() const { return m_; }
+  int device() const { return device_; }
+  int64_t n_segments() const { return static_cast<int64_t>(segments_.size()) - 1; }
+  // Splat chunks: vertices with more than 128 entries (large uniform regions
+  // put thousands of points on one vertex) are summed in chunks of 128.
+  int64_t n_chunks() const { return n_chunks_; }
+  const std::vector<int64_t>& segments() const { return segments_; }
+  size_t memory_bytes() const;
+  // The lattice in the backend-neutral layout; all pointers are device pointers.
+  LatticeView view() const;
+
+  // out[N, C] = post[i] * slice(blur(splat(pre[j] * in[j]))). pre / post:
+  // device [N] per-point scales or nullptr (1). reverse blurs the axes in
+  // reverse order (the transpose). in and out may alias. Scratch: two
+  // [(M+1), C] buffers per call, stream-ordered (cudaMallocAsync).
+  void filter(const float* in, float* out, int channels, bool reverse, const float* pre,
+              const float* post, void* stream) const;
+
+  // Stages, for callers that keep their own buffers. vals and tmp: device
+  // [(M+1), C]; row 0 of both must be zero (zero_rows does it). partial:
+  // device [n_chunks(), C] scratch of the splat of heavy vertices (null when
+  // n_chunks() is 0). Scales as in filter. blur returns vals or tmp (the result).
+  void zero_rows(float* vals, float* tmp, int channels, void* stream) const;
+  void splat(const float* in, int channels, const float* pre, float* vals, float* partial,
+             void* stream) const;
+  float* blur(float* vals, float* tmp, int channels, bool reverse, void* stream) const;
+  void slice(const float* vals, int channels, const float* post, float* out, void* stream) const;
+
+ private:
+  void release();  // frees the device buffers (destructor, failed build)
+
+  int64_t n_ = 0;
+  int d_ = 0;
+  int64_t m_ = 0;
+  int device_ = 0;
+  std::vector<int64_t> segments_;  // host [B+1]
+  void* slabs_[3] = {nullptr, nullptr, nullptr};  // owned cudaMalloc blocks holding the arrays below
+  // Device arrays (in slabs_).
+  int32_t* offsets_ = nullptr;       // [N, d+1] vertex id of each entry
+  float* weights_ = nullptr;         // [N, d+1] barycentric weights
+  int32_t* neighbours_ = nullptr;    // [d+1, M, 2] row ids (vertex+1, 0 = none)
+  int64_t* splat_begin_ = nullptr;   // [M+1] CSR row pointers
+  int32_t* splat_point_ = nullptr;   // [N(d+1)] point of each CSR entry, ascending per vertex
+  int32_t* splat_entry_ = nullptr;   // [N(d+1)] entry of each CSR entry
+  float* splat_weight_ = nullptr;    // [N(d+1)] weight of each CSR entry
+  int64_t n_chunks_ = 0;
+  int32_t* chunk_begin_ = nullptr;   // [M+1] first splat chunk of each vertex (heavy vertices only)
+  int32_t* chunk_vertex_ = nullptr;  // [n_chunks] vertex of each chunk
+};
+
+// A pairwise term on the device: a lattice, a normalisation (0 none,
+// 1 before, 2 after, 3 symmetric, as dcrf::Normalization), a compatibility
+// (0 Potts: 1 value, 1 diagonal: K values, 2 matrix: K*K values row-major)
+// and the per-point scales of the normalisation, computed at construction
+// from filter(1) on the stream.
+class CudaPairwiseTerm {
+ public:
+  CudaPairwiseTerm(std::shared_ptr<const CudaLattice> lattice, int normalization, int compat_kind,
+                   std::vector<float> compat, int n_labels, void* stream);
+  ~CudaPairwiseTerm();
+  CudaPairwiseTerm(const CudaPairwiseTerm&) = delete;
+  CudaPairwiseTerm& operator=(const CudaPairwiseTerm&) = delete;
+
+  const CudaLattice& lattice() const { return *lattice_; }
+  int normalization() const { return norm_type_; }
+  int compat_kind() const { return kind_; }
+  int n_labels() const { return k_; }
+  const std::vector<float>& compat() const { return compat_; }
+  const float* device_compat() const { return compat_dev_; }
+  const float* norm() const { return norm_; }  // device [N] filter(1)
+  // Per-point scales for splat and slice; nullptr = 1 (see dcrf::PairwiseTerm).
+  const float* pre_scale(bool transpose) const;
+  const float* post_scale(bool transpose) const;
+
+  // out[N, C] = the term's normalised kernel applied to in (or its adjoint).
+  void filter(const float* in, float* out, int channels, bool transpose, void* stream) const;
+
+ private:
+  std::shared_ptr<const CudaLattice> lattice_;
+  int norm_type_;
+  int kind_;
+  std::vector<float> compat_;
+  int k_;
+  void* slab_ = nullptr;         // owned cudaMalloc block holding the arrays below
+  float* compat_dev_ = nullptr;  // device copy of compat_
+  float* norm_ = nullptr;        // [N] filter(1)
+  float* scale_ = nullptr;       // [N] 1/sqrt(norm) or 1/norm (nullptr for none)
+};
+
+// Q[N, K] <- n_iter mean-field iterations on the device, with no host round
+// trip: Q = softmax(-U - sum_t compat_t(filter_t(Q))). unary, q: device
+// [N, K]. fresh: start from softmax(-U) (q is output only); otherwise from q.
+// All terms must cover the same N points and K labels (at most 16 terms).
+// Scratch (per term two [(M_t+1), K] blur buffers, [chunks_t, K] splat
+// partial sums, and [N, K] for a matrix compatibility) is allocated once per
+// call, stream-ordered, and reused by every iteration.
+void mean_field(const float* unary, float* q, int64_t n, int k,
+                const std::vector<const CudaPairwiseTerm*>& terms, int n_iter, bool fresh,
+                void* stream);
+
+// Layout helpers for the Python layer (no framework on the device path).
+//
+// grid_features: out[B * prod(spatial), n_axes + C] features of B grids of
+// shape spatial (row-major, last axis fastest): the position of each axis,
+// last axis first (x, y, ... as pydensecrf), divided by sdims[that axis in
+// x, y order], then the image channels (image: device float32
+// [B, prod(spatial), C], or [B, C, prod(spatial)] when channel_first; may be
+// null when C = 0) divided by schan[C]. n_axes + C <= kMaxDim.
+void grid_features(const float* image, float* out, int64_t batch,
+                   const std::vector<int64_t>& spatial, const std::vector<float>& sdims,
+                   int channels, const std::vector<float>& schan, bool channel_first, int device,
+                   void* stream);
+
+// unary[B*S, K] = -log(clip(p)) for probs laid out [B, K, S] (channel_first)
+// or [B, S, K]; scale in (0, 1] mixes with the uniform distribution first
+// (scale <= 0: none); clip <= 0: none.
+void unary_from_probs(const float* probs, float* unary, int64_t batch, int64_t s, int k,
+                      bool channel_first, float clip, double scale, int device, void* stream);
+
+// Copies q[B*S, K] into out laid out [B, K, S] (channel_first) or [B, S, K].
+void copy_labels_layout(const float* q, float* out, int64_t batch, int64_t s, int k,
+                        bool channel_first, int device, void* stream);
+
+}  // namespace cuda
+}  // namespace dcrf

@@ -1,0 +1,408 @@
+"""The CUDA backend against the CPU backend, on the GPU and in host emulation.
+
+Every test that needs the backend runs twice:
+
+- ``gpu``: the real kernels, when ``densecrf.cuda_available()`` (skipped otherwise);
+- ``emu``: the same CUDA source compiled for the host emulation of
+  tests/cuda_emu (kernels run sequentially on the CPU), so that machines
+  without a GPU (CI included) still run the backend's own build, filter,
+  mean-field, binding and dispatch code. It cannot catch races or device
+  faults; the ``gpu`` runs are the check for those.
+
+Comparisons with the CPU backend use aggregate errors and label agreement,
+never ==: both backends embed points with the same code, but the CPU's AVX2
+path contracts products into FMAs and the GPU's exp differs from the CPU's
+in the last bits, so values agree to float32 rounding, and a rounding
+difference can flip the arg-max of a near-tied pixel.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import densecrf
+import densecrf.cuda as dcuda
+from reference import label_probs, smooth_image
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+try:
+    sys.path.insert(0, os.path.join(HERE, "cuda_emu"))
+    import emulate  # noqa: E402
+finally:
+    sys.path.pop(0)
+
+_EMU = None
+_EMU_ERROR = None
+
+
+def _emu_module():
+    global _EMU, _EMU_ERROR
+    if _EMU is None and _EMU_ERROR is None:
+        try:
+            _EMU = emulate.build()
+        except Exception as exc:  # no compiler or no pybind11 headers
+            _EMU_ERROR = str(exc)
+    if _EMU is None:
+        pytest.skip(f"CUDA host emulation unavailable: {_EMU_ERROR}")
+    return _EMU
+
+
+@pytest.fixture(params=["gpu", "emu"])
+def backend(request, monkeypatch):
+    """'gpu' (real device) or 'emu' (the CUDA source run on the host)."""
+    if request.param == "gpu":
+        if not densecrf.cuda_available():
+            pytest.skip("no CUDA device, or densecrf built without CUDA (densecrf.cuda_available() is False)")
+    else:
+        monkeypatch.setattr(dcuda, "_C", _emu_module())
+        monkeypatch.setattr(dcuda, "_built_with_cuda", lambda: True)
+    return request.param
+
+
+def agreement(a, b):
+    return float((np.asarray(a).argmax(-1) == np.asarray(b).argmax(-1)).mean())
+
+
+def rel_l2(a, b):
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+# ---------------------------------------------------------------------------
+# Without a GPU (always run).
+
+
+def test_import_does_not_import_torch():
+    code = "import sys, densecrf, densecrf.cuda; densecrf.cuda_available(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_cuda_available_is_a_bool_and_never_raises():
+    assert isinstance(densecrf.cuda_available(), bool)
+    info = densecrf.show_config()
+    if not info["cuda"]:
+        assert densecrf.cuda_available() is False
+
+
+def test_cuda_request_without_backend_raises_clear_error(monkeypatch):
+    # A build without CUDA: one message, from densecrf.cuda.require_cuda.
+    monkeypatch.setattr(dcuda, "_built_with_cuda", lambda: False)
+    img = smooth_image(6, 5)
+    p = label_probs(6, 5, 3)
+    with pytest.raises(RuntimeError, match="densecrf was built without CUDA support"):
+        densecrf.refine(img, p, device="cuda")
+    with pytest.raises(RuntimeError, match="densecrf was built without CUDA support"):
+        dcuda.mean_field(np.zeros((4, 2), np.float32), [])
+    assert dcuda.cuda_available() is False
+
+
+@pytest.mark.skipif(densecrf.cuda_available(), reason="a CUDA device is present")
+def test_cuda_request_without_device_raises_clear_error():
+    with pytest.raises(RuntimeError, match="without CUDA support|no CUDA device is visible"):
+        densecrf.refine(smooth_image(6, 5), label_probs(6, 5, 3), device="cuda")
+
+
+def test_bad_device_string_is_rejected(backend):
+    with pytest.raises(ValueError, match="device must be"):
+        densecrf.refine(smooth_image(6, 5), label_probs(6, 5, 3), device="gpu0")
+
+
+# ---------------------------------------------------------------------------
+# Lattice filter.
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 5, 7])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_filter_matches_cpu(backend, rng, d, transpose):
+    f = (rng.normal(size=(700, d)) * 2).astype(np.float32)
+    v = rng.normal(size=(700, 3)).astype(np.float32)
+    ref = densecrf.PermutohedralLattice(f).filter(v, transpose=transpose)
+    out = dcuda.filter(f, v, transpose=transpose)
+    assert out.shape == ref.shape and out.dtype == np.float32
+    # Same embedding code and the same per-vertex summation order: only FMA
+    # contraction on the CPU's AVX2 path separates them (relative 1e-6 per
+    # value); 1e-5 leaves room for the accumulation over d+1 blur passes.
+    assert rel_l2(out, ref) < 1e-5
+
+
+@pytest.mark.parametrize("normalization", ["none", "before", "after", "symmetric"])
+def test_normalised_filter_matches_cpu(backend, rng, normalization):
+    f = (rng.random((300, 3)) * 4).astype(np.float32)
+    q = rng.random((300, 2)).astype(np.float32)
+    # The CPU message of a Potts weight -1 is +filter(Q), normalised.
+    crf = densecrf.DenseCRF(300, 2)
+    crf.add_pairwise(f, -1.0, normalization=normalization)
+    ref = crf.pairwise_messages(q)[0]
+    out = dcuda.filter(f, q, normalization=normalization)
+    assert rel_l2(out, ref) < 1e-5  # as test_filter_matches_cpu
+
+
+def test_filter_with_heavy_vertices_matches_cpu(backend, rng):
+    # Few distinct feature values: thousands of entries per vertex, so the
+    # splat takes its chunked path (lists longer than 128 entries).
+    f = rng.integers(0, 3, size=(5000, 3)).astype(np.float32) * 0.7
+    f[:2000] = 0.25  # one cluster of 2000 identical points
+    v = rng.normal(size=(5000, 5)).astype(np.float32)
+    df = dcuda.DeviceArray.from_numpy(f)  # kept alive while the lattice is built
+    lat = dcuda._C.CudaLattice(df.ptr, 5000, 3)
+    assert lat.n_chunks >= 2000 * 4 // 128  # the chunked path is taken
+    for transpose in (False, True):
+        ref = densecrf.PermutohedralLattice(f).filter(v, transpose=transpose)
+        out = dcuda.filter(f, v, transpose=transpose)
+        # Chunked sums round differently from the CPU's running sums: about
+        # sqrt(2000) ulps of the largest values, far below 1e-5 relative.
+        assert rel_l2(out, ref) < 1e-5
+
+
+def test_batched_filter_is_per_item(backend, rng):
+    # B point sets in one lattice: vertices never cross items, so each item
+    # is filtered exactly as on its own.
+    f = (rng.normal(size=(3, 250, 3)) * 1.5).astype(np.float32)
+    f[1] = f[0]  # identical items must not share vertices either
+    v = rng.normal(size=(3, 250, 2)).astype(np.float32)
+    out = dcuda.filter(f, v)
+    for b in range(3):
+        ref = densecrf.PermutohedralLattice(f[b]).filter(v[b])
+        assert rel_l2(out[b], ref) < 1e-5  # as test_filter_matches_cpu
+
+
+def test_filter_rejects_non_finite_features(backend):
+    f = np.zeros((5, 2), np.float32)
+    f[2, 1] = 1e30  # finite, but beyond the lattice key range
+    with pytest.raises(ValueError, match="finite and within the lattice key range"):
+        dcuda.filter(f, np.ones((5, 1), np.float32))
+
+
+# ---------------------------------------------------------------------------
+# Mean field.
+
+
+COMPATS = {
+    "potts": 3.0,
+    "diagonal": np.array([-2.0, -1.0, -3.0, -0.5], np.float32),
+    "matrix": np.array([[-2.0, 0.5, 0.3, 0.0], [0.5, -1.0, 0.2, 0.4], [0.3, 0.2, -3.0, 0.1],
+                        [0.0, 0.4, 0.1, -0.5]], np.float32),
+}
+
+
+@pytest.mark.parametrize("compat", list(COMPATS))
+@pytest.mark.parametrize("normalization", ["none", "before", "after", "symmetric"])
+def test_mean_field_matches_cpu(backend, rng, compat, normalization):
+    n, k = 400, 4
+    u = (rng.normal(size=(n, k)) * 2).astype(np.float32)
+    f1 = (rng.random((n, 2)) * 3).astype(np.float32)
+    f2 = (rng.random((n, 5)) * 3).astype(np.float32)
+    c = COMPATS[compat]
+    crf = densecrf.DenseCRF(n, k)
+    crf.set_unary(u)
+    crf.add_pairwise(f1, 1.5, normalization=normalization)
+    crf.add_pairwise(f2, c, normalization=normalization)
+    ref = crf.inference(5)
+    q = dcuda.mean_field(u, [(f1, 1.5, normalization), (f2, c, normalization)], n_iter=5)
+    # float32 rounding (exp, FMA) through 5 contractive iterations: 1e-4 is
+    # ~100 ulps of a probability; labels agree except on near-ties.
+    assert np.abs(q - ref).max() < 1e-4
+    assert agreement(q, ref) >= 0.995
+    assert np.allclose(q.sum(-1), 1.0, atol=1e-5)  # a distribution per point
+
+
+def test_densecrf_inference_on_cuda(backend):
+    img = smooth_image(30, 40)
+    p = label_probs(30, 40, 4)
+    crf = densecrf.DenseCRF2D(40, 30, 4)
+    crf.set_unary(densecrf.unary_from_softmax(p))
+    crf.add_pairwise_gaussian(3, 3)
+    crf.add_pairwise_bilateral(50, 13, img, np.diag([-5.0, -4.0, -6.0, -5.0]))
+    ref = crf.inference(5)
+    q = crf.inference(5, device="cuda")
+    assert np.abs(q - ref).max() < 1e-4  # as test_mean_field_matches_cpu
+    assert (crf.map(5, device="cuda") == ref.argmax(-1)).mean() >= 0.995  # near-ties may flip
+
+
+def test_mean_field_start_and_zero_iterations(backend, rng):
+    n, k = 50, 3
+    u = rng.normal(size=(n, k)).astype(np.float32)
+    f = rng.random((n, 2)).astype(np.float32)
+    crf = densecrf.DenseCRF(n, k)
+    crf.set_unary(u)
+    crf.add_pairwise(f, 2.0)
+    q0 = dcuda.mean_field(u, [(f, 2.0)], n_iter=0)
+    assert np.abs(q0 - crf.start_inference()).max() < 1e-6  # softmax only: a few ulps
+    q_start = crf.start_inference()
+    q1 = dcuda.mean_field(u, [(f, 2.0)], n_iter=1, Q=q_start)
+    assert np.abs(q1 - crf.step_inference(q_start)).max() < 1e-5  # one iteration of rounding
+    assert np.array_equal(q_start, crf.start_inference())  # Q was not written
+
+
+def test_batched_mean_field_is_per_item(backend, rng):
+    b, n, k = 3, 300, 4
+    u = rng.normal(size=(b, n, k)).astype(np.float32)
+    f = (rng.random((b, n, 3)) * 3).astype(np.float32)
+    q = dcuda.mean_field(u, [(f, 3.0)], n_iter=4)
+    assert q.shape == (b, n, k)
+    for i in range(b):
+        crf = densecrf.DenseCRF(n, k)
+        crf.set_unary(u[i])
+        crf.add_pairwise(f[i], 3.0)
+        assert np.abs(q[i] - crf.inference(4)).max() < 1e-4  # as test_mean_field_matches_cpu
+
+
+def test_mean_field_shape_errors(backend):
+    with pytest.raises(ValueError, match=r"unary must be \[N, K\]"):
+        dcuda.mean_field(np.zeros(5, np.float32), [])
+    with pytest.raises(ValueError, match="features must have shape"):
+        dcuda.mean_field(np.zeros((5, 2), np.float32), [(np.zeros((4, 2), np.float32), 1.0)])
+
+
+# ---------------------------------------------------------------------------
+# refine: single images, batches, lists, volumes.
+
+
+def test_refine_matches_cpu(backend):
+    h, w, k = (375, 500, 21) if backend == "gpu" else (60, 80, 21)
+    img = smooth_image(h, w)
+    p = label_probs(h, w, k, sharpness=1.0)
+    ref = densecrf.refine(img, p, n_iter=10)
+    out = densecrf.refine(img, p, n_iter=10, device="cuda")
+    assert out.shape == ref.shape
+    # The issue's bar: MAP labels agree on >= 99.9% of the pixels.
+    assert agreement(out, ref) >= 0.999
+    assert np.abs(out - ref).mean() < 1e-5  # float32 rounding on average
+
+
+def test_refine_channel_axis_and_options(backend):
+    img = smooth_image(30, 40)
+    p = np.moveaxis(label_probs(30, 40, 5), -1, 0).copy()
+    kw = dict(channel_axis=0, n_iter=3, bilateral_srgb=(10.0, 13.0, 20.0), gaussian_sxy=(3.0, 2.0),
+              scale=0.9, normalization="after")
+    ref = densecrf.refine(img, p, **kw)
+    out = densecrf.refine(img, p, device="cuda", **kw)
+    assert out.shape == p.shape
+    assert np.abs(out - ref).max() < 1e-4  # as test_mean_field_matches_cpu
+
+
+def test_refine_volume(backend, rng):
+    vol = (rng.random((10, 12, 14)) * 255).astype(np.float32)
+    p = rng.random((10, 12, 14, 4)).astype(np.float32)
+    p /= p.sum(-1, keepdims=True)
+    ref = densecrf.refine(vol, p, bilateral_sxy=5.0, bilateral_srgb=20.0)
+    out = dcuda.refine(vol, p, bilateral_sxy=5.0, bilateral_srgb=20.0)
+    assert np.abs(out - ref).max() < 1e-4  # as test_mean_field_matches_cpu
+
+
+def test_refine_batch_array_and_list(backend):
+    sizes = [(24, 31), (17, 12), (9, 40)]
+    imgs = [np.moveaxis(smooth_image(h, w, seed=i), -1, 0).astype(np.float32) for i, (h, w) in enumerate(sizes)]
+    probs = [np.moveaxis(label_probs(h, w, 6, seed=i), -1, 0).copy() for i, (h, w) in enumerate(sizes)]
+    outs = dcuda.refine_batch(imgs, probs, n_iter=5)
+    assert isinstance(outs, list) and len(outs) == 3
+    for im, pr, o in zip(imgs, probs, outs):
+        ref = densecrf.refine(np.moveaxis(im, 0, -1), pr, channel_axis=0, n_iter=5)
+        assert o.shape == pr.shape
+        assert np.abs(o - ref).max() < 1e-4  # as test_mean_field_matches_cpu
+    # B images of one size, channels last.
+    ib = np.stack([smooth_image(20, 28, seed=s) for s in range(3)]).astype(np.float32)
+    pb = np.stack([label_probs(20, 28, 4, seed=s) for s in range(3)])
+    ob = dcuda.refine_batch(ib, pb, channels_first=False, n_iter=5)
+    assert ob.shape == pb.shape
+    for i in range(3):
+        assert np.abs(ob[i] - densecrf.refine(ib[i], pb[i], n_iter=5)).max() < 1e-4
+
+
+def test_refine_is_deterministic(backend):
+    # Gather splat, one writer per element, fixed orders: bit-identical runs.
+    h, w = (375, 500) if backend == "gpu" else (40, 50)
+    img = smooth_image(h, w)
+    p = label_probs(h, w, 21)
+    a = densecrf.refine(img, p, n_iter=10, device="cuda")
+    b = densecrf.refine(img, p, n_iter=10, device="cuda")
+    assert np.array_equal(a, b)
+    ub = np.stack([p.reshape(-1, 21)] * 2)
+    fb = np.stack([np.random.default_rng(1).random((h * w, 5)).astype(np.float32) * 8] * 2)
+    q1 = dcuda.mean_field(-np.log(ub), [(fb, 3.0)], n_iter=3)
+    q2 = dcuda.mean_field(-np.log(ub), [(fb, 3.0)], n_iter=3)
+    assert np.array_equal(q1, q2)
+    assert np.array_equal(q1[0], q1[1])  # the same item twice in a batch: the same bits
+
+
+def test_results_do_not_depend_on_thread_order(monkeypatch):
+    # The host emulation built twice: grid-stride loops visiting their range
+    # forwards and backwards, so the hash-table races (which entry claims a
+    # slot) resolve the other way round. Vertex numbering by first appearance
+    # and in-order sums must give bit-identical results all the same.
+    fwd = _emu_module()
+    try:
+        rev = emulate.build(order="reverse")
+    except Exception as exc:
+        pytest.skip(f"reverse-order emulation unavailable: {exc}")
+    monkeypatch.setattr(dcuda, "_built_with_cuda", lambda: True)
+    rng = np.random.default_rng(7)
+    f = rng.integers(0, 4, size=(3000, 3)).astype(np.float32) * 0.6  # heavy vertices too
+    v = rng.normal(size=(3000, 4)).astype(np.float32)
+    img = smooth_image(30, 36)
+    p = label_probs(30, 36, 6)
+    outs = []
+    for mod in (fwd, rev):
+        monkeypatch.setattr(dcuda, "_C", mod)
+        outs.append((dcuda.filter(f, v), dcuda.filter(f, v, transpose=True),
+                     dcuda.refine_batch([img, img[:20]], [p, p[:20]], channels_first=False)))
+    (a1, a2, a3), (b1, b2, b3) = outs
+    assert np.array_equal(a1, b1) and np.array_equal(a2, b2)
+    assert all(np.array_equal(x, y) for x, y in zip(a3, b3))
+
+
+def test_device_array_roundtrip(backend):
+    img = smooth_image(16, 20)
+    p = label_probs(16, 20, 3)
+    di = dcuda.DeviceArray.from_numpy(img)
+    dp = dcuda.DeviceArray.from_numpy(p)
+    out = dcuda.refine(di, dp, n_iter=3)
+    assert isinstance(out, dcuda.DeviceArray) and out.shape == p.shape
+    assert np.abs(out.numpy() - densecrf.refine(img, p, n_iter=3)).max() < 1e-4
+    assert out.__cuda_array_interface__["typestr"] == "<f4"
+
+
+# ---------------------------------------------------------------------------
+# torch and CuPy arrays (real GPU only: their memory is on the device).
+
+
+def test_torch_tensors_stay_on_device():
+    if not densecrf.cuda_available():
+        pytest.skip("no CUDA device, or densecrf built without CUDA")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA")
+    img = smooth_image(48, 64)
+    p = label_probs(48, 64, 7)
+    ref = densecrf.refine(img, p, n_iter=5)
+    ti = torch.from_numpy(np.moveaxis(img, -1, 0).copy()).cuda()[None]  # [1, 3, H, W] uint8
+    tp = torch.from_numpy(np.moveaxis(p, -1, 0).copy()).cuda()[None]  # [1, K, H, W]
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())  # the uploads above ran on the default stream
+    with torch.cuda.stream(s):  # the work follows torch's current stream
+        out = dcuda.refine_batch(ti, tp, n_iter=5)
+    s.synchronize()
+    assert out.is_cuda and out.shape == tp.shape and out.dtype == torch.float32
+    assert np.abs(np.moveaxis(out[0].cpu().numpy(), 0, -1) - ref).max() < 1e-4  # as test_mean_field_matches_cpu
+    single = densecrf.refine(torch.from_numpy(img).cuda(), torch.from_numpy(p).cuda(), n_iter=5, device="cuda")
+    assert single.is_cuda
+    assert np.abs(single.cpu().numpy() - ref).max() < 1e-4
+
+
+def test_cupy_arrays_stay_on_device():
+    if not densecrf.cuda_available():
+        pytest.skip("no CUDA device, or densecrf built without CUDA")
+    cp = pytest.importorskip("cupy")
+    img = smooth_image(32, 40)
+    p = label_probs(32, 40, 5)
+    out = dcuda.refine(cp.asarray(img), cp.asarray(p), n_iter=5)
+    assert isinstance(out, cp.ndarray)
+    assert np.abs(cp.asnumpy(out) - densecrf.refine(img, p, n_iter=5)).max() < 1e-4
