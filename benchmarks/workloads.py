@@ -169,7 +169,9 @@ def photo(width: int = REF_WIDTH, height: int = REF_HEIGHT):
         source = "synthetic"
     if (width, height) != (REF_WIDTH, REF_HEIGHT):
         image, labels = _tile(image, height, width), _tile(labels, height, width)
-    return np.ascontiguousarray(image), np.ascontiguousarray(labels), source
+    # Copies: PIL's arrays are read-only, and pydensecrf's bilateral term
+    # takes a writable uint8 buffer only.
+    return np.array(image, order="C"), np.array(labels, order="C"), source
 
 
 def _tile(a: np.ndarray, height: int, width: int) -> np.ndarray:
