@@ -174,13 +174,13 @@ def main(argv=None) -> int:
         base = next((r for r in rows if r["iters"] == n_iter and r["peer"] == "pydensecrf"), None)
         if base is None:
             continue
-        parts = [f"{base['median_s'] / r['median_s']:.2f}x with {r['threads']} thread{'s' if r['threads'] > 1 else ''}"
+        parts = [f"{base['median_s'] / r['median_s']:.2f}x at {r['threads']} thread{'s' if r['threads'] > 1 else ''}"
                  for r in rows if r["iters"] == n_iter and r["peer"] == "densecrf"]
         mem = ""
         dc = [r for r in rows if r["iters"] == n_iter and r["peer"] == "densecrf" and r.get("peak_mb")]
         if dc and base.get("peak_mb"):
             mem = f"; peak RSS {max(r['peak_mb'] for r in dc):.0f} MB vs {base['peak_mb']:.0f} MB"
-        print(f"{n_iter} iterations: densecrf is {', '.join(parts)} faster than pydensecrf{mem}")
+        print(f"{n_iter} iterations: densecrf's speed-up over pydensecrf (median / median): {', '.join(parts)}{mem}")
     for name, reason in skipped.items():
         print(f"skipped {name}: {reason}")
     if not ok:

@@ -47,6 +47,7 @@ FULL = {
 }
 QUICK = {"N": [64, 128, 256], "K": [2, 8, 21], "d": [2, 5, 8], "iters": [1, 5]}
 QUICK_SIZE = (200, 150)       # W, H of the K, d and iterations sweeps with --quick
+LARGE = 1 << 20               # pixels above which a case gets one timed call
 
 
 def cases(sweep: str, values, quick: bool):
@@ -97,6 +98,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sweeps", nargs="+", choices=list(FULL), default=list(FULL))
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per case after one warm-up (default 3)")
+    ap.add_argument("--full-repeats", action="store_true",
+                    help=f"--repeats timed calls for every case (default: one above {LARGE} pixels)")
     ap.add_argument("--quick", action="store_true", help="small sizes, 1 repeat, outputs named sweep_quick.*")
     ap.add_argument("--with-pydensecrf", action="store_true", help="add pydensecrf to the N and K sweeps")
     ap.add_argument("--sizes", type=int, nargs="+", help="override the N sweep's sides")
@@ -123,8 +126,11 @@ def main(argv=None) -> int:
                 if args.with_pydensecrf and s in ("N", "K"):
                     runs.append(("pydensecrf", 1))
                 for peer, t in runs:
+                    # Above LARGE pixels one timed call (after the warm-up) is enough
+                    # and keeps the default run near 3 minutes.
+                    reps = repeats if wl.n_pixels <= LARGE or args.full_repeats else 1
                     spec = {"peer": peer, "iters": n_iter, "threads": t, "params": wl.params,
-                            "warmup": 1, "repeats": repeats, "phases": peer == "densecrf"}
+                            "warmup": 1, "repeats": reps, "phases": peer == "densecrf"}
                     res = childproc.run_child(path, spec)
                     row = {"sweep": s, "x": x, "peer": peer, "threads": t, "width": wl.width, "height": wl.height,
                            "n_pixels": wl.n_pixels, "K": wl.n_labels, "d": wl.feature_dim, "iters": n_iter,
@@ -152,7 +158,7 @@ def main(argv=None) -> int:
              f"Machine: {info['cpu']}, {info['cores']} cores, load {info['loadavg']:.2f} at start; "
              f"python {info['python']}, numpy {info['numpy']}, densecrf {info['densecrf']} "
              f"{info['densecrf_cpu_features']}; {info['date']}; image {wl.source}; "
-             f"{repeats} timed call(s) after a warm-up, median; peak = child VmHWM, call = peak minus RSS before the call.",
+             f"{repeats} timed call(s) after a warm-up (one above {LARGE} pixels unless --full-repeats), median; peak = child VmHWM, call = peak minus RSS before the call.",
              "", f"![time per pixel]({stem}.png)", ""]
     for s in args.sweeps:
         head = "side" if s == "N" else s
