@@ -173,7 +173,10 @@ def main(argv=None) -> int:
         lines.append("")
     with open(os.path.join(args.out, stem + ".md"), "w") as f:
         f.write("\n".join(lines))
-    plot(rows, os.path.join(args.out, stem + ".png"))
+    try:
+        plot(rows, os.path.join(args.out, stem + ".png"))
+    except ImportError as exc:
+        print(f"no plot ({exc}); pip install matplotlib")
     print(f"wrote {os.path.join(args.out, stem)}.{{md,csv,png}} in {time.time() - t_start:.0f} s")
     return 0
 
