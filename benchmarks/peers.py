@@ -48,7 +48,7 @@ def _simplecrf(image, probs, params, n_iter, threads):
     # SimpleCRF's densecrf(I, P, (w1, alpha, beta, w2, gamma, it)): bilateral
     # weight, sxy, srgb, Gaussian weight, sxy, iterations. Returns MAP labels.
     param = (params["bilateral_compat"], params["bilateral_sxy"], params["bilateral_srgb"],
-             params["gaussian_compat"], params["gaussian_sxy"], n_iter)
+             params["gaussian_compat"], params["gaussian_sxy"], float(n_iter))
     return denseCRF.densecrf(np.ascontiguousarray(image), np.ascontiguousarray(probs), param)
 
 
@@ -70,6 +70,13 @@ def _monai(image, probs, params, n_iter, threads):
     with torch.no_grad():
         return crf(logits.contiguous(), ref.contiguous())[0].numpy()   # [K, H, W]
 
+
+# What to do when a peer does not run (seen on this project's machines).
+HINTS = {
+    "simplecrf": "pip install SimpleCRF (0.2.1.1 does not build against numpy 2: NPY_IN_ARRAY undeclared)",
+    "monai": "MONAI's PyPI wheel has no compiled extension (monai._C) and its CRF needs it: "
+             "BUILD_MONAI=1 pip install --no-build-isolation monai",
+}
 
 _CALLS = {"densecrf": _densecrf, "pydensecrf": _pydensecrf, "simplecrf": _simplecrf, "monai": _monai}
 
@@ -105,7 +112,8 @@ def load_peer(name: str):
         call(image, probs, CLASSIC, 1, 1)
     except Exception as exc:  # noqa: BLE001 - any failure means "cannot run here"
         msg = str(exc).strip().splitlines()
-        return None, f"{type(exc).__name__}: {msg[0] if msg else ''}"
+        hint = f" [{HINTS[name]}]" if name in HINTS else ""
+        return None, f"{type(exc).__name__}: {msg[0] if msg else ''}{hint}"
     return call, None
 
 
