@@ -76,6 +76,10 @@ def machine_info() -> dict:
     return info
 
 
+def _mb(v) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="densecrf thread counts (default 1 2)")
@@ -166,9 +170,8 @@ def main(argv=None) -> int:
         check = "ok" if row["agrees"] else "FAIL"
         if not row["gated"]:
             check = "info"
-        mem = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
         print(f"| {row['iters']} | {row['peer']} | {row['threads']} | {row['median_s']:.4f} | {row['min_s']:.4f} | {ratio} | "
-              f"{100 * row['map_agree']:.3f} % | {dq} | {check} | {mem(row.get('peak_mb'))} | {mem(row.get('call_mb'))} |")
+              f"{100 * row['map_agree']:.3f} % | {dq} | {check} | {_mb(row.get('peak_mb'))} | {_mb(row.get('call_mb'))} |")
     print()
     for n_iter in args.iters:
         base = next((r for r in rows if r["iters"] == n_iter and r["peer"] == "pydensecrf"), None)

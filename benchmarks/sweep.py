@@ -64,6 +64,10 @@ def cases(sweep: str, values, quick: bool):
             yield v, workloads.by_labels(workloads.REF_LABELS, w, h), v
 
 
+def fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
 def plot(rows, path):
     import matplotlib
 
@@ -153,8 +157,7 @@ def main(argv=None) -> int:
         wr = csv.DictWriter(f, fieldnames=fields)
         wr.writeheader()
         wr.writerows(rows)
-    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-    lines = [f"# densecrf scaling sweeps", "", f"Command: `{command}`", "",
+    lines = ["# densecrf scaling sweeps", "", f"Command: `{command}`", "",
              f"Machine: {info['cpu']}, {info['cores']} cores, load {info['loadavg']:.2f} at start; "
              f"python {info['python']}, numpy {info['numpy']}, densecrf {info['densecrf']} "
              f"{info['densecrf_cpu_features']}; {info['date']}; image {wl.source}; "
@@ -173,11 +176,13 @@ def main(argv=None) -> int:
         lines.append("")
     with open(os.path.join(args.out, stem + ".md"), "w") as f:
         f.write("\n".join(lines))
+    written = ["md", "csv"]
     try:
         plot(rows, os.path.join(args.out, stem + ".png"))
+        written.append("png")
     except ImportError as exc:
         print(f"no plot ({exc}); pip install matplotlib")
-    print(f"wrote {os.path.join(args.out, stem)}.{{md,csv,png}} in {time.time() - t_start:.0f} s")
+    print(f"wrote {os.path.join(args.out, stem)}.{{{','.join(written)}}} in {time.time() - t_start:.0f} s")
     return 0
 
 
