@@ -73,6 +73,7 @@ def plot(rows, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     sweeps = [s for s in ("N", "K", "d", "iters") if any(r["sweep"] == s for r in rows)]
     fig, axes = plt.subplots(1, len(sweeps), figsize=(4.2 * len(sweeps), 3.6), squeeze=False)
@@ -84,8 +85,7 @@ def plot(rows, path):
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{key[0]}, {key[1]} thr")
         if s == "N":
             ax.set_xscale("log")
-        if s == "K":
-            ax.set_xscale("log", base=2)
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(xlabel[s])
         ax.set_ylabel("ns per pixel (whole call)")
         ax.set_ylim(bottom=0)
