@@ -77,9 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed usage and the error already
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, EOFError) as exc:
         print(f"densecrf {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # e.g. PIL's DecompressionBombError: still one line, no traceback
+        print(f"densecrf {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
