@@ -47,7 +47,10 @@ def cmd_refine(args) -> int:
     from PIL import Image
 
     img = np.asarray(Image.open(args.image).convert("RGB"))
-    probs = np.load(args.probs)
+    try:
+        probs = np.load(args.probs)
+    except (ValueError, EOFError) as exc:  # not a .npy file, truncated, or pickled objects
+        raise ValueError(f"could not read probabilities from {args.probs} (expected a .npy array): {exc}") from None
     q = densecrf.refine(img, probs, n_iter=args.iters, gaussian_sxy=args.gaussian_sxy,
                         gaussian_compat=args.gaussian_compat, bilateral_sxy=args.bilateral_sxy,
                         bilateral_srgb=args.bilateral_srgb, bilateral_compat=args.bilateral_compat)

@@ -30,25 +30,23 @@ done
 if [[ ! -x "$VENV/bin/python" ]]; then
   python -m venv --system-site-packages "$VENV"
 fi
-# Non-editable install so that the sanitized module is the only densecrf._C
-# this interpreter can import.
+# Editable install, like the development venv: its import hook is found
+# before any other densecrf on the system site-packages. Own build dir, so the
+# normal build is left alone.
 CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
-  "$VENV/bin/pip" install --no-build-isolation --no-deps --force-reinstall -q \
+  "$VENV/bin/pip" install --no-build-isolation --no-deps -q -e . \
   -C cmake.define.DENSECRF_SANITIZE=ON -C cmake.build-type=RelWithDebInfo \
-  -C build-dir=build/asan .
-
-# The module must really be the sanitized one.
-if ! nm -D "$("$VENV/bin/python" -c 'import densecrf._C as m; print(m.__file__)' 2>/dev/null || true)" 2>/dev/null \
-    | grep -q __asan_; then
-  # Importing without the preload fails on an ASan build ("ASan runtime does
-  # not come first"), so locate the file without importing it.
-  SO="$(find "$VENV" -name '_C*.so' -path '*densecrf*' | head -1)"
-  nm -D "$SO" | grep -q __asan_ || { echo "asan_build.sh: $SO is not instrumented" >&2; exit 2; }
-fi
+  -C build-dir=build/asan
 
 export LD_PRELOAD="$LIBASAN $LIBUBSAN"
 export ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:detect_leaks=0:strict_init_order=1:check_initialization_order=1:detect_stack_use_after_return=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export PYTHONMALLOC=malloc  # let ASan see every allocation, not pymalloc arenas
 cd "$ROOT"
-exec "$VENV/bin/pytest" -q -p no:cacheprovider "${@:-tests}"
+# The module imported must be this tree's, and instrumented.
+SO="$("$VENV/bin/python" -P -c 'import densecrf, densecrf._C as m; assert densecrf.__file__.startswith("'"$ROOT"'/"), densecrf.__file__; print(m.__file__)')"
+nm -D "$SO" | grep -q __asan_report || { echo "asan_build.sh: $SO is not instrumented" >&2; exit 2; }
+echo "asan_build.sh: testing $SO"
+# -P: do not put the source tree first on sys.path (it would shadow the
+# installed, sanitized package).
+exec "$VENV/bin/python" -P -m pytest -q -p no:cacheprovider "${@:-tests}"
