@@ -488,3 +488,15 @@ def test_docs_table_in_sync():
         assert fh.read() == hostile_table.render(), (
             "docs/hostile_inputs.md is stale: run `python tools/hostile_table.py > docs/hostile_inputs.md`"
         )
+
+
+def test_import_without_a_gpu():
+    # `import densecrf` must work on a CPU-only machine, and say so.
+    import subprocess
+
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    code = "import densecrf; print(densecrf.cuda_available())"
+    r = subprocess.run([sys.executable, "-P", "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() in ("True", "False")
+    assert "Traceback" not in r.stderr
