@@ -13,6 +13,9 @@ import numbers
 import numpy as np
 
 _INT32_MAX = 2**31 - 1
+# More threads than this is a typo, not a machine: each one is an OS thread.
+MAX_THREADS = 1024
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def shape_str(shape) -> str:
@@ -48,7 +51,7 @@ def as_f32(x, name: str, ndim: int | None = None, *, finite: bool = True) -> np.
         raise ValueError(f"{name} must be {ndim}-D, got shape {shape_str(a.shape)}")
     if np.issubdtype(a.dtype, np.floating) and a.dtype.itemsize > 4:
         big = np.abs(a[np.isfinite(a)]) if a.size else a
-        if big.size and float(big.max()) > np.finfo(np.float32).max:
+        if big.size and float(big.max()) > _F32_MAX:
             raise ValueError(f"{name} has values beyond the float32 range (max |x| = {float(big.max()):g})")
     out = np.ascontiguousarray(a, dtype=np.float32)
     if finite:
@@ -114,4 +117,7 @@ def per_axis(x, n: int, name: str) -> list[float]:
 def threads_arg(threads) -> int:
     if threads is None:
         return 0
-    return positive_int(threads, "threads")
+    n = positive_int(threads, "threads")
+    if n > MAX_THREADS:
+        raise ValueError(f"threads = {n} exceeds the supported maximum {MAX_THREADS}")
+    return n

@@ -47,7 +47,10 @@ def cmd_refine(args) -> int:
     from PIL import Image
 
     img = np.asarray(Image.open(args.image).convert("RGB"))
-    probs = np.load(args.probs)
+    try:
+        probs = np.load(args.probs)
+    except (ValueError, EOFError) as exc:  # not a .npy file, truncated, or pickled objects
+        raise ValueError(f"could not read probabilities from {args.probs} (expected a .npy array): {exc}") from None
     q = densecrf.refine(img, probs, n_iter=args.iters, gaussian_sxy=args.gaussian_sxy,
                         gaussian_compat=args.gaussian_compat, bilateral_sxy=args.bilateral_sxy,
                         bilateral_srgb=args.bilateral_srgb, bilateral_compat=args.bilateral_compat)
@@ -77,9 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed usage and the error already
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, EOFError) as exc:
         print(f"densecrf {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # e.g. PIL's DecompressionBombError: still one line, no traceback
+        print(f"densecrf {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

@@ -157,7 +157,7 @@ class DenseCRF:
                 c = float(v[0]) if kind == 0 else v if kind == 1 else v.reshape(self.n_labels, self.n_labels)
                 pairwise.append((info["features"], c, info["normalization"]))
             return cuda.mean_field(self._unary_or_zero(), pairwise, n_iter=n_iter, device=device)
-        return _C.mean_field(self._unary_or_zero(), self._terms, n_iter, None, self._threads)
+        return self._finite(_C.mean_field(self._unary_or_zero(), self._terms, n_iter, None, self._threads))
 
     def start_inference(self) -> np.ndarray:
         """The initial distribution Q = softmax(-U), ``[N, K]``."""
@@ -166,7 +166,19 @@ class DenseCRF:
     def step_inference(self, Q) -> np.ndarray:
         """One mean-field iteration from ``Q`` ``[N, K]``; returns a new array (Q is not modified)."""
         q = self._check_q(Q)
-        return _C.mean_field(self._unary_or_zero(), self._terms, 1, q, self._threads)
+        return self._finite(_C.mean_field(self._unary_or_zero(), self._terms, 1, q, self._threads))
+
+    def _finite(self, q: np.ndarray) -> np.ndarray:
+        # Q lies in [0, 1], so its float32 sum is finite unless an entry is
+        # NaN or infinite: a cheap test (one pass) that the logits overflowed.
+        if q.size and not np.isfinite(np.add.reduce(q, axis=None)):
+            u = float(np.abs(self._unary_or_zero()).max())
+            c = max((float(np.abs(t["compat"]).max()) for t in self._term_info), default=0.0)
+            raise ValueError(
+                f"mean-field inference overflowed float32 (the logits reached infinity): unary energies up to "
+                f"{u:g} and compatibilities up to {c:g} in magnitude are too large; scale them down"
+            )
+        return q
 
     def map(self, n_iter: int = 5, *, device="cpu") -> np.ndarray:
         """MAP labels ``[N]`` (int64) after ``n_iter`` iterations (on ``device``, see inference)."""
@@ -245,7 +257,7 @@ def grid_positions(spatial, sdims) -> np.ndarray:
     For a 2-D image this is (column / sx, row / sy), pydensecrf's DenseCRF2D order.
     Returns ``[prod(spatial), len(spatial)]`` float32.
     """
-    spatial = tuple(int(s) for s in spatial)
+    spatial = tuple(_checks.positive_int(s, "spatial") for s in spatial)
     s = _checks.per_axis(sdims, len(spatial), "sxy")
     grids = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in spatial], indexing="ij")
     cols = [grids[a].ravel() / np.float32(s[len(spatial) - 1 - a]) for a in reversed(range(len(spatial)))]

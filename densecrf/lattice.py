@@ -34,7 +34,15 @@ class PermutohedralLattice:
     """
 
     def __init__(self, features, *, threads: int | None = None):
-        f = _checks.as_f32(features, "features")
+        raw = _checks.as_array(features, "features")
+        if raw.ndim >= 2 and raw.shape[-1] >= 1 and raw.size // raw.shape[-1] > _checks._INT32_MAX // (raw.shape[-1] + 1):
+            # Checked before the float32 copy: a broadcast array may be far
+            # larger than the memory it takes.
+            raise ValueError(
+                f"features of shape {_checks.shape_str(raw.shape)} give N*(d+1) = "
+                f"{raw.size // raw.shape[-1] * (raw.shape[-1] + 1)} lattice entries, over the 32-bit index limit 2^31-1"
+            )
+        f = _checks.as_f32(raw, "features")
         if f.ndim < 2:
             raise ValueError(f"features must have shape [N, d], got {_checks.shape_str(f.shape)}")
         self._lead_shape = f.shape[:-1]
@@ -43,7 +51,14 @@ class PermutohedralLattice:
             raise ValueError(f"features must have 1 to 32 columns (feature dimension d), got shape {_checks.shape_str(f.shape)}")
         f = f.reshape(-1, d)
         self._threads = _checks.threads_arg(threads)
-        self._lat = _C.Lattice(f, self._threads)
+        try:
+            self._lat = _C.Lattice(f, self._threads)
+        except ValueError as exc:
+            if f.size and "key range" in str(exc):
+                at = np.unravel_index(int(np.argmax(np.abs(f))), f.shape)
+                raise ValueError(f"{exc}; largest |feature| = {float(np.abs(f[at])):g} at index "
+                                 f"{tuple(int(i) for i in at)}: use larger bandwidths or smaller coordinates") from None
+            raise
 
     @property
     def n_points(self) -> int:

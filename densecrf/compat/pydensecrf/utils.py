@@ -48,9 +48,10 @@ def compute_unary(labels, M, GT_PROB=0.5):
 
 def unary_from_softmax(sm, scale=None, clip=1e-5):
     """Unary ``[n_classes, N]`` = -log(p) from probabilities ``sm`` with the classes first."""
-    p = np.asarray(sm)
-    if p.ndim < 1:
-        raise ValueError("sm must have the classes as its first axis")
+    p = _checks.as_array(sm, "sm")
+    if p.ndim < 1 or p.shape[0] < 1:
+        raise ValueError(f"sm must have the classes (at least one) as its first axis, got shape {_checks.shape_str(p.shape)}")
+    _checks.as_f32(p, "sm")  # finite check only: the computation below follows pydensecrf's dtypes
     k = p.shape[0]
     if scale is not None:
         if not 0 < scale <= 1:
@@ -69,6 +70,8 @@ def softmax_to_unary(sm, GT_PROB=1):
 
 def create_pairwise_gaussian(sdims, shape):
     """Position features ``[len(sdims), prod(shape)]``: index along each axis / sdims ('ij' order)."""
+    shape = tuple(_checks.positive_int(s, "shape") for s in shape)
+    sdims = _checks.per_axis(sdims, len(shape), "sdims")
     grids = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
     out = np.stack(grids).astype(np.float32)
     for axis, s in enumerate(sdims):
@@ -81,16 +84,23 @@ def create_pairwise_bilateral(sdims, schan, img, chdim=-1):
 
     ``chdim`` is the channel axis of ``img``; -1 means ``img`` has no channel axis.
     """
-    im = np.asarray(img)
+    im = _checks.as_array(img, "img")
     if chdim == -1:
         chans = im[np.newaxis].astype(np.float32)
     else:
+        if not -im.ndim <= chdim < im.ndim:
+            raise ValueError(f"chdim={chdim} is out of range for img of shape {_checks.shape_str(im.shape)}")
         chans = np.moveaxis(im, chdim, 0).astype(np.float32)
-    if isinstance(schan, numbers.Number):
-        chans = chans / schan
+    if chans.ndim < 2 or chans.size == 0:
+        raise ValueError(f"img must have at least one non-empty spatial axis, got shape {_checks.shape_str(im.shape)}")
+    _checks.as_f32(chans, "img")  # finite and within float32
+    if isinstance(schan, numbers.Real):
+        chans = chans / _checks.positive_scalar(schan, "schan")
     else:
+        schan = _checks.per_axis(schan, chans.shape[0], "schan")
         for c, s in enumerate(schan):
             chans[c] /= s
+    sdims = _checks.per_axis(sdims, chans.ndim - 1, "sdims")
     pos = np.stack(np.meshgrid(*[np.arange(s) for s in chans.shape[1:]], indexing="ij")).astype(np.float32)
     for axis, s in enumerate(sdims):
         pos[axis] /= s
