@@ -462,9 +462,10 @@ def test_training_learns_planted_compatibility():
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    # Measured: loss 0.58 -> 0.44, gap 1.05 -> 0.06 in 40 Adam steps.
-    assert losses[-1] < losses[0] - 0.05
-    assert gap() < 0.3 * gap0
+    # Measured: loss 0.76 -> 0.48, gap 1.06 -> 0.23 in 40 Adam steps (it keeps
+    # falling with more steps); 0.4 allows for other BLAS/thread roundings.
+    assert losses[-1] < losses[0] - 0.1
+    assert gap() < 0.4 * gap0
 
 
 def test_training_learns_planted_bandwidth():
@@ -482,8 +483,8 @@ def test_training_learns_planted_bandwidth():
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    sxy = float(student.bandwidth("spatial", "sxy"))
-    # Measured: loss 0.69 -> 0.50 and sxy 1.5 -> ~4.5. The lattice's feature
+    sxy = float(student.bandwidth("spatial", "sxy").detach())
+    # Measured: loss 0.70 -> 0.47 and sxy 1.5 -> 4.56. The lattice's feature
     # gradient is that of the Gaussian it approximates, not of the lattice
     # itself, so its zero sits ~10 % beyond the planted 4.0 (the lattice
     # loss is flat there: 0.4953 at 4.5 vs 0.4930 at 4.0).
