@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -65,6 +66,7 @@ def time_config(args, name):
     logits, image = make_inputs(args.batch, args.classes, args.size)
     mod = CRFasRNN(args.classes, args.iters, **CONFIGS[name])
     x = logits.clone().requires_grad_(True)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t_inf, t_fwd, t_bwd = [], [], []
     for rep in range(args.repeats + 1):
         t0 = time.perf_counter()
@@ -82,8 +84,9 @@ def time_config(args, name):
             t_bwd.append(t3 - t2)
         del out, loss
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"no_grad": statistics.median(t_inf), "forward": statistics.median(t_fwd),
-            "backward": statistics.median(t_bwd), "rss_mb": rss}
+    stat = lambda ts: f"{statistics.median(ts):.3f} ({min(ts):.3f})"  # noqa: E731
+    return {"no_grad": stat(t_inf), "forward": stat(t_fwd), "backward": stat(t_bwd),
+            "rss_mb": f"{rss:.0f} (+{rss - rss0:.0f})"}
 
 
 def main():
@@ -105,15 +108,14 @@ def main():
     print(f"# densecrf {densecrf.__version__}, torch {torch.__version__}, {platform.machine()}, "
           f"{densecrf.get_num_threads()} native threads, {torch.get_num_threads()} torch threads")
     print(f"# B={args.batch} K={args.classes} {args.size}x{args.size} T={args.iters}; forward == DenseCRF "
-          f"to {err:.1e}; medians of {args.repeats} after 1 warm-up")
-    print("| config | no_grad forward (s) | forward (s) | backward (s) | peak RSS (MB) |")
+          f"to {err:.1e}; median (min) of {args.repeats} after 1 warm-up; load average {os.getloadavg()[0]:.1f}")
+    print("| config | no_grad forward (s) | forward (s) | backward (s) | peak RSS MB (+ over inputs) |")
     print("|---|---|---|---|---|")
     for name in args.configs.split(","):
         cmd = [sys.executable, __file__, "--only", name, "--repeats", str(args.repeats), "--size", str(args.size),
                "--batch", str(args.batch), "--classes", str(args.classes), "--iters", str(args.iters)]
         r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-        print(f"| {name} | {r['no_grad']:.3f} | {r['forward']:.3f} | {r['backward']:.3f} | {r['rss_mb']:.0f} |",
-              flush=True)
+        print(f"| {name} | {r['no_grad']} | {r['forward']} | {r['backward']} | {r['rss_mb']} |", flush=True)
 
 
 if __name__ == "__main__":

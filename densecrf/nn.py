@@ -65,6 +65,11 @@ class _CpuBackend:
         out = torch.from_numpy(lattice.filter(v.numpy(), bool(transpose), self.threads))
         return out.to(values.dtype)
 
+    def normalized(self, lattice, normalization: int):
+        """A handle whose filter() applies the normalised kernel, the scales
+        folded into the splat and slice weights (DenseCRF's own pairwise term)."""
+        return _C.PairwiseTerm(lattice, normalization, 0, torch.ones(1).numpy(), 1, self.threads)
+
 
 def _cuda_available() -> bool:
     from . import cuda_available
@@ -154,6 +159,28 @@ class LatticeFilter(torch.autograd.Function):
         return grad_values, grad_features, None, None
 
 
+class _FixedFilter(torch.autograd.Function):
+    """A normalised filter whose features need no gradient: a fixed linear map.
+
+    ``_FixedFilter.apply(values [N, C], handle, backend)``: forward
+    ``handle.filter(values)``, backward the transposed filter. Saves nothing
+    but the handle.
+    """
+
+    @staticmethod
+    def forward(ctx, values, handle, backend):
+        ctx.set_materialize_grads(False)
+        ctx.handle = handle
+        ctx.backend = backend
+        return backend.filter(handle, values, False)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if grad_out is None or not ctx.needs_input_grad[0]:
+            return None, None, None
+        return ctx.backend.filter(ctx.handle, grad_out.contiguous(), True), None, None
+
+
 def _check_features(features):
     if not isinstance(features, torch.Tensor):
         raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
@@ -176,7 +203,11 @@ class _Kernel:
         self.lattice = lattice if lattice is not None else backend.lattice(features)
         self.mode = normalization
         self.scale = None
-        if normalization:
+        self.fixed = None
+        if not features.requires_grad and hasattr(backend, "normalized"):
+            # No feature gradient: let the native term fold the normalisation in.
+            self.fixed = backend.normalized(self.lattice, normalization)
+        elif normalization:
             ones = features.new_ones(features.shape[0], 1)
             norm = LatticeFilter.apply(ones, features, self.lattice, backend)  # [N, 1] = K 1
             norm = norm + 1e-20  # Kraehenbuehl's guard against 1/0
@@ -184,6 +215,8 @@ class _Kernel:
 
     def apply(self, values):
         """[N, C] -> [N, C]: K, K D^-1, D^-1 K or D^-1/2 K D^-1/2 times values."""
+        if self.fixed is not None:
+            return _FixedFilter.apply(values, self.fixed, self.backend)
         pre = self.scale if self.mode in (1, 3) else None
         post = self.scale if self.mode in (2, 3) else None
         v = values * pre if pre is not None else values

@@ -102,14 +102,17 @@ def test_values_gradient_is_the_transposed_native_filter():
 
 @pytest.mark.parametrize("mode", ["none", "before", "after", "symmetric"])
 def test_normalized_filter_matches_densecrf_normalization(mode):
-    # The torch normalisation must be the native PairwiseTerm's filter.
+    # Features that need a gradient take the torch composition of the
+    # normalisation (scales times LatticeFilter); it must equal the native
+    # PairwiseTerm's filter, which the no-feature-gradient path uses.
     g = torch.Generator().manual_seed(2)
-    f = torch.randn(150, 2, generator=g)
+    f = torch.randn(150, 2, generator=g).requires_grad_(True)
     v = torch.rand(150, 4, generator=g)
-    lat = _C.Lattice(f.numpy(), 0)
+    lat = _C.Lattice(f.detach().numpy(), 0)
     term = _C.PairwiseTerm(lat, dnn._NORMALIZATIONS[mode], 0, np.ones(1, np.float32), 4, 0)
     want = torch.from_numpy(term.filter(v.numpy(), False, 0))
-    got = dnn.gaussian_filter(v, f, normalization=mode)
+    got = dnn.gaussian_filter(v, f, normalization=mode).detach()
+    assert torch.equal(dnn.gaussian_filter(v, f.detach(), normalization=mode), want)
     # 1e-5 relative: the native code folds the scale into the splat/slice
     # weights, torch multiplies before and after; float32 rounding differs.
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
