@@ -97,8 +97,11 @@ def main():
     ap.add_argument("--classes", type=int, default=11)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--configs", default="default,recompute,learn_bandwidths")
+    ap.add_argument("--torch-threads", type=int, default=0, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--only", help=argparse.SUPPRESS)  # internal: one config, JSON out
     args = ap.parse_args()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     if args.only:
         print(json.dumps(time_config(args, args.only)))
         return
@@ -113,7 +116,8 @@ def main():
     print("|---|---|---|---|---|")
     for name in args.configs.split(","):
         cmd = [sys.executable, __file__, "--only", name, "--repeats", str(args.repeats), "--size", str(args.size),
-               "--batch", str(args.batch), "--classes", str(args.classes), "--iters", str(args.iters)]
+               "--batch", str(args.batch), "--classes", str(args.classes), "--iters", str(args.iters),
+               "--torch-threads", str(args.torch_threads)]
         r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
         print(f"| {name} | {r['no_grad']} | {r['forward']} | {r['backward']} | {r['rss_mb']} |", flush=True)
 
