@@ -65,6 +65,28 @@ class _CpuBackend:
         out = torch.from_numpy(lattice.filter(v.numpy(), bool(transpose), self.threads))
         return out.to(values.dtype)
 
+    def mean_field(self, logits, lattices, weights, compat, n_iter: int, normalization: int):
+        """Inference without a graph: the fused native mean field (float32).
+
+        logits [N, K]; one lattice per term; weights [] or [K] and compat
+        [K, K] fold into one matrix compatibility per term, compat diag(w_t).
+        Runs n_iter - 1 fused iterations, then the last messages, to return
+        logits rather than Q. Returns [N, K] in the logits' dtype.
+        """
+        u = (-logits).detach().to(torch.float32).contiguous().numpy()
+        mu = compat.detach().to(torch.float32)
+        terms = []
+        for lat, w in zip(lattices, weights):
+            w = w.detach().to(torch.float32)
+            mat = mu * w.reshape(1, -1) if w.dim() else mu * w  # [K, K]
+            terms.append(_C.PairwiseTerm(lat, normalization, 2, mat.contiguous().numpy().ravel(),
+                                         u.shape[1], self.threads))
+        q = _C.mean_field(u, terms, n_iter - 1, None, self.threads)
+        out = -u
+        for t in terms:
+            out -= t.apply(q, False, self.threads)
+        return torch.from_numpy(out).to(logits.dtype)
+
     def normalized(self, lattice, normalization: int):
         """A handle whose filter() applies the normalised kernel, the scales
         folded into the splat and slice weights (DenseCRF's own pairwise term)."""
@@ -289,25 +311,6 @@ def _mean_field_grad(logits, kernels, weights, compat, n_iter, recompute):
         if it + 1 < n_iter:
             q = _softmax_labels(out)
     return out
-
-
-def _mean_field_native(logits, features, weights, compat, n_iter, normalization, threads):
-    """Inference path (no graph): the fused native mean field, float32, CPU."""
-    u = (-logits).detach().to(torch.float32).contiguous().numpy()
-    mu = compat.detach().to(torch.float32)
-    terms = []
-    for f, w in zip(features, weights):
-        lat = _C.Lattice(f.detach().to(torch.float32).contiguous().numpy(), threads)
-        w = w.detach().to(torch.float32)
-        mat = (mu * w.reshape(1, -1)) if w.dim() else mu * w  # compat diag(w): [K, K]
-        terms.append(_C.PairwiseTerm(lat, normalization, 2, mat.contiguous().numpy().ravel(), u.shape[1], threads))
-    if n_iter == 0:
-        return logits
-    q = _C.mean_field(u, terms, n_iter - 1, None, threads)
-    out = -u
-    for t in terms:
-        out = out - t.apply(q, False, threads)
-    return torch.from_numpy(out).to(logits.dtype)
 
 
 def _positive(x, name):
@@ -548,14 +551,23 @@ def _crf_forward(mod: CRFasRNN, logits, image, features):
     flat = logits.reshape(b, k, n).transpose(1, 2)  # [B, N, K]
     tensors = [logits, compat, *weights] + [f for fs in per_image for f in fs]
     needs_graph = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    backend = _backend(logits.device, mod.threads)
+    fused = not needs_graph and dt == torch.float32 and hasattr(backend, "mean_field")
+    # Terms whose features are the same tensor for every image (the spatial
+    # term) share one lattice (and one kernel) across the batch.
+    cache = {}
+
+    def kernel(f):
+        if id(f) not in cache:
+            cache[id(f)] = backend.lattice(f) if fused else _Kernel(f, mod.normalization, backend)
+        return cache[id(f)]
+
     outs = []
     for i in range(b):
-        if not needs_graph and logits.device.type == "cpu" and dt == torch.float32:
-            z = _mean_field_native(flat[i], per_image[i], weights, compat, mod.n_iter,
-                                   mod.normalization, mod.threads)
+        kernels = [kernel(f) for f in per_image[i]]
+        if fused:
+            z = backend.mean_field(flat[i], kernels, weights, compat, mod.n_iter, mod.normalization)
         else:
-            backend = _backend(logits.device, mod.threads)
-            kernels = [_Kernel(f, mod.normalization, backend) for f in per_image[i]]
             z = _mean_field_grad(flat[i], kernels, weights, compat, mod.n_iter, mod.recompute)
         outs.append(z)
     return torch.stack(outs).transpose(1, 2).reshape(logits.shape)
