@@ -18,6 +18,9 @@ from densecrf import nn as dnn  # noqa: E402
 from densecrf._native import _C  # noqa: E402
 
 DTYPES = [torch.float32, torch.float64]
+# CUDA joins when this build has its backend and a GPU is visible; the CPU
+# backend is then the reference.
+DEVICES = ["cpu"] + (["cuda"] if densecrf.cuda_available() and torch.cuda.is_available() else [])
 
 
 def brute_filter(values, features):
@@ -48,6 +51,17 @@ class DenseBackend:
         d2 = ((lattice[:, None, :] - lattice[None, :, :]) ** 2).sum(-1)
         k = torch.exp(-0.5 * d2)
         return ((k.t() if transpose else k) @ values.to(torch.float64)).to(values.dtype)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # These tensors are tiny: torch's intra-op threads only add OpenMP
+    # barriers, which stall for seconds when the 2 CI cores are shared.
+    # (The native filter keeps its own threads.)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture
@@ -264,10 +278,11 @@ def test_bandwidth_gradient_vs_bruteforce_fd(sxy, srgb):
 # --------------------------------------------------------------------------
 # The module's forward equals DenseCRF
 # --------------------------------------------------------------------------
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("per_class", [False, True])
 @pytest.mark.parametrize("grad", [False, True])
-def test_forward_matches_densecrf(dtype, per_class, grad):
+def test_forward_matches_densecrf(device, dtype, per_class, grad):
     g = torch.Generator().manual_seed(8)
     b, k, h, w = 2, 4, 14, 17
     mod = dnn.CRFasRNN(k, 5, spatial_sxy=3.0, bilateral_sxy=20.0, bilateral_srgb=13.0,
@@ -279,7 +294,8 @@ def test_forward_matches_densecrf(dtype, per_class, grad):
     image = torch.rand(b, 3, h, w, generator=g).mul(255).to(dtype)
     logits = (torch.randn(b, k, h, w, generator=g) * 2).to(dtype)
     with torch.set_grad_enabled(grad):  # autograd path, or the fused native one
-        out = mod(logits, image)
+        out = mod.to(device)(logits.to(device), image.to(device)).cpu()
+    mod.cpu()
     assert out.shape == logits.shape and out.dtype == dtype
     assert out.requires_grad == grad
     mu = mod.compat.detach().double().numpy()
