@@ -33,8 +33,11 @@ import math
 import numbers
 from typing import Sequence
 
-import torch
-from torch import nn
+try:
+    import torch
+    from torch import nn
+except ImportError as exc:  # pragma: no cover - only without torch
+    raise ImportError("densecrf.nn needs PyTorch: pip install 'densecrf[torch]' (or torch itself)") from exc
 
 from ._native import _C
 
@@ -46,7 +49,10 @@ _NORMALIZATIONS = {"none": 0, "before": 1, "after": 2, "symmetric": 3}
 # --------------------------------------------------------------------------
 # Device dispatch: the one place that knows which native backend serves a
 # tensor. A backend has lattice(features [N, d]) -> handle and
-# filter(handle, values [N, C], transpose) -> [N, C] in the values' dtype.
+# filter(handle, values [N, C], transpose) -> [N, C] in the values' dtype;
+# optionally normalized(handle, mode) -> handle (normalisation folded into
+# the native filter) and mean_field(...) (fused inference without a graph).
+# A CUDA backend needs only the first two to run everything.
 # --------------------------------------------------------------------------
 class _CpuBackend:
     """Host backend: densecrf._C.Lattice, float32 inside, the caller's dtype outside."""
