@@ -365,6 +365,25 @@ def test_no_grad_and_inference_mode_build_no_graph():
     torch.testing.assert_close(b, a, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("recompute", [False, True])
+def test_lattices_built_once_per_forward(monkeypatch, recompute):
+    builds = []
+
+    class Counting(dnn._CpuBackend):
+        def lattice(self, features):
+            builds.append(features.shape)
+            return super().lattice(features)
+
+    monkeypatch.setattr(dnn, "_backend", lambda device, threads=0: Counting(threads))
+    mod, image, logits = _small_case(learn=True)
+    mod.n_iter = 4
+    mod.recompute = recompute
+    mod(logits.requires_grad_(True), image).sum().backward()
+    # One spatial lattice shared by the 2 images, one bilateral per image;
+    # none rebuilt by the 4 iterations or by backward (recompute included).
+    assert [s[1] for s in builds] == [2, 5, 5]
+
+
 @pytest.mark.parametrize("learn", [False, True])
 def test_recompute_gives_same_gradients(learn):
     mod, image, logits = _small_case(torch.float64, learn)
