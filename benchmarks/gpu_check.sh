@@ -19,5 +19,5 @@ if not densecrf.cuda_available():
     sys.exit("gpu_check: no CUDA device visible, or densecrf was built without CUDA (is nvcc on PATH?)")
 print("GPU:", densecrf.cuda.device_name(0))
 PY
-python -m pytest -q -rs tests/test_cuda.py
+python -m pytest -q -rs tests/test_cuda.py tests/test_nn.py
 python benchmarks/bench_cuda.py "$@"

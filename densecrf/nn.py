@@ -105,6 +105,35 @@ def _cuda_available() -> bool:
     return cuda_available()
 
 
+class _CudaBackend:
+    """Device backend: densecrf._C.CudaLattice on device pointers, on torch's current stream.
+
+    float32 inside, the caller's dtype outside; the fused no-graph mean field
+    is not offered here (inference without a graph runs the same filters).
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def _stream(self, t: torch.Tensor) -> int:
+        return torch.cuda.current_stream(t.device).cuda_stream
+
+    def lattice(self, features: torch.Tensor):
+        f = features.detach().to(torch.float32).contiguous()
+        n, d = f.shape
+        lat = _C.CudaLattice(f.data_ptr(), n, d, [0, n], f.device.index or 0, self._stream(f))
+        return (lat, f)  # f stays alive while the build may still read it on the stream
+
+    def filter(self, lattice, values: torch.Tensor, transpose: bool) -> torch.Tensor:
+        if values.shape[0] == 0 or values.shape[1] == 0:
+            return torch.zeros_like(values)
+        lat = lattice[0]
+        v = values.detach().to(torch.float32).contiguous()
+        out = torch.empty_like(v)
+        lat.filter(v.data_ptr(), out.data_ptr(), v.shape[1], bool(transpose), 0, 0, self._stream(v))
+        return out.to(values.dtype)
+
+
 def _backend(device: torch.device, threads: int = 0):
     """Returns the native backend for tensors on ``device``."""
     if device.type == "cpu":
@@ -112,12 +141,10 @@ def _backend(device: torch.device, threads: int = 0):
     if device.type == "cuda":
         if not _cuda_available():
             raise RuntimeError(
-                "densecrf was built without CUDA (densecrf.cuda_available() is False): "
-                "move the tensors to the CPU or install a CUDA build of densecrf"
+                "densecrf cannot run on these CUDA tensors: it was built without CUDA or sees no GPU "
+                "(densecrf.cuda_available() is False); move the tensors to the CPU or install a CUDA build"
             )
-        # Hook for the CUDA backend: a class with the same lattice()/filter()
-        # methods, passing device pointers and torch.cuda.current_stream().
-        raise NotImplementedError("densecrf.nn has no CUDA backend wired in yet")
+        return _CudaBackend(device)
     raise RuntimeError(f"densecrf.nn supports CPU (and CUDA) tensors, got a tensor on {device}")
 
 
