@@ -79,9 +79,10 @@ def rel_l2(a, b):
 # Without a GPU (always run).
 
 
-def test_import_does_not_import_torch():
+def test_import_does_not_import_torch(tmp_path):
     code = "import sys, densecrf, densecrf.cuda; densecrf.cuda_available(); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # from an empty directory, so that the source tree cannot shadow the install
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip() == "False"
 
 

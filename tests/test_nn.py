@@ -473,12 +473,14 @@ def test_bad_inputs_raise():
         dnn.CRFasRNN(3, learn_bandwidths={"colour"})
 
 
-def test_import_densecrf_does_not_import_torch():
+def test_import_densecrf_does_not_import_torch(tmp_path):
     import subprocess
     import sys
 
     code = "import sys, densecrf; assert 'torch' not in sys.modules"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    # from an empty directory, so that the source tree cannot shadow the install
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 # --------------------------------------------------------------------------
