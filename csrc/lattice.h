@@ -73,6 +73,12 @@ class CpuLattice {
   float* blur_padded(float* vals, float* tmp, int cp, bool reverse, int threads) const;
   void slice_padded(const float* vals, int cp, const float* slice_w, float* out, int threads) const;
 
+ private:
+  void filter_one(const float* in, float* out, bool reverse, int threads, const float* splat_scale,
+                  const float* slice_w) const;
+
+ public:
+
   // Per-entry slice weights for a per-point scale s[N]: w_e * alpha * s[i].
   std::vector<float> slice_weights(const float* point_scale) const;
 

@@ -318,10 +318,60 @@ void CpuLattice::slice_padded(const float* vals, int cp, const float* slice_w, f
   });
 }
 
+// One channel (the normalisation's filter of ones, for instance): plain
+// scalar loops, where the 8-lane kernels would waste 7 lanes of 8. Same
+// order of operations per vertex and per point as the vector kernels.
+void CpuLattice::filter_one(const float* in, float* out, bool reverse, int threads, const float* splat_scale,
+                            const float* slice_w) const {
+  const int dp1 = d_ + 1;
+  std::vector<float> a(static_cast<size_t>(m_ + 1), 0.0f), b(static_cast<size_t>(m_ + 1), 0.0f);
+  int nt = static_cast<int>(std::min<int64_t>(std::max(threads, 1), std::max<int64_t>(1, m_ / kGrain)));
+  parallel_run(nt, [&](int t, int nth) {
+    const int64_t vb = m_ * t / nth, ve = m_ * (t + 1) / nth;
+    if (vb >= ve) return;
+    int32_t last = 0;
+    for (int64_t v = vb; v < ve; ++v) last = std::max(last, last_point_[v]);
+    for (int64_t i = first_point_[vb]; i <= last; ++i) {
+      const float s = splat_scale ? splat_scale[i] : 1.0f;
+      for (int r = 0; r < dp1; ++r) {
+        const int64_t en = i * dp1 + r;
+        const int64_t v = offsets_[en];
+        if (v >= vb && v < ve) a[v + 1] += (weights_[en] * s) * in[i];
+      }
+    }
+  });
+  float* src = a.data();
+  float* dst = b.data();
+  for (int step = 0; step <= d_; ++step) {
+    const int j = reverse ? d_ - step : step;
+    const int32_t* nb = neighbours_.data() + static_cast<size_t>(j) * m_ * 2;
+    parallel_for(m_, threads, kGrain, [&](int64_t lo, int64_t hi) {
+      for (int64_t v = lo; v < hi; ++v) dst[v + 1] = src[v + 1] + 0.5f * (src[nb[2 * v]] + src[nb[2 * v + 1]]);
+    });
+    std::swap(src, dst);
+  }
+  const float alpha = lattice_alpha(d_);
+  parallel_for(n_, threads, kGrain, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      float acc = 0.0f;
+      for (int r = 0; r < dp1; ++r) {
+        const int64_t en = i * dp1 + r;
+        const float w = slice_w ? slice_w[en] : alpha * weights_[en];
+        acc += w * src[offsets_[en] + 1];
+      }
+      out[i] = acc;
+    }
+  });
+}
+
 void CpuLattice::filter(const float* in, float* out, int C, bool reverse, int threads,
                         const float* splat_scale, const float* slice_w) const {
   if (C <= 0 || n_ == 0) return;
   if (threads <= 0) threads = default_threads();
+  if (C == 1) {
+    filter_one(in, out, reverse, threads, splat_scale, slice_w);
+    return;
+  }
   const int cp = padded_channels(C);
   AlignedFloats x = aligned_floats(static_cast<size_t>(n_) * cp);
   AlignedFloats a = aligned_floats(static_cast<size_t>(m_ + 1) * cp);

@@ -73,6 +73,7 @@ class Pool {
   }
 
   void loop(int id, uint64_t seen) {
+    DenormalsAreZero ftz;  // workers only ever run densecrf's loops
     for (;;) {
       const std::function<void(int, int)>* fn = nullptr;
       int nth = 0;
@@ -144,6 +145,7 @@ Pool& pool() {
 }  // namespace
 
 void parallel_run(int nthreads, const std::function<void(int, int)>& fn) {
+  DenormalsAreZero ftz;  // this thread; the workers set it in their loop
   if (nthreads <= 1 || !pool().try_run(nthreads, fn)) {
     // Inline: run the same chunks one after another on this thread.
     for (int t = 0; t < std::max(nthreads, 1); ++t) fn(t, std::max(nthreads, 1));

@@ -41,6 +41,11 @@ def unary_from_softmax(probs, *, scale: float | None = None, clip: float | None 
     """
     p = _checks.as_f32(probs, "probs")
     p = _labels_last(p, channel_axis, "probs")
+    return _unary_from_probs(p, scale=scale, clip=clip)
+
+
+def _unary_from_probs(p: np.ndarray, *, scale, clip) -> np.ndarray:
+    """unary_from_softmax on finite float32 probabilities with the labels last."""
     k = p.shape[-1]
     if k < 1:
         raise ValueError(f"probs must have at least one label, got shape {_checks.shape_str(p.shape)}")
