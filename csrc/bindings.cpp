@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -143,6 +144,39 @@ py::array_t<float> mean_field(FArray unary, const std::vector<std::shared_ptr<Pa
   return q;
 }
 
+// -log(max(p, clip)) for probabilities p [N, K], with the statistics the
+// Python layer validates: (U [N, K], min p, max p, max |row sum - 1|,
+// flat index of the first NaN or infinity or -1).
+py::tuple unary_from_probs(FArray probs, float clip, int threads) {
+  require_2d(probs, "probs", -1, -1);
+  const int64_t n = probs.shape(0), k = probs.shape(1);
+  if (!(clip > 0.0f && clip <= 1.0f)) throw dcrf::InvalidArgument("clip must be in (0, 1], got " + std::to_string(clip));
+  py::array_t<float> u({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(k)});
+  const float* p = probs.data();
+  float* up = u.mutable_data();
+  dcrf::UnaryStats total;
+  total.min = 3.0e38f;
+  total.max = -3.0e38f;
+  if (n > 0 && k > 0) {
+    py::gil_scoped_release nogil;
+    if (threads <= 0) threads = dcrf::default_threads();
+    const int nt = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, n / 4096)));
+    std::vector<dcrf::UnaryStats> st(nt);
+    dcrf::parallel_run(nt, [&](int t, int nth) {
+      const int64_t b = n * t / nth, e = n * (t + 1) / nth;
+      if (b < e) dcrf::kernels().unary_from_probs(p, up, static_cast<int>(k), clip, b, e, &st[t]);
+    });
+    for (int t = 0; t < nt; ++t) {
+      if (n * t / nt >= n * (t + 1) / nt) continue;
+      total.min = std::min(total.min, st[t].min);
+      total.max = std::max(total.max, st[t].max);
+      total.worst_row_dev = std::max(total.worst_row_dev, st[t].worst_row_dev);
+      if (total.first_bad < 0) total.first_bad = st[t].first_bad;
+    }
+  }
+  return py::make_tuple(u, total.min, total.max, total.worst_row_dev, total.first_bad);
+}
+
 py::dict build_info() {
   py::dict d;
 #if defined(__clang__)
@@ -214,6 +248,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("mean_field", &mean_field, py::arg("unary"), py::arg("terms"), py::arg("n_iter"),
         py::arg("Q") = py::none(), py::arg("threads") = 0);
+  m.def("unary_from_probs", &unary_from_probs, py::arg("probs"), py::arg("clip"), py::arg("threads") = 0);
   m.def("set_num_threads", &dcrf::set_default_threads, py::arg("n"));
   m.def("get_num_threads", &dcrf::default_threads);
   m.def("hardware_threads", &dcrf::hardware_threads);

@@ -38,6 +38,13 @@ struct EpilogueTerm {
   const float* compat;     // 1, K or K*K values
 };
 
+// Statistics gathered while computing a unary from probabilities.
+struct UnaryStats {
+  float min = 0.0f, max = 0.0f;  // of the finite probabilities
+  float worst_row_dev = 0.0f;    // max over rows of |sum_k p - 1| (float32 sums)
+  int64_t first_bad = -1;        // index of the first NaN or infinity, or -1
+};
+
 struct Kernels {
   const char* name;
   // vals[v+1] = sum over entries e = i(d+1)+r with off[e] = v, in point
@@ -57,6 +64,9 @@ struct Kernels {
                    int64_t ib, int64_t ie);
   // q[i] = softmax(-u[i]) (pad lanes 0), i in [ib, ie); u is [N, k], q [N, cp].
   void (*softmax_neg)(const float* u, float* q, int k, int cp, int64_t ib, int64_t ie);
+  // u[i] = -log(max(p[i], clip)) for rows [ib, ie) of p [N, k], with the
+  // range, row-sum and finiteness statistics of those rows.
+  void (*unary_from_probs)(const float* p, float* u, int k, float clip, int64_t ib, int64_t ie, UnaryStats* st);
 };
 
 const Kernels& kernels();

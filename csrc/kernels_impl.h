@@ -254,6 +254,85 @@ void softmax_neg_t(const float* u, float* q, int k, int cp, int64_t ib, int64_t 
   }
 }
 
+// log(x) per lane for positive normal x: x = m 2^e with m in [sqrt(1/2),
+// sqrt(2)), log(m) = 2 atanh(s), s = (m-1)/(m+1), |s| < 0.172, by its odd
+// series to s^9 (truncation < 4e-10 relative), plus e ln2.
+inline v8f vlog(v8f x) {
+  const v8i bits = (v8i)x;
+  v8i e = ((bits >> 23) & 0xff) - 127;
+  v8f m = (v8f)((bits & 0x007fffff) | 0x3f800000);  // mantissa in [1, 2)
+  const v8i big = m > 1.41421356f;                   // fold to [sqrt(1/2), sqrt(2))
+  m = big ? m * 0.5f : m;
+  e = e + (big & 1);
+  const v8f s = (m - 1.0f) / (m + 1.0f);
+  const v8f s2 = s * s;
+  v8f poly = splat1(1.0f / 9.0f);
+  poly = poly * s2 + 1.0f / 7.0f;
+  poly = poly * s2 + 1.0f / 5.0f;
+  poly = poly * s2 + 1.0f / 3.0f;
+  poly = poly * s2 + 1.0f;
+  const v8f ef = __builtin_convertvector(e, v8f);
+  return ef * 0.693147180559945309f + 2.0f * s * poly;
+}
+
+void unary_from_probs(const float* p, float* u, int k, float clip, int64_t ib, int64_t ie, UnaryStats* st) {
+  const int64_t b0 = ib * k, b1 = ie * k;
+  v8f vmin = splat1(3.0e38f), vmx = splat1(-3.0e38f);
+  int64_t bad = -1;
+  int64_t j = b0;
+  for (; j + 8 <= b1; j += 8) {
+    v8f x;
+    std::memcpy(&x, p + j, sizeof(x));
+    const v8i finite = (x == x) & (x <= 3.40282347e38f) & (x >= -3.40282347e38f);
+    bool all = true;
+    for (int l = 0; l < 8; ++l) all = all && finite[l];
+    if (!all && bad < 0) {
+      for (int l = 0; l < 8; ++l) {
+        if (!finite[l]) { bad = j + l; break; }
+      }
+    }
+    vmin = x < vmin ? x : vmin;
+    vmx = x > vmx ? x : vmx;
+    const v8f c = x > clip ? x : splat1(clip);
+    const v8f r = -vlog(c);
+    std::memcpy(u + j, &r, sizeof(r));
+  }
+  float mn = 3.0e38f, mx = -3.0e38f;
+  for (int l = 0; l < 8; ++l) {
+    mn = vmin[l] < mn ? vmin[l] : mn;
+    mx = vmx[l] > mx ? vmx[l] : mx;
+  }
+  alignas(32) float tail[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+  const int64_t rem = b1 - j;
+  if (rem > 0) {
+    std::memcpy(tail, p + j, sizeof(float) * rem);
+    for (int64_t l = 0; l < rem; ++l) {
+      const float x = tail[l];
+      if (!(x == x && x <= 3.40282347e38f && x >= -3.40282347e38f)) {
+        if (bad < 0) bad = j + l;
+      } else {
+        mn = x < mn ? x : mn;
+        mx = x > mx ? x : mx;
+      }
+    }
+    v8f x = load(tail);
+    const v8f c = x > clip ? x : splat1(clip);
+    const v8f r = -vlog(c);
+    std::memcpy(u + j, &r, sizeof(float) * rem);
+  }
+  float dev = 0.0f;
+  for (int64_t i = ib; i < ie; ++i) {
+    float sum = 0.0f;
+    for (int c = 0; c < k; ++c) sum += p[i * k + c];
+    const float d = sum > 1.0f ? sum - 1.0f : 1.0f - sum;
+    dev = d > dev ? d : dev;
+  }
+  st->min = mn;
+  st->max = mx;
+  st->worst_row_dev = dev;
+  st->first_bad = bad;
+}
+
 // Dispatch on the number of 8-lane blocks: unrolled for K <= 32, a loop above.
 #define DCRF_DISPATCH(fn, cp, ...)          \
   switch ((cp) / 8) {                       \
@@ -286,7 +365,7 @@ void softmax_neg(const float* u, float* q, int k, int cp, int64_t ib, int64_t ie
 
 }  // namespace
 
-extern const Kernels table = {DCRF_KERNEL_NAME, splat, blur, slice, epilogue, softmax_neg};
+extern const Kernels table = {DCRF_KERNEL_NAME, splat, blur, slice, epilogue, softmax_neg, unary_from_probs};
 
 }  // namespace DCRF_KERNEL_NS
 }  // namespace dcrf

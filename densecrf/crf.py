@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _checks
 from ._native import _C
-from .features import _unary_from_probs
+from .features import _unary_from_probs, check_prob_range
 from .lattice import PermutohedralLattice
 
 
@@ -302,9 +302,7 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
                            bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb,
                            bilateral_compat=bilateral_compat, clip=clip, scale=scale,
                            normalization=normalization)
-    # NaN or infinity makes its pixel's float64 sum non-finite, so the sums
-    # below check finiteness too (one pass instead of two).
-    p = _checks.as_f32(probs, "probs", finite=False)
+    p = _checks.as_f32(probs, "probs", finite=False)  # finiteness: checked natively with the unary
     if p.ndim < 2:
         raise ValueError(f"probs must be [*spatial, K] with at least one spatial axis, got shape {_checks.shape_str(p.shape)}")
     if not -p.ndim <= channel_axis < p.ndim:
@@ -313,18 +311,22 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
     spatial, k = p_last.shape[:-1], p_last.shape[-1]
     if k < 1 or min(spatial) < 1:
         raise ValueError(f"probs must have at least one label and one pixel, got shape {_checks.shape_str(p.shape)}")
-    sums = p_last.sum(axis=-1, dtype=np.float64)
-    if not np.isfinite(sums).all():
-        _checks.check_finite(p, "probs")
-    worst = float(np.abs(sums - 1.0).max())
+    try:
+        unary, (lo, hi, worst) = _unary_from_probs(p_last, clip=clip, scale=scale, with_stats=True)
+    except ValueError as exc:
+        if "finite" in str(exc):  # report the index in the caller's layout
+            _checks.check_finite(p, "probs")
+        raise
     if worst > 1e-2:
         # 1e-2: a float16 softmax is off by up to ~K * 5e-4; anything more is
         # not a probability distribution (logits or sigmoid scores, say).
+        sums = p_last.sum(axis=-1, dtype=np.float64)
         raise ValueError(
             f"probs must sum to one over the label axis (axis {channel_axis}); the worst pixel sums to "
             f"{float(sums.ravel()[np.argmax(np.abs(sums - 1.0))]):g}. Pass softmax probabilities, "
             "or build the unary yourself and use DenseCRF"
         )
+    check_prob_range(lo, hi, p.size)
     im = _checks.as_f32(image, "image")
     if im.shape == spatial:
         im = im[..., None]
@@ -332,9 +334,7 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
         raise ValueError(f"image must have shape ({', '.join(map(str, spatial))}, C) matching probs' spatial shape, got {_checks.shape_str(im.shape)}")
     n = int(np.prod(spatial))
     crf = DenseCRF(n, k, threads=threads)
-    # probs were checked above (finite, summing to one): the unary is finite
-    # once its range is checked too.
-    crf._unary = _unary_from_probs(p_last, clip=clip, scale=scale)
+    crf._unary = unary  # checked above: finite, from probabilities in [0, 1] summing to one
     if gaussian_compat is not None:
         crf.add_pairwise(grid_positions(spatial, gaussian_sxy), gaussian_compat, normalization=normalization)
     if bilateral_compat is not None:

@@ -13,6 +13,7 @@ import numbers
 import numpy as np
 
 from . import _checks
+from ._native import _C
 
 
 def _labels_last(a: np.ndarray, channel_axis: int, name: str) -> np.ndarray:
@@ -44,33 +45,56 @@ def unary_from_softmax(probs, *, scale: float | None = None, clip: float | None 
     return _unary_from_probs(p, scale=scale, clip=clip)
 
 
-def _unary_from_probs(p: np.ndarray, *, scale, clip) -> np.ndarray:
-    """unary_from_softmax on finite float32 probabilities with the labels last."""
+def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False):
+    """unary_from_softmax on float32 probabilities with the labels last.
+
+    Checks finiteness on the way (native, one pass) and the [0, 1] range;
+    with ``with_stats`` it returns ``(u, (min, max, max |sum_k p - 1|))``
+    instead and leaves the range check to the caller.
+    """
     k = p.shape[-1]
     if k < 1:
         raise ValueError(f"probs must have at least one label, got shape {_checks.shape_str(p.shape)}")
-    lo, hi = (float(p.min()), float(p.max())) if p.size else (0.0, 0.0)
-    if lo < 0 or hi > 1.0 + 1e-3:
-        # 1e-3: room for float32 rounding of probabilities that sum to one.
-        raise ValueError(f"probs must lie in [0, 1]; found values in [{lo:g}, {hi:g}]")
-    # float32 throughout, as pydensecrf.utils computes it from float32 input.
+    flat = np.ascontiguousarray(p.reshape(-1, k))
     if scale is not None:
         s = _checks.positive_scalar(scale, "scale")
         if s > 1:
             raise ValueError(f"scale must be in (0, 1], got {s}")
-        p = (s * p.astype(np.float64) + (1.0 - s) / k).astype(np.float32)
-    if clip is not None:
+    if clip is None:
+        _checks.check_finite(p, "probs")
+        lo, hi = (float(p.min()), float(p.max())) if p.size else (0.0, 0.0)
+        dev = float(np.abs(flat.sum(axis=1, dtype=np.float64) - 1.0).max()) if flat.size else 0.0
+        if lo <= 0 and scale is None:
+            raise ValueError("probs contains zeros and clip=None: -log(0) is infinite")
+        u = None
+    else:
         c = _checks.positive_scalar(clip, "clip")
         if c > 1:
             raise ValueError(f"clip must be in (0, 1], got {c}")
-        u = np.clip(p.reshape(-1, k), np.float32(c), np.float32(1.0))  # a new array: log in place
-        np.log(u, out=u)
-    elif (p <= 0).any():
-        raise ValueError("probs contains zeros and clip=None: -log(0) is infinite")
-    else:
-        u = np.log(p.reshape(-1, k))
-    np.negative(u, out=u)
-    return np.ascontiguousarray(u, dtype=np.float32)
+        # -log(max(p, clip)) in float32 (pydensecrf.utils computes the same
+        # with numpy; the native log differs by at most 1 ulp of float32).
+        u, lo, hi, dev, bad = _C.unary_from_probs(flat, c, 0)
+        if bad >= 0:
+            idx = np.unravel_index(int(bad), p.shape)
+            raise ValueError(f"probs must be finite; found {p[idx]} at index {tuple(int(i) for i in idx)}")
+    if not with_stats:
+        check_prob_range(lo, hi, flat.size)
+    if scale is not None:
+        mixed = (s * flat.astype(np.float64) + (1.0 - s) / k).astype(np.float32)
+        if clip is None:
+            u = -np.log(mixed)
+        else:
+            u = _C.unary_from_probs(mixed, c, 0)[0]
+    elif u is None:
+        u = np.log(flat)
+        np.negative(u, out=u)
+    return (u, (float(lo), float(hi), float(dev))) if with_stats else u
+
+
+def check_prob_range(lo: float, hi: float, size: int) -> None:
+    if size and (lo < 0 or hi > 1.0 + 1e-3):
+        # 1e-3: room for float32 rounding of probabilities that sum to one.
+        raise ValueError(f"probs must lie in [0, 1]; found values in [{lo:g}, {hi:g}]")
 
 
 def unary_from_labels(labels, n_labels: int, *, gt_prob: float = 0.5,
