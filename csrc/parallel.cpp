@@ -1,9 +1,13 @@
 #include "parallel.h"
 
 #include <pthread.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -15,12 +19,24 @@
 namespace dcrf {
 namespace {
 
+// Spin-then-block: after a job, workers (and the caller waiting for them)
+// poll for about this long before sleeping on a condition variable, because
+// mean field runs dozens of short parallel regions per call and a futex
+// wake-up costs tens of microseconds each time.
+constexpr auto kSpin = std::chrono::microseconds(300);
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#endif
+}
+
 class Pool {
  public:
   ~Pool() {
     {
       std::lock_guard<std::mutex> lk(mu_);
-      stop_ = true;
+      stop_.store(true);
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -36,9 +52,9 @@ class Pool {
       fn_ = &fn;
       active_ = nthreads - 1;
       nthreads_ = nthreads;
-      pending_ = nthreads - 1;
       error_ = nullptr;
-      ++generation_;
+      pending_.store(nthreads - 1);
+      generation_.fetch_add(1, std::memory_order_release);  // publishes the fields above
     }
     cv_.notify_all();
     std::exception_ptr mine;
@@ -47,9 +63,18 @@ class Pool {
     } catch (...) {
       mine = std::current_exception();
     }
+    // Wait for the workers: spin first, then sleep.
+    const auto until = std::chrono::steady_clock::now() + kSpin;
+    for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) {
+      if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) {
+        std::unique_lock<std::mutex> lk(mu_);
+        done_cv_.wait(lk, [&] { return pending_.load() == 0; });
+        break;
+      }
+      cpu_relax();
+    }
     {
-      std::unique_lock<std::mutex> lk(mu_);
-      done_cv_.wait(lk, [&] { return pending_ == 0; });
+      std::lock_guard<std::mutex> lk(mu_);
       fn_ = nullptr;
     }
     if (mine) std::rethrow_exception(mine);
@@ -61,27 +86,38 @@ class Pool {
   void grow(int n) {
     while (static_cast<int>(workers_.size()) < n) {
       const int id = static_cast<int>(workers_.size()) + 1;
-      uint64_t start_gen;
-      {
-        std::lock_guard<std::mutex> lk(mu_);
-        start_gen = generation_;
-      }
       // The worker must know the generation current before this run starts,
       // or it could wait for a run it should take part in.
+      const uint64_t start_gen = generation_.load();
       workers_.emplace_back([this, id, start_gen] { loop(id, start_gen); });
     }
+  }
+
+  // Waits until a new generation is published (or stop); returns false on stop.
+  bool wait_for_work(uint64_t seen) {
+    const auto until = std::chrono::steady_clock::now() + kSpin;
+    for (int i = 0;; ++i) {
+      if (stop_.load(std::memory_order_relaxed)) return false;
+      if (generation_.load(std::memory_order_acquire) != seen) return true;
+      if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) break;
+      cpu_relax();
+    }
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait(lk, [&] { return stop_.load() || generation_.load() != seen; });
+    return !stop_.load();
   }
 
   void loop(int id, uint64_t seen) {
     DenormalsAreZero ftz;  // workers only ever run densecrf's loops
     for (;;) {
-      const std::function<void(int, int)>* fn = nullptr;
-      int nth = 0;
+      if (!wait_for_work(seen)) return;
+      const std::function<void(int, int)>* fn;
+      int nth;
       {
-        std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
-        if (stop_) return;
-        seen = generation_;
+        // The fields were written before the generation was bumped (release)
+        // and stay fixed until every active worker has finished.
+        std::lock_guard<std::mutex> lk(mu_);
+        seen = generation_.load();
         if (id > active_) continue;  // not needed this time
         fn = fn_;
         nth = nthreads_;
@@ -92,10 +128,13 @@ class Pool {
       } catch (...) {
         err = std::current_exception();
       }
-      {
+      if (err) {
         std::lock_guard<std::mutex> lk(mu_);
-        if (err && !error_) error_ = err;
-        if (--pending_ == 0) done_cv_.notify_one();
+        if (!error_) error_ = err;
+      }
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lk(mu_);  // the caller may be about to sleep
+        done_cv_.notify_one();
       }
     }
   }
@@ -108,9 +147,9 @@ class Pool {
   const std::function<void(int, int)>* fn_ = nullptr;
   int active_ = 0;
   int nthreads_ = 0;
-  int pending_ = 0;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
+  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
   std::exception_ptr error_;
 };
 
