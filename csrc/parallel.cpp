@@ -25,7 +25,14 @@ namespace {
 // wake-up costs tens of microseconds each time.
 constexpr auto kSpin = std::chrono::microseconds(300);
 
-inline void cpu_relax() {
+// Between polls: a pause, and every few polls a yield, so that a spinning
+// thread never holds up a thread that shares its core (a worker the
+// scheduler put beside the caller, say).
+inline void cpu_relax(int i) {
+  if ((i & 7) == 7) {
+    std::this_thread::yield();
+    return;
+  }
 #if defined(__x86_64__) || defined(__i386__)
   _mm_pause();
 #endif
@@ -71,7 +78,7 @@ class Pool {
         done_cv_.wait(lk, [&] { return pending_.load() == 0; });
         break;
       }
-      cpu_relax();
+      cpu_relax(i);
     }
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -100,7 +107,7 @@ class Pool {
       if (stop_.load(std::memory_order_relaxed)) return false;
       if (generation_.load(std::memory_order_acquire) != seen) return true;
       if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) break;
-      cpu_relax();
+      cpu_relax(i);
     }
     std::unique_lock<std::mutex> lk(mu_);
     cv_.wait(lk, [&] { return stop_.load() || generation_.load() != seen; });
