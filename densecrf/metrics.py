@@ -1,0 +1,208 @@
+"""Segmentation metrics: pixel and class accuracy, IoU, panoptic quality, instance AP.
+
+Conventions: label maps are integer arrays of any shape; ``ignore_index``
+pixels of the ground truth are left out of every count. Semantic metrics are
+accumulated over a dataset through a confusion matrix (rows: ground truth,
+columns: prediction), so the mean IoU of a dataset is computed from the
+summed counts, not averaged per image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks
+
+
+def _labels(a, name: str) -> np.ndarray:
+    arr = _checks.as_array(a, name)
+    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+        raise TypeError(f"{name} must be an integer label map, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def confusion_matrix(pred, target, n_classes: int, *, ignore_index: int | None = None) -> np.ndarray:
+    """Counts ``[n_classes, n_classes]`` (int64): entry (t, p) = pixels of truth t predicted as p.
+
+    Ground-truth pixels equal to ``ignore_index`` are skipped. Any other value
+    outside ``[0, n_classes)`` in either map raises ValueError.
+    """
+    n = _checks.positive_int(n_classes, "n_classes")
+    p, t = _labels(pred, "pred"), _labels(target, "target")
+    if p.shape != t.shape:
+        raise ValueError(f"pred and target must have the same shape, got {_checks.shape_str(p.shape)} and {_checks.shape_str(t.shape)}")
+    keep = np.ones(t.shape, dtype=bool) if ignore_index is None else t != ignore_index
+    p, t = p[keep], t[keep]
+    for arr, name in ((p, "pred"), (t, "target")):
+        if arr.size and (arr.min() < 0 or arr.max() >= n):
+            bad = arr[(arr < 0) | (arr >= n)][0]
+            raise ValueError(f"{name} has label {int(bad)} outside [0, {n})" + (
+                f" (and not the ignore index {ignore_index})" if ignore_index is not None and name == "target" else ""))
+    return np.bincount(t * n + p, minlength=n * n).reshape(n, n).astype(np.int64)
+
+
+class SegmentationMetrics:
+    """Accumulates a confusion matrix over images and reports semantic metrics.
+
+    >>> m = SegmentationMetrics(3, ignore_index=255)
+    >>> m.update([[0, 1], [2, 2]], [[0, 1], [1, 255]])
+    >>> round(m.pixel_accuracy(), 4), round(m.mean_iou(), 4), round(m.mean_class_accuracy(), 4)
+    (0.6667, 0.5, 0.75)
+    """
+
+    def __init__(self, n_classes: int, *, ignore_index: int | None = None):
+        self.n_classes = _checks.positive_int(n_classes, "n_classes")
+        self.ignore_index = ignore_index
+        self.confusion = np.zeros((self.n_classes, self.n_classes), dtype=np.int64)
+
+    def update(self, pred, target) -> None:
+        """Adds one image (or a batch: any shape, pred and target alike)."""
+        self.confusion += confusion_matrix(pred, target, self.n_classes, ignore_index=self.ignore_index)
+
+    def pixel_accuracy(self) -> float:
+        """Correct pixels / counted pixels (NaN before any pixel is counted)."""
+        total = self.confusion.sum()
+        return float(np.trace(self.confusion) / total) if total else float("nan")
+
+    def class_accuracy(self) -> np.ndarray:
+        """Per class: correct / ground-truth pixels of that class (NaN for absent classes)."""
+        gt = self.confusion.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(gt > 0, np.diag(self.confusion) / np.maximum(gt, 1), np.nan)
+
+    def mean_class_accuracy(self) -> float:
+        """Mean of class_accuracy over the classes present in the ground truth."""
+        acc = self.class_accuracy()
+        return float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan")
+
+    def iou(self) -> np.ndarray:
+        """Per class: TP / (TP + FP + FN); NaN for classes absent from both maps."""
+        tp = np.diag(self.confusion).astype(np.float64)
+        union = self.confusion.sum(axis=0) + self.confusion.sum(axis=1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+
+    def mean_iou(self) -> float:
+        """Mean IoU over the classes that occur in the prediction or the ground truth."""
+        iou = self.iou()
+        return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+
+def _segments(classes: np.ndarray, instances: np.ndarray, keep: np.ndarray):
+    """Segment id per pixel (-1 where not kept) and each segment's class."""
+    pairs = np.stack([classes[keep], instances[keep]], axis=1)
+    uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
+    seg = np.full(classes.shape, -1, dtype=np.int64)
+    seg[keep] = inv.reshape(-1)
+    return seg, uniq[:, 0]
+
+
+def panoptic_quality(pred_classes, pred_instances, gt_classes, gt_instances, n_classes: int, *,
+                     ignore_index: int | None = None, iou_threshold: float = 0.5) -> dict:
+    r"""Panoptic quality PQ = SQ x RQ (Kirillov et al. 2019) of one image.
+
+    A segment is a (class, instance id) pair of a map. Predicted and true
+    segments of the same class match when their IoU exceeds ``iou_threshold``
+    (0.5 makes the matching unique). Per class,
+    :math:`PQ = \sum_{TP} IoU / (|TP| + |FP|/2 + |FN|/2)`,
+    :math:`SQ = \sum_{TP} IoU / |TP|`, :math:`RQ = |TP| / (|TP| + |FP|/2 + |FN|/2)`.
+    Pixels whose true class is ``ignore_index`` are left out of both maps.
+
+    Returns ``{"pq", "sq", "rq"}`` averaged over the classes that have a
+    segment in either map, and ``"per_class"``: ``{class: (pq, sq, rq, tp, fp, fn)}``.
+    """
+    n = _checks.positive_int(n_classes, "n_classes")
+    pc, pi = _labels(pred_classes, "pred_classes"), _labels(pred_instances, "pred_instances")
+    gc, gi = _labels(gt_classes, "gt_classes"), _labels(gt_instances, "gt_instances")
+    if not (pc.shape == pi.shape == gc.shape == gi.shape):
+        raise ValueError("the four maps must have one shape, got "
+                         + ", ".join(_checks.shape_str(a.shape) for a in (pc, pi, gc, gi)))
+    if not 0 < iou_threshold < 1:
+        raise ValueError(f"iou_threshold must be in (0, 1), got {iou_threshold}")
+    keep = np.ones(gc.shape, dtype=bool) if ignore_index is None else gc != ignore_index
+    pseg, pcls = _segments(pc, pi, keep)
+    gseg, gcls = _segments(gc, gi, keep)
+    np_, ng = len(pcls), len(gcls)
+    inter = np.bincount(gseg[keep] * max(np_, 1) + pseg[keep], minlength=ng * max(np_, 1)).reshape(ng, max(np_, 1))
+    inter = inter[:, :np_]
+    psize, gsize = np.bincount(pseg[keep], minlength=np_), np.bincount(gseg[keep], minlength=ng)
+    per_class = {}
+    for c in range(n):
+        gidx, pidx = np.nonzero(gcls == c)[0], np.nonzero(pcls == c)[0]
+        if len(gidx) == 0 and len(pidx) == 0:
+            continue
+        matched_iou = []
+        used_p = set()
+        for g in gidx:
+            for p in pidx:
+                if p in used_p:
+                    continue
+                i = inter[g, p]
+                iou = i / (gsize[g] + psize[p] - i) if i else 0.0
+                if iou > iou_threshold:
+                    matched_iou.append(iou)
+                    used_p.add(p)
+                    break
+        tp = len(matched_iou)
+        fp, fn = len(pidx) - tp, len(gidx) - tp
+        denom = tp + 0.5 * fp + 0.5 * fn
+        sq = float(np.sum(matched_iou) / tp) if tp else 0.0
+        rq = tp / denom if denom else 0.0
+        per_class[c] = (sq * rq, sq, rq, tp, fp, fn)
+    if not per_class:
+        return {"pq": float("nan"), "sq": float("nan"), "rq": float("nan"), "per_class": per_class}
+    vals = np.array([v[:3] for v in per_class.values()])
+    return {"pq": float(vals[:, 0].mean()), "sq": float(vals[:, 1].mean()), "rq": float(vals[:, 2].mean()),
+            "per_class": per_class}
+
+
+def instance_average_precision(pred_masks, pred_scores, gt_masks, *, iou_threshold: float = 0.5) -> float:
+    """Average precision of instance masks of one class at an IoU threshold.
+
+    Predictions are taken in decreasing order of confidence; each is matched
+    to the unmatched ground-truth mask it overlaps most, and counts as a true
+    positive if that IoU is at least ``iou_threshold``. AP is the area under
+    the precision-recall curve with precision made monotone (the maximum
+    precision at any higher recall), as in PASCAL VOC from 2010 on.
+
+    Args:
+        pred_masks: ``[P, *spatial]`` booleans (or a list of masks).
+        pred_scores: ``[P]`` confidences.
+        gt_masks: ``[G, *spatial]`` booleans.
+
+    Returns:
+        AP in [0, 1]; NaN when there is no ground-truth mask.
+    """
+    pm = np.asarray(pred_masks, dtype=bool)
+    gm = np.asarray(gt_masks, dtype=bool)
+    scores = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
+    if pm.shape[0] != scores.shape[0]:
+        raise ValueError(f"pred_masks has {pm.shape[0]} masks but pred_scores has {scores.shape[0]} values")
+    if pm.shape[0] and gm.shape[0] and pm.shape[1:] != gm.shape[1:]:
+        raise ValueError(f"mask shapes differ: {_checks.shape_str(pm.shape[1:])} vs {_checks.shape_str(gm.shape[1:])}")
+    if not np.isfinite(scores).all():
+        raise ValueError("pred_scores must be finite")
+    n_gt = gm.shape[0]
+    if n_gt == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    pf = pm.reshape(pm.shape[0], -1)[order].astype(np.float64)
+    gf = gm.reshape(n_gt, -1).astype(np.float64)
+    inter = pf @ gf.T
+    union = pf.sum(1)[:, None] + gf.sum(1)[None, :] - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    taken = np.zeros(n_gt, dtype=bool)
+    tp = np.zeros(len(order))
+    for k in range(len(order)):
+        cand = np.where(taken, -1.0, iou[k])
+        g = int(np.argmax(cand))
+        if cand[g] >= iou_threshold:
+            taken[g] = True
+            tp[k] = 1
+    ctp = np.cumsum(tp)
+    recall = ctp / n_gt
+    precision = ctp / np.arange(1, len(order) + 1)
+    r = np.concatenate([[0.0], recall, [1.0]])
+    p = np.concatenate([[1.0], precision, [0.0]])
+    p = np.maximum.accumulate(p[::-1])[::-1]
+    return float(np.sum((r[1:] - r[:-1]) * p[1:]))
