@@ -1,0 +1,71 @@
+"""CamVid (11 classes, SegNet layout): train/, trainannot/, val/, valannot/ of PNGs.
+
+Index 11 (Unlabelled) is the ignore index. The data are read from the given
+folder at run time; nothing of the dataset lives in this package.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
+           "Pedestrian", "Bicyclist")
+IGNORE_INDEX = 11
+PALETTE = np.array([[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [60, 40, 222],
+                    [128, 128, 0], [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0],
+                    [0, 128, 192], [0, 0, 0]], dtype=np.uint8)
+
+
+def list_split(root: str, split: str) -> list[tuple[str, str]]:
+    """(image, label) paths of a split ('train' or 'val'), sorted by name."""
+    img_dir, lab_dir = os.path.join(root, split), os.path.join(root, split + "annot")
+    if not os.path.isdir(img_dir) or not os.path.isdir(lab_dir):
+        raise FileNotFoundError(f"{root} has no {split}/ and {split}annot/ folders (CamVid layout)")
+    names = sorted(n for n in os.listdir(img_dir) if n.lower().endswith(".png"))
+    pairs = [(os.path.join(img_dir, n), os.path.join(lab_dir, n)) for n in names]
+    missing = [lab for _, lab in pairs if not os.path.exists(lab)]
+    if missing:
+        raise FileNotFoundError(f"label file missing for {len(missing)} images, e.g. {missing[0]}")
+    return pairs
+
+
+def load_pair(image_path: str, label_path: str, size: tuple[int, int] | None = None):
+    """uint8 RGB image [H, W, 3] and int64 labels [H, W]; resized to size = (W, H) if given."""
+    from PIL import Image
+
+    img = Image.open(image_path).convert("RGB")
+    lab = Image.open(label_path)
+    if size is not None:
+        img = img.resize(size, Image.BILINEAR)
+        lab = lab.resize(size, Image.NEAREST)
+    image, labels = np.asarray(img, dtype=np.uint8), np.asarray(lab, dtype=np.int64)
+    if image.shape[:2] != labels.shape:
+        raise ValueError(f"{image_path} is {image.shape[:2]} but its labels are {labels.shape}")
+    return image, labels
+
+
+class CamVid:
+    """A map-style dataset of (image [3, H, W] float 0..1, labels [H, W] int64) torch tensors.
+
+    ``size`` = (W, H) resizes; ``flip`` adds random horizontal flips (training).
+    """
+
+    def __init__(self, root: str, split: str, size: tuple[int, int] | None = None, flip: bool = False,
+                 seed: int = 0):
+        self.pairs = list_split(root, split)
+        self.size, self.flip = size, flip
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        image, labels = load_pair(*self.pairs[i], size=self.size)
+        if self.flip and self.rng.random() < 0.5:
+            image, labels = image[:, ::-1], labels[:, ::-1]
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255.0
+        return x, torch.from_numpy(np.ascontiguousarray(labels))

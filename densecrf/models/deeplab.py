@@ -1,0 +1,125 @@
+"""A small DeepLab-style network: residual atrous backbone, ASPP, skip decoder.
+
+Sized to train and run on a CPU (about 1.6 million parameters at width 32).
+Output stride 8: three stride-2 stages, then dilated residual blocks; the
+ASPP pyramid samples context at rates 1, 2, 4 and 8 (of the stride-8 grid)
+plus image pooling; the decoder merges the stride-4 features and up-samples
+bilinearly or with a learned transposed convolution.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn import CRFasRNN
+
+
+def _cbr(cin, cout, k=3, stride=1, dilation=1):
+    pad = dilation * (k // 2)
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class _Residual(nn.Module):
+    """Two 3x3 convolutions (the second dilated) with an identity or 1x1 shortcut."""
+
+    def __init__(self, cin, cout, stride=1, dilation=1):
+        super().__init__()
+        self.a = _cbr(cin, cout, 3, stride)
+        self.b = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, dilation, dilation=dilation, bias=False),
+                               nn.BatchNorm2d(cout))
+        self.skip = (nn.Identity() if stride == 1 and cin == cout else
+                     nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+    def forward(self, x):
+        return F.relu(self.b(self.a(x)) + self.skip(x))
+
+
+class _ASPP(nn.Module):
+    def __init__(self, cin, cout, rates=(2, 4, 8)):
+        super().__init__()
+        self.branches = nn.ModuleList([_cbr(cin, cout, 1)] + [_cbr(cin, cout, 3, dilation=r) for r in rates])
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=False), nn.ReLU(inplace=True))
+        self.project = _cbr(cout * (len(rates) + 2), cout, 1)
+
+    def forward(self, x):
+        feats = [b(x) for b in self.branches]
+        feats.append(self.pool(x).expand(-1, -1, x.shape[2], x.shape[3]))
+        return self.project(torch.cat(feats, 1))
+
+
+class DeepLabLite(nn.Module):
+    """Image ``[B, 3, H, W]`` (0..1 floats) -> class logits ``[B, K, H, W]``.
+
+    Args:
+        n_classes: K.
+        width: channels of the first stage (later stages use 2x and 4x).
+        upsample: 'bilinear' or 'learned' (transposed convolution) for the
+            final x4 up-sampling.
+    """
+
+    def __init__(self, n_classes: int, width: int = 32, upsample: str = "bilinear"):
+        super().__init__()
+        w = width
+        self.stem = nn.Sequential(_cbr(3, w, 3, 2), _cbr(w, w))                # /2
+        self.stage1 = nn.Sequential(_Residual(w, 2 * w, 2), _Residual(2 * w, 2 * w))      # /4
+        self.stage2 = nn.Sequential(_Residual(2 * w, 4 * w, 2), _Residual(4 * w, 4 * w))  # /8
+        self.stage3 = nn.Sequential(_Residual(4 * w, 4 * w, 1, 2), _Residual(4 * w, 4 * w, 1, 4))  # atrous
+        self.aspp = _ASPP(4 * w, 4 * w)
+        self.skip = _cbr(2 * w, w, 1)
+        self.decode = nn.Sequential(_cbr(4 * w + w, 2 * w), _cbr(2 * w, 2 * w))
+        self.classify = nn.Conv2d(2 * w, n_classes, 1)
+        if upsample not in ("bilinear", "learned"):
+            raise ValueError(f"upsample must be 'bilinear' or 'learned', got {upsample!r}")
+        self.up = (nn.ConvTranspose2d(n_classes, n_classes, 8, 4, 2, bias=False) if upsample == "learned" else None)
+        self.n_classes = n_classes
+
+    def forward(self, x, scales: tuple = (1.0,)):
+        """Logits at the input size; several ``scales`` average an image pyramid."""
+        if tuple(scales) != (1.0,):
+            h, w = x.shape[2:]
+            out = 0
+            for s in scales:
+                xs = F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False) if s != 1.0 else x
+                out = out + F.interpolate(self._forward(xs), size=(h, w), mode="bilinear", align_corners=False)
+            return out / len(scales)
+        return self._forward(x)
+
+    def _forward(self, x):
+        h, w = x.shape[2:]
+        f4 = self.stage1(self.stem(x))
+        f8 = self.aspp(self.stage3(self.stage2(f4)))
+        f8 = F.interpolate(f8, size=f4.shape[2:], mode="bilinear", align_corners=False)
+        y = self.classify(self.decode(torch.cat([f8, self.skip(f4)], 1)))
+        if self.up is not None:
+            y = self.up(y)
+            if y.shape[2:] != (h, w):
+                y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+            return y
+        return F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+
+
+class DeepLabCRF(nn.Module):
+    """DeepLabLite with a CRF-as-RNN head (densecrf.nn.CRFasRNN) on its logits.
+
+    ``forward(image, output='crf' | 'network' | 'both')``; the CRF sees the
+    image in 0..255 units, as its bilateral bandwidth is in those units.
+    """
+
+    def __init__(self, n_classes: int, width: int = 32, crf_iterations: int = 5, **crf_kwargs):
+        super().__init__()
+        self.net = DeepLabLite(n_classes, width)
+        self.crf = CRFasRNN(n_classes, crf_iterations, **crf_kwargs)
+
+    def forward(self, image, output: str = "crf"):
+        logits = self.net(image)
+        if output == "network":
+            return logits
+        refined = self.crf(logits, image * 255.0)
+        if output == "crf":
+            return refined
+        if output == "both":
+            return logits, refined
+        raise ValueError(f"output must be 'crf', 'network' or 'both', got {output!r}")

@@ -1,0 +1,124 @@
+"""Training of DeepLabLite (and fine-tuning with the CRF-as-RNN head) on CamVid.
+
+    python -m densecrf.models.train --data ../shared/data/camvid --out runs/deeplab
+    torchrun --nproc_per_node 2 -m densecrf.models.train --data ... --out ...   # DDP (gloo on CPU)
+
+Resumes from OUT/last.pt when it exists; logs loss and validation mean IoU
+per epoch to OUT/log.csv; keeps the best model by validation mIoU in
+OUT/best.pt. Reproducible from --seed (data order, flips, initialisation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ..metrics import SegmentationMetrics
+from . import camvid
+from .deeplab import DeepLabCRF, DeepLabLite
+
+
+def evaluate(model, data, *, output: str | None = None, batch: int = 4) -> SegmentationMetrics:
+    """Confusion-matrix metrics of the model over a dataset (labels at the data's size)."""
+    m = SegmentationMetrics(len(camvid.CLASSES), ignore_index=camvid.IGNORE_INDEX)
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(data), batch):
+            xs, ys = zip(*[data[j] for j in range(i, min(i + batch, len(data)))])
+            x, y = torch.stack(xs), torch.stack(ys)
+            logits = model(x) if output is None else model(x, output=output)
+            m.update(logits.argmax(1).numpy(), y.numpy())
+    return m
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="densecrf train", description=__doc__.split("\n")[0])
+    ap.add_argument("--data", required=True, help="CamVid folder (train/, trainannot/, val/, valannot/)")
+    ap.add_argument("--out", required=True, help="folder for checkpoints and the log")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--size", type=int, nargs=2, default=(240, 180), metavar=("W", "H"))
+    ap.add_argument("--crf", action="store_true", help="fine-tune with the CRF-as-RNN head (from --init)")
+    ap.add_argument("--init", default=None, help="network weights to start from")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-batches", type=int, default=0, help="stop each epoch after this many batches (smoke runs)")
+    args = ap.parse_args(argv)
+
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    if distributed:
+        dist.init_process_group("gloo")
+    rank = dist.get_rank() if distributed else 0
+    world = dist.get_world_size() if distributed else 1
+    torch.manual_seed(args.seed)
+    os.makedirs(args.out, exist_ok=True)
+
+    n_classes = len(camvid.CLASSES)
+    model = DeepLabCRF(n_classes, args.width) if args.crf else DeepLabLite(n_classes, args.width)
+    if args.init:
+        state = torch.load(args.init, map_location="cpu")["model"]
+        (model.net if args.crf else model).load_state_dict(state)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    start, best = 0, -1.0
+    last = os.path.join(args.out, "last.pt")
+    if os.path.exists(last):
+        ck = torch.load(last, map_location="cpu")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        start, best = ck["epoch"] + 1, ck["best"]
+        if rank == 0:
+            print(f"resumed from {last} at epoch {start}")
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+
+    train = camvid.CamVid(args.data, "train", size=tuple(args.size), flip=True, seed=args.seed)
+    val = camvid.CamVid(args.data, "val", size=tuple(args.size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(1, args.epochs),
+                                                last_epoch=start - 1 if start else -1)
+    for epoch in range(start, args.epochs):
+        model.train()
+        order = np.random.default_rng(args.seed + epoch).permutation(len(train))[rank::world]
+        t0, losses = time.time(), []
+        for b, i in enumerate(range(0, len(order), args.batch)):
+            if args.max_batches and b >= args.max_batches:
+                break
+            xs, ys = zip(*[train[int(j)] for j in order[i:i + args.batch]])
+            x, y = torch.stack(xs), torch.stack(ys)
+            out = ddp(x, output="crf") if args.crf else ddp(x)
+            loss = F.cross_entropy(out, y, ignore_index=camvid.IGNORE_INDEX)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if rank == 0:
+                print(f"\repoch {epoch} batch {b + 1}/{(len(order) + args.batch - 1) // args.batch} "
+                      f"loss {np.mean(losses):.4f}", end="", flush=True)
+        sched.step()
+        if rank == 0:
+            m = evaluate(model, val, output="crf" if args.crf else None)
+            miou = m.mean_iou()
+            print(f"\repoch {epoch}: loss {np.mean(losses):.4f}, val mIoU {miou:.4f}, "
+                  f"pixel acc {m.pixel_accuracy():.4f}, {time.time() - t0:.0f} s")
+            with open(os.path.join(args.out, "log.csv"), "a") as fh:
+                fh.write(f"{epoch},{np.mean(losses):.5f},{miou:.5f},{m.pixel_accuracy():.5f}\n")
+            ck = {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch,
+                  "best": max(best, miou), "args": vars(args)}
+            torch.save(ck, last + ".tmp")
+            os.replace(last + ".tmp", last)
+            if miou > best:
+                best = miou
+                torch.save({"model": (model.net if args.crf else model).state_dict(), "miou": miou,
+                            "args": vars(args)}, os.path.join(args.out, "best.pt"))
+    if distributed:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
