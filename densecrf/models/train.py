@@ -24,15 +24,24 @@ from . import camvid
 from .deeplab import DeepLabCRF, DeepLabLite
 
 
-def evaluate(model, data, *, output: str | None = None, batch: int = 4) -> SegmentationMetrics:
-    """Confusion-matrix metrics of the model over a dataset (labels at the data's size)."""
+def evaluate(model, data, *, output: str | None = None, batch: int = 4,
+             input_size: tuple[int, int] | None = None) -> SegmentationMetrics:
+    """Confusion-matrix metrics of the model over a dataset, at the labels' resolution.
+
+    ``input_size`` = (W, H) resizes the images the network sees (the size it
+    was trained at); its logits are resized back to the labels' size.
+    """
     m = SegmentationMetrics(len(camvid.CLASSES), ignore_index=camvid.IGNORE_INDEX)
     model.eval()
     with torch.no_grad():
         for i in range(0, len(data), batch):
             xs, ys = zip(*[data[j] for j in range(i, min(i + batch, len(data)))])
             x, y = torch.stack(xs), torch.stack(ys)
+            if input_size is not None:
+                x = F.interpolate(x, size=(input_size[1], input_size[0]), mode="bilinear", align_corners=False)
             logits = model(x) if output is None else model(x, output=output)
+            if logits.shape[2:] != y.shape[1:]:
+                logits = F.interpolate(logits, size=y.shape[1:], mode="bilinear", align_corners=False)
             m.update(logits.argmax(1).numpy(), y.numpy())
     return m
 
