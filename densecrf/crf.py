@@ -250,6 +250,21 @@ class DenseCRF2D(DenseCRF):
         feats = np.concatenate([self._positions(sxy), im.reshape(-1, c) / sc], axis=1)
         self.add_pairwise(feats, compat, kernel=kernel, normalization=normalization)
 
+    def add_params(self, params, image) -> int:
+        """Adds the terms of a :class:`densecrf.params.CRFParams` (or its dict
+        or JSON path): the Gaussian and bilateral terms it keeps, with its
+        normalisation. Returns its ``n_iter`` for :meth:`inference`."""
+        from .params import as_params
+
+        p = as_params(params)
+        kw = p.refine_kwargs()
+        if kw["gaussian_compat"] is not None:
+            self.add_pairwise_gaussian(kw["gaussian_sxy"], kw["gaussian_compat"], normalization=p.normalization)
+        if kw["bilateral_compat"] is not None:
+            self.add_pairwise_bilateral(kw["bilateral_sxy"], kw["bilateral_srgb"], image, kw["bilateral_compat"],
+                                        normalization=p.normalization)
+        return p.n_iter
+
 
 def grid_positions(spatial, sdims) -> np.ndarray:
     """Position features of a grid in (x, y, z, ...) order: the last axis first.
@@ -268,7 +283,7 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
            gaussian_sxy=3.0, gaussian_compat=3.0,
            bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0,
            clip: float = 1e-5, scale: float | None = None, normalization="symmetric",
-           threads: int | None = None, device="cpu") -> np.ndarray:
+           threads: int | None = None, device="cpu", params=None) -> np.ndarray:
     """Refines per-pixel class probabilities with a dense CRF along the image's edges.
 
     Args:
@@ -286,6 +301,10 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
         threads: native threads (default: all cores).
         device: 'cpu', or 'cuda' / 'cuda:N' for the CUDA backend (see
             :func:`densecrf.cuda.refine`, which also takes torch and CuPy arrays).
+        params: a :class:`densecrf.params.CRFParams`, a dict in its JSON
+            layout or a path to its JSON file (what ``densecrf.fit`` writes);
+            its values replace ``n_iter``, the five term arguments and
+            ``normalization``.
 
     Returns:
         Refined probabilities, float32, the same shape as ``probs``.
@@ -294,6 +313,13 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
     result equals pydensecrf's DenseCRF2D with addPairwiseGaussian(3, 3) and
     addPairwiseBilateral(80, 13, image, 10) after 5 iterations.
     """
+    if params is not None:
+        from .params import as_params
+
+        kw = as_params(params).refine_kwargs()
+        n_iter, normalization = kw["n_iter"], kw["normalization"]
+        gaussian_sxy, gaussian_compat = kw["gaussian_sxy"], kw["gaussian_compat"]
+        bilateral_sxy, bilateral_srgb, bilateral_compat = kw["bilateral_sxy"], kw["bilateral_srgb"], kw["bilateral_compat"]
     if device is not None and str(device) != "cpu":
         from . import cuda
 
