@@ -49,13 +49,14 @@ def load_pair(image_path: str, label_path: str, size: tuple[int, int] | None = N
 class CamVid:
     """A map-style dataset of (image [3, H, W] float 0..1, labels [H, W] int64) torch tensors.
 
-    ``size`` = (W, H) resizes; ``flip`` adds random horizontal flips (training).
+    ``size`` = (W, H) resizes; ``flip`` adds random horizontal flips and
+    ``crop`` = (W, H) random crops of that size (training).
     """
 
     def __init__(self, root: str, split: str, size: tuple[int, int] | None = None, flip: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, crop: tuple[int, int] | None = None):
         self.pairs = list_split(root, split)
-        self.size, self.flip = size, flip
+        self.size, self.flip, self.crop = size, flip, crop
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -67,5 +68,12 @@ class CamVid:
         image, labels = load_pair(*self.pairs[i], size=self.size)
         if self.flip and self.rng.random() < 0.5:
             image, labels = image[:, ::-1], labels[:, ::-1]
+        if self.crop is not None:
+            cw, ch = self.crop
+            h, w = labels.shape
+            if cw > w or ch > h:
+                raise ValueError(f"crop {cw}x{ch} is larger than the {w}x{h} image {self.pairs[i][0]}")
+            y0, x0 = int(self.rng.integers(0, h - ch + 1)), int(self.rng.integers(0, w - cw + 1))
+            image, labels = image[y0:y0 + ch, x0:x0 + cw], labels[y0:y0 + ch, x0:x0 + cw]
         x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255.0
         return x, torch.from_numpy(np.ascontiguousarray(labels))

@@ -106,20 +106,33 @@ class DeepLabCRF(nn.Module):
 
     ``forward(image, output='crf' | 'network' | 'both')``; the CRF sees the
     image in 0..255 units, as its bilateral bandwidth is in those units.
+    ``net_size`` = (W, H) runs the network on the image resized to that size
+    (the size it was trained at) and up-samples its logits bilinearly to the
+    image's size, where the CRF runs with the full-resolution image: the
+    network's coarse labels are refined along the real edges. ``crf_kwargs``
+    go to :class:`densecrf.nn.CRFasRNN` (bandwidths in full-resolution pixels).
     """
 
-    def __init__(self, n_classes: int, width: int = 32, crf_iterations: int = 5, **crf_kwargs):
+    def __init__(self, n_classes: int, width: int = 32, crf_iterations: int = 5,
+                 net_size: tuple[int, int] | None = None, **crf_kwargs):
         super().__init__()
         self.net = DeepLabLite(n_classes, width)
         self.crf = CRFasRNN(n_classes, crf_iterations, **crf_kwargs)
+        self.net_size = tuple(net_size) if net_size is not None else None
+
+    def network_logits(self, image):
+        """The network's logits at the image's size."""
+        h, w = image.shape[2:]
+        if self.net_size is None or (w, h) == self.net_size:
+            return self.net(image)
+        x = F.interpolate(image, size=(self.net_size[1], self.net_size[0]), mode="bilinear", align_corners=False)
+        return F.interpolate(self.net(x), size=(h, w), mode="bilinear", align_corners=False)
 
     def forward(self, image, output: str = "crf"):
-        logits = self.net(image)
+        if output not in ("crf", "network", "both"):
+            raise ValueError(f"output must be 'crf', 'network' or 'both', got {output!r}")
+        logits = self.network_logits(image)
         if output == "network":
             return logits
         refined = self.crf(logits, image * 255.0)
-        if output == "crf":
-            return refined
-        if output == "both":
-            return logits, refined
-        raise ValueError(f"output must be 'crf', 'network' or 'both', got {output!r}")
+        return refined if output == "crf" else (logits, refined)

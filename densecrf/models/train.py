@@ -57,6 +57,15 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, nargs=2, default=(240, 180), metavar=("W", "H"))
     ap.add_argument("--crf", action="store_true", help="fine-tune with the CRF-as-RNN head (from --init)")
     ap.add_argument("--init", default=None, help="network weights to start from")
+    ap.add_argument("--crf-lr", type=float, default=2e-2, help="learning rate of the CRF's parameters (--crf)")
+    ap.add_argument("--crf-iter", type=int, default=5, help="mean-field iterations of the CRF-as-RNN head")
+    ap.add_argument("--crf-spatial", type=float, nargs=2, default=(3.0, 1.0), metavar=("SXY", "WEIGHT"),
+                    help="initial smoothness term (full-resolution pixels)")
+    ap.add_argument("--crf-bilateral", type=float, nargs=3, default=(80.0, 13.0, 3.0),
+                    metavar=("SXY", "SRGB", "WEIGHT"), help="initial appearance term")
+    ap.add_argument("--crop", type=int, nargs=2, default=None, metavar=("W", "H"),
+                    help="with --crf: train on random full-resolution crops of this size (the network sees them "
+                         "scaled as in --size)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-batches", type=int, default=0, help="stop each epoch after this many batches (smoke runs)")
     args = ap.parse_args(argv)
@@ -70,11 +79,22 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
 
     n_classes = len(camvid.CLASSES)
-    model = DeepLabCRF(n_classes, args.width) if args.crf else DeepLabLite(n_classes, args.width)
+    if args.crf:
+        model = DeepLabCRF(n_classes, args.width, args.crf_iter, net_size=tuple(args.size),
+                           spatial_sxy=args.crf_spatial[0], spatial_weight=args.crf_spatial[1],
+                           bilateral_sxy=args.crf_bilateral[0], bilateral_srgb=args.crf_bilateral[1],
+                           bilateral_weight=args.crf_bilateral[2], per_class_weights=True)
+    else:
+        model = DeepLabLite(n_classes, args.width)
     if args.init:
         state = torch.load(args.init, map_location="cpu")["model"]
         (model.net if args.crf else model).load_state_dict(state)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    if args.crf:  # the CRF's few parameters learn faster and without weight decay (it would pull Potts to 0)
+        groups = [{"params": model.net.parameters(), "lr": args.lr, "weight_decay": 1e-4},
+                  {"params": model.crf.parameters(), "lr": args.crf_lr, "weight_decay": 0.0}]
+    else:
+        groups = [{"params": model.parameters(), "lr": args.lr, "weight_decay": 1e-4}]
+    opt = torch.optim.AdamW(groups)
     start, best = 0, -1.0
     last = os.path.join(args.out, "last.pt")
     if os.path.exists(last):
@@ -86,9 +106,18 @@ def main(argv=None) -> int:
             print(f"resumed from {last} at epoch {start}")
     ddp = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
-    train = camvid.CamVid(args.data, "train", size=tuple(args.size), flip=True, seed=args.seed)
-    val = camvid.CamVid(args.data, "val", size=tuple(args.size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(1, args.epochs),
+    if args.crf:  # full resolution: the network resizes internally, the CRF sees the real edges
+        train = camvid.CamVid(args.data, "train", flip=True, seed=args.seed,
+                              crop=tuple(args.crop) if args.crop else None)
+        val = camvid.CamVid(args.data, "val")
+        if args.crop:  # the network sees crops at the scale it sees whole images
+            full = camvid.load_pair(*train.pairs[0])[1].shape
+            model.net_size = (round(args.crop[0] * args.size[0] / full[1]), round(args.crop[1] * args.size[1] / full[0]))
+    else:
+        train = camvid.CamVid(args.data, "train", size=tuple(args.size), flip=True, seed=args.seed)
+        val = camvid.CamVid(args.data, "val", size=tuple(args.size))
+    max_lr = [g["lr"] for g in groups]
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=max(1, args.epochs),
                                                 last_epoch=start - 1 if start else -1)
     for epoch in range(start, args.epochs):
         model.train()
@@ -110,7 +139,11 @@ def main(argv=None) -> int:
                       f"loss {np.mean(losses):.4f}", end="", flush=True)
         sched.step()
         if rank == 0:
+            if args.crf:
+                model.net_size = tuple(args.size)  # whole frames at evaluation
             m = evaluate(model, val, output="crf" if args.crf else None)
+            if args.crf and args.crop:
+                model.net_size = (round(args.crop[0] * args.size[0] / full[1]), round(args.crop[1] * args.size[1] / full[0]))
             miou = m.mean_iou()
             print(f"\repoch {epoch}: loss {np.mean(losses):.4f}, val mIoU {miou:.4f}, "
                   f"pixel acc {m.pixel_accuracy():.4f}, {time.time() - t0:.0f} s")
@@ -122,7 +155,7 @@ def main(argv=None) -> int:
             os.replace(last + ".tmp", last)
             if miou > best:
                 best = miou
-                torch.save({"model": (model.net if args.crf else model).state_dict(), "miou": miou,
+                torch.save({"model": model.state_dict(), "miou": miou, "crf": args.crf,
                             "args": vars(args)}, os.path.join(args.out, "best.pt"))
     if distributed:
         dist.destroy_process_group()
