@@ -661,7 +661,7 @@ def main(argv=None) -> int:
     except CLIError as exc:
         print(f"densecrf {command}: error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, OSError, EOFError) as exc:
+    except (ValueError, TypeError, OSError, EOFError, ImportError) as exc:
         print(f"densecrf {command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
