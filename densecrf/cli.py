@@ -16,6 +16,7 @@ import importlib
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -53,7 +54,9 @@ def read_image(path: str, what: str = "IMAGE") -> np.ndarray:
     _exists(path, what)
     io, color, util = _need("skimage.io"), _need("skimage.color"), _need("skimage.util")
     try:
-        img = io.imread(path)
+        with warnings.catch_warnings():  # imageio tries every plugin on a non-image and some warn as they go
+            warnings.simplefilter("ignore")
+            img = io.imread(path)
     except Exception:  # imageio's message spans lines and names plugins: say what it means
         raise CLIError(f"{what} {path} is not a readable image file") from None
     if img.ndim == 2:
