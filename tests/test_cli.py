@@ -378,7 +378,7 @@ HOSTILE = [
     ("eval --probs map missing", lambda t: (os.makedirs(t / "m"), ("eval", fake_camvid(t / "cv", n=1), "--probs", t / "m"))[1],
      r"probability map of f000 not found: .*f000\.npy"),
     ("eval --probs map wrong shape", lambda t: (os.makedirs(t / "m"), np.save(t / "m" / "f000.npy", np.ones((36, 48, 4), np.float32)),
-                                                ("eval", fake_camvid(t / "cv", n=1), "--probs", t / "m"))[1],
+                                                ("eval", fake_camvid(t / "cv", n=1), "--probs", t / "m"))[2],
      r"f000\.npy has shape \(36, 48, 4\), expected \(36, 48, 11\)"),
     ("eval label out of range", lambda t: (fake_camvid(t / "cv", n=1), save_png(t / "cv" / "valannot" / "f000.png",
                                            np.full((36, 48), 40, np.uint8), "L"), ("eval", t / "cv", "--probs", t))[2],
