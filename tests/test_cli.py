@@ -411,3 +411,11 @@ def test_hostile(tmp_path, capsys, name, argv, match):
     # Bad input never modifies what was passed, and no output is left behind.
     after = {p: digest(p) for p in map(str, tmp_path.rglob("*")) if os.path.isfile(p)}
     assert after == snapshot
+
+
+def test_models_package_imports_without_torch():
+    # `eval --probs` and the demo's first checks need the CamVid constants, not torch.
+    import subprocess
+
+    code = "import sys, densecrf.models, densecrf.models.camvid; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,13 +1,12 @@
 """A DeepLab-style segmentation network with a CRF-as-RNN head, and its CamVid pipeline.
 
-``pretrained()`` gives the network with its bundled CamVid weights;
+Importing this package or ``densecrf.models.camvid`` does not import torch;
+the networks and ``pretrained()`` do. ``pretrained()`` gives the network with its bundled CamVid weights;
 ``pretrained(crf=True)`` the network with its fine-tuned CRF-as-RNN head,
 once those weights (``CRF_WEIGHTS``) are bundled.
 """
 
 import os
-
-from .deeplab import DeepLabCRF, DeepLabLite
 
 _HERE = os.path.join(os.path.dirname(__file__), "weights")
 WEIGHTS = os.path.join(_HERE, "deeplab_camvid_w32.pt")
@@ -35,6 +34,8 @@ def pretrained(crf: bool = False, path: str | None = None):
     """
     import torch
 
+    from .deeplab import DeepLabCRF, DeepLabLite
+
     path = path or (CRF_WEIGHTS if crf else WEIGHTS)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no weights at {path}" + (": the CRF-as-RNN weights are not bundled in this version"
@@ -50,6 +51,15 @@ def pretrained(crf: bool = False, path: str | None = None):
         model = DeepLabLite(11, a["width"])
     model.load_state_dict(ck["model"])
     return model.eval()
+
+
+def __getattr__(name):
+    # The networks import torch; the paths above and densecrf.models.camvid do not.
+    if name in ("DeepLabCRF", "DeepLabLite"):
+        from . import deeplab
+
+        return getattr(deeplab, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["CRF_PARAMS", "CRF_WEIGHTS", "DeepLabCRF", "DeepLabLite", "NET_SIZE", "WEIGHTS", "pretrained"]
