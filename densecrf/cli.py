@@ -462,7 +462,6 @@ class _Progress:
 
 
 def cmd_eval(args) -> int:
-    import densecrf
     from .metrics import SegmentationMetrics
     from .models import camvid
 
@@ -472,6 +471,8 @@ def cmd_eval(args) -> int:
         pairs = camvid.list_split(args.data_dir, args.split)
     except FileNotFoundError as exc:
         raise CLIError(str(exc)) from None
+    if args.limit < 0:
+        raise CLIError(f"--limit must be >= 0, got {args.limit}")
     if args.limit:
         pairs = pairs[:args.limit]
     if not pairs:
@@ -506,6 +507,20 @@ def cmd_eval(args) -> int:
     seconds = dict.fromkeys(rows, 0.0)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     bar = _Progress(len(pairs), show)
+    try:
+        _eval_loop(args, pairs, rows, seconds, net, model, params, bar)
+    finally:  # an error then starts on a line of its own
+        bar.close()
+    _print_table(rows, seconds, len(pairs), camvid.CLASSES, args, params)
+    return 0
+
+
+def _eval_loop(args, pairs, rows, seconds, net, model, params, bar) -> None:
+    import densecrf
+    from . import models
+    from .models import camvid
+
+    n, ignore = len(camvid.CLASSES), camvid.IGNORE_INDEX
     for i, (ip, lp) in enumerate(pairs):
         name = os.path.splitext(os.path.basename(ip))[0]
         image, truth = read_image(ip, "image"), read_labels(lp)
@@ -523,8 +538,6 @@ def cmd_eval(args) -> int:
                 raise CLIError(f"{path} has shape {probs.shape}, expected {(*truth.shape, n)} ([H, W, K] of the "
                                f"image and its {n} classes)")
         else:
-            from . import models
-
             probs = network_probs(net, image, models.NET_SIZE)
             if args.save_probs:
                 np.save(os.path.join(args.save_probs, name + ".npy"), probs.astype(args.probs_dtype))
@@ -543,9 +556,6 @@ def cmd_eval(args) -> int:
             rows["CRF-as-RNN"].update(crf_rnn_labels(model, image), truth)
             seconds["CRF-as-RNN"] += time.perf_counter() - t
         bar.update(i + 1, name)
-    bar.close()
-    _print_table(rows, seconds, len(pairs), camvid.CLASSES, args, params)
-    return 0
 
 
 def _print_table(rows, seconds, n_images, classes, args, params) -> None:

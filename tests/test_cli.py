@@ -386,6 +386,7 @@ HOSTILE = [
     ("eval image and labels differ in size", lambda t: (fake_camvid(t / "cv", n=1), save_png(t / "cv" / "valannot" / "f000.png",
                                                         np.zeros((10, 48), np.uint8), "L"), ("eval", t / "cv", "--probs", t))[2],
      r"is 36 x 48 but its labels are 10 x 48"),
+    ("eval negative --limit", lambda t: ("eval", fake_camvid(t / "cv", n=1), "--limit", -1), r"--limit must be >= 0, got -1"),
     ("demo output folder missing", lambda t: ("demo", "-o", t / "no" / "d.png"), r"output folder does not exist"),
     ("demo bad params", lambda t: ("demo", "-o", t / "d.png", "--params", _write(t / "b.json", '{"n_iter": -2}')),
      r"n_iter must be a non-negative integer, got -2"),
