@@ -106,10 +106,10 @@ def write_labels(path: str, labels: np.ndarray, palette: np.ndarray) -> None:
     """Writes ``[H, W]`` labels as an 8-bit palette PNG (16-bit grey above 256 labels)."""
     Image = _need("PIL.Image")
     if labels.max(initial=0) < 256:
-        im = Image.fromarray(labels.astype(np.uint8), mode="P")
+        im = Image.fromarray(labels.astype(np.uint8))
         pal = np.zeros((256, 3), dtype=np.uint8)
         pal[:len(palette)] = palette[:256]
-        im.putpalette(pal.ravel().tolist())
+        im.putpalette(pal.ravel().tolist())  # makes the grey image a palette ("P") image
     else:
         im = Image.fromarray(labels.astype(np.uint16))
     im.save(path, format="PNG")
