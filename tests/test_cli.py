@@ -420,3 +420,16 @@ def test_models_package_imports_without_torch():
 
     code = "import sys, densecrf.models, densecrf.models.camvid; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_console_entry_flushes_before_its_hard_exit(tmp_path):
+    # run() ends the process with os._exit: piped output must still arrive, and errors keep their status.
+    import subprocess
+
+    ok = subprocess.run([sys.executable, "-m", "densecrf", "bench", "--size", "30", "20", "--repeat", "1",
+                         "--threads", "1", "--no-pydensecrf"], capture_output=True, text=True, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.rstrip().splitlines()[-1].startswith("whole refine")
+    bad = subprocess.run([sys.executable, "-m", "densecrf", "refine", "nope.png", "p.npy", "-o", "o"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr == "densecrf refine: error: IMAGE not found: nope.png\n"
