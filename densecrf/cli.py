@@ -11,6 +11,7 @@ torch: all three are imported only by the commands that need them (extras
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import os
@@ -257,32 +258,44 @@ def _short(compat) -> str:
 
 
 # -- networks --------------------------------------------------------------------
-def network_probs(net, image: np.ndarray, net_size=(240, 180)) -> np.ndarray:
-    """``[H, W, K]`` float32 softmax of a network run on the image resized to net_size = (W, H)."""
+@contextlib.contextmanager
+def _one_torch_thread():
+    """torch on one thread inside, its previous setting restored after.
+
+    The networks see a 240 x 180 input, too small to gain from torch's thread
+    pool, and on a busy machine its spinning threads cost far more than they
+    give: measured here beside two CPU-bound jobs, the network took 0.2 s on
+    one thread and 0.7 s on two, the whole CRF-as-RNN model 0.7 s and 2.5 s.
+    The dense CRF's own threads (densecrf's native code) are not affected.
+    """
     import torch
 
-    h, w = image.shape[:2]
-    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()[None] / 255.0
     threads = torch.get_num_threads()
-    # One 240 x 180 input is too small to gain from torch's thread pool, and on a
-    # busy machine its spinning threads cost more than they give (0.2 s vs 0.7 s
-    # measured here beside two CPU-bound jobs).
     torch.set_num_threads(1)
     try:
-        return _network_probs(net, x, h, w, net_size)
+        yield
     finally:
         torch.set_num_threads(threads)
 
 
-def _network_probs(net, x, h, w, net_size):
+def _as_tensor(image: np.ndarray):
+    """``[H, W, 3]`` uint8 -> ``[1, 3, H, W]`` float 0..1."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()[None] / 255.0
+
+
+def network_probs(net, image: np.ndarray, net_size=(240, 180)) -> np.ndarray:
+    """``[H, W, K]`` float32 softmax of a network run on the image resized to net_size = (W, H)."""
     import torch
     import torch.nn.functional as F
 
-    with torch.no_grad():
+    h, w = image.shape[:2]
+    x = _as_tensor(image)
+    with torch.no_grad(), _one_torch_thread():
         if (w, h) != tuple(net_size):
             x = F.interpolate(x, size=(net_size[1], net_size[0]), mode="bilinear", align_corners=False)
-        logits = net(x)
-        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        logits = F.interpolate(net(x), size=(h, w), mode="bilinear", align_corners=False)
         return torch.softmax(logits, 1)[0].permute(1, 2, 0).contiguous().numpy()
 
 
@@ -290,9 +303,8 @@ def crf_rnn_labels(model, image: np.ndarray) -> np.ndarray:
     """``[H, W]`` labels of a DeepLabCRF on a uint8 image."""
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()[None] / 255.0
-    with torch.no_grad():
-        return model(x, output="crf")[0].argmax(0).numpy()
+    with torch.no_grad(), _one_torch_thread():
+        return model(_as_tensor(image), output="crf")[0].argmax(0).numpy()
 
 
 def _crf_rnn_model(quiet: bool = False):

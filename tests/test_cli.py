@@ -186,8 +186,10 @@ def test_pretrained_crf_from_checkpoint(tmp_path, monkeypatch, capsys):
 
     # The demo picks the CRF-as-RNN model up as soon as the file is there.
     monkeypatch.setattr(models, "CRF_WEIGHTS", str(tmp_path / "crf.pt"))
+    threads = torch.get_num_threads()
     rc, text, err = run(capsys, "demo", "-o", tmp_path / "d.png")
     assert rc == 0, err
+    assert torch.get_num_threads() == threads  # the networks' one-thread setting is undone
     assert re.search(r"CRF-as-RNN:\s+pixel accuracy", text) and "skipped" not in text
 
 
