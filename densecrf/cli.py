@@ -331,7 +331,11 @@ DEMO_FIGSIZE, DEMO_DPI = (10.0, 8.4), 100  # inches, dots per inch: a 1000 x 840
 
 
 def _overlay(labels, image, palette):
-    """label2rgb with a fixed class -> colour map (it colours the labels present, in sorted order)."""
+    """label2rgb with a fixed class -> colour map (it colours the labels present, in sorted order).
+
+    ``image`` is the underlay: RGB (label2rgb greys it) or, cheaper when
+    several overlays share it, already grey.
+    """
     from skimage.color import label2rgb
 
     present = np.unique(labels)
@@ -409,11 +413,13 @@ def _draw_demo(path, image, net_labels, crf_labels, rnn_labels, params, camvid):
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    pal = camvid.PALETTE
-    panels = [(image, "image"), (_overlay(net_labels, image, pal), "network (DeepLabLite)"),
-              (_overlay(crf_labels, image, pal), f"network + dense CRF ({params.n_iter} iterations)")]
+    from skimage.color import rgb2gray
+
+    pal, grey = camvid.PALETTE, rgb2gray(image)
+    panels = [(image, "image"), (_overlay(net_labels, grey, pal), "network (DeepLabLite)"),
+              (_overlay(crf_labels, grey, pal), f"network + dense CRF ({params.n_iter} iterations)")]
     if rnn_labels is not None:
-        panels.append((_overlay(rnn_labels, image, pal), "CRF-as-RNN (fine-tuned)"))
+        panels.append((_overlay(rnn_labels, grey, pal), "CRF-as-RNN (fine-tuned)"))
     fig = Figure(figsize=DEMO_FIGSIZE, dpi=DEMO_DPI)
     axes = fig.subplots(2, 2)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.96, bottom=0.1, wspace=0.03, hspace=0.1)
