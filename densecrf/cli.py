@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from .fit import add_parser as _add_fit_parser
+
 
 def _synthetic_scene(h=375, w=500, k=21, seed=0):
     """A deterministic image with regions and edges, the true label map, and noisy probabilities."""
@@ -76,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--bilateral-srgb", type=float, default=13.0)
     r.add_argument("--bilateral-compat", type=float, default=10.0)
     r.set_defaults(func=cmd_refine)
+    _add_fit_parser(sub)
     return p
 
 
