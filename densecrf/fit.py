@@ -235,7 +235,7 @@ def _gradient(start: CRFParams, images, probs, labels, fit_idx, score, *, k, ign
                 present = y.sum(0) > 0
                 lval = lval + (1.0 - inter[present] / union[present].clamp_min(1e-6)).mean()
             (lval / batch).backward()
-            total += float(lval) / batch
+            total += float(lval.detach()) / batch
         opt.step()
         if step % eval_every == 0 or step == steps:
             prm = layer.to_params()
@@ -269,8 +269,8 @@ def _describe(p: CRFParams) -> str:
 # The public function
 # --------------------------------------------------------------------------
 def fit(images, probs, labels, *, ignore_index: int | None = None, search: str = "gradient", holdout=0.3,
-        compat: str | bool = "potts", loss: str = "ce", crop: int = 160, n_iter: int = 5, steps: int = 120,
-        batch: int = 2, lr: float = 0.05, eval_every: int = 20, patience: int = 3, grid=None, n_random: int = 24,
+        compat: str | bool = "potts", loss: str = "ce", crop: int = 160, n_iter: int = 5, steps: int = 80,
+        batch: int = 2, lr: float = 0.1, eval_every: int = 10, patience: int = 3, grid=None, n_random: int = 24,
         seed: int = 0, threads: int | None = None, verbose: bool = False) -> CRFParams:
     """Learns dense-CRF parameters for a model from labelled images; see the module docstring.
 
@@ -378,6 +378,7 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
         "selected": name,
         "no_crf": name == "network",
         "heldout_miou": {key: round(v, 6) for key, v in scores.items()},
+        "grid_best_params": {key: v for key, v in best_grid[0].to_dict().items() if key not in ("format", "version", "info")},
         "heldout_per_class_iou": {key: [None if np.isnan(x) else round(x, 6) for x in v] for key, v in per_class.items()},
         "n_images": len(images),
         "heldout_indices": hold,
@@ -423,9 +424,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     f.add_argument("--loss", choices=_LOSSES, default="ce")
     f.add_argument("--crop", type=int, default=160)
     f.add_argument("--iters", type=int, default=5, help="mean-field iterations")
-    f.add_argument("--steps", type=int, default=120)
+    f.add_argument("--steps", type=int, default=80)
     f.add_argument("--batch", type=int, default=2)
-    f.add_argument("--lr", type=float, default=0.05)
+    f.add_argument("--lr", type=float, default=0.1)
     f.add_argument("--n-random", type=int, default=24)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=int, default=None)
