@@ -174,7 +174,7 @@ class _Scorer:
 # --------------------------------------------------------------------------
 # Gradient descent through CRFasRNN
 # --------------------------------------------------------------------------
-def _gradient(start: CRFParams, images, probs, labels, fit_idx, score, *, k, ignore_index, compat, loss,
+def _gradient(start: CRFParams, images, probs, labels, fit_idx, score, *, k, ignore_index, compat, loss, balanced,
               crop, steps, batch, lr, eval_every, patience, threads, rng, log):
     """Adam on random crops; returns [(held-out score, params, step)] of every evaluation."""
     import torch
@@ -183,11 +183,11 @@ def _gradient(start: CRFParams, images, probs, labels, fit_idx, score, *, k, ign
     from .nn import CRFasRNN
 
     p0 = CRFParams(**{**start.__dict__, "info": {}})
-    # A dropped term re-enters with a small weight so that descent can use it.
+    # A dropped term re-enters with weight 0: the same CRF, and descent can still grow it.
     if p0.gaussian_compat is None:
-        p0.gaussian_compat = 0.5
+        p0.gaussian_compat = 0.0
     if p0.bilateral_compat is None:
-        p0.bilateral_compat = 0.5
+        p0.bilateral_compat = 0.0
     layer = CRFasRNN.from_params(p0, k, learn_bandwidths=True, threads=threads)
     if compat == "diagonal" and not layer.per_class_weights:
         layer = CRFasRNN(k, p0.n_iter, spatial_sxy=p0.gaussian_sxy, spatial_weight=1.0, bilateral_sxy=p0.bilateral_sxy,
@@ -202,6 +202,19 @@ def _gradient(start: CRFParams, images, probs, labels, fit_idx, score, *, k, ign
         layer.compat.requires_grad_(False)
     opt = torch.optim.Adam([t for t in layer.parameters() if t.requires_grad], lr=lr)
     ignore = -100 if ignore_index is None else ignore_index
+    cw = None
+    if balanced:
+        # Class weights 1 / sqrt(frequency) over the fitting part, scaled so that
+        # the average pixel weighs 1: rare (often thin) classes count more, as
+        # they do in mean IoU, without letting a handful of pixels dominate.
+        counts = np.zeros(k)
+        for i in fit_idx:
+            lab = np.asarray(labels[i]).ravel()
+            counts += np.bincount(lab[(lab >= 0) & (lab < k)], minlength=k)[:k]
+        freq = counts / max(counts.sum(), 1.0)
+        w = np.where(freq > 0, 1.0 / np.sqrt(np.maximum(freq, 1e-12)), 0.0)
+        w /= max((freq * w).sum(), 1e-12)
+        cw = torch.as_tensor(w, dtype=torch.float32)
 
     def sample():
         i = fit_idx[int(rng.integers(len(fit_idx)))]
@@ -226,7 +239,7 @@ def _gradient(start: CRFParams, images, probs, labels, fit_idx, score, *, k, ign
             valid = lab != ignore
             if not valid.any():
                 continue
-            lval = F.cross_entropy(z, lab, ignore_index=ignore)
+            lval = F.cross_entropy(z, lab, weight=cw, ignore_index=ignore)
             if loss == "ce+softiou":
                 q = torch.softmax(z, 1)[0].permute(1, 2, 0)[valid[0]]  # [M, K]
                 y = F.one_hot(lab[0][valid[0]], k).to(q.dtype)
@@ -269,7 +282,7 @@ def _describe(p: CRFParams) -> str:
 # The public function
 # --------------------------------------------------------------------------
 def fit(images, probs, labels, *, ignore_index: int | None = None, search: str = "gradient", holdout=0.3,
-        compat: str | bool = "potts", loss: str = "ce", crop: int = 160, n_iter: int = 5, steps: int = 80,
+        compat: str | bool = "potts", loss: str = "ce", balanced: bool = True, crop: int = 160, n_iter: int = 5, steps: int = 80,
         batch: int = 2, lr: float = 0.1, eval_every: int = 10, patience: int = 3, grid=None, n_random: int = 24,
         seed: int = 0, threads: int | None = None, verbose: bool = False) -> CRFParams:
     """Learns dense-CRF parameters for a model from labelled images; see the module docstring.
@@ -291,6 +304,9 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
             False 'potts'. Only gradient descent learns more than Potts.
         loss: 'ce' (cross-entropy) or 'ce+softiou' (plus 1 - soft IoU averaged
             over the classes present in the crop).
+        balanced: weight the cross-entropy by 1 / sqrt(class frequency) in
+            the fitting part (normalised to an average pixel weight of 1), so
+            that rare classes count as they do in mean IoU.
         crop: side of the random crops gradient descent trains on, in pixels
             at full resolution (bandwidths keep their pixel meaning).
         n_iter: mean-field iterations, in training and in the result.
@@ -360,7 +376,7 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
     if search == "gradient":
         start = max(((p, s) for name, p, s in cands if name != "network"), key=lambda t: t[1])[0]
         hist = _gradient(start, images, probs, labels, fit_idx, score, k=k, ignore_index=ignore_index,
-                         compat=compat, loss=loss, crop=crop, steps=steps, batch=batch, lr=lr,
+                         compat=compat, loss=loss, balanced=balanced, crop=crop, steps=steps, batch=batch, lr=lr,
                          eval_every=eval_every, patience=patience, threads=threads, rng=rng, log=log)
         s, p, step = max(hist, key=lambda t: t[0])
         p = with_iter(p)
@@ -383,7 +399,7 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
         "n_images": len(images),
         "heldout_indices": hold,
         "time_s": round(elapsed, 2),
-        "settings": {"compat": compat, "loss": loss, "crop": crop, "n_iter": n_iter, "steps": steps, "batch": batch,
+        "settings": {"compat": compat, "loss": loss, "balanced": bool(balanced), "crop": crop, "n_iter": n_iter, "steps": steps, "batch": batch,
                      "lr": lr, "eval_every": eval_every, "patience": patience, "seed": seed,
                      "ignore_index": ignore_index, "grid_points": len(points)},
     }
@@ -422,6 +438,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     f.add_argument("--holdout", type=float, default=0.3, help="fraction held out for selection (default 0.3)")
     f.add_argument("--compat", choices=_COMPATS, default="potts")
     f.add_argument("--loss", choices=_LOSSES, default="ce")
+    f.add_argument("--unbalanced", action="store_true", help="plain cross-entropy, no class weights")
     f.add_argument("--crop", type=int, default=160)
     f.add_argument("--iters", type=int, default=5, help="mean-field iterations")
     f.add_argument("--steps", type=int, default=80)
@@ -494,7 +511,7 @@ def load_folders(images_dir: str, probs_dir: str, labels_dir: str):
 def run(args) -> int:
     names, images, probs, labels = load_folders(args.images, args.probs, args.labels)
     params = fit(images, probs, labels, ignore_index=args.ignore_index, search=args.search, holdout=args.holdout,
-                 compat=args.compat, loss=args.loss, crop=args.crop, n_iter=args.iters, steps=args.steps,
+                 compat=args.compat, loss=args.loss, balanced=not args.unbalanced, crop=args.crop, n_iter=args.iters, steps=args.steps,
                  batch=args.batch, lr=args.lr, n_random=args.n_random, seed=args.seed, threads=args.threads,
                  verbose=not args.quiet)
     params.info["heldout_names"] = [names[i] for i in params.info["heldout_indices"]]
