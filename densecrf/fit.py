@@ -283,7 +283,7 @@ def _describe(p: CRFParams) -> str:
 # --------------------------------------------------------------------------
 def fit(images, probs, labels, *, ignore_index: int | None = None, search: str = "gradient", holdout=0.3,
         compat: str | bool = "potts", loss: str = "ce", balanced: bool = True, crop: int = 160, n_iter: int = 5, steps: int = 80,
-        batch: int = 2, lr: float = 0.1, eval_every: int = 10, patience: int = 3, grid=None, n_random: int = 24,
+        batch: int = 2, lr: float = 0.03, eval_every: int = 10, patience: int = 3, grid=None, n_random: int = 24,
         seed: int = 0, threads: int | None = None, verbose: bool = False) -> CRFParams:
     """Learns dense-CRF parameters for a model from labelled images; see the module docstring.
 
@@ -443,7 +443,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     f.add_argument("--iters", type=int, default=5, help="mean-field iterations")
     f.add_argument("--steps", type=int, default=80)
     f.add_argument("--batch", type=int, default=2)
-    f.add_argument("--lr", type=float, default=0.1)
+    f.add_argument("--lr", type=float, default=0.03)
     f.add_argument("--n-random", type=int, default=24)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=int, default=None)

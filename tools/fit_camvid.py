@@ -50,7 +50,8 @@ def main(root, probs_dir, out, *extra):
     fit_sl, test_sl = slice(0, N_FIT), slice(N_FIT, None)
     t0 = time.perf_counter()
     params = densecrf.fit(images[fit_sl], probs[fit_sl], labels[fit_sl], ignore_index=IGNORE_INDEX,
-                          search="gradient", holdout=0.3, seed=0, verbose=True)
+                          search="gradient", compat="matrix", loss="ce+softiou", holdout=0.3, seed=0,
+                          verbose=True)
     fit_time = time.perf_counter() - t0
     grid_best = CRFParams.from_dict(params.info["grid_best_params"])
     test = [images[test_sl], probs[test_sl], labels[test_sl]]
@@ -71,7 +72,20 @@ def main(root, probs_dir, out, *extra):
     params.info["fit_time_s"] = round(fit_time, 1)
     params.save(out)
     print(f"wrote {out}")
-    print(params.to_dict()["gaussian"], params.to_dict()["bilateral"])
+    g, b = params.to_dict()["gaussian"], params.to_dict()["bilateral"]
+    print(f"gaussian sxy {g['sxy']:.2f}; bilateral sxy {b['sxy']:.2f} srgb {b['srgb']:.2f}")
+    for name, c in (("gaussian", g["compat"]), ("bilateral", b["compat"])):
+        if c is None or isinstance(c, float):
+            print(f"{name} compat: {c}")
+            continue
+        c = np.asarray(c)
+        c = np.diag(c) if c.ndim == 1 else c
+        print(f"{name} compat diagonal (-: attraction to the same label): "
+              + " ".join(f"{cl[:6]} {v:+.2f}" for cl, v in zip(CLASSES, np.diag(c))))
+        off = c - np.diag(np.diag(c))
+        order = np.argsort(-np.abs(off).ravel())[:6]
+        print(f"{name} compat largest off-diagonal entries (row receives, column sends): "
+              + ", ".join(f"{CLASSES[i // c.shape[0]]}<-{CLASSES[i % c.shape[0]]} {off.ravel()[i]:+.2f}" for i in order))
     return 0
 
 
