@@ -271,7 +271,8 @@ def _describe(p: CRFParams) -> str:
             return "off"
         if isinstance(v, float):
             return f"{v:.3g}"
-        return f"[{np.asarray(v).shape[0]}x{'K' if np.ndim(v) == 2 else ''}] mean |{np.abs(np.asarray(v)).mean():.3g}|"
+        shape = "x".join(map(str, np.shape(v)))
+        return f"[{shape}] mean |{np.abs(np.asarray(v)).mean():.3g}|"
 
     srgb = p.bilateral_srgb if isinstance(p.bilateral_srgb, float) else p.bilateral_srgb[0]
     return (f"gaussian(sxy {p.gaussian_sxy:.3g}, compat {c(p.gaussian_compat)}) "
