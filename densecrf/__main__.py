@@ -1,5 +1,5 @@
 """`python -m densecrf`: the command line (see densecrf.cli)."""
 
-from .cli import main
+from .cli import run
 
-raise SystemExit(main())
+run()

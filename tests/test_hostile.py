@@ -171,6 +171,14 @@ def _files(tmp, image=None, probs=None, raw_probs=None, raw_image=None):
     return ip, pp, os.path.join(tmp, "out.npy")
 
 
+def _text(tmp, name, text):
+    """Writes a text file into tmp; returns its path."""
+    path = os.path.join(tmp, name)
+    with open(path, "w") as fh:
+        fh.write(text)
+    return path
+
+
 def _cli_args(tmp, *extra, **files):
     ip, pp, op = _files(tmp, **files)
     return (ip, pp, "-o", op, *extra)
@@ -387,9 +395,9 @@ CASES = [
          lambda t: (np.array([-1, 2]), 3, 0.5), ValueError, r"labels must be in \[0, 3\], found values in \[-1, 2\]"),
     # ---- CLI ---------------------------------------------------------------
     Case("cli: image file missing", "cli", _cli, lambda t: ("refine", os.path.join(t, "nope.png"), os.path.join(t, "p.npy"), "-o", "x.npy"),
-         SystemExit, r"No such file or directory: '<tmp>/nope.png'"),
+         SystemExit, r"IMAGE not found: <tmp>/nope.png"),
     Case("cli: image file is not an image", "cli", _cli, lambda t: ("refine", *_cli_args(t, raw_image=b"not a png")),
-         SystemExit, r"cannot identify image file"),
+         SystemExit, r"IMAGE <tmp>/image.png is not a readable image file"),
     Case("cli: probs file is not .npy", "cli", _cli, lambda t: ("refine", *_cli_args(t, raw_probs=b"\x93NUMPY garbage")),
          SystemExit, r"could not read probabilities from <tmp>/probs.npy \(expected a .npy array\)"),
     Case("cli: probs file empty", "cli", _cli, lambda t: ("refine", *_cli_args(t, raw_probs=b"")),
@@ -398,22 +406,36 @@ CASES = [
          lambda t: ("refine", *_cli_args(t, probs=np.array([{"a": 1}], dtype=object))),
          SystemExit, r"allow_pickle=False"),
     Case("cli: probs size differs from the image", "cli", _cli, lambda t: ("refine", *_cli_args(t, probs=_probs()[:5])),
-         SystemExit, r"image must have shape \(5, 7, C\).*got \(6, 7, 3\)"),
+         SystemExit, r"PROBS <tmp>/probs.npy has shape \(5, 7, 4\) but IMAGE is 6 x 7"),
     Case("cli: probs with NaN", "cli", _cli, lambda t: ("refine", *_cli_args(t, probs=_nan_probs)),
          SystemExit, r"probs must be finite; found nan"),
     Case("cli: --iters -1", "cli", _cli, lambda t: ("refine", *_cli_args(t, "--iters", "-1")),
-         SystemExit, r"n_iter must be >= 0, got -1"),
+         SystemExit, r"n_iter must be a non-negative integer, got -1"),
     Case("cli: --bilateral-srgb nan", "cli", _cli, lambda t: ("refine", *_cli_args(t, "--bilateral-srgb", "nan")),
-         SystemExit, r"bilateral_srgb must be positive and finite, got nan"),
+         SystemExit, r"bilateral srgb must be a positive number, got nan"),
     Case("cli: output directory missing", "cli", _cli,
          lambda t: ("refine", *_cli_args(t)[:3], os.path.join(t, "no", "dir", "out.npy")),
-         SystemExit, r"No such file or directory"),
+         SystemExit, r"output folder does not exist: <tmp>/no/dir"),
     Case("cli: unknown option", "cli", _cli, lambda t: ("refine", *_cli_args(t), "--frobnicate"),
          SystemExit, r"unrecognized arguments: --frobnicate"),
     Case("cli: required arguments missing", "cli", _cli, lambda t: ("refine",),
          SystemExit, r"the following arguments are required: image, probs"),
     Case("cli: --iters not a number", "cli", _cli, lambda t: ("demo", "--iters", "five"),
          SystemExit, r"invalid int value: 'five'"),
+    Case("cli: probs do not sum to one", "cli", _cli, lambda t: ("refine", *_cli_args(t, probs=_probs() * 2)),
+         SystemExit, r"probs must sum to one over the label axis"),
+    Case("cli: probs .npy of 2-D floats", "cli", _cli, lambda t: ("refine", *_cli_args(t, probs=_probs()[..., 0])),
+         SystemExit, r"must be \[H, W, K\] probabilities.*got an array of shape \(6, 7\)"),
+    Case("cli: label map without --n-labels", "cli", _cli,
+         lambda t: ("refine", *_cli_args(t, probs=np.zeros((H, W), np.int64))),
+         SystemExit, r"is a label map: give the number of labels with --n-labels K"),
+    Case("cli: --params file not JSON", "cli", _cli, lambda t: ("refine", *_cli_args(t, "--params", _text(t, "p.json", "{n_iter: 3"))),
+         SystemExit, r"<tmp>/p.json is not valid JSON"),
+    Case("cli: --params file with an unknown key", "cli", _cli,
+         lambda t: ("refine", *_cli_args(t, "--params", _text(t, "p.json", '{"n_iters": 3}'))),
+         SystemExit, r"unknown keys in CRF parameters: \['n_iters'\]"),
+    Case("cli: eval DATA_DIR without val/", "cli", _cli, lambda t: ("eval", t),
+         SystemExit, r"<tmp> has no val/ and valannot/ folders"),
 ]
 
 

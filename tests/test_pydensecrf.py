@@ -61,6 +61,11 @@ def test_camvid_frame_agrees():
     assert np.abs(ours - ref).max() < 1e-3
 
 
+def _const(mod, enum: str, name: str):
+    """pydensecrf's enum constant: a module attribute in older builds, only on the enum class when built with recent Cython (3.3.1 here)."""
+    return getattr(mod, name) if hasattr(mod, name) else getattr(getattr(mod, enum), name)
+
+
 @pytest.mark.parametrize("normalization", [0, 1, 2, 3])
 @pytest.mark.parametrize("compat", ["potts", "diag", "matrix"])
 def test_compat_module_matches_pydensecrf(rng, normalization, compat):
@@ -79,9 +84,10 @@ def test_compat_module_matches_pydensecrf(rng, normalization, compat):
     for mod in (dcrf, cdcrf):
         d = mod.DenseCRF(n, k)
         d.setUnaryEnergy(u.copy())
-        d.addPairwiseEnergy(feats.copy(), compat=c, kernel=mod.DIAG_KERNEL,
+        d.addPairwiseEnergy(feats.copy(), compat=c, kernel=_const(mod, "KernelType", "DIAG_KERNEL"),
                             normalization=mod.NormalizationType(normalization) if mod is cdcrf else
-                            [mod.NO_NORMALIZATION, mod.NORMALIZE_BEFORE, mod.NORMALIZE_AFTER, mod.NORMALIZE_SYMMETRIC][normalization])
+                            _const(mod, "NormalizationType", ["NO_NORMALIZATION", "NORMALIZE_BEFORE", "NORMALIZE_AFTER",
+                                                              "NORMALIZE_SYMMETRIC"][normalization]))
         q = np.array(d.inference(3))
         q0, t1, t2 = d.startInference()
         for _ in range(3):
