@@ -9,6 +9,7 @@ from ._native import build_info as _build_info
 from ._native import get_num_threads, set_num_threads
 from .crf import DenseCRF, DenseCRF2D, KernelType, Normalization, grid_positions, refine
 from .features import bilateral_features, gaussian_features, unary_from_labels, unary_from_softmax
+from .fit import fit
 from .lattice import PermutohedralLattice
 from . import cuda  # the CUDA backend's API; importing it needs neither a GPU nor torch
 
@@ -40,6 +41,7 @@ __all__ = [
     "bilateral_features",
     "cuda",
     "cuda_available",
+    "fit",
     "gaussian_features",
     "get_num_threads",
     "grid_positions",

@@ -21,6 +21,8 @@ import warnings
 
 import numpy as np
 
+from .fit import add_parser as _add_fit_parser
+
 # Which extra brings which import (for the one-line "install ..." error).
 _EXTRA_OF = {"skimage": ("scikit-image", "cli"), "matplotlib": ("matplotlib", "cli"),
              "torch": ("torch", "models"), "PIL": ("pillow", "cli")}
@@ -681,6 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--suite", metavar="DIR", default=None,
                    help="run `pytest DIR --benchmark-only` (the repository's benchmarks/)")
     b.set_defaults(func=cmd_bench)
+    _add_fit_parser(sub)
     return p
 
 

@@ -499,6 +499,114 @@ class CRFasRNN(nn.Module):
         return (f"n_classes={self.n_classes}, n_iter={self.n_iter}, terms={[n for n, _ in self.terms]}, "
                 f"learned_bandwidths={list(self.log_bandwidths.keys())}, recompute={self.recompute}")
 
+    # -- parameter files ----------------------------------------------------
+    @classmethod
+    def from_params(cls, params, n_classes: int, **kwargs) -> "CRFasRNN":
+        r"""A layer equal to :func:`densecrf.refine` with ``params`` (a
+        :class:`densecrf.params.CRFParams`, its dict or a JSON path).
+
+        Term t of the layer adds :math:`-\sum_{l'} \mu_{l l'} w_{t,l'} (\bar K_t Q)_{l'}`
+        to logit :math:`l`, and :class:`densecrf.DenseCRF` subtracts
+        :math:`\sum_{l'} M_{t, l l'} (\bar K_t Q)_{l'}` for a compatibility
+        matrix :math:`M_t` (rows: the label receiving the message), so
+        :math:`M_t = \mu \operatorname{diag}(w_t)`. A Potts weight :math:`c`
+        is :math:`M = -c I`, a diagonal :math:`d` is :math:`\operatorname{diag}(d)`.
+        Potts terms give :math:`\mu = -I` and scalar weights; otherwise
+        :math:`\mu` is the first term's matrix and the other term's weights
+        are its column ratios (one per class when they differ), which exist
+        only when its matrix is the first one's with rescaled columns: other
+        pairs raise ValueError. ``kwargs`` go to the constructor
+        (``learn_bandwidths``, ``threads``, ...).
+        """
+        import numpy as np
+
+        from .params import as_params
+
+        p = as_params(params)
+        k_file = p.n_labels()
+        if k_file is not None and k_file != n_classes:
+            raise ValueError(f"the parameters' compatibilities are for {k_file} labels, the layer has {n_classes}")
+        srgb = p.bilateral_srgb
+        if isinstance(srgb, list):
+            if len(set(srgb)) != 1:
+                raise ValueError(f"CRFasRNN has one colour bandwidth, the parameters have {srgb}")
+            srgb = srgb[0]
+        terms = [("spatial", p.gaussian_compat), ("bilateral", p.bilateral_compat)]
+        present = [(name, c) for name, c in terms if c is not None]
+        eye = np.eye(n_classes)
+        mats = {name: (-float(c) * eye if isinstance(c, float) else
+                       np.diag(np.asarray(c, dtype=np.float64)) if np.ndim(c) == 1 else np.asarray(c, dtype=np.float64))
+                for name, c in present}
+        weights = {name: None for name, _ in terms}
+        if all(isinstance(c, float) for _, c in present):
+            mu = -eye
+            weights.update({name: float(c) for name, c in present})
+            per_class = False
+        else:
+            ref = present[0][0]
+            mu = mats[ref]
+            weights[ref] = np.ones(n_classes)
+            for name, _ in present[1:]:
+                m = mats[name]
+                # per column l': the w with m[:, l'] = w * mu[:, l'] (least squares, then checked)
+                den = (mu * mu).sum(0)
+                w = np.where(den > 0, (mu * m).sum(0) / np.where(den > 0, den, 1.0), 0.0)
+                if not np.allclose(mu * w[None, :], m, rtol=1e-6, atol=1e-9 * max(1.0, np.abs(m).max())):
+                    raise ValueError("CRFasRNN shares one compatibility matrix between its terms: the "
+                                     f"{name} term's matrix is not the {ref} term's with rescaled columns")
+                weights[name] = w
+            per_class = not all(np.allclose(w, w[0]) for w in weights.values() if w is not None)
+            if not per_class:
+                weights = {n: (None if w is None else float(w[0])) for n, w in weights.items()}
+        layer = cls(n_classes, p.n_iter, spatial_sxy=p.gaussian_sxy, spatial_weight=weights["spatial"] if not per_class else (1.0 if weights["spatial"] is not None else None),
+                    bilateral_sxy=p.bilateral_sxy, bilateral_srgb=srgb,
+                    bilateral_weight=weights["bilateral"] if not per_class else (1.0 if weights["bilateral"] is not None else None),
+                    per_class_weights=per_class, normalization=p.normalization, **kwargs)
+        with torch.no_grad():
+            layer.compat.copy_(torch.as_tensor(mu, dtype=layer.compat.dtype))
+            if per_class:
+                for name, w in weights.items():
+                    if w is not None:
+                        layer.weights[name].copy_(torch.as_tensor(w, dtype=layer.weights[name].dtype))
+        return layer
+
+    def to_params(self, info: dict | None = None):
+        """The layer's spatial and bilateral terms as a :class:`densecrf.params.CRFParams`
+        for :func:`densecrf.refine` (see :meth:`from_params` for the mapping):
+        Potts weights while :math:`\\mu = -I` and the weights are scalars, a
+        ``[K]`` diagonal while :math:`\\mu = -I`, a ``[K, K]`` matrix otherwise.
+        Feature terms have no place in the file: ValueError."""
+        from .params import CRFParams
+
+        kinds = {kind for _, kind in self.terms}
+        if "features" in kinds:
+            raise ValueError("feature terms cannot be written to a CRF parameter file (spatial and bilateral only)")
+        mu = self.compat.detach().double()
+        potts_mu = torch.equal(mu, -torch.eye(self.n_classes, dtype=mu.dtype))
+        names = [name for name, _ in self.terms]
+
+        def compat(name):
+            if name not in names:
+                return None
+            w = self.weights[name].detach().double()
+            if potts_mu and w.dim() == 0:
+                return float(w)
+            if potts_mu:
+                return (-w).tolist()
+            m = mu * w.reshape(1, -1) if w.dim() else mu * w
+            if torch.equal(m, torch.diag(torch.diagonal(m))):
+                return torch.diagonal(m).tolist()  # a diagonal matrix as DenseCRF's [K] diagonal
+            return m.tolist()
+
+        kw = {"n_iter": self.n_iter, "gaussian_compat": compat("spatial"), "bilateral_compat": compat("bilateral"),
+              "normalization": {v: k for k, v in _NORMALIZATIONS.items()}[self.normalization], "info": dict(info or {})}
+        if "spatial" in names:
+            kw["gaussian_sxy"] = float(self.bandwidth("spatial", "sxy").detach())
+        if "bilateral" in names:
+            kw["bilateral_sxy"] = float(self.bandwidth("bilateral", "sxy").detach())
+            kw["bilateral_srgb"] = float(self.bandwidth("bilateral", "srgb").detach())
+        return CRFParams(**kw)
+
     # -- forward ----------------------------------------------------------
     def _check(self, logits, image, features):
         if not isinstance(logits, torch.Tensor) or logits.dim() < 3:

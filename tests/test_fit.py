@@ -1,0 +1,294 @@
+"""densecrf.fit, the parameter mapping of CRFasRNN.from_params / to_params and ``densecrf fit``."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import densecrf
+from densecrf import cli
+from densecrf.metrics import SegmentationMetrics
+from densecrf.params import CRFParams
+
+torch = pytest.importorskip("torch")
+from densecrf.nn import CRFasRNN  # noqa: E402
+
+K = 3
+
+
+def scene(seed, h=32, w=36, noise=1.6, margin=1.5):
+    """Image with three colour regions (a thin vertical stripe of class 2 included),
+    the true labels, and noisy probabilities: the bilateral term can clean them."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((h, w), np.int64)
+    truth[:, w // 2:] = 1
+    x0 = int(rng.integers(3, w // 2 - 6))
+    truth[:, x0:x0 + 3] = 2
+    # Low colour contrast (20 levels): the classic srgb 13 blurs across the
+    # region edges, a colour bandwidth near 4 does not: a planted optimum.
+    palette = np.array([[120, 120, 120], [140, 120, 120], [120, 140, 120]])
+    img = np.clip(palette[truth] + rng.normal(0, 3, (h, w, 3)), 0, 255).astype(np.uint8)
+    logits = rng.normal(0, noise, (h, w, K))
+    logits[np.arange(h)[:, None], np.arange(w)[None, :], truth] += margin
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    return img, (p / p.sum(-1, keepdims=True)).astype(np.float32), truth
+
+
+def dataset(n=6, **kw):
+    ims, ps, labs = zip(*[scene(s, **kw) for s in range(n)])
+    return list(ims), list(ps), list(labs)
+
+
+def miou(params, ims, ps, labs, idx, ignore_index=None):
+    m = SegmentationMetrics(K, ignore_index=ignore_index)
+    for i in idx:
+        pred = ps[i].argmax(-1) if params is None else densecrf.refine(ims[i], ps[i], params=params).argmax(-1)
+        m.update(pred, labs[i])
+    return m.mean_iou()
+
+
+# --------------------------------------------------------------------------
+# CRFasRNN <-> CRFParams
+# --------------------------------------------------------------------------
+def _param_cases():
+    rng = np.random.default_rng(3)
+    m = rng.normal(0, 1, (K, K))
+    return [
+        CRFParams(),
+        CRFParams(gaussian_compat=None, bilateral_sxy=30.0, bilateral_srgb=7.0, bilateral_compat=4.0),
+        CRFParams(gaussian_compat=[1.0, 2.0, 0.5], bilateral_compat=[3.0, 1.0, 2.0]),
+        CRFParams(gaussian_compat=m.tolist(), bilateral_compat=(m * np.array([2.0, 0.5, 1.0])).tolist()),
+        CRFParams(gaussian_compat=m.tolist(), bilateral_compat=None, n_iter=3),
+    ]
+
+
+@pytest.mark.parametrize("case", range(5))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("learn", [False, True])
+def test_layer_from_params_equals_refine(case, dtype, learn):
+    params = _param_cases()[case]
+    img, p, _ = scene(0)
+    q = densecrf.refine(img, p, params=params)
+    layer = CRFasRNN.from_params(params, K, learn_bandwidths=learn).to(dtype)
+    logits = torch.from_numpy(np.log(np.clip(p, 1e-5, None))).permute(2, 0, 1)[None].to(dtype)
+    image = torch.from_numpy(img).permute(2, 0, 1)[None].to(dtype)
+    with torch.set_grad_enabled(learn):
+        z = layer(logits, image)
+    qq = torch.softmax(z, 1)[0].permute(1, 2, 0).detach().numpy()
+    # 5e-4: both run the same float32 lattice; the graph path (learn=True)
+    # normalises in Python from K 1 while the native term folds the
+    # normalisation into its weights, a float32 rounding difference that
+    # five iterations amplify (measured up to 7e-5). A wrong compatibility
+    # orientation or sign moves Q by more than 0.1 here.
+    np.testing.assert_allclose(qq, q, atol=5e-4)
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_params_round_trip(case):
+    params = _param_cases()[case]
+    back = CRFasRNN.from_params(params, K).to_params()
+    for name in ("gaussian_compat", "bilateral_compat"):
+        a, b = getattr(params, name), getattr(back, name)
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert np.ndim(a) == np.ndim(b), (name, a, b)  # Potts stays Potts, a diagonal stays a diagonal
+            # 1e-6: float32 storage of the layer's weights and compatibility.
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-6)
+    assert back.n_iter == params.n_iter and back.normalization == params.normalization
+    # 1e-6: bandwidths are stored as float32 in the layer.
+    assert back.bilateral_sxy == pytest.approx(params.bilateral_sxy, rel=1e-6)
+    assert back.bilateral_srgb == pytest.approx(params.bilateral_srgb, rel=1e-6)
+    if params.gaussian_compat is not None:
+        assert back.gaussian_sxy == pytest.approx(params.gaussian_sxy, rel=1e-6)
+
+
+def test_to_params_of_trained_layer_matches_layer():
+    """A layer with a learned matrix and per-class weights exports per-term matrices mu diag(w_t)."""
+    layer = CRFasRNN(K, 4, spatial_weight=1.0, bilateral_weight=2.0, bilateral_sxy=20.0, bilateral_srgb=9.0,
+                     per_class_weights=True)
+    with torch.no_grad():
+        layer.compat.copy_(torch.tensor([[-1.0, 0.3, 0.2], [0.5, -2.0, 0.1], [0.0, 0.4, -0.5]]))
+        layer.weights["spatial"].copy_(torch.tensor([1.0, 2.0, 0.5]))
+        layer.weights["bilateral"].copy_(torch.tensor([3.0, 0.2, 1.5]))
+    params = layer.to_params()
+    assert np.ndim(params.gaussian_compat) == 2
+    img, p, _ = scene(1)
+    logits = torch.from_numpy(np.log(np.clip(p, 1e-5, None))).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        z = layer(logits, torch.from_numpy(img).permute(2, 0, 1)[None].float())
+    qq = torch.softmax(z, 1)[0].permute(1, 2, 0).numpy()
+    # 5e-4: as in test_layer_from_params_equals_refine.
+    np.testing.assert_allclose(qq, densecrf.refine(img, p, params=params), atol=5e-4)
+
+
+def test_from_params_rejects_unshared_matrices():
+    rng = np.random.default_rng(0)
+    params = CRFParams(gaussian_compat=rng.normal(size=(K, K)).tolist(), bilateral_compat=rng.normal(size=(K, K)).tolist())
+    with pytest.raises(ValueError, match="shares one compatibility"):
+        CRFasRNN.from_params(params, K)
+    with pytest.raises(ValueError, match="for 3 labels"):
+        CRFasRNN.from_params(CRFParams(gaussian_compat=[1.0, 2.0, 3.0]), 4)
+
+
+# --------------------------------------------------------------------------
+# fit
+# --------------------------------------------------------------------------
+def test_grid_finds_planted_parameters_and_scores_are_exact():
+    ims, ps, labs = dataset()
+    planted = CRFParams(gaussian_compat=None, bilateral_sxy=30.0, bilateral_srgb=4.0, bilateral_compat=5.0)
+    useless = CRFParams(gaussian_compat=0.01, bilateral_sxy=30.0, bilateral_srgb=4.0, bilateral_compat=0.01)
+    out = densecrf.fit(ims, ps, labs, search="grid", grid=[useless, planted], holdout=0.5, seed=1)
+    hold = out.info["heldout_indices"]
+    assert len(hold) == 3
+    net = miou(None, ims, ps, labs, hold)
+    fitted = miou(out, ims, ps, labs, hold)
+    assert out.info["selected"] == "grid[1]"
+    assert out.bilateral_compat == 5.0 and out.gaussian_compat is None
+    # The planted CRF cleans the noise: far above the network and the defaults
+    # (measured over all six images: 0.40 network, 0.61 defaults, 0.96 planted).
+    assert fitted > net + 0.2
+    assert fitted > out.info["heldout_miou"]["defaults"] + 0.1
+    # The reported scores are those of the exact native refine.
+    assert out.info["heldout_miou"]["network"] == pytest.approx(net, abs=1e-6)  # 1e-6: rounded to 6 digits in info
+    assert out.info["heldout_miou"]["selected"] == pytest.approx(fitted, abs=1e-6)
+    s = out.info["heldout_miou"]
+    assert s["selected"] >= max(s["network"], s["defaults"], s["grid_best"])
+
+
+def test_returns_no_crf_when_nothing_helps():
+    """Random labels on a flat image: every CRF smooths away correct pixels; fit says no CRF."""
+    rng = np.random.default_rng(0)
+    ims, ps, labs = [], [], []
+    for _ in range(4):
+        lab = rng.integers(0, K, (20, 24))
+        logits = 0.6 * np.eye(K)[lab]
+        p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        ims.append(np.full((20, 24, 3), 128, np.uint8))
+        ps.append(p.astype(np.float32))
+        labs.append(lab)
+    out = densecrf.fit(ims, ps, labs, search="grid", holdout=0.5)
+    assert out.info["selected"] == "network" and out.info["no_crf"]
+    assert out.gaussian_compat is None and out.bilateral_compat is None
+    assert out.info["heldout_miou"]["defaults"] < 1.0  # the CRF did hurt: the test can tell
+    for i in range(4):
+        np.testing.assert_array_equal(densecrf.refine(ims[i], ps[i], params=out).argmax(-1), labs[i])
+
+
+@pytest.mark.parametrize("compat,loss", [("potts", "ce"), ("diagonal", "ce+softiou"), ("matrix", "ce")])
+def test_gradient_never_worse_and_inputs_untouched(compat, loss):
+    ims, ps, labs = dataset(5)
+    labs[0][:4] = 7  # an ignored band
+    copies = [[a.copy() for a in seq] for seq in (ims, ps, labs)]
+    grid = [CRFParams(gaussian_compat=1.0, bilateral_sxy=30.0, bilateral_srgb=13.0, bilateral_compat=2.0)]
+    out = densecrf.fit(ims, ps, labs, ignore_index=7, search="gradient", compat=compat, loss=loss, grid=grid,
+                       crop=24, steps=4, batch=1, eval_every=2, holdout=0.4, seed=0)
+    s = out.info["heldout_miou"]
+    assert "gradient" in s
+    assert s["selected"] >= max(s["network"], s["defaults"], s["grid_best"], s["gradient"])
+    hold = out.info["heldout_indices"]
+    # 1e-6: info rounds scores to 6 digits.
+    assert miou(out, ims, ps, labs, hold, ignore_index=7) == pytest.approx(s["selected"], abs=1e-6)
+    for orig, seq in zip(copies, (ims, ps, labs)):
+        for a, b in zip(orig, seq):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_random_search_and_holdout_indices():
+    ims, ps, labs = dataset(4)
+    out = densecrf.fit(ims, ps, labs, search="random", n_random=3, holdout=[0, 2], seed=5)
+    assert out.info["heldout_indices"] == [0, 2]
+    assert out.info["settings"]["grid_points"] == 3
+    s = out.info["heldout_miou"]
+    assert s["selected"] == max(s["network"], s["defaults"], s["grid_best"])
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda i, p, l: (i[:1], p[:1], l[:1]), "at least 2"),
+    (lambda i, p, l: (i, p, l[:2]), "same length"),
+    (lambda i, p, l: (i, p[:1] + [p[1][..., :2]] + p[2:], l), r"probs\[1\] has 2 classes"),
+    (lambda i, p, l: (i[:2] + [i[2][:5]] + i[3:], p, l), r"images\[2\] must have shape \(32, 36, 3\)"),
+    (lambda i, p, l: (i, p, l[:1] + [l[1][:, :3]] + l[2:]), r"labels\[1\] must have shape \(32, 36\)"),
+    (lambda i, p, l: (i, p, l[:3] + [l[3] + 5]), r"labels\[3\] has value [5-7] outside 0..2"),
+    (lambda i, p, l: (i, p, l[:1] + [l[1].astype(float)] + l[2:]), r"labels\[1\] must be integers"),
+    (lambda i, p, l: (i, [p[0][..., 0]] + p[1:], l), r"probs\[0\] must have shape \[H, W, K\]"),
+])
+def test_hostile_inputs(mutate, match):
+    ims, ps, labs = dataset(4)
+    with pytest.raises(ValueError, match=match):
+        densecrf.fit(*mutate(ims, ps, labs), search="grid")
+
+
+@pytest.mark.parametrize("kw,match", [({"search": "adam"}, "search"), ({"compat": "full"}, "compat"),
+                                      ({"loss": "dice"}, "loss"), ({"holdout": 1.5}, "holdout"),
+                                      ({"holdout": [0, 1, 2, 3]}, "holdout"), ({"steps": 0}, "steps")])
+def test_bad_settings(kw, match):
+    ims, ps, labs = dataset(4)
+    with pytest.raises(ValueError, match=match):
+        densecrf.fit(ims, ps, labs, **kw)
+
+
+def test_params_file_accepted_everywhere(tmp_path):
+    ims, ps, labs = dataset(4)
+    out = densecrf.fit(ims, ps, labs, search="grid", grid=[CRFParams(bilateral_sxy=30.0, bilateral_compat=4.0)])
+    path = tmp_path / "crf.json"
+    out.save(path)
+    assert json.loads(path.read_text())["info"]["method"] == "densecrf.fit"
+    q = densecrf.refine(ims[0], ps[0], params=str(path))
+    crf = densecrf.DenseCRF2D(36, 32, K)
+    crf.set_unary(densecrf.unary_from_softmax(ps[0]))
+    crf.add_params(str(path), ims[0])
+    # 1e-6: the same native inference on the same unary; only the order of float32 operations may differ.
+    np.testing.assert_allclose(crf.inference(out.n_iter).reshape(q.shape), q, atol=1e-6)
+    CRFasRNN.from_params(str(path), K)
+
+
+# --------------------------------------------------------------------------
+# densecrf fit
+# --------------------------------------------------------------------------
+def _folders(tmp_path, n=4):
+    from PIL import Image
+
+    ims, ps, labs = dataset(n)
+    dirs = [tmp_path / d for d in ("img", "prob", "lab")]
+    for d in dirs:
+        d.mkdir()
+    for i in range(n):
+        Image.fromarray(ims[i]).save(dirs[0] / f"f{i}.png")
+        np.save(dirs[1] / f"f{i}.npy", ps[i])
+        Image.fromarray(labs[i].astype(np.uint8)).save(dirs[2] / f"f{i}.png")
+    return [str(d) for d in dirs]
+
+
+def test_cli_fit_happy_path(tmp_path, capsys):
+    dirs = _folders(tmp_path)
+    out = tmp_path / "p.json"
+    rc = cli.main(["fit", *dirs, "-o", str(out), "--search", "grid", "--holdout", "0.5", "-q"])
+    assert rc == 0
+    params = CRFParams.load(out)
+    assert len(params.info["heldout_names"]) == 2 and params.info["heldout_names"][0].startswith("f")
+    text = capsys.readouterr().out
+    assert "network alone" in text and "wrote" in text
+
+
+def _one_line_error(capsys, argv):
+    rc = cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("densecrf fit: error:"), err
+    return err[0]
+
+
+def test_cli_fit_hostile(tmp_path, capsys):
+    img, prob, lab = _folders(tmp_path)
+    out = str(tmp_path / "p.json")
+    assert "does not exist" in _one_line_error(capsys, ["fit", img, prob, str(tmp_path / "nope"), "-o", out])
+    os.rename(os.path.join(prob, "f1.npy"), os.path.join(prob, "g1.npy"))
+    assert "'f1'" in _one_line_error(capsys, ["fit", img, prob, lab, "-o", out])
+    os.rename(os.path.join(prob, "g1.npy"), os.path.join(prob, "f1.npy"))
+    np.save(os.path.join(prob, "f2.npy"), np.ones((5, 5, K), np.float32) / K)
+    assert "f2.npy has shape (5, 5, 3)" in _one_line_error(capsys, ["fit", img, prob, lab, "-o", out])
+    with open(os.path.join(prob, "f2.npy"), "wb") as fh:
+        fh.write(b"not a numpy file")
+    assert "cannot read" in _one_line_error(capsys, ["fit", img, prob, lab, "-o", out])
+    assert not os.path.exists(out)

@@ -1,0 +1,37 @@
+"""Writes the bundled network's softmax maps on CamVid val, at full resolution.
+
+For each val frame: the image resized to 240 x 180 (the network's training
+size), the logits bilinearly resized back to 480 x 360, softmax over the 11
+classes, saved as float16 ``[H, W, 11]`` to OUT/<stem>.npy.
+
+    python tools/camvid_probs.py /work/shared/data/camvid /work/fitdata/probs
+"""
+
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from densecrf.models import camvid, pretrained
+
+
+def main(root: str, out: str) -> int:
+    os.makedirs(out, exist_ok=True)
+    net = pretrained()
+    data = camvid.CamVid(root, "val")
+    with torch.no_grad():
+        for i, (img_path, _) in enumerate(data.pairs):
+            x, y = data[i]
+            x = F.interpolate(x[None], size=(180, 240), mode="bilinear", align_corners=False)
+            logits = F.interpolate(net(x), size=y.shape, mode="bilinear", align_corners=False)
+            probs = torch.softmax(logits[0], dim=0).permute(1, 2, 0).numpy()
+            stem = os.path.splitext(os.path.basename(img_path))[0]
+            np.save(os.path.join(out, stem + ".npy"), probs.astype(np.float16))
+    print(f"wrote {len(data)} probability maps to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:3]))
