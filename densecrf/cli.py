@@ -505,6 +505,9 @@ def cmd_eval(args) -> int:
         if not os.path.isdir(os.path.dirname(os.path.abspath(args.save_probs))):
             raise CLIError(f"the folder that should hold --save-probs does not exist: {args.save_probs}")
     params = None if args.no_crf else crf_params(args, _params_file())
+    if params is not None and params.info.get("provenance"):
+        # fitted parameters: say on what, so that scores on those same frames are read as optimistic
+        print(f"note: dense CRF parameters fitted by {params.info['provenance']}")
     n, ignore = len(camvid.CLASSES), camvid.IGNORE_INDEX
 
     net = model = None
