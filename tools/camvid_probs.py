@@ -4,7 +4,9 @@ For each val frame: the image resized to 240 x 180 (the network's training
 size), the logits bilinearly resized back to 480 x 360, softmax over the 11
 classes, saved as float16 ``[H, W, 11]`` to OUT/<stem>.npy.
 
-    python tools/camvid_probs.py /work/shared/data/camvid /work/fitdata/probs
+    python tools/camvid_probs.py /work/shared/data/camvid /work/fitdata/probs [SPLIT [LIMIT]]
+
+SPLIT is val (default) or train; LIMIT keeps the first frames by name.
 """
 
 import os
@@ -17,10 +19,12 @@ import torch.nn.functional as F
 from densecrf.models import camvid, pretrained
 
 
-def main(root: str, out: str) -> int:
+def main(root: str, out: str, split: str = "val", limit: str | None = None) -> int:
     os.makedirs(out, exist_ok=True)
     net = pretrained()
-    data = camvid.CamVid(root, "val")
+    data = camvid.CamVid(root, split)
+    if limit is not None:  # the first LIMIT frames by sorted name
+        data.pairs = data.pairs[:int(limit)]
     with torch.no_grad():
         for i, (img_path, _) in enumerate(data.pairs):
             x, y = data[i]
@@ -34,4 +38,4 @@ def main(root: str, out: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:3]))
+    sys.exit(main(*sys.argv[1:5]))
