@@ -416,12 +416,13 @@ def test_hostile(tmp_path, capsys, name, argv, match):
     assert after == snapshot
 
 
-def test_models_package_imports_without_torch():
+def test_models_package_imports_without_torch(tmp_path):
     # `eval --probs` and the demo's first checks need the CamVid constants, not torch.
+    # (cwd: outside the source tree, whose densecrf/ has no compiled extension in a non-editable install)
     import subprocess
 
     code = "import sys, densecrf.models, densecrf.models.camvid; assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
 
 
 def test_console_entry_flushes_before_its_hard_exit(tmp_path):
