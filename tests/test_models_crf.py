@@ -107,3 +107,34 @@ def test_bundled_crf_as_rnn_weights_segment_camvid():
     assert crf.mean_iou() > 0.40, crf.mean_iou()
     # the head changes the labels: the confusion matrices differ
     assert not np.array_equal(crf.confusion, net.confusion)
+
+
+def test_crf_fine_tune_from_a_parameter_file(tmp_path):
+    """--crf-params starts the head from a densecrf.params file; pretrained(path=) rebuilds that structure."""
+    from densecrf.models import DeepLabLite, pretrained, train
+    from densecrf.params import CRFParams
+
+    _fake_camvid(tmp_path / "data")
+    torch.manual_seed(0)
+    init = tmp_path / "net.pt"
+    torch.save({"model": DeepLabLite(11, 8).state_dict(), "args": {"width": 8}}, init)
+    rng = np.random.default_rng(0)
+    mu = -np.eye(11) + 0.1 * rng.normal(size=(11, 11))
+    w = rng.uniform(0.5, 2.0, 11)
+    # a shared matrix with per-class column weights: what densecrf.fit writes and CRFasRNN can hold
+    CRFParams(gaussian_sxy=2.0, gaussian_compat=mu.tolist(), bilateral_sxy=15.0, bilateral_srgb=4.0,
+              bilateral_compat=(mu * w[None, :]).tolist()).save(tmp_path / "p.json")
+    out = tmp_path / "run"
+    args = ["--data", str(tmp_path / "data"), "--out", str(out), "--epochs", "2", "--batch", "2", "--width", "8",
+            "--size", "24", "16", "--crf", "--init", str(init), "--crop", "32", "24", "--crf-iter", "2",
+            "--crf-params", str(tmp_path / "p.json")]
+    assert train.main(args) == 0
+    model = pretrained(crf=True, path=str(out / "best.pt"))
+    assert model.crf.n_iter == 2 and float(model.crf.bandwidth("bilateral", "srgb")) == pytest.approx(4.0)
+    best = torch.load(out / "best.pt", map_location="cpu")["model"]
+    assert torch.equal(model.crf.compat, best["crf.compat"])
+    # the head started from the file's matrix and moved from it in training
+    assert not torch.allclose(model.crf.compat, torch.as_tensor(mu, dtype=torch.float32))
+    # Adam moves an entry by about the learning rate per step at most: 2 steps at <= 0.02 before best.pt
+    # (val mIoU is 0 on this fake data, so the first epoch's model is kept); 0.1 leaves room
+    assert torch.allclose(model.crf.compat, torch.as_tensor(mu, dtype=torch.float32), atol=0.1)

@@ -110,14 +110,17 @@ class DeepLabCRF(nn.Module):
     (the size it was trained at) and up-samples its logits bilinearly to the
     image's size, where the CRF runs with the full-resolution image: the
     network's coarse labels are refined along the real edges. ``crf_kwargs``
-    go to :class:`densecrf.nn.CRFasRNN` (bandwidths in full-resolution pixels).
+    go to :class:`densecrf.nn.CRFasRNN` (bandwidths in full-resolution pixels);
+    ``crf`` passes a ready head instead, e.g. ``CRFasRNN.from_params(...)``.
     """
 
     def __init__(self, n_classes: int, width: int = 32, crf_iterations: int = 5,
-                 net_size: tuple[int, int] | None = None, **crf_kwargs):
+                 net_size: tuple[int, int] | None = None, crf: CRFasRNN | None = None, **crf_kwargs):
         super().__init__()
         self.net = DeepLabLite(n_classes, width)
-        self.crf = CRFasRNN(n_classes, crf_iterations, **crf_kwargs)
+        if crf is not None and (crf_kwargs or crf.n_classes != n_classes):
+            raise ValueError("pass either a CRFasRNN for n_classes (crf=) or its keyword arguments, not both")
+        self.crf = crf if crf is not None else CRFasRNN(n_classes, crf_iterations, **crf_kwargs)
         self.net_size = tuple(net_size) if net_size is not None else None
 
     def network_logits(self, image):

@@ -63,6 +63,9 @@ def main(argv=None) -> int:
                     help="initial smoothness term (full-resolution pixels)")
     ap.add_argument("--crf-bilateral", type=float, nargs=3, default=(80.0, 13.0, 3.0),
                     metavar=("SXY", "SRGB", "WEIGHT"), help="initial appearance term")
+    ap.add_argument("--crf-params", default=None, metavar="FILE.json",
+                    help="with --crf: start the head from these dense-CRF parameters (densecrf.params JSON, e.g. "
+                         "`densecrf fit` on train-split outputs) instead of --crf-spatial/--crf-bilateral")
     ap.add_argument("--crop", type=int, nargs=2, default=None, metavar=("W", "H"),
                     help="with --crf: train on random full-resolution crops of this size (the network sees them "
                          "scaled as in --size)")
@@ -79,7 +82,16 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
 
     n_classes = len(camvid.CLASSES)
-    if args.crf:
+    crf_init = None
+    if args.crf and args.crf_params:
+        from ..nn import CRFasRNN
+        from ..params import as_params
+
+        crf_init = as_params(args.crf_params).to_dict()
+        crf_init["n_iter"] = args.crf_iter
+        model = DeepLabCRF(n_classes, args.width, net_size=tuple(args.size),
+                           crf=CRFasRNN.from_params(crf_init, n_classes))
+    elif args.crf:
         model = DeepLabCRF(n_classes, args.width, args.crf_iter, net_size=tuple(args.size),
                            spatial_sxy=args.crf_spatial[0], spatial_weight=args.crf_spatial[1],
                            bilateral_sxy=args.crf_bilateral[0], bilateral_srgb=args.crf_bilateral[1],
@@ -155,7 +167,7 @@ def main(argv=None) -> int:
             os.replace(last + ".tmp", last)
             if miou > best:
                 best = miou
-                torch.save({"model": model.state_dict(), "miou": miou, "crf": args.crf,
+                torch.save({"model": model.state_dict(), "miou": miou, "crf": args.crf, "crf_init": crf_init,
                             "args": vars(args)}, os.path.join(args.out, "best.pt"))
     if distributed:
         dist.destroy_process_group()
