@@ -1,4 +1,4 @@
-"""Command line: ``densecrf demo | refine | eval | train | bench``.
+"""Command line: ``densecrf demo | refine | eval | fit | train | bench``.
 
 Each command reports bad input (missing files, unreadable images, shapes
 that do not fit, bad parameters) as one line ``densecrf <cmd>: error: ...``

@@ -2,8 +2,8 @@
 
 Importing this package or ``densecrf.models.camvid`` does not import torch;
 the networks and ``pretrained()`` do. ``pretrained()`` gives the network with its bundled CamVid weights;
-``pretrained(crf=True)`` the network with its fine-tuned CRF-as-RNN head,
-once those weights (``CRF_WEIGHTS``) are bundled.
+``pretrained(crf=True)`` the network with its CRF-as-RNN head, fine-tuned
+end to end (``CRF_WEIGHTS``; see weights/README.md).
 """
 
 import os
