@@ -14,9 +14,9 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from densecrf.models import camvid, pretrained
+from densecrf.models import NET_SIZE, camvid, pretrained
+from densecrf.models.deeplab import logits_at_size
 
 
 def main(root: str, out: str, split: str = "val", limit: str | None = None) -> int:
@@ -27,9 +27,8 @@ def main(root: str, out: str, split: str = "val", limit: str | None = None) -> i
         data.pairs = data.pairs[:int(limit)]
     with torch.no_grad():
         for i, (img_path, _) in enumerate(data.pairs):
-            x, y = data[i]
-            x = F.interpolate(x[None], size=(180, 240), mode="bilinear", align_corners=False)
-            logits = F.interpolate(net(x), size=y.shape, mode="bilinear", align_corners=False)
+            x, _ = data[i]
+            logits = logits_at_size(net, x[None], NET_SIZE)  # at the frame's (= its labels') size
             probs = torch.softmax(logits[0], dim=0).permute(1, 2, 0).numpy()
             stem = os.path.splitext(os.path.basename(img_path))[0]
             np.save(os.path.join(out, stem + ".npy"), probs.astype(np.float16))

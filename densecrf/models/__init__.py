@@ -42,16 +42,8 @@ def pretrained(crf: bool = False, path: str | None = None):
                                                               if crf else ""))
     ck = torch.load(path, map_location="cpu")
     a = ck["args"]
-    if crf and ck.get("crf_init"):  # a head started from a parameter file: same structure, then the weights
-        from ..nn import CRFasRNN
-
-        model = DeepLabCRF(11, a["width"], net_size=tuple(a.get("size", NET_SIZE)),
-                           crf=CRFasRNN.from_params(ck["crf_init"], 11))
-    elif crf:
-        spatial, bilateral = a.get("crf_spatial", (3.0, 1.0)), a.get("crf_bilateral", (80.0, 13.0, 3.0))
-        model = DeepLabCRF(11, a["width"], a.get("crf_iter", 5), net_size=tuple(a.get("size", NET_SIZE)),
-                           spatial_sxy=spatial[0], spatial_weight=spatial[1], bilateral_sxy=bilateral[0],
-                           bilateral_srgb=bilateral[1], bilateral_weight=bilateral[2], per_class_weights=True)
+    if crf:
+        model = DeepLabCRF.from_training_args(11, a, ck.get("crf_init"))
     else:
         model = DeepLabLite(11, a["width"])
     model.load_state_dict(ck["model"])

@@ -101,6 +101,16 @@ class DeepLabLite(nn.Module):
         return F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
 
 
+def logits_at_size(net: nn.Module, image, net_size: tuple[int, int] | None):
+    """``net``'s logits at ``image``'s size, the network run on the image resized
+    (bilinearly) to ``net_size`` = (W, H); None or the image's own size runs it as is."""
+    h, w = image.shape[2:]
+    if net_size is None or (w, h) == tuple(net_size):
+        return net(image)
+    x = F.interpolate(image, size=(net_size[1], net_size[0]), mode="bilinear", align_corners=False)
+    return F.interpolate(net(x), size=(h, w), mode="bilinear", align_corners=False)
+
+
 class DeepLabCRF(nn.Module):
     """DeepLabLite with a CRF-as-RNN head (densecrf.nn.CRFasRNN) on its logits.
 
@@ -123,13 +133,22 @@ class DeepLabCRF(nn.Module):
         self.crf = crf if crf is not None else CRFasRNN(n_classes, crf_iterations, **crf_kwargs)
         self.net_size = tuple(net_size) if net_size is not None else None
 
+    @classmethod
+    def from_training_args(cls, n_classes: int, args: dict, crf_init: dict | None = None) -> "DeepLabCRF":
+        """The model ``python -m densecrf.models.train --crf`` builds from its
+        arguments (``vars(args)``; missing ones take that command's defaults),
+        with the head from the parameter dict ``crf_init`` when given."""
+        size = tuple(args.get("size", (240, 180)))
+        if crf_init:
+            return cls(n_classes, args["width"], net_size=size, crf=CRFasRNN.from_params(crf_init, n_classes))
+        spatial, bilateral = args.get("crf_spatial", (3.0, 1.0)), args.get("crf_bilateral", (80.0, 13.0, 3.0))
+        return cls(n_classes, args["width"], args.get("crf_iter", 5), net_size=size,
+                   spatial_sxy=spatial[0], spatial_weight=spatial[1], bilateral_sxy=bilateral[0],
+                   bilateral_srgb=bilateral[1], bilateral_weight=bilateral[2], per_class_weights=True)
+
     def network_logits(self, image):
         """The network's logits at the image's size."""
-        h, w = image.shape[2:]
-        if self.net_size is None or (w, h) == self.net_size:
-            return self.net(image)
-        x = F.interpolate(image, size=(self.net_size[1], self.net_size[0]), mode="bilinear", align_corners=False)
-        return F.interpolate(self.net(x), size=(h, w), mode="bilinear", align_corners=False)
+        return logits_at_size(self.net, image, self.net_size)
 
     def forward(self, image, output: str = "crf"):
         if output not in ("crf", "network", "both"):

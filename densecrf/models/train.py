@@ -83,19 +83,13 @@ def main(argv=None) -> int:
 
     n_classes = len(camvid.CLASSES)
     crf_init = None
-    if args.crf and args.crf_params:
-        from ..nn import CRFasRNN
-        from ..params import as_params
+    if args.crf:
+        if args.crf_params:
+            from ..params import as_params
 
-        crf_init = as_params(args.crf_params).to_dict()
-        crf_init["n_iter"] = args.crf_iter
-        model = DeepLabCRF(n_classes, args.width, net_size=tuple(args.size),
-                           crf=CRFasRNN.from_params(crf_init, n_classes))
-    elif args.crf:
-        model = DeepLabCRF(n_classes, args.width, args.crf_iter, net_size=tuple(args.size),
-                           spatial_sxy=args.crf_spatial[0], spatial_weight=args.crf_spatial[1],
-                           bilateral_sxy=args.crf_bilateral[0], bilateral_srgb=args.crf_bilateral[1],
-                           bilateral_weight=args.crf_bilateral[2], per_class_weights=True)
+            crf_init = as_params(args.crf_params).to_dict()
+            crf_init["n_iter"] = args.crf_iter
+        model = DeepLabCRF.from_training_args(n_classes, vars(args), crf_init)
     else:
         model = DeepLabLite(n_classes, args.width)
     if args.init:
@@ -122,9 +116,11 @@ def main(argv=None) -> int:
         train = camvid.CamVid(args.data, "train", flip=True, seed=args.seed,
                               crop=tuple(args.crop) if args.crop else None)
         val = camvid.CamVid(args.data, "val")
+        train_net_size = tuple(args.size)
         if args.crop:  # the network sees crops at the scale it sees whole images
             full = camvid.load_pair(*train.pairs[0])[1].shape
-            model.net_size = (round(args.crop[0] * args.size[0] / full[1]), round(args.crop[1] * args.size[1] / full[0]))
+            train_net_size = (round(args.crop[0] * args.size[0] / full[1]), round(args.crop[1] * args.size[1] / full[0]))
+        model.net_size = train_net_size
     else:
         train = camvid.CamVid(args.data, "train", size=tuple(args.size), flip=True, seed=args.seed)
         val = camvid.CamVid(args.data, "val", size=tuple(args.size))
@@ -154,8 +150,8 @@ def main(argv=None) -> int:
             if args.crf:
                 model.net_size = tuple(args.size)  # whole frames at evaluation
             m = evaluate(model, val, output="crf" if args.crf else None)
-            if args.crf and args.crop:
-                model.net_size = (round(args.crop[0] * args.size[0] / full[1]), round(args.crop[1] * args.size[1] / full[0]))
+            if args.crf:
+                model.net_size = train_net_size
             miou = m.mean_iou()
             print(f"\repoch {epoch}: loss {np.mean(losses):.4f}, val mIoU {miou:.4f}, "
                   f"pixel acc {m.pixel_accuracy():.4f}, {time.time() - t0:.0f} s")
