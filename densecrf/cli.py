@@ -28,8 +28,8 @@ _EXTRA_OF = {"skimage": ("scikit-image", "cli"), "matplotlib": ("matplotlib", "c
              "torch": ("torch", "models"), "PIL": ("pillow", "cli")}
 
 
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+class CLIError(ValueError):
+    """A user-facing error: printed as one line, exit status 2 (a ValueError for callers outside the CLI)."""
 
 
 def _need(module: str):
@@ -290,14 +290,11 @@ def _as_tensor(image: np.ndarray):
 def network_probs(net, image: np.ndarray, net_size=(240, 180)) -> np.ndarray:
     """``[H, W, K]`` float32 softmax of a network run on the image resized to net_size = (W, H)."""
     import torch
-    import torch.nn.functional as F
 
-    h, w = image.shape[:2]
-    x = _as_tensor(image)
+    from .models.deeplab import logits_at_size
+
     with torch.no_grad(), _one_torch_thread():
-        if (w, h) != tuple(net_size):
-            x = F.interpolate(x, size=(net_size[1], net_size[0]), mode="bilinear", align_corners=False)
-        logits = F.interpolate(net(x), size=(h, w), mode="bilinear", align_corners=False)
+        logits = logits_at_size(net, _as_tensor(image), net_size)
         return torch.softmax(logits, 1)[0].permute(1, 2, 0).contiguous().numpy()
 
 

@@ -37,6 +37,7 @@ time and the settings. ``params.save(path)`` writes the JSON file that
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import numbers
 import os
 import time
@@ -182,7 +183,7 @@ def _gradient(start: CRFParams, images, probs, labels, fit_idx, score, *, k, ign
 
     from .nn import CRFasRNN
 
-    p0 = CRFParams(**{**start.__dict__, "info": {}})
+    p0 = dataclasses.replace(start, info={})
     # A dropped term re-enters with weight 0: the same CRF, and descent can still grow it.
     if p0.gaussian_compat is None:
         p0.gaussian_compat = 0.0
@@ -348,8 +349,7 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
     score = _Scorer(images, probs, labels, hold, k, ignore_index, threads)
 
     def with_iter(p):
-        d = {**p.__dict__, "n_iter": n_iter, "info": {}}
-        return CRFParams(**d)
+        return dataclasses.replace(p, n_iter=n_iter, info={})
 
     scores = {}
     cands = []  # (name, params, held-out mIoU), in order of preference on ties
@@ -387,7 +387,7 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
     name, chosen, s = max(cands, key=lambda t: t[2])
     scores["selected"] = s
     elapsed = time.perf_counter() - t0
-    chosen = CRFParams(**{**chosen.__dict__, "info": {}})
+    chosen = dataclasses.replace(chosen, info={})
     per_class = {"network": score.metrics(cands[0][1]).iou().tolist(), "selected": score.metrics(chosen).iou().tolist()}
     chosen.info = {
         "method": "densecrf.fit",
@@ -470,8 +470,13 @@ def _stems(folder: str, exts, what: str) -> dict:
 
 
 def load_folders(images_dir: str, probs_dir: str, labels_dir: str):
-    """(names, images, probs, labels) from three folders matched by file stem."""
-    from skimage import io
+    """(names, images, probs, labels) from three folders matched by file stem.
+
+    Images and labels are read as the command line reads them
+    (:func:`densecrf.cli.read_image`: grey and RGBA to uint8 RGB;
+    :func:`densecrf.cli.read_labels`: palette or grey PNGs of class indices).
+    """
+    from .cli import read_image, read_labels
 
     ims = _stems(images_dir, _IMAGE_EXT, "images")
     prs = _stems(probs_dir, (".npy",), "probs")
@@ -486,15 +491,8 @@ def load_folders(images_dir: str, probs_dir: str, labels_dir: str):
                              f"{what if missing else 'images'} ({len(missing) + len(extra)} unmatched)")
     images, probs, labels = [], [], []
     for s in names:
-        try:
-            im = io.imread(ims[s])
-            lab = io.imread(labs[s])
-        except Exception as exc:  # skimage raises many types for unreadable files
-            raise ValueError(f"cannot read the image or label of {s!r}: {type(exc).__name__}: {exc}") from None
-        if im.ndim == 3 and im.shape[2] == 4:
-            im = im[..., :3]
-        elif im.ndim == 2:
-            im = np.repeat(im[..., None], 3, axis=2)
+        im = read_image(ims[s], f"image of {s!r}")
+        lab = read_labels(labs[s], f"label image of {s!r}")
         try:
             p = np.load(prs[s], allow_pickle=False)
         except (ValueError, EOFError, OSError) as exc:

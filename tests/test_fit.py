@@ -292,3 +292,20 @@ def test_cli_fit_hostile(tmp_path, capsys):
         fh.write(b"not a numpy file")
     assert "cannot read" in _one_line_error(capsys, ["fit", img, prob, lab, "-o", out])
     assert not os.path.exists(out)
+
+
+def test_load_folders_reads_palette_labels_as_indices(tmp_path):
+    # Label PNGs are often palette images: their pixels are class indices, not the palette's colours.
+    from PIL import Image
+
+    from densecrf.fit import load_folders
+
+    img, prob, lab = _folders(tmp_path, n=2)
+    truth = np.asarray(Image.open(os.path.join(lab, "f0.png")), dtype=np.int64)
+    pal = Image.fromarray(truth.astype(np.uint8), mode="L").convert("P")
+    pal.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * (3 * 253))
+    pal.save(os.path.join(lab, "f0.png"))
+    assert Image.open(os.path.join(lab, "f0.png")).mode == "P"
+    names, _, _, labels = load_folders(img, prob, lab)
+    assert names == ["f0", "f1"]
+    np.testing.assert_array_equal(labels[0], truth)

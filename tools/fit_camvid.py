@@ -45,6 +45,14 @@ def score(params, images, probs, labels):
     return m
 
 
+def print_table(title, results):
+    """Mean IoU and per-class IoU (%) of each row's SegmentationMetrics."""
+    print(f"\n{title}")
+    print(f"{'':<18} {'mIoU':>6}  " + " ".join(f"{c[:6]:>6}" for c in CLASSES))
+    for label, m in results.items():
+        print(f"{label:<18} {100 * m.mean_iou():6.2f}  " + " ".join(f"{100 * v:6.1f}" for v in m.iou()))
+
+
 def main(root, probs_dir, out, *extra):
     names, images, probs, labels = load(root, probs_dir)
     fit_sl, test_sl = slice(0, N_FIT), slice(N_FIT, None)
@@ -58,10 +66,8 @@ def main(root, probs_dir, out, *extra):
     rows = [("network alone", None), ("classic defaults", CRFParams()), ("best grid point", grid_best),
             ("fitted", params)]
     results = {label: score(p, *test) for label, p in rows}
-    print(f"\nCamVid val, the {len(names) - N_FIT} frames after the first {N_FIT} (480 x 360, ignore index {IGNORE_INDEX})")
-    print(f"{'':<18} {'mIoU':>6}  " + " ".join(f"{c[:6]:>6}" for c in CLASSES))
-    for label, m in results.items():
-        print(f"{label:<18} {100 * m.mean_iou():6.2f}  " + " ".join(f"{100 * v:6.1f}" for v in m.iou()))
+    print_table(f"CamVid val, the {len(names) - N_FIT} frames after the first {N_FIT} (480 x 360, ignore index "
+                f"{IGNORE_INDEX})", results)
     print(f"fitting time: {fit_time:.1f} s on {densecrf.get_num_threads()} threads ({N_FIT} images)")
     params.info["provenance"] = (
         f"densecrf.fit on the bundled DeepLabLite's softmax maps (input 240 x 180, logits resized to 480 x 360) "

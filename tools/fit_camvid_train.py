@@ -16,11 +16,11 @@ import numpy as np
 from skimage import io
 
 import densecrf
-from densecrf.models.camvid import CLASSES, IGNORE_INDEX
+from densecrf.models.camvid import IGNORE_INDEX
 from densecrf.params import CRFParams
 
 sys.path.insert(0, os.path.dirname(__file__))
-from fit_camvid import N_FIT, load, score  # noqa: E402
+from fit_camvid import N_FIT, load, print_table, score  # noqa: E402
 
 
 def main(root, train_probs, val_probs, out):
@@ -37,11 +37,8 @@ def main(root, train_probs, val_probs, out):
     grid_best = CRFParams.from_dict(params.info["grid_best_params"])
     rows = [("network alone", None), ("classic defaults", CRFParams()), ("best grid (train)", grid_best),
             ("fitted (train)", params)]
-    print(f"\nfitted on the first {N_FIT} train frames; scored on the {len(vi) - N_FIT} val frames after the first {N_FIT}")
-    print(f"{'':<18} {'mIoU':>6}  " + " ".join(f"{c[:6]:>6}" for c in CLASSES))
-    for label, p in rows:
-        m = score(p, *test)
-        print(f"{label:<18} {100 * m.mean_iou():6.2f}  " + " ".join(f"{100 * v:6.1f}" for v in m.iou()))
+    print_table(f"fitted on the first {N_FIT} train frames; scored on the {len(vi) - N_FIT} val frames after the "
+                f"first {N_FIT}", {label: score(p, *test) for label, p in rows})
     print(f"fitting time: {fit_time:.1f} s; train held-out scores: {params.info.get('heldout_miou')}")
     params.save(out)
     return 0
