@@ -112,7 +112,7 @@ void softmax_neg(const float* unary, float* out, int64_t n, int k, int threads) 
   parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
     AlignedFloats q = aligned_floats(cp);
     for (int64_t i = b; i < e; ++i) {
-      K.softmax_neg(unary + i * k, q.get(), k, cp, 0, 1);
+      K.softmax_neg(unary + i * k, q.get(), k, cp, n - i, 0, 1);
       std::memcpy(out + i * k, q.get(), sizeof(float) * k);
     }
   });
@@ -133,13 +133,13 @@ void mean_field(const float* unary, float* q, int64_t n, int k,
   // [(M_t+1), cp], allocated once for all iterations. U stays unpadded.
   AlignedFloats qp = aligned_floats(static_cast<size_t>(n) * cp);
   parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
+    if (fresh) {
+      K.softmax_neg(unary, qp.get(), k, cp, n, b, e);
+      return;
+    }
     for (int64_t i = b; i < e; ++i) {
-      if (fresh) {
-        K.softmax_neg(unary + i * k, qp.get() + i * cp, k, cp, 0, 1);
-      } else {
-        std::memcpy(qp.get() + i * cp, q + i * k, sizeof(float) * k);
-        std::fill(qp.get() + i * cp + k, qp.get() + (i + 1) * cp, 0.0f);
-      }
+      std::memcpy(qp.get() + i * cp, q + i * k, sizeof(float) * k);
+      std::fill(qp.get() + i * cp + k, qp.get() + (i + 1) * cp, 0.0f);
     }
   });
   std::vector<AlignedFloats> buf_a, buf_b;
@@ -167,7 +167,7 @@ void mean_field(const float* unary, float* q, int64_t n, int k,
     // Fused epilogue: slice every term, apply its compatibility, add the
     // unary, softmax; one pass over the points.
     parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
-      K.epilogue(unary, qp.get(), k, cp, ep.data(), static_cast<int>(nt), b, e);
+      K.epilogue(unary, qp.get(), k, cp, n, ep.data(), static_cast<int>(nt), b, e);
     });
   }
   parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {

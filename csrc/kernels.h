@@ -59,11 +59,11 @@ struct Kernels {
   void (*slice)(const int32_t* off, const float* w, float mult, int dp1, const float* vals, float* out, int cp,
                 int64_t ib, int64_t ie);
   // q[i] = softmax(-u[i] - sum_t message_t) over the first k of cp lanes
-  // (pad lanes set to 0), i in [ib, ie). u is [N, k] (unpadded), q [N, cp].
-  void (*epilogue)(const float* u, float* q, int k, int cp, const EpilogueTerm* terms, int nterms,
-                   int64_t ib, int64_t ie);
-  // q[i] = softmax(-u[i]) (pad lanes 0), i in [ib, ie); u is [N, k], q [N, cp].
-  void (*softmax_neg)(const float* u, float* q, int k, int cp, int64_t ib, int64_t ie);
+  // (pad lanes set to 0), i in [ib, ie). u is [n, k] (unpadded), q [n, cp].
+  void (*epilogue)(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms,
+                   int nterms, int64_t ib, int64_t ie);
+  // q[i] = softmax(-u[i]) (pad lanes 0), i in [ib, ie); u is [n, k], q [n, cp].
+  void (*softmax_neg)(const float* u, float* q, int k, int cp, int64_t n, int64_t ib, int64_t ie);
   // u[i] = -log(max(p[i], clip)) for rows [ib, ie) of p [N, k], with the
   // range, row-sum and finiteness statistics of those rows.
   void (*unary_from_probs)(const float* p, float* u, int k, float clip, int64_t ib, int64_t ie, UnaryStats* st);

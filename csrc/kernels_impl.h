@@ -65,6 +65,28 @@ inline v8f lane_mask(int k, int b) {
   return m;
 }
 
+// -u[0..k) into registers L[0..R), R = cp / 8. Where the row is followed by
+// at least cp - k more floats of the same array (overread), whole 8-lane
+// loads read past the row's end into the next rows: those pad lanes hold
+// garbage that the callers mask out (softmax_regs replaces the last block's
+// pad lanes before the max). Otherwise the row goes through a zeroed stack
+// copy. Loading straight from u avoids a memcpy call and the failed
+// store-to-load forwarding of a scalar copy followed by vector loads.
+template <int R>
+inline void load_neg_row(const float* u, int k, bool overread, v8f* L) {
+  if (overread) {
+    for (int b = 0; b < R; ++b) {
+      v8f x;
+      std::memcpy(&x, u + b * 8, sizeof(x));
+      L[b] = -x;
+    }
+    return;
+  }
+  alignas(32) float tmp[R * 8];
+  for (int c = 0; c < R * 8; ++c) tmp[c] = c < k ? u[c] : 0.0f;
+  for (int b = 0; b < R; ++b) L[b] = -load(tmp + b * 8);
+}
+
 // Softmax of x[0..cp) over the first k lanes; pad lanes become 0.
 template <int NB>
 inline void softmax_row(float* x, int k, int cp) {
@@ -97,6 +119,25 @@ void splat_t(const int32_t* off, const float* w, const float* scale, int dp1, co
   for (int64_t v = vb; v < ve; ++v) {
     float* row = vals + (v + 1) * cp;
     for (int b = 0; b < nb; ++b) store(row + b * 8, splat1(0.0f));
+  }
+  if (NB > 0) {
+    // The point's values stay in registers across its d+1 vertices (the
+    // stores into vertex rows could alias them for all the compiler knows).
+    constexpr int R = NB > 0 ? NB : 1;
+    for (int64_t i = pb; i < pe; ++i) {
+      v8f X[R];
+      for (int b = 0; b < R; ++b) X[b] = load(in + i * cp + b * 8);
+      const float s = scale ? scale[i] : 1.0f;
+      for (int r = 0; r < dp1; ++r) {
+        const int64_t en = i * dp1 + r;
+        const int64_t v = off[en];
+        if (v < vb || v >= ve) continue;
+        const v8f wk = splat1(w[en] * s);
+        float* row = vals + (v + 1) * cp;
+        for (int b = 0; b < R; ++b) store(row + b * 8, load(row + b * 8) + wk * X[b]);
+      }
+    }
+    return;
   }
   for (int64_t i = pb; i < pe; ++i) {
     const float* x = in + i * cp;
@@ -174,8 +215,8 @@ inline void add_general_message(const EpilogueTerm& T, const float* s, float* x,
 }
 
 template <int NB>
-void epilogue_t(const float* u, float* q, int k, int cp, const EpilogueTerm* terms, int nterms, int64_t ib,
-                int64_t ie) {
+void epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms,
+                int64_t ib, int64_t ie) {
   const int nb = NB > 0 ? NB : cp / 8;
   AlignedFloats sbuf = aligned_floats(cp);  // slice of one term, for non-Potts compatibilities
   float* s = sbuf.get();
@@ -186,10 +227,8 @@ void epilogue_t(const float* u, float* q, int k, int cp, const EpilogueTerm* ter
     constexpr int R = NB > 0 ? NB : 1;
     for (int64_t i = ib; i < ie; ++i) {
       float* x = q + i * cp;
-      std::memcpy(ubuf.get(), u + i * k, sizeof(float) * k);
-      const float* ui = ubuf.get();
       v8f L[R];
-      for (int b = 0; b < R; ++b) L[b] = -load(ui + b * 8);
+      load_neg_row<R>(u + i * k, k, i * k + cp <= n * k, L);
       for (int t = 0; t < nterms; ++t) {
         const EpilogueTerm& T = terms[t];
         const bool potts = T.compat_kind == 0;
@@ -244,12 +283,20 @@ void epilogue_t(const float* u, float* q, int k, int cp, const EpilogueTerm* ter
 }
 
 template <int NB>
-void softmax_neg_t(const float* u, float* q, int k, int cp, int64_t ib, int64_t ie) {
-  const int nb = NB > 0 ? NB : cp / 8;
+void softmax_neg_t(const float* u, float* q, int k, int cp, int64_t n, int64_t ib, int64_t ie) {
+  if (NB > 0) {
+    constexpr int R = NB > 0 ? NB : 1;
+    for (int64_t i = ib; i < ie; ++i) {
+      v8f L[R];
+      load_neg_row<R>(u + i * k, k, i * k + cp <= n * k, L);
+      softmax_regs<R>(L, k);
+      for (int b = 0; b < R; ++b) store(q + i * cp + b * 8, L[b]);
+    }
+    return;
+  }
   for (int64_t i = ib; i < ie; ++i) {
     float* x = q + i * cp;
     for (int c = 0; c < cp; ++c) x[c] = c < k ? -u[i * k + c] : 0.0f;
-    (void)nb;
     softmax_row<NB>(x, k, cp);
   }
 }
@@ -354,12 +401,12 @@ void slice(const int32_t* off, const float* w, float mult, int dp1, const float*
            int64_t ib, int64_t ie) {
   DCRF_DISPATCH(slice_t, cp, off, w, mult, dp1, vals, out, cp, ib, ie)
 }
-void epilogue(const float* u, float* q, int k, int cp, const EpilogueTerm* terms, int nterms, int64_t ib,
-              int64_t ie) {
-  DCRF_DISPATCH(epilogue_t, cp, u, q, k, cp, terms, nterms, ib, ie)
+void epilogue(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms,
+              int64_t ib, int64_t ie) {
+  DCRF_DISPATCH(epilogue_t, cp, u, q, k, cp, n, terms, nterms, ib, ie)
 }
-void softmax_neg(const float* u, float* q, int k, int cp, int64_t ib, int64_t ie) {
-  DCRF_DISPATCH(softmax_neg_t, cp, u, q, k, cp, ib, ie)
+void softmax_neg(const float* u, float* q, int k, int cp, int64_t n, int64_t ib, int64_t ie) {
+  DCRF_DISPATCH(softmax_neg_t, cp, u, q, k, cp, n, ib, ie)
 }
 #undef DCRF_DISPATCH
 

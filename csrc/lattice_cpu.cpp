@@ -103,24 +103,28 @@ class KeyTable {
 template <int DC>
 void embed_chunk(const float* features, int d, int64_t begin, int64_t end, const float* scale,
                  KeyTable& table, int32_t* offsets, float* weights, bool& ok) {
+  constexpr int cap = DC > 0 ? DC : kMaxDim;
   const int dp1 = d + 1;
-  const size_t nk = static_cast<size_t>(dp1) * d;
-  std::vector<int32_t> keys(nk), prev(nk, 0);
+  int32_t keys[(cap + 1) * cap];
+  // The simplex (remainder-0 vertex and ranks) of this point and the last.
+  int32_t cur[2 * (cap + 1)], prev[2 * (cap + 1)];
   bool have_prev = false;
   for (int64_t i = begin; i < end; ++i) {
-    if (!embed_point<DC>(features + i * d, d, scale, keys.data(), weights + i * dp1)) {
+    if (!locate_point<DC>(features + i * d, d, scale, cur, cur + dp1, weights + i * dp1)) {
       ok = false;
       return;
     }
     // Neighbouring points usually fall into the same simplex: reuse the
-    // previous point's vertex ids when all d+1 keys are the same.
+    // previous point's vertex ids when its remainder-0 vertex and ranks
+    // (which determine the d+1 keys) are the same.
     bool same = have_prev;
-    for (size_t j = 0; same && j < nk; ++j) same = keys[j] == prev[j];
+    for (int j = 0; same && j < 2 * dp1; ++j) same = cur[j] == prev[j];
     if (same) {
       for (int r = 0; r <= d; ++r) offsets[i * dp1 + r] = offsets[(i - 1) * dp1 + r];
     } else {
+      simplex_keys(cur, cur + dp1, d, keys);
       for (int r = 0; r <= d; ++r) {
-        const int32_t* k = keys.data() + r * d;
+        const int32_t* k = keys + r * d;
         const int32_t id = table.find_or_insert(k, hash_key(k, d));
         if (id >= static_cast<int32_t>(table.first_point.size())) {
           table.first_point.push_back(static_cast<int32_t>(i));
@@ -128,7 +132,7 @@ void embed_chunk(const float* features, int d, int64_t begin, int64_t end, const
         }
         offsets[i * dp1 + r] = id;
       }
-      keys.swap(prev);
+      std::memcpy(prev, cur, sizeof(int32_t) * 2 * dp1);
       have_prev = true;
     }
     for (int r = 0; r <= d; ++r) table.last_point[offsets[i * dp1 + r]] = static_cast<int32_t>(i);

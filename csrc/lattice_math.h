@@ -84,30 +84,31 @@ DCRF_HOST_DEVICE inline bool locate_point(const float* f, int d_rt, const float*
   }
   if (!ok) return false;
 
-  // Rank of each coordinate's remainder in decreasing order (p. 10).
-  for (int i = 0; i <= d; ++i) rank[i] = 0;
+  // Rank of each coordinate's remainder in decreasing order (p. 10). The
+  // comparisons are data-dependent and about as often true as false: counted
+  // as integers rather than branched on (a mispredicted branch each).
+  float resid[cap + 1];
+  for (int i = 0; i <= d; ++i) {
+    rank[i] = 0;
+    resid[i] = elevated[i] - rem0[i];
+  }
   for (int i = 0; i < d; ++i) {
-    const float di = elevated[i] - rem0[i];
     for (int j = i + 1; j <= d; ++j) {
-      if (di < elevated[j] - rem0[j]) {
-        ++rank[i];
-      } else {
-        ++rank[j];
-      }
+      const int lt = resid[i] < resid[j];
+      rank[i] += lt;
+      rank[j] += 1 - lt;
     }
   }
 
-  // Bring the point back onto the plane sum(x) = 0 when rounding left it off.
+  // Bring the point back onto the plane sum(x) = 0 when rounding left it off
+  // (branch-free as well: wrap = +1 below 0, -1 above d, else 0; adding
+  // 0 * up leaves rem0 unchanged, so the result is the branching version's).
   const int isum = static_cast<int>(sum);
   for (int i = 0; i <= d; ++i) {
-    rank[i] += isum;
-    if (rank[i] < 0) {
-      rank[i] += d + 1;
-      rem0[i] += up;
-    } else if (rank[i] > d) {
-      rank[i] -= d + 1;
-      rem0[i] -= up;
-    }
+    const int r = rank[i] + isum;
+    const int wrap = (r < 0) - (r > d);
+    rank[i] = r + wrap * (d + 1);
+    rem0[i] += static_cast<float>(wrap) * up;
   }
 
   // Barycentric coordinates (p. 10).
