@@ -33,12 +33,14 @@ PairwiseTerm::PairwiseTerm(std::shared_ptr<const CpuLattice> lattice, Normalizat
   lattice_->filter(norm_.data(), norm_.data(), 1, false, threads);
   if (norm_type_ == Normalization::kNone) return;
   scale_.resize(n);
-  for (int64_t i = 0; i < n; ++i) {
-    const double v = static_cast<double>(norm_[i]) + 1e-20;
-    scale_[i] = static_cast<float>(norm_type_ == Normalization::kSymmetric ? 1.0 / std::sqrt(v)
-                                                                           : 1.0 / v);
-  }
-  slice_scaled_ = lattice_->slice_weights(scale_.data());
+  const bool symmetric = norm_type_ == Normalization::kSymmetric;
+  parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const double v = static_cast<double>(norm_[i]) + 1e-20;
+      scale_[i] = static_cast<float>(symmetric ? 1.0 / std::sqrt(v) : 1.0 / v);
+    }
+  });
+  slice_scaled_ = lattice_->slice_weights(scale_.data(), threads);
 }
 
 const float* PairwiseTerm::splat_scale(bool transpose) const {

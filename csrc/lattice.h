@@ -80,7 +80,7 @@ class CpuLattice {
  public:
 
   // Per-entry slice weights for a per-point scale s[N]: w_e * alpha * s[i].
-  std::vector<float> slice_weights(const float* point_scale) const;
+  std::vector<float> slice_weights(const float* point_scale, int threads = 0) const;
 
  private:
   int64_t n_ = 0;

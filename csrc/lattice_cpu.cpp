@@ -186,7 +186,7 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
     // Sized for up to 2^18 vertices before it grows (4 MiB of slots): image
     // lattices usually have far fewer than N(d+1) vertices; measured faster
     // than starting at 4096 slots, which probes and grows more.
-    tables[t].reset(new KeyTable(d_, std::min<int64_t>((e - b) * dp1, int64_t(1) << 18)));
+    tables[t].reset(new KeyTable(d_, std::min<int64_t>((e - b) * dp1, int64_t(1) << 16)));
     bool good = true;
     embed_dispatch(features, d_, b, e, scale, *tables[t], offsets_.data(), weights_.data(), good);
     ok[t] = good;
@@ -268,11 +268,11 @@ size_t CpuLattice::memory_bytes() const {
          first_point_.size() * 4 + last_point_.size() * 4;
 }
 
-std::vector<float> CpuLattice::slice_weights(const float* s) const {
+std::vector<float> CpuLattice::slice_weights(const float* s, int threads) const {
   std::vector<float> w(weights_.size());
   const float alpha = lattice_alpha(d_);
   const int dp1 = d_ + 1;
-  parallel_for(n_, default_threads(), kGrain, [&](int64_t b, int64_t e) {
+  parallel_for(n_, threads > 0 ? threads : default_threads(), kGrain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       for (int r = 0; r < dp1; ++r) w[i * dp1 + r] = (weights_[i * dp1 + r] * alpha) * s[i];
     }

@@ -122,6 +122,11 @@ class DenseCRF:
             raise ValueError(f"features must have shape ({self.n_points}, d) = (N, d), got {_checks.shape_str(f.shape)}")
         if not 1 <= f.shape[1] <= 32:
             raise ValueError(f"features must have 1 to 32 columns, got shape {_checks.shape_str(f.shape)}")
+        self._add_term(f, compat, kernel, normalization)
+
+    def _add_term(self, f, compat, kernel, normalization) -> None:
+        # f: [N, d] C-contiguous finite float32 (checked by the caller, or
+        # built here from checked inputs).
         kind, values = _compat_arg(compat, self.n_labels)
         norm = _enum_arg(normalization, Normalization, "normalization")
         ktype = _enum_arg(kernel, KernelType, "kernel")
@@ -222,13 +227,11 @@ class DenseCRF2D(DenseCRF):
         super().__init__(self.width * self.height, n_labels, threads=threads)
 
     def _positions(self, sxy) -> np.ndarray:
-        sx, sy = _checks.per_axis(sxy, 2, "sxy")
-        ys, xs = np.mgrid[0 : self.height, 0 : self.width].astype(np.float32)
-        return np.stack([(xs / np.float32(sx)).ravel(), (ys / np.float32(sy)).ravel()], axis=1)
+        return grid_positions((self.height, self.width), sxy)
 
     def add_pairwise_gaussian(self, sxy, compat, *, kernel="diag", normalization="symmetric") -> None:
         """Smoothness term: Gaussian over (x/sx, y/sy); ``sxy`` a number or (sx, sy)."""
-        self.add_pairwise(self._positions(sxy), compat, kernel=kernel, normalization=normalization)
+        self._add_term(self._positions(sxy), compat, kernel, normalization)
 
     def add_pairwise_bilateral(self, sxy, srgb, image, compat, *, kernel="diag",
                                normalization="symmetric") -> None:
@@ -246,9 +249,7 @@ class DenseCRF2D(DenseCRF):
         c = im.shape[2]
         if not 1 <= c <= 30:
             raise ValueError(f"image must have 1 to 30 channels, got {c}")
-        sc = np.asarray(_checks.per_axis(srgb, c, "srgb"), dtype=np.float32)
-        feats = np.concatenate([self._positions(sxy), im.reshape(-1, c) / sc], axis=1)
-        self.add_pairwise(feats, compat, kernel=kernel, normalization=normalization)
+        self._add_term(_grid_features((self.height, self.width), sxy, im, srgb), compat, kernel, normalization)
 
     def add_params(self, params, image) -> int:
         """Adds the terms of a :class:`densecrf.params.CRFParams` (or its dict
@@ -272,11 +273,31 @@ def grid_positions(spatial, sdims) -> np.ndarray:
     For a 2-D image this is (column / sx, row / sy), pydensecrf's DenseCRF2D order.
     Returns ``[prod(spatial), len(spatial)]`` float32.
     """
+    return _grid_features(spatial, sdims)
+
+
+def _grid_features(spatial, sdims, image=None, srgb=None) -> np.ndarray:
+    """``[N, ndim (+ C)]`` float32: grid positions / sdims (last axis first),
+    then, with ``image`` (float32 ``[*spatial, C]``), the channels / srgb.
+
+    Written column by column into one array (no meshgrid, stack or
+    concatenate temporaries); every value is the same float32 quotient the
+    plain numpy expression gives.
+    """
     spatial = tuple(_checks.positive_int(s, "spatial") for s in spatial)
-    s = _checks.per_axis(sdims, len(spatial), "sxy")
-    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in spatial], indexing="ij")
-    cols = [grids[a].ravel() / np.float32(s[len(spatial) - 1 - a]) for a in reversed(range(len(spatial)))]
-    return np.stack(cols, axis=1)
+    nd = len(spatial)
+    s = _checks.per_axis(sdims, nd, "sxy")
+    c = 0 if image is None else image.shape[-1]
+    sc = None if image is None else np.asarray(_checks.per_axis(srgb, c, "srgb"), dtype=np.float32)
+    out = np.empty((*spatial, nd + c), dtype=np.float32)
+    for j in range(nd):  # column j: axis nd-1-j (x first)
+        a = nd - 1 - j
+        shape = [1] * nd
+        shape[a] = spatial[a]
+        out[..., j] = (np.arange(spatial[a], dtype=np.float32) / np.float32(s[j])).reshape(shape)
+    if c:
+        np.divide(image.reshape(*spatial, c), sc, out=out[..., nd:])
+    return out.reshape(-1, nd + c)
 
 
 def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
@@ -361,12 +382,13 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
     n = int(np.prod(spatial))
     crf = DenseCRF(n, k, threads=threads)
     crf._unary = unary  # checked above: finite, from probabilities in [0, 1] summing to one
+    # Features built here from the checked image: finite by construction.
     if gaussian_compat is not None:
-        crf.add_pairwise(grid_positions(spatial, gaussian_sxy), gaussian_compat, normalization=normalization)
+        crf._add_term(grid_positions(spatial, gaussian_sxy), gaussian_compat, "diag", normalization)
     if bilateral_compat is not None:
         c = im.shape[-1]
-        sc = np.asarray(_checks.per_axis(bilateral_srgb, c, "bilateral_srgb"), dtype=np.float32)
-        feats = np.concatenate([grid_positions(spatial, bilateral_sxy), im.reshape(n, c) / sc], axis=1)
-        crf.add_pairwise(feats, bilateral_compat, normalization=normalization)
+        _checks.per_axis(bilateral_srgb, c, "bilateral_srgb")  # the error names refine's argument
+        crf._add_term(_grid_features(spatial, bilateral_sxy, im, bilateral_srgb), bilateral_compat, "diag",
+                      normalization)
     q = crf.inference(n_iter).reshape(p_last.shape)
     return np.ascontiguousarray(np.moveaxis(q, -1, channel_axis))
