@@ -167,14 +167,13 @@ void mean_field(const float* unary, float* q, int64_t n, int k,
       ep[t].blurred = L.blur_padded(buf_a[t].get(), buf_b[t].get(), cp, false, threads);
     }
     // Fused epilogue: slice every term, apply its compatibility, add the
-    // unary, softmax; one pass over the points.
+    // unary, softmax; one pass over the points. The last iteration writes
+    // the unpadded result straight into q.
+    float* out = it + 1 == n_iter ? q : nullptr;
     parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
-      K.epilogue(unary, qp.get(), k, cp, n, ep.data(), static_cast<int>(nt), b, e);
+      K.epilogue(unary, qp.get(), k, cp, n, ep.data(), static_cast<int>(nt), b, e, out);
     });
   }
-  parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) std::memcpy(q + i * k, qp.get() + i * cp, sizeof(float) * k);
-  });
 }
 
 }  // namespace dcrf

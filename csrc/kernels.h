@@ -60,8 +60,9 @@ struct Kernels {
                 int64_t ib, int64_t ie);
   // q[i] = softmax(-u[i] - sum_t message_t) over the first k of cp lanes
   // (pad lanes set to 0), i in [ib, ie). u is [n, k] (unpadded), q [n, cp].
+  // With out ([n, k], unpadded) non-null the rows go there instead of q.
   void (*epilogue)(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms,
-                   int nterms, int64_t ib, int64_t ie);
+                   int nterms, int64_t ib, int64_t ie, float* out);
   // q[i] = softmax(-u[i]) (pad lanes 0), i in [ib, ie); u is [n, k], q [n, cp].
   void (*softmax_neg)(const float* u, float* q, int k, int cp, int64_t n, int64_t ib, int64_t ie);
   // u[i] = -log(max(p[i], clip)) for rows [ib, ie) of p [N, k], with the

@@ -214,9 +214,24 @@ inline void add_general_message(const EpilogueTerm& T, const float* s, float* x,
   }
 }
 
+// Stores the first k lanes of registers L[0..R) at out (unpadded). Whole
+// vectors, when the caller allows writing up to R*8 floats there (what
+// spills past k lands in the next row, which is written afterwards), else
+// through a stack copy.
+template <int R>
+inline void store_row(float* out, int k, const v8f* L, bool spill_ok) {
+  if (spill_ok) {
+    for (int b = 0; b < R; ++b) std::memcpy(out + b * 8, &L[b], sizeof(v8f));
+    return;
+  }
+  alignas(32) float tmp[R * 8];
+  for (int b = 0; b < R; ++b) store(tmp + b * 8, L[b]);
+  std::memcpy(out, tmp, sizeof(float) * k);
+}
+
 template <int NB>
 void epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms,
-                int64_t ib, int64_t ie) {
+                int64_t ib, int64_t ie, float* out) {
   const int nb = NB > 0 ? NB : cp / 8;
   AlignedFloats sbuf = aligned_floats(cp);  // slice of one term, for non-Potts compatibilities
   float* s = sbuf.get();
@@ -253,7 +268,11 @@ void epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const Epilog
         }
       }
       softmax_regs<R>(L, k);
-      for (int b = 0; b < R; ++b) store(x + b * 8, L[b]);
+      if (out) {
+        store_row<R>(out + i * k, k, L, i * k + R * 8 <= ie * k);
+      } else {
+        for (int b = 0; b < R; ++b) store(x + b * 8, L[b]);
+      }
     }
     return;
   }
@@ -279,6 +298,7 @@ void epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const Epilog
       if (!potts) add_general_message(T, s, x, k);
     }
     softmax_row<NB>(x, k, cp);
+    if (out) std::memcpy(out + i * k, x, sizeof(float) * k);
   }
 }
 
@@ -327,22 +347,27 @@ void unary_from_probs(const float* p, float* u, int k, float clip, int64_t ib, i
   v8f vmin = splat1(3.0e38f), vmx = splat1(-3.0e38f);
   int64_t bad = -1;
   int64_t j = b0;
+  v8i nonfinite = v8i{};  // lanes that ever saw a NaN or an infinity
   for (; j + 8 <= b1; j += 8) {
     v8f x;
     std::memcpy(&x, p + j, sizeof(x));
-    const v8i finite = (x == x) & (x <= 3.40282347e38f) & (x >= -3.40282347e38f);
-    bool all = true;
-    for (int l = 0; l < 8; ++l) all = all && finite[l];
-    if (!all && bad < 0) {
-      for (int l = 0; l < 8; ++l) {
-        if (!finite[l]) { bad = j + l; break; }
-      }
-    }
+    nonfinite |= ~((x == x) & (x <= 3.40282347e38f) & (x >= -3.40282347e38f));
     vmin = x < vmin ? x : vmin;
     vmx = x > vmx ? x : vmx;
     const v8f c = x > clip ? x : splat1(clip);
     const v8f r = -vlog(c);
     std::memcpy(u + j, &r, sizeof(r));
+  }
+  bool any_bad = false;
+  for (int l = 0; l < 8; ++l) any_bad = any_bad || nonfinite[l] != 0;
+  if (any_bad) {  // rare: find the first offending element
+    for (int64_t e = b0; e < j; ++e) {
+      const float x = p[e];
+      if (!(x == x && x <= 3.40282347e38f && x >= -3.40282347e38f)) {
+        bad = e;
+        break;
+      }
+    }
   }
   float mn = 3.0e38f, mx = -3.0e38f;
   for (int l = 0; l < 8; ++l) {
@@ -367,10 +392,29 @@ void unary_from_probs(const float* p, float* u, int k, float clip, int64_t ib, i
     const v8f r = -vlog(c);
     std::memcpy(u + j, &r, sizeof(float) * rem);
   }
+  // Row sums in 8-lane blocks (a scalar sum is one long chain of dependent
+  // adds); whole-vector loads may read into the next rows of this range,
+  // whose lanes are selected away. The sums only feed a 1e-2 tolerance.
   float dev = 0.0f;
+  const int nbk = (k + 7) / 8;
+  const v8f lastmask = lane_mask(k, nbk - 1);
   for (int64_t i = ib; i < ie; ++i) {
+    const float* row = p + i * k;
     float sum = 0.0f;
-    for (int c = 0; c < k; ++c) sum += p[i * k + c];
+    if (i * k + nbk * 8 <= b1) {
+      v8f acc = splat1(0.0f);
+      for (int b = 0; b + 1 < nbk; ++b) {
+        v8f x;
+        std::memcpy(&x, row + b * 8, sizeof(x));
+        acc += x;
+      }
+      v8f xl;
+      std::memcpy(&xl, row + (nbk - 1) * 8, sizeof(xl));
+      acc += lastmask > 0.5f ? xl : splat1(0.0f);
+      sum = hsum_all(acc)[0];
+    } else {
+      for (int c = 0; c < k; ++c) sum += row[c];
+    }
     const float d = sum > 1.0f ? sum - 1.0f : 1.0f - sum;
     dev = d > dev ? d : dev;
   }
@@ -402,8 +446,8 @@ void slice(const int32_t* off, const float* w, float mult, int dp1, const float*
   DCRF_DISPATCH(slice_t, cp, off, w, mult, dp1, vals, out, cp, ib, ie)
 }
 void epilogue(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms,
-              int64_t ib, int64_t ie) {
-  DCRF_DISPATCH(epilogue_t, cp, u, q, k, cp, n, terms, nterms, ib, ie)
+              int64_t ib, int64_t ie, float* out) {
+  DCRF_DISPATCH(epilogue_t, cp, u, q, k, cp, n, terms, nterms, ib, ie, out)
 }
 void softmax_neg(const float* u, float* q, int k, int cp, int64_t n, int64_t ib, int64_t ie) {
   DCRF_DISPATCH(softmax_neg_t, cp, u, q, k, cp, n, ib, ie)
