@@ -200,6 +200,38 @@ inline void softmax_regs(v8f* x, int k) {
   for (int b = 0; b < R; ++b) x[b] = x[b] * inv;
 }
 
+// softmax_regs on two rows, step by step side by side (the same operations
+// per row as softmax_regs, so the same results).
+template <int R>
+inline void softmax_regs2(v8f* x, v8f* y, int k) {
+  const v8f lastmask = lane_mask(k, R - 1);
+  const v8f neg = splat1(-3.0e38f);
+  x[R - 1] = lastmask > 0.5f ? x[R - 1] : neg;
+  y[R - 1] = lastmask > 0.5f ? y[R - 1] : neg;
+  v8f mx = x[0], my = y[0];
+  for (int b = 1; b < R; ++b) {
+    mx = vmax(mx, x[b]);
+    my = vmax(my, y[b]);
+  }
+  const v8f m1 = hmax_all(mx), m2 = hmax_all(my);
+  v8f ax = splat1(0.0f), ay = splat1(0.0f);
+  for (int b = 0; b < R; ++b) {
+    x[b] = vexp(x[b] - m1);
+    y[b] = vexp(y[b] - m2);
+    if (b == R - 1) {
+      x[b] = x[b] * lastmask;
+      y[b] = y[b] * lastmask;
+    }
+    ax += x[b];
+    ay += y[b];
+  }
+  const v8f ix = 1.0f / hsum_all(ax), iy = 1.0f / hsum_all(ay);
+  for (int b = 0; b < R; ++b) {
+    x[b] = x[b] * ix;
+    y[b] = y[b] * iy;
+  }
+}
+
 // Adds -compat(s) for a diagonal or matrix compatibility to logits x[0..k).
 inline void add_general_message(const EpilogueTerm& T, const float* s, float* x, int k) {
   if (T.compat_kind == 1) {
@@ -240,9 +272,8 @@ void epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const Epilog
   if (NB > 0) {
     // Logits and slices live in registers; memory only for non-Potts terms.
     constexpr int R = NB > 0 ? NB : 1;
-    for (int64_t i = ib; i < ie; ++i) {
+    auto logits = [&](int64_t i, v8f* L) {
       float* x = q + i * cp;
-      v8f L[R];
       load_neg_row<R>(u + i * k, k, i * k + cp <= n * k, L);
       for (int t = 0; t < nterms; ++t) {
         const EpilogueTerm& T = terms[t];
@@ -267,12 +298,31 @@ void epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const Epilog
           for (int b = 0; b < R; ++b) L[b] = load(x + b * 8);
         }
       }
-      softmax_regs<R>(L, k);
+    };
+    auto finish = [&](int64_t i, const v8f* L) {
       if (out) {
         store_row<R>(out + i * k, k, L, i * k + R * 8 <= ie * k);
       } else {
-        for (int b = 0; b < R; ++b) store(x + b * 8, L[b]);
+        for (int b = 0; b < R; ++b) store(q + i * cp + b * 8, L[b]);
       }
+    };
+    // Two rows at a time: a row's softmax is one long chain of dependent
+    // steps (max, exp, sum, divide); two independent chains side by side
+    // keep the core busy. Each row's arithmetic is unchanged.
+    int64_t i = ib;
+    for (; i + 1 < ie; i += 2) {
+      v8f A[R], B[R];
+      logits(i, A);
+      logits(i + 1, B);
+      softmax_regs2<R>(A, B, k);
+      finish(i, A);
+      finish(i + 1, B);
+    }
+    if (i < ie) {
+      v8f A[R];
+      logits(i, A);
+      softmax_regs<R>(A, k);
+      finish(i, A);
     }
     return;
   }
