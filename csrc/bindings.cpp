@@ -125,7 +125,7 @@ std::vector<const PairwiseTerm*> collect_terms(const std::vector<std::shared_ptr
 
 // Returns Q after n_iter iterations, starting from q0 (or softmax(-U)).
 py::array_t<float> mean_field(FArray unary, const std::vector<std::shared_ptr<PairwiseTerm>>& terms,
-                              int n_iter, py::object q0, int threads) {
+                              int n_iter, py::object q0, int threads, bool check_finite) {
   require_2d(unary, "unary", -1, -1);
   const int64_t n = unary.shape(0), k = unary.shape(1);
   if (n_iter < 0) throw dcrf::InvalidArgument("n_iter must be >= 0, got " + std::to_string(n_iter));
@@ -139,9 +139,70 @@ py::array_t<float> mean_field(FArray unary, const std::vector<std::shared_ptr<Pa
     std::copy(init.data(), init.data() + init.size(), qp);
   }
   const bool fresh = q0.is_none();
-  py::gil_scoped_release nogil;
-  dcrf::mean_field(u, qp, n, static_cast<int>(k), ptrs, n_iter, threads, fresh);
+  bool finite = true;
+  {
+    py::gil_scoped_release nogil;
+    finite = dcrf::mean_field(u, qp, n, static_cast<int>(k), ptrs, n_iter, threads, fresh);
+  }
+  if (check_finite && !finite) {
+    PyErr_SetString(PyExc_FloatingPointError, "mean-field logits overflowed float32");
+    throw py::error_already_set();
+  }
   return q;
+}
+
+// [N, nd + C] features of a grid (row-major over `spatial`): the positions
+// divided by sdims, last axis first (x, y, ...), then the C columns of
+// image [N, C] divided by srgb; every value the float32 quotient numpy
+// would compute. In parallel, without temporaries.
+py::array_t<float> grid_features(const std::vector<int64_t>& spatial, const std::vector<float>& sdims,
+                                 py::object image, const std::vector<float>& srgb, int threads) {
+  const int nd = static_cast<int>(spatial.size());
+  if (nd < 1 || static_cast<int>(sdims.size()) != nd) {
+    throw dcrf::InvalidArgument("grid_features: need one bandwidth per axis");
+  }
+  int64_t n = 1;
+  for (int64_t s : spatial) {
+    if (s < 1) throw dcrf::InvalidArgument("grid_features: axis sizes must be >= 1");
+    n *= s;
+  }
+  FArray img;
+  int64_t c = 0;
+  if (!image.is_none()) {
+    img = image.cast<FArray>();
+    require_2d(img, "image", n, static_cast<int64_t>(srgb.size()));
+    c = img.shape(1);
+  }
+  const int64_t dcols = nd + c;
+  py::array_t<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(dcols)});
+  // Column j holds axis nd-1-j: a table of coordinate / bandwidth per axis.
+  std::vector<std::vector<float>> tab(nd);
+  for (int j = 0; j < nd; ++j) {
+    const int64_t len = spatial[nd - 1 - j];
+    tab[j].resize(len);
+    for (int64_t v = 0; v < len; ++v) tab[j][v] = static_cast<float>(v) / sdims[j];
+  }
+  float* o = out.mutable_data();
+  const float* im = c ? img.data() : nullptr;
+  py::gil_scoped_release nogil;
+  dcrf::parallel_for(n, threads <= 0 ? dcrf::default_threads() : threads, 4096, [&](int64_t b, int64_t e) {
+    std::vector<int64_t> idx(nd);  // multi-index of point b, axis 0 first
+    int64_t rem = b;
+    for (int a = nd - 1; a >= 0; --a) {
+      idx[a] = rem % spatial[a];
+      rem /= spatial[a];
+    }
+    for (int64_t i = b; i < e; ++i) {
+      float* row = o + i * dcols;
+      for (int j = 0; j < nd; ++j) row[j] = tab[j][idx[nd - 1 - j]];
+      for (int64_t ch = 0; ch < c; ++ch) row[nd + ch] = im[i * c + ch] / srgb[ch];
+      for (int a = nd - 1; a >= 0; --a) {  // next multi-index
+        if (++idx[a] < spatial[a]) break;
+        idx[a] = 0;
+      }
+    }
+  });
+  return out;
 }
 
 // -log(max(p, clip)) for probabilities p [N, K], with the statistics the
@@ -247,7 +308,9 @@ PYBIND11_MODULE(_C, m) {
       .def("apply", &term_apply, py::arg("Q"), py::arg("transpose") = false, py::arg("threads") = 0);
 
   m.def("mean_field", &mean_field, py::arg("unary"), py::arg("terms"), py::arg("n_iter"),
-        py::arg("Q") = py::none(), py::arg("threads") = 0);
+        py::arg("Q") = py::none(), py::arg("threads") = 0, py::arg("check_finite") = false);
+  m.def("grid_features", &grid_features, py::arg("spatial"), py::arg("sdims"), py::arg("image") = py::none(),
+        py::arg("srgb") = std::vector<float>(), py::arg("threads") = 0);
   m.def("unary_from_probs", &unary_from_probs, py::arg("probs"), py::arg("clip"), py::arg("threads") = 0);
   m.def("set_num_threads", &dcrf::set_default_threads, py::arg("n"));
   m.def("get_num_threads", &dcrf::default_threads);

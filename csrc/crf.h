@@ -61,8 +61,9 @@ class PairwiseTerm {
 
 // Q[N, K] <- n_iter mean-field iterations. unary: [N, K] energies. With
 // fresh = true the start is softmax(-U) and q is output only; otherwise q
-// holds the starting distribution.
-void mean_field(const float* unary, float* q, int64_t n, int k,
+// holds the starting distribution. Returns false when some row of the
+// result is not finite (its logits overflowed float32).
+bool mean_field(const float* unary, float* q, int64_t n, int k,
                 const std::vector<const PairwiseTerm*>& terms, int n_iter, int threads,
                 bool fresh = false);
 

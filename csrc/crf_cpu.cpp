@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -120,14 +121,15 @@ void softmax_neg(const float* unary, float* out, int64_t n, int k, int threads) 
   });
 }
 
-void mean_field(const float* unary, float* q, int64_t n, int k,
+bool mean_field(const float* unary, float* q, int64_t n, int k,
                 const std::vector<const PairwiseTerm*>& terms, int n_iter, int threads, bool fresh) {
   if (threads <= 0) threads = default_threads();
-  if (n == 0 || k == 0) return;
+  if (n == 0 || k == 0) return true;
   if (n_iter == 0) {
     if (fresh) softmax_neg(unary, q, n, k, threads);
-    return;
+    return true;
   }
+  std::atomic<bool> finite{true};
   const int cp = padded_channels(k);
   const Kernels& K = kernels();
   const size_t nt = terms.size();
@@ -171,9 +173,12 @@ void mean_field(const float* unary, float* q, int64_t n, int k,
     // the unpadded result straight into q.
     float* out = it + 1 == n_iter ? q : nullptr;
     parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
-      K.epilogue(unary, qp.get(), k, cp, n, ep.data(), static_cast<int>(nt), b, e, out);
+      if (!K.epilogue(unary, qp.get(), k, cp, n, ep.data(), static_cast<int>(nt), b, e, out)) {
+        finite.store(false, std::memory_order_relaxed);
+      }
     });
   }
+  return finite.load();
 }
 
 }  // namespace dcrf

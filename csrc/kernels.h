@@ -60,8 +60,10 @@ struct Kernels {
                 int64_t ib, int64_t ie);
   // q[i] = softmax(-u[i] - sum_t message_t) over the first k of cp lanes
   // (pad lanes set to 0), i in [ib, ie). u is [n, k] (unpadded), q [n, cp].
-  // With out ([n, k], unpadded) non-null the rows go there instead of q.
-  void (*epilogue)(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms,
+  // With out ([n, k], unpadded) non-null the rows go there instead of q,
+  // and the return value says whether all of them are finite (true
+  // without out).
+  bool (*epilogue)(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms,
                    int nterms, int64_t ib, int64_t ie, float* out);
   // q[i] = softmax(-u[i]) (pad lanes 0), i in [ib, ie); u is [n, k], q [n, cp].
   void (*softmax_neg)(const float* u, float* q, int k, int cp, int64_t n, int64_t ib, int64_t ie);

@@ -262,8 +262,11 @@ inline void store_row(float* out, int k, const v8f* L, bool spill_ok) {
 }
 
 template <int NB>
-void epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms,
+bool epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms,
                 int64_t ib, int64_t ie, float* out) {
+  // A row whose logits overflowed (an infinity or a NaN among them) comes
+  // out all NaN from the softmax; its lane 0 tells.
+  bool finite = true;
   const int nb = NB > 0 ? NB : cp / 8;
   AlignedFloats sbuf = aligned_floats(cp);  // slice of one term, for non-Potts compatibilities
   float* s = sbuf.get();
@@ -301,6 +304,7 @@ void epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const Epilog
     };
     auto finish = [&](int64_t i, const v8f* L) {
       if (out) {
+        finite = finite && L[0][0] == L[0][0];
         store_row<R>(out + i * k, k, L, i * k + R * 8 <= ie * k);
       } else {
         for (int b = 0; b < R; ++b) store(q + i * cp + b * 8, L[b]);
@@ -324,7 +328,7 @@ void epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const Epilog
       softmax_regs<R>(A, k);
       finish(i, A);
     }
-    return;
+    return finite;
   }
   for (int64_t i = ib; i < ie; ++i) {
     float* x = q + i * cp;
@@ -348,8 +352,12 @@ void epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const Epilog
       if (!potts) add_general_message(T, s, x, k);
     }
     softmax_row<NB>(x, k, cp);
-    if (out) std::memcpy(out + i * k, x, sizeof(float) * k);
+    if (out) {
+      finite = finite && x[0] == x[0];
+      std::memcpy(out + i * k, x, sizeof(float) * k);
+    }
   }
+  return finite;
 }
 
 template <int NB>
@@ -495,7 +503,7 @@ void slice(const int32_t* off, const float* w, float mult, int dp1, const float*
            int64_t ib, int64_t ie) {
   DCRF_DISPATCH(slice_t, cp, off, w, mult, dp1, vals, out, cp, ib, ie)
 }
-void epilogue(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms,
+bool epilogue(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms,
               int64_t ib, int64_t ie, float* out) {
   DCRF_DISPATCH(epilogue_t, cp, u, q, k, cp, n, terms, nterms, ib, ie, out)
 }

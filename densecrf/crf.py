@@ -162,7 +162,7 @@ class DenseCRF:
                 c = float(v[0]) if kind == 0 else v if kind == 1 else v.reshape(self.n_labels, self.n_labels)
                 pairwise.append((info["features"], c, info["normalization"]))
             return cuda.mean_field(self._unary_or_zero(), pairwise, n_iter=n_iter, device=device)
-        return self._finite(_C.mean_field(self._unary_or_zero(), self._terms, n_iter, None, self._threads))
+        return self._mean_field(n_iter, None)
 
     def start_inference(self) -> np.ndarray:
         """The initial distribution Q = softmax(-U), ``[N, K]``."""
@@ -171,19 +171,20 @@ class DenseCRF:
     def step_inference(self, Q) -> np.ndarray:
         """One mean-field iteration from ``Q`` ``[N, K]``; returns a new array (Q is not modified)."""
         q = self._check_q(Q)
-        return self._finite(_C.mean_field(self._unary_or_zero(), self._terms, 1, q, self._threads))
+        return self._mean_field(1, q)
 
-    def _finite(self, q: np.ndarray) -> np.ndarray:
-        # Q lies in [0, 1], so its float32 sum is finite unless an entry is
-        # NaN or infinite: a cheap test (one pass) that the logits overflowed.
-        if q.size and not np.isfinite(np.add.reduce(q, axis=None)):
+    def _mean_field(self, n_iter: int, q) -> np.ndarray:
+        # The native loop flags rows whose logits overflowed (they come out
+        # NaN) while it writes them, instead of a second pass over Q here.
+        try:
+            return _C.mean_field(self._unary_or_zero(), self._terms, n_iter, q, self._threads, check_finite=True)
+        except FloatingPointError:
             u = float(np.abs(self._unary_or_zero()).max())
             c = max((float(np.abs(t["compat"]).max()) for t in self._term_info), default=0.0)
             raise ValueError(
                 f"mean-field inference overflowed float32 (the logits reached infinity): unary energies up to "
                 f"{u:g} and compatibilities up to {c:g} in magnitude are too large; scale them down"
-            )
-        return q
+            ) from None
 
     def map(self, n_iter: int = 5, *, device="cpu") -> np.ndarray:
         """MAP labels ``[N]`` (int64) after ``n_iter`` iterations (on ``device``, see inference)."""
@@ -249,7 +250,8 @@ class DenseCRF2D(DenseCRF):
         c = im.shape[2]
         if not 1 <= c <= 30:
             raise ValueError(f"image must have 1 to 30 channels, got {c}")
-        self._add_term(_grid_features((self.height, self.width), sxy, im, srgb), compat, kernel, normalization)
+        self._add_term(_grid_features((self.height, self.width), sxy, im, srgb, self._threads or None), compat, kernel,
+                       normalization)
 
     def add_params(self, params, image) -> int:
         """Adds the terms of a :class:`densecrf.params.CRFParams` (or its dict
@@ -276,28 +278,21 @@ def grid_positions(spatial, sdims) -> np.ndarray:
     return _grid_features(spatial, sdims)
 
 
-def _grid_features(spatial, sdims, image=None, srgb=None) -> np.ndarray:
+def _grid_features(spatial, sdims, image=None, srgb=None, threads=None) -> np.ndarray:
     """``[N, ndim (+ C)]`` float32: grid positions / sdims (last axis first),
     then, with ``image`` (float32 ``[*spatial, C]``), the channels / srgb.
 
-    Written column by column into one array (no meshgrid, stack or
-    concatenate temporaries); every value is the same float32 quotient the
-    plain numpy expression gives.
+    Built natively in one parallel pass; every value is the float32
+    quotient of the plain numpy expression.
     """
     spatial = tuple(_checks.positive_int(s, "spatial") for s in spatial)
     nd = len(spatial)
     s = _checks.per_axis(sdims, nd, "sxy")
-    c = 0 if image is None else image.shape[-1]
-    sc = None if image is None else np.asarray(_checks.per_axis(srgb, c, "srgb"), dtype=np.float32)
-    out = np.empty((*spatial, nd + c), dtype=np.float32)
-    for j in range(nd):  # column j: axis nd-1-j (x first)
-        a = nd - 1 - j
-        shape = [1] * nd
-        shape[a] = spatial[a]
-        out[..., j] = (np.arange(spatial[a], dtype=np.float32) / np.float32(s[j])).reshape(shape)
-    if c:
-        np.divide(image.reshape(*spatial, c), sc, out=out[..., nd:])
-    return out.reshape(-1, nd + c)
+    if image is None:
+        return _C.grid_features(list(spatial), s, None, [], _checks.threads_arg(threads))
+    c = image.shape[-1]
+    sc = _checks.per_axis(srgb, c, "srgb")
+    return _C.grid_features(list(spatial), s, image.reshape(-1, c), sc, _checks.threads_arg(threads))
 
 
 def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
@@ -388,7 +383,7 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
     if bilateral_compat is not None:
         c = im.shape[-1]
         _checks.per_axis(bilateral_srgb, c, "bilateral_srgb")  # the error names refine's argument
-        crf._add_term(_grid_features(spatial, bilateral_sxy, im, bilateral_srgb), bilateral_compat, "diag",
+        crf._add_term(_grid_features(spatial, bilateral_sxy, im, bilateral_srgb, threads), bilateral_compat, "diag",
                       normalization)
     q = crf.inference(n_iter).reshape(p_last.shape)
     return np.ascontiguousarray(np.moveaxis(q, -1, channel_axis))

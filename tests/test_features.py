@@ -56,3 +56,22 @@ def test_gaussian_and_bilateral_features():
         densecrf.gaussian_features((2, 3), (1.0, 0.0))
     # (x, y) order of grid_positions is (column, row)
     assert np.array_equal(densecrf.grid_positions((2, 3), 1.0)[:, 0], np.tile(np.arange(3), 2))
+
+
+@pytest.mark.parametrize("spatial,sdims", [((7, 5), (1.7, 3.3)), ((3, 4, 5), 2.9), ((1, 9), 0.1), ((375, 500), 80.0)])
+def test_native_grid_features_equal_the_numpy_expression(spatial, sdims, rng):
+    # The features are built natively in parallel; they must be the very
+    # float32 quotients of the plain numpy expression (exact equality: the
+    # lattice keys, hence the vertices, depend on every bit).
+    from densecrf.crf import _grid_features
+
+    nd = len(spatial)
+    s = [float(v) for v in (sdims if isinstance(sdims, tuple) else [sdims] * nd)]
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in spatial], indexing="ij")
+    want = np.stack([grids[a].ravel() / np.float32(s[nd - 1 - a]) for a in reversed(range(nd))], axis=1)
+    assert np.array_equal(densecrf.grid_positions(spatial, sdims), want)
+    img = (rng.random((*spatial, 3)) * 255).astype(np.float32)
+    srgb = (13.0, 7.1, 2.2)
+    want_b = np.concatenate([want, img.reshape(-1, 3) / np.asarray(srgb, np.float32)], axis=1)
+    for threads in (1, 2, 3):
+        assert np.array_equal(_grid_features(spatial, sdims, img, srgb, threads), want_b)
