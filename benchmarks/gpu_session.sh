@@ -8,7 +8,8 @@
 # 2. the CUDA tests (every GPU test compares with the CPU backend);
 # 3. benchmarks/bench_cuda.py (numpy-level workloads) and
 #    benchmarks/bench_nn_cuda.py (the torch layer, forward and backward);
-# 4. compute-sanitizer memcheck and racecheck on the smoke workload.
+# 4. compute-sanitizer memcheck and racecheck on the smoke workload
+#    (racecheck is slow: RACECHECK_S seconds, default 60).
 # Each step has its own time limit so that a hang costs one step, not the
 # lease; logs go to $OUT.
 set -uo pipefail
@@ -42,7 +43,9 @@ timeout 90 $PY benchmarks/bench_nn_cuda.py --repeats 10 2>&1 | tee "$OUT/bench_n
 
 echo "== compute-sanitizer"
 for tool in memcheck racecheck; do
-  timeout 60 compute-sanitizer --tool $tool --error-exitcode 3 $PY benchmarks/bench_cuda.py --smoke \
+  limit=60
+  [ $tool = racecheck ] && limit=${RACECHECK_S:-60}
+  timeout $limit compute-sanitizer --tool $tool --error-exitcode 3 $PY benchmarks/bench_cuda.py --smoke \
       > "$OUT/sanitizer_$tool.txt" 2>&1
   echo "$tool exit $? ($(grep -c 'ERROR SUMMARY: 0 errors\|RACECHECK SUMMARY: 0 hazards' "$OUT/sanitizer_$tool.txt") clean summaries)"
   tail -3 "$OUT/sanitizer_$tool.txt"
