@@ -185,20 +185,32 @@ py::array_t<float> grid_features(const std::vector<int64_t>& spatial, const std:
   float* o = out.mutable_data();
   const float* im = c ? img.data() : nullptr;
   py::gil_scoped_release nogil;
+  const int64_t len0 = spatial[nd - 1];  // points per line of the last axis
   dcrf::parallel_for(n, threads <= 0 ? dcrf::default_threads() : threads, 4096, [&](int64_t b, int64_t e) {
     std::vector<int64_t> idx(nd);  // multi-index of point b, axis 0 first
+    std::vector<float> fixed(nd);  // the columns that stay constant along a line
     int64_t rem = b;
     for (int a = nd - 1; a >= 0; --a) {
       idx[a] = rem % spatial[a];
       rem /= spatial[a];
     }
-    for (int64_t i = b; i < e; ++i) {
-      float* row = o + i * dcols;
-      for (int j = 0; j < nd; ++j) row[j] = tab[j][idx[nd - 1 - j]];
-      for (int64_t ch = 0; ch < c; ++ch) row[nd + ch] = im[i * c + ch] / srgb[ch];
-      for (int a = nd - 1; a >= 0; --a) {  // next multi-index
-        if (++idx[a] < spatial[a]) break;
+    int64_t i = b;
+    while (i < e) {
+      for (int j = 1; j < nd; ++j) fixed[j] = tab[j][idx[nd - 1 - j]];
+      const int64_t x0 = idx[nd - 1];
+      const int64_t stop = std::min<int64_t>(e, i + (len0 - x0));
+      const float* t0 = tab[0].data() + x0 - i;
+      for (int64_t p = i; p < stop; ++p) {
+        float* row = o + p * dcols;
+        row[0] = t0[p];
+        for (int j = 1; j < nd; ++j) row[j] = fixed[j];
+        for (int64_t ch = 0; ch < c; ++ch) row[nd + ch] = im[p * c + ch] / srgb[ch];
+      }
+      idx[nd - 1] += stop - i;
+      i = stop;
+      for (int a = nd - 1; a > 0 && idx[a] >= spatial[a]; --a) {  // next line
         idx[a] = 0;
+        ++idx[a - 1];
       }
     }
   });
