@@ -15,6 +15,7 @@ from torch.cuda.max_memory_allocated.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 
@@ -23,17 +24,12 @@ import torch
 import densecrf
 from densecrf.nn import CRFasRNN
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_nn  # noqa: E402
+
 
 def make_inputs(b, k, s, device):
-    g = torch.Generator().manual_seed(0)
-    blocks = (s + 15) // 16
-    colours = torch.rand(b, 3, blocks, blocks, generator=g) * 255
-    image = colours.repeat_interleave(16, 2).repeat_interleave(16, 3)[:, :, :s, :s]
-    image = (image + 10 * torch.randn(b, 3, s, s, generator=g)).clamp(0, 255)
-    labels = torch.randint(0, k, (b, blocks, blocks), generator=g)
-    labels = labels.repeat_interleave(16, 1).repeat_interleave(16, 2)[:, :s, :s]
-    logits = torch.nn.functional.one_hot(labels, k).permute(0, 3, 1, 2).float() * 2
-    logits = logits + 1.5 * torch.randn(b, k, s, s, generator=g)
+    logits, image = bench_nn.make_inputs(b, k, s)  # the CPU benchmark's synthetic scenes
     return logits.to(device), image.to(device)
 
 

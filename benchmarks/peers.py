@@ -30,16 +30,9 @@ def _densecrf(image, probs, params, n_iter, threads):
 
 
 def _pydensecrf(image, probs, params, n_iter, threads):
-    import pydensecrf.densecrf as dcrf
-    from pydensecrf.utils import unary_from_softmax
+    from densecrf.bench import pydensecrf_refine
 
-    h, w, k = probs.shape
-    d = dcrf.DenseCRF2D(w, h, k)
-    d.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs.transpose(2, 0, 1))))
-    d.addPairwiseGaussian(sxy=params["gaussian_sxy"], compat=params["gaussian_compat"])
-    d.addPairwiseBilateral(sxy=params["bilateral_sxy"], srgb=params["bilateral_srgb"],
-                           rgbim=np.ascontiguousarray(image), compat=params["bilateral_compat"])
-    return np.asarray(d.inference(n_iter))                              # [K, N]
+    return pydensecrf_refine(image, probs, n_iter, params)             # [H, W, K]
 
 
 def _simplecrf(image, probs, params, n_iter, threads):
@@ -85,10 +78,8 @@ def as_hwk(name: str, out, shape) -> np.ndarray:
     """A peer's output as ``[H, W, K]`` float probabilities, or ``[H, W]`` labels for SimpleCRF."""
     h, w, k = shape
     out = np.asarray(out)
-    if name == "densecrf":
+    if name in ("densecrf", "pydensecrf"):
         return out
-    if name == "pydensecrf":
-        return out.reshape(k, h, w).transpose(1, 2, 0)
     if name == "monai":
         return out.transpose(1, 2, 0)
     return out.reshape(h, w)

@@ -22,17 +22,12 @@ import os
 
 import numpy as np
 
+# The classic parameters (pydensecrf's README, Kraehenbuehl and Koltun 2011):
+# one definition for the package's `densecrf bench` and these scripts.
+from densecrf.bench import CLASSIC
+
 CAMVID_DIR = os.environ.get("DENSECRF_CAMVID", "/work/shared/data/camvid")
 REF_WIDTH, REF_HEIGHT, REF_LABELS = 500, 375, 21
-
-# The classic parameters (pydensecrf's README, Kraehenbuehl and Koltun 2011).
-CLASSIC = {
-    "gaussian_sxy": 3.0,
-    "gaussian_compat": 3.0,
-    "bilateral_sxy": 80.0,
-    "bilateral_srgb": 13.0,
-    "bilateral_compat": 10.0,
-}
 
 
 @dataclasses.dataclass

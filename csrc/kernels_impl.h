@@ -120,27 +120,16 @@ void splat_t(const int32_t* off, const float* w, const float* scale, int dp1, co
     float* row = vals + (v + 1) * cp;
     for (int b = 0; b < nb; ++b) store(row + b * 8, splat1(0.0f));
   }
-  if (NB > 0) {
-    // The point's values stay in registers across its d+1 vertices (the
-    // stores into vertex rows could alias them for all the compiler knows).
-    constexpr int R = NB > 0 ? NB : 1;
-    for (int64_t i = pb; i < pe; ++i) {
-      v8f X[R];
-      for (int b = 0; b < R; ++b) X[b] = load(in + i * cp + b * 8);
-      const float s = scale ? scale[i] : 1.0f;
-      for (int r = 0; r < dp1; ++r) {
-        const int64_t en = i * dp1 + r;
-        const int64_t v = off[en];
-        if (v < vb || v >= ve) continue;
-        const v8f wk = splat1(w[en] * s);
-        float* row = vals + (v + 1) * cp;
-        for (int b = 0; b < R; ++b) store(row + b * 8, load(row + b * 8) + wk * X[b]);
-      }
-    }
-    return;
-  }
+  // With NB > 0 the point's values stay in registers across its d+1
+  // vertices (the stores into vertex rows could alias them for all the
+  // compiler knows); the generic width reads them from memory.
+  constexpr int R = NB > 0 ? NB : 1;
   for (int64_t i = pb; i < pe; ++i) {
     const float* x = in + i * cp;
+    v8f X[R];
+    if (NB > 0) {
+      for (int b = 0; b < R; ++b) X[b] = load(x + b * 8);
+    }
     const float s = scale ? scale[i] : 1.0f;
     for (int r = 0; r < dp1; ++r) {
       const int64_t en = i * dp1 + r;
@@ -148,7 +137,11 @@ void splat_t(const int32_t* off, const float* w, const float* scale, int dp1, co
       if (v < vb || v >= ve) continue;
       const v8f wk = splat1(w[en] * s);
       float* row = vals + (v + 1) * cp;
-      for (int b = 0; b < nb; ++b) store(row + b * 8, load(row + b * 8) + wk * load(x + b * 8));
+      if (NB > 0) {
+        for (int b = 0; b < R; ++b) store(row + b * 8, load(row + b * 8) + wk * X[b]);
+      } else {
+        for (int b = 0; b < nb; ++b) store(row + b * 8, load(row + b * 8) + wk * load(x + b * 8));
+      }
     }
   }
 }

@@ -78,17 +78,20 @@ def median_time(fn, repeat: int = 5) -> float:
     return statistics.median(times)
 
 
-def pydensecrf_refine(image: np.ndarray, probs: np.ndarray, n_iter: int) -> np.ndarray:
-    """The same CRF with pydensecrf (classic parameters): ``[H, W, K]`` marginals."""
+def pydensecrf_refine(image: np.ndarray, probs: np.ndarray, n_iter: int, params: dict | None = None) -> np.ndarray:
+    """The same CRF with pydensecrf: ``[H, W, K]`` marginals. ``params``: the
+    keys of :data:`CLASSIC` (default: those values). Also the pydensecrf
+    call of the side-by-side script in ``benchmarks/``."""
     import pydensecrf.densecrf as dcrf
     from pydensecrf.utils import unary_from_softmax
 
+    p = CLASSIC if params is None else params
     h, w, k = probs.shape
     d = dcrf.DenseCRF2D(w, h, k)
-    d.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(np.ascontiguousarray(probs.transpose(2, 0, 1)))))
-    d.addPairwiseGaussian(sxy=CLASSIC["gaussian_sxy"], compat=CLASSIC["gaussian_compat"])
-    d.addPairwiseBilateral(sxy=CLASSIC["bilateral_sxy"], srgb=CLASSIC["bilateral_srgb"],
-                           rgbim=np.ascontiguousarray(image), compat=CLASSIC["bilateral_compat"])
+    d.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs.transpose(2, 0, 1))))
+    d.addPairwiseGaussian(sxy=p["gaussian_sxy"], compat=p["gaussian_compat"])
+    d.addPairwiseBilateral(sxy=p["bilateral_sxy"], srgb=p["bilateral_srgb"],
+                           rgbim=np.ascontiguousarray(image), compat=p["bilateral_compat"])
     return np.asarray(d.inference(n_iter)).reshape(k, h, w).transpose(1, 2, 0)
 
 
