@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "crf.h"
+#include "embed.h"
 #include "kernels.h"
 #include "lattice.h"
 #include "parallel.h"
@@ -217,6 +218,41 @@ py::array_t<float> grid_features(const std::vector<int64_t>& spatial, const std:
   return out;
 }
 
+// For tests: every point's simplex (remainder-0 vertex, ranks) and
+// barycentric weights, [N, d+1] each, by the scalar locate_point or by the
+// AVX2 8-point version (blocks of 8; a tail of fewer points stays scalar).
+py::tuple locate_points(FArray features, bool vectorized) {
+  require_2d(features, "features", -1, -1);
+  const int64_t n = features.shape(0);
+  const int d = static_cast<int>(features.shape(1));
+  if (d < 1 || d > dcrf::kMaxDim) throw dcrf::InvalidArgument("features must have 1 to 32 columns");
+  if (vectorized && !dcrf::locate8_supports(d)) throw dcrf::InvalidArgument("no 8-point version for this d");
+  const int dp1 = d + 1;
+  py::array_t<int32_t> rem0({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(dp1)});
+  py::array_t<int32_t> rank({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(dp1)});
+  py::array_t<float> bary({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(dp1)});
+  float scale[dcrf::kMaxDim];
+  dcrf::lattice_scale_factors(d, scale);
+  const float* f = features.data();
+  int32_t* r0 = rem0.mutable_data();
+  int32_t* rk = rank.mutable_data();
+  float* b = bary.mutable_data();
+  int64_t i = 0;
+  if (vectorized) {
+    for (; i + 8 <= n; i += 8) {
+      if (!dcrf::locate8_avx2(f + i * d, d, scale, r0 + i * dp1, rk + i * dp1, b + i * dp1)) {
+        throw dcrf::InvalidArgument("a point in block " + std::to_string(i / 8) + " is not finite or out of range");
+      }
+    }
+  }
+  for (; i < n; ++i) {
+    if (!dcrf::locate_point<0>(f + i * d, d, scale, r0 + i * dp1, rk + i * dp1, b + i * dp1)) {
+      throw dcrf::InvalidArgument("point " + std::to_string(i) + " is not finite or out of range");
+    }
+  }
+  return py::make_tuple(rem0, rank, bary);
+}
+
 // -log(max(p, clip)) for probabilities p [N, K], with the statistics the
 // Python layer validates: (U [N, K], min p, max p, max |row sum - 1|,
 // flat index of the first NaN or infinity or -1).
@@ -321,6 +357,15 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("mean_field", &mean_field, py::arg("unary"), py::arg("terms"), py::arg("n_iter"),
         py::arg("Q") = py::none(), py::arg("threads") = 0, py::arg("check_finite") = false);
+  m.def("_locate_points", &locate_points, py::arg("features"), py::arg("vectorized"));
+  m.def("_cpu_has_avx2", []() {
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    return static_cast<bool>(__builtin_cpu_supports("avx2"));
+#else
+    return false;
+#endif
+  });
   m.def("grid_features", &grid_features, py::arg("spatial"), py::arg("sdims"), py::arg("image") = py::none(),
         py::arg("srgb") = std::vector<float>(), py::arg("threads") = 0);
   m.def("unary_from_probs", &unary_from_probs, py::arg("probs"), py::arg("clip"), py::arg("threads") = 0);

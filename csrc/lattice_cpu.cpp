@@ -12,6 +12,7 @@
 #include <limits>
 #include <memory>
 
+#include "embed.h"
 #include "kernels.h"
 #include "lattice.h"
 #include "parallel.h"
@@ -99,6 +100,18 @@ class KeyTable {
   std::vector<int32_t> keys_;  // [size, d]
 };
 
+bool cpu_has_avx2() {
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return static_cast<bool>(__builtin_cpu_supports("avx2"));
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
 // Embeds points [begin, end) and numbers their vertices in `table`.
 template <int DC>
 void embed_chunk(const float* features, int d, int64_t begin, int64_t end, const float* scale,
@@ -109,8 +122,27 @@ void embed_chunk(const float* features, int d, int64_t begin, int64_t end, const
   // The simplex (remainder-0 vertex and ranks) of this point and the last.
   int32_t cur[2 * (cap + 1)], prev[2 * (cap + 1)];
   bool have_prev = false;
+  // Points are located 8 at a time on AVX2 where available (bit-identical
+  // to locate_point); a block that holds a bad point is redone one point at
+  // a time, so that the scalar code finds it.
+  const bool vec = DC > 0 && locate8_supports(d) && cpu_has_avx2();
+  int32_t blk_rem0[8 * (cap + 1)], blk_rank[8 * (cap + 1)];
+  int64_t blk = -1;
+  bool blk_ok = false;
   for (int64_t i = begin; i < end; ++i) {
-    if (!locate_point<DC>(features + i * d, d, scale, cur, cur + dp1, weights + i * dp1)) {
+    bool located = false;
+    if (vec) {
+      if ((i - begin) % 8 == 0) {
+        blk = i;
+        blk_ok = i + 8 <= end && locate8_avx2(features + i * d, d, scale, blk_rem0, blk_rank, weights + i * dp1);
+      }
+      if (blk_ok) {
+        std::memcpy(cur, blk_rem0 + (i - blk) * dp1, sizeof(int32_t) * dp1);
+        std::memcpy(cur + dp1, blk_rank + (i - blk) * dp1, sizeof(int32_t) * dp1);
+        located = true;
+      }
+    }
+    if (!located && !locate_point<DC>(features + i * d, d, scale, cur, cur + dp1, weights + i * dp1)) {
       ok = false;
       return;
     }

@@ -167,3 +167,45 @@ def test_bad_values():
         lat.filter(np.full((4, 1), np.nan))
     with pytest.raises(ValueError, match="threads"):
         lat.filter(np.zeros((4, 1)), threads=0)
+
+
+@pytest.mark.parametrize("d", [2, 3, 5])
+def test_vectorised_point_location_is_bit_identical(rng, d):
+    # The lattice build locates points 8 at a time on AVX2; every simplex
+    # and weight must be the scalar locate_point's to the bit (the CUDA
+    # kernels use the scalar code, and vertex keys depend on every bit).
+    from densecrf._native import _C
+
+    if not _C._cpu_has_avx2():
+        pytest.skip("this CPU has no AVX2: the build uses the scalar code only")
+    n = 8 * 4000 + 5  # a tail of 5 points stays scalar in both
+    parts = [
+        (rng.random((n, d)) * 40 - 20),                       # generic
+        np.round(rng.random((n, d)) * 12) / 4,                # many exact ties and lattice-plane points
+        (rng.random((n, d)) - 0.5) * 2e5,                     # large coordinates
+        (rng.random((n, d)) - 0.5) * 1e-3,                    # near the origin, both signs
+        np.repeat(rng.random((n // 8 + 1, d)) * 3, 8, axis=0)[:n],  # runs of equal points
+    ]
+    for f in parts:
+        f = np.ascontiguousarray(f, dtype=np.float32)
+        scalar = _C._locate_points(f, False)
+        vector = _C._locate_points(f, True)
+        for name, a, b in zip(("remainder-0 vertex", "ranks", "barycentric weights"), scalar, vector):
+            assert np.array_equal(a, b), name
+
+
+def test_vectorised_point_location_rejects_what_the_scalar_rejects():
+    from densecrf._native import _C
+
+    if not _C._cpu_has_avx2():
+        pytest.skip("this CPU has no AVX2")
+    for bad in (np.nan, np.inf, -np.inf, 3e38):
+        f = np.zeros((16, 5), np.float32)
+        f[11, 2] = bad
+        with pytest.raises(ValueError, match="block 1"):
+            _C._locate_points(f, True)
+        with pytest.raises(ValueError, match="point 11"):
+            _C._locate_points(f, False)
+        # and the lattice itself names the problem
+        with pytest.raises(ValueError, match="finite"):
+            densecrf.PermutohedralLattice(f)
