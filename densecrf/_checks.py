@@ -54,7 +54,7 @@ def as_f32(x, name: str, ndim: int | None = None, *, finite: bool = True) -> np.
         if big.size and float(big.max()) > _F32_MAX:
             raise ValueError(f"{name} has values beyond the float32 range (max |x| = {float(big.max()):g})")
     out = np.ascontiguousarray(a, dtype=np.float32)
-    if finite:
+    if finite and not np.issubdtype(a.dtype, np.integer):  # integers convert to finite floats
         check_finite(out, name)
     return out
 
