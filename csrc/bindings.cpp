@@ -358,14 +358,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("mean_field", &mean_field, py::arg("unary"), py::arg("terms"), py::arg("n_iter"),
         py::arg("Q") = py::none(), py::arg("threads") = 0, py::arg("check_finite") = false);
   m.def("_locate_points", &locate_points, py::arg("features"), py::arg("vectorized"));
-  m.def("_cpu_has_avx2", []() {
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-    __builtin_cpu_init();
-    return static_cast<bool>(__builtin_cpu_supports("avx2"));
-#else
-    return false;
-#endif
-  });
+  m.def("_cpu_has_avx2", &dcrf::cpu_has_avx2);
   m.def("grid_features", &grid_features, py::arg("spatial"), py::arg("sdims"), py::arg("image") = py::none(),
         py::arg("srgb") = std::vector<float>(), py::arg("threads") = 0);
   m.def("unary_from_probs", &unary_from_probs, py::arg("probs"), py::arg("clip"), py::arg("threads") = 0);

@@ -5,6 +5,9 @@
 
 namespace dcrf {
 
+// Whether this CPU runs AVX2 (checked once).
+bool cpu_has_avx2();
+
 // Dimensions locate8_avx2 handles.
 inline bool locate8_supports(int d) { return d == 2 || d == 3 || d == 5; }
 

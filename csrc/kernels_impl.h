@@ -263,8 +263,6 @@ bool epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const Epilog
   const int nb = NB > 0 ? NB : cp / 8;
   AlignedFloats sbuf = aligned_floats(cp);  // slice of one term, for non-Potts compatibilities
   float* s = sbuf.get();
-  AlignedFloats ubuf = aligned_floats(cp);  // one row of U [N, k], padded with zeros
-  std::fill(ubuf.get(), ubuf.get() + cp, 0.0f);
   if (NB > 0) {
     // Logits and slices live in registers; memory only for non-Potts terms.
     constexpr int R = NB > 0 ? NB : 1;
@@ -323,6 +321,8 @@ bool epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const Epilog
     }
     return finite;
   }
+  AlignedFloats ubuf = aligned_floats(cp);  // one row of U [N, k], padded with zeros
+  std::fill(ubuf.get(), ubuf.get() + cp, 0.0f);
   for (int64_t i = ib; i < ie; ++i) {
     float* x = q + i * cp;
     std::memcpy(ubuf.get(), u + i * k, sizeof(float) * k);

@@ -278,7 +278,7 @@ def grid_positions(spatial, sdims) -> np.ndarray:
     return _grid_features(spatial, sdims)
 
 
-def _grid_features(spatial, sdims, image=None, srgb=None, threads=None) -> np.ndarray:
+def _grid_features(spatial, sdims, image=None, srgb=None, threads=None, srgb_name="srgb") -> np.ndarray:
     """``[N, ndim (+ C)]`` float32: grid positions / sdims (last axis first),
     then, with ``image`` (float32 ``[*spatial, C]``), the channels / srgb.
 
@@ -291,7 +291,7 @@ def _grid_features(spatial, sdims, image=None, srgb=None, threads=None) -> np.nd
     if image is None:
         return _C.grid_features(list(spatial), s, None, [], _checks.threads_arg(threads))
     c = image.shape[-1]
-    sc = _checks.per_axis(srgb, c, "srgb")
+    sc = _checks.per_axis(srgb, c, srgb_name)
     return _C.grid_features(list(spatial), s, image.reshape(-1, c), sc, _checks.threads_arg(threads))
 
 
@@ -379,11 +379,9 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
     crf._unary = unary  # checked above: finite, from probabilities in [0, 1] summing to one
     # Features built here from the checked image: finite by construction.
     if gaussian_compat is not None:
-        crf._add_term(grid_positions(spatial, gaussian_sxy), gaussian_compat, "diag", normalization)
+        crf._add_term(_grid_features(spatial, gaussian_sxy, threads=threads), gaussian_compat, "diag", normalization)
     if bilateral_compat is not None:
-        c = im.shape[-1]
-        _checks.per_axis(bilateral_srgb, c, "bilateral_srgb")  # the error names refine's argument
-        crf._add_term(_grid_features(spatial, bilateral_sxy, im, bilateral_srgb, threads), bilateral_compat, "diag",
-                      normalization)
+        feats = _grid_features(spatial, bilateral_sxy, im, bilateral_srgb, threads, srgb_name="bilateral_srgb")
+        crf._add_term(feats, bilateral_compat, "diag", normalization)
     q = crf.inference(n_iter).reshape(p_last.shape)
     return np.ascontiguousarray(np.moveaxis(q, -1, channel_axis))
