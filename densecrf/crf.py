@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import numbers
+import threading
 
 import numpy as np
 
@@ -127,14 +128,25 @@ class DenseCRF:
     def _add_term(self, f, compat, kernel, normalization) -> None:
         # f: [N, d] C-contiguous finite float32 (checked by the caller, or
         # built here from checked inputs).
+        self._append_term(self._build_term(f, self._term_args(compat, kernel, normalization), self._threads))
+
+    def _term_args(self, compat, kernel, normalization) -> tuple:
+        """Checked (compat kind, compat values, Normalization, KernelType) of a term."""
         kind, values = _compat_arg(compat, self.n_labels)
-        norm = _enum_arg(normalization, Normalization, "normalization")
-        ktype = _enum_arg(kernel, KernelType, "kernel")
-        lat = PermutohedralLattice(f, threads=self._threads or None)
-        term = _C.PairwiseTerm(lat._lat, int(norm), kind, values, self.n_labels, self._threads)
-        self._terms.append(term)
-        self._term_info.append({"lattice": lat, "normalization": norm, "kernel": ktype, "compat": values.copy(), "compat_kind": kind,
-                                "features": f})
+        return kind, values, _enum_arg(normalization, Normalization, "normalization"), _enum_arg(kernel, KernelType, "kernel")
+
+    def _build_term(self, f, args, threads: int) -> tuple:
+        """Native work of a term (lattice build and normalisation) on checked arguments;
+        touches nothing shared, so two terms may be built at once on two Python threads."""
+        kind, values, norm, ktype = args
+        lat = PermutohedralLattice(f, threads=threads or None)
+        term = _C.PairwiseTerm(lat._lat, int(norm), kind, values, self.n_labels, threads)
+        return term, {"lattice": lat, "normalization": norm, "kernel": ktype, "compat": values.copy(), "compat_kind": kind,
+                      "features": f}
+
+    def _append_term(self, built) -> None:
+        self._terms.append(built[0])
+        self._term_info.append(built[1])
 
     @property
     def terms(self) -> list:
@@ -295,6 +307,28 @@ def _grid_features(spatial, sdims, image=None, srgb=None, threads=None, srgb_nam
     return _C.grid_features(list(spatial), s, image.reshape(-1, c), sc, _checks.threads_arg(threads))
 
 
+class _TermBuilder(threading.Thread):
+    """Builds one term (``DenseCRF._build_term``) on a thread of its own."""
+
+    def __init__(self, crf, f, args, threads):
+        super().__init__(name="densecrf-term", daemon=True)
+        self._job = (crf, f, args, threads)
+        self._out = self._err = None
+        self.start()
+
+    def run(self):
+        crf, f, args, threads = self._job
+        try:
+            self._out = crf._build_term(f, args, threads)
+        except BaseException as exc:  # handed to the caller by result()
+            self._err = exc
+
+    def result(self):
+        if self._err is not None:
+            raise self._err
+        return self._out
+
+
 def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
            gaussian_sxy=3.0, gaussian_compat=3.0,
            bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0,
@@ -353,22 +387,6 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
     spatial, k = p_last.shape[:-1], p_last.shape[-1]
     if k < 1 or min(spatial) < 1:
         raise ValueError(f"probs must have at least one label and one pixel, got shape {_checks.shape_str(p.shape)}")
-    try:
-        unary, (lo, hi, worst) = _unary_from_probs(p_last, clip=clip, scale=scale, with_stats=True)
-    except ValueError as exc:
-        if "finite" in str(exc):  # report the index in the caller's layout
-            _checks.check_finite(p, "probs")
-        raise
-    if worst > 1e-2:
-        # 1e-2: a float16 softmax is off by up to ~K * 5e-4; anything more is
-        # not a probability distribution (logits or sigmoid scores, say).
-        sums = p_last.sum(axis=-1, dtype=np.float64)
-        raise ValueError(
-            f"probs must sum to one over the label axis (axis {channel_axis}); the worst pixel sums to "
-            f"{float(sums.ravel()[np.argmax(np.abs(sums - 1.0))]):g}. Pass softmax probabilities, "
-            "or build the unary yourself and use DenseCRF"
-        )
-    check_prob_range(lo, hi, p.size)
     im = _checks.as_f32(image, "image")
     if im.shape == spatial:
         im = im[..., None]
@@ -376,12 +394,49 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
         raise ValueError(f"image must have shape ({', '.join(map(str, spatial))}, C) matching probs' spatial shape, got {_checks.shape_str(im.shape)}")
     n = int(np.prod(spatial))
     crf = DenseCRF(n, k, threads=threads)
-    crf._unary = unary  # checked above: finite, from probabilities in [0, 1] summing to one
     # Features built here from the checked image: finite by construction.
+    # Every argument is checked before any lattice is built.
+    terms = []
     if gaussian_compat is not None:
-        crf._add_term(_grid_features(spatial, gaussian_sxy, threads=threads), gaussian_compat, "diag", normalization)
+        terms.append((_grid_features(spatial, gaussian_sxy, threads=threads), crf._term_args(gaussian_compat, "diag", normalization)))
     if bilateral_compat is not None:
         feats = _grid_features(spatial, bilateral_sxy, im, bilateral_srgb, threads, srgb_name="bilateral_srgb")
-        crf._add_term(feats, bilateral_compat, "diag", normalization)
+        terms.append((feats, crf._term_args(bilateral_compat, "diag", normalization)))
+    # On 2 or 3 threads the last term (the bilateral one, the costliest
+    # lattice) is built on a helper thread with one native thread, while
+    # this thread computes the unary and the other terms on the rest: a
+    # lattice build gains little from a second thread (the thread-local hash
+    # tables each meet most vertices, then merge), two builds side by side
+    # gain nearly 2x (benchmarks/RESULTS.md, "Speed work of 2026-11-26,
+    # continued"). The same bits either way: lattices and terms do not depend
+    # on thread counts.
+    total = crf._threads or _C.get_num_threads()
+    helper = _TermBuilder(crf, *terms.pop(), 1) if len(terms) >= 2 and 2 <= total <= 3 else None
+    mine = total - 1 if helper else crf._threads
+    try:
+        try:
+            unary, (lo, hi, worst) = _unary_from_probs(p_last, clip=clip, scale=scale, with_stats=True, threads=mine)
+        except ValueError as exc:
+            if "finite" in str(exc):  # report the index in the caller's layout
+                _checks.check_finite(p, "probs")
+            raise
+        if worst > 1e-2:
+            # 1e-2: a float16 softmax is off by up to ~K * 5e-4; anything more is
+            # not a probability distribution (logits or sigmoid scores, say).
+            sums = p_last.sum(axis=-1, dtype=np.float64)
+            raise ValueError(
+                f"probs must sum to one over the label axis (axis {channel_axis}); the worst pixel sums to "
+                f"{float(sums.ravel()[np.argmax(np.abs(sums - 1.0))]):g}. Pass softmax probabilities, "
+                "or build the unary yourself and use DenseCRF"
+            )
+        check_prob_range(lo, hi, p.size)
+        crf._unary = unary  # checked above: finite, from probabilities in [0, 1] summing to one
+        for f, args in terms:
+            crf._append_term(crf._build_term(f, args, mine))
+    finally:
+        if helper is not None:
+            helper.join()
+    if helper is not None:
+        crf._append_term(helper.result())
     q = crf.inference(n_iter).reshape(p_last.shape)
     return np.ascontiguousarray(np.moveaxis(q, -1, channel_axis))

@@ -45,12 +45,13 @@ def unary_from_softmax(probs, *, scale: float | None = None, clip: float | None 
     return _unary_from_probs(p, scale=scale, clip=clip)
 
 
-def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False):
+def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False, threads: int = 0):
     """unary_from_softmax on float32 probabilities with the labels last.
 
     Checks finiteness on the way (native, one pass) and the [0, 1] range;
     with ``with_stats`` it returns ``(u, (min, max, max |sum_k p - 1|))``
-    instead and leaves the range check to the caller.
+    instead and leaves the range check to the caller. ``threads``: native
+    threads (0: the default).
     """
     k = p.shape[-1]
     if k < 1:
@@ -73,7 +74,7 @@ def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False):
             raise ValueError(f"clip must be in (0, 1], got {c}")
         # -log(max(p, clip)) in float32 (pydensecrf.utils computes the same
         # with numpy; the native log differs by at most 1 ulp of float32).
-        u, lo, hi, dev, bad = _C.unary_from_probs(flat, c, 0)
+        u, lo, hi, dev, bad = _C.unary_from_probs(flat, c, threads)
         if bad >= 0:
             idx = np.unravel_index(int(bad), p.shape)
             raise ValueError(f"probs must be finite; found {p[idx]} at index {tuple(int(i) for i in idx)}")
@@ -84,7 +85,7 @@ def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False):
         if clip is None:
             u = -np.log(mixed)
         else:
-            u = _C.unary_from_probs(mixed, c, 0)[0]
+            u = _C.unary_from_probs(mixed, c, threads)[0]
     elif u is None:
         u = np.log(flat)
         np.negative(u, out=u)
