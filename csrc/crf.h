@@ -67,7 +67,8 @@ bool mean_field(const float* unary, float* q, int64_t n, int k,
                 const std::vector<const PairwiseTerm*>& terms, int n_iter, int threads,
                 bool fresh = false);
 
-// out[N, K] = softmax(-U) per point, max subtracted.
+// out[N, K] = softmax(-U) per point (shifted by the row's max where a logit
+// lies outside [-64, 64]; see softmax_shift in kernels_impl.h).
 void softmax_neg(const float* unary, float* out, int64_t n, int k, int threads);
 
 }  // namespace dcrf

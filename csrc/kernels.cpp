@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <new>
+#include <string>
 #include <vector>
 
 namespace dcrf {
@@ -77,6 +78,10 @@ AlignedFloats aligned_floats(size_t n) {
 
 namespace {
 const Kernels* pick() {
+  // DENSECRF_KERNELS=baseline forces the portable loops (tests run them on
+  // AVX2 machines this way); anything else picks the best the CPU supports.
+  const char* want = std::getenv("DENSECRF_KERNELS");
+  if (want && std::string(want) == "baseline") return &kernels_base::table;
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &kernels_avx2::table;

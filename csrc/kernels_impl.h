@@ -87,7 +87,8 @@ inline void load_neg_row(const float* u, int k, bool overread, v8f* L) {
   for (int b = 0; b < R; ++b) L[b] = -load(tmp + b * 8);
 }
 
-// Softmax of x[0..cp) over the first k lanes; pad lanes become 0.
+// Softmax of x[0..cp) over the first k lanes, shifted by the row max (the
+// generic width, K > 32); pad lanes become 0.
 template <int NB>
 inline void softmax_row(float* x, int k, int cp) {
   const int nb = NB > 0 ? NB : cp / 8;
@@ -175,6 +176,36 @@ void slice_t(const int32_t* off, const float* w, float mult, int dp1, const floa
   }
 }
 
+// True when every lane of m is set (all 8 comparisons held).
+inline bool all_lanes(v8i m) {
+#if defined(__AVX__)
+  return __builtin_ia32_movmskps256((v8f)m) == 0xff;
+#else
+  typedef float v4f __attribute__((vector_size(16)));
+  const v8f f = (v8f)m;
+  const v4f a = __builtin_shufflevector(f, f, 0, 1, 2, 3), b = __builtin_shufflevector(f, f, 4, 5, 6, 7);
+  return (__builtin_ia32_movmskps(a) & __builtin_ia32_movmskps(b)) == 0xf;
+#endif
+}
+
+// The shift of a row's softmax: 0 when every real logit lies in [-64, 64]
+// (exp cannot overflow there, the sum stays below 2^100 and at least one
+// term above 2^-93, so no shift is needed), else the row's max. The range
+// test is lane-wise plus one mask test; the max needs a horizontal
+// reduction on the row's critical path, which cost 5-10 % of a whole
+// refine call (measured: benchmarks/RESULTS.md). The two shifts give the
+// same softmax up to rounding (a few ulp). A NaN or infinite logit fails
+// the test and takes the max path, which propagates it as before.
+// x[R-1]'s pad lanes hold -3e38 (set by the caller); mx is the lane-wise
+// max over the blocks.
+template <int R>
+inline v8f softmax_shift(const v8f* x, v8f mx, v8f lastmask) {
+  v8f lo = lastmask > 0.5f ? x[R - 1] : splat1(0.0f);
+  for (int b = 0; b + 1 < R; ++b) lo = lo < x[b] ? lo : x[b];
+  if (all_lanes((mx <= 64.0f) & (lo >= -64.0f))) return splat1(0.0f);
+  return hmax_all(mx);
+}
+
 // Softmax over registers x[0..R) (R = NB blocks), first k lanes real.
 template <int R>
 inline void softmax_regs(v8f* x, int k) {
@@ -182,7 +213,7 @@ inline void softmax_regs(v8f* x, int k) {
   x[R - 1] = lastmask > 0.5f ? x[R - 1] : splat1(-3.0e38f);  // pad lanes must not win the max
   v8f mx = x[0];
   for (int b = 1; b < R; ++b) mx = vmax(mx, x[b]);
-  const v8f m = hmax_all(mx);
+  const v8f m = softmax_shift<R>(x, mx, lastmask);
   v8f acc = splat1(0.0f);
   for (int b = 0; b < R; ++b) {
     x[b] = vexp(x[b] - m);
@@ -206,7 +237,7 @@ inline void softmax_regs2(v8f* x, v8f* y, int k) {
     mx = vmax(mx, x[b]);
     my = vmax(my, y[b]);
   }
-  const v8f m1 = hmax_all(mx), m2 = hmax_all(my);
+  const v8f m1 = softmax_shift<R>(x, mx, lastmask), m2 = softmax_shift<R>(y, my, lastmask);
   v8f ax = splat1(0.0f), ay = splat1(0.0f);
   for (int b = 0; b < R; ++b) {
     x[b] = vexp(x[b] - m1);
