@@ -303,12 +303,14 @@ bool epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const Epilog
       for (int t = 0; t < nterms; ++t) {
         const EpilogueTerm& T = terms[t];
         const bool potts = T.compat_kind == 0;
-        const float scale = potts ? T.compat[0] : 1.0f;  // a Potts weight folds into the slice weights
+        // A Potts weight folds into the slice weights: one multiplication
+        // per entry (slice_mult is 1 for precomputed weights).
+        const float scale = (potts ? T.compat[0] : 1.0f) * T.slice_mult;
         v8f S[R];
         for (int b = 0; b < R; ++b) S[b] = splat1(0.0f);
         for (int r = 0; r < T.dp1; ++r) {
           const int64_t en = i * T.dp1 + r;
-          const v8f wr = splat1(scale * (T.slice_mult * T.slice_w[en]));
+          const v8f wr = splat1(scale * T.slice_w[en]);
           const float* v = T.blurred + (static_cast<int64_t>(T.offsets[en]) + 1) * cp;
           for (int b = 0; b < R; ++b) S[b] += wr * load(v + b * 8);
         }
@@ -363,13 +365,13 @@ bool epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const Epilog
       const EpilogueTerm& T = terms[t];
       const bool potts = T.compat_kind == 0;
       float* acc = potts ? x : s;
-      const float scale = potts ? T.compat[0] : 1.0f;
+      const float scale = (potts ? T.compat[0] : 1.0f) * T.slice_mult;
       if (!potts) {
         for (int b = 0; b < nb; ++b) store(s + b * 8, splat1(0.0f));
       }
       for (int r = 0; r < T.dp1; ++r) {
         const int64_t en = i * T.dp1 + r;
-        const v8f wr = splat1(scale * (T.slice_mult * T.slice_w[en]));
+        const v8f wr = splat1(scale * T.slice_w[en]);
         const float* v = T.blurred + (static_cast<int64_t>(T.offsets[en]) + 1) * cp;
         for (int b = 0; b < nb; ++b) store(acc + b * 8, load(acc + b * 8) + wr * load(v + b * 8));
       }
