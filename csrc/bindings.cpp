@@ -343,6 +343,7 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("dim", &CpuLattice::dim)
       .def_property_readonly("n_vertices", &CpuLattice::n_vertices)
       .def_property_readonly("memory_bytes", &CpuLattice::memory_bytes)
+      .def_property_readonly("_packed_keys", &CpuLattice::packed_keys)  // which hash table built it (tests)
       .def("filter", &lattice_filter, py::arg("values"), py::arg("transpose") = false,
            py::arg("threads") = 0);
 

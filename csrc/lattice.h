@@ -53,6 +53,9 @@ class CpuLattice {
   int dim() const { return d_; }
   int64_t n_vertices() const { return m_; }
   size_t memory_bytes() const;
+  // Whether the build used 64-bit packed keys (d <= 8, moderate coordinates)
+  // rather than the general hash table; the lattice is the same either way.
+  bool packed_keys() const { return packed_keys_; }
   // Barycentric weights [N(d+1)]; the plain slice weight is alpha times these.
   const float* barycentric_weights() const { return weights_.data(); }
   float alpha() const { return lattice_alpha(d_); }
@@ -91,6 +94,7 @@ class CpuLattice {
   std::vector<int32_t> neighbours_;   // [d+1, M, 2]
   std::vector<int32_t> first_point_;  // [M] first point touching each vertex
   std::vector<int32_t> last_point_;   // [M] last point touching each vertex
+  bool packed_keys_ = false;
 };
 
 // Number of worker threads used when a call passes threads <= 0.

@@ -51,6 +51,27 @@ class KeyTable {
   // First and last point (in this table's chunk) that touched each id; filled by embed_chunk.
   std::vector<int32_t> first_point, last_point;
 
+  // Vertex ids of the simplex (rem0, rank) of point i, written to ids[0..d].
+  // Always succeeds (the return value matches PackedTable's).
+  bool simplex_ids(const int32_t* rem0, const int32_t* rank, int32_t* ids) {
+    int32_t keys[(kMaxDim + 1) * kMaxDim];
+    simplex_keys(rem0, rank, d_, keys);
+    for (int r = 0; r <= d_; ++r) ids[r] = find_or_insert(keys + r * d_, hash_key(keys + r * d_, d_));
+    return true;
+  }
+
+  // Id of the blur neighbour of vertex v along axis j, direction dir, or -1.
+  int32_t neighbour(int64_t v, int j, int dir, int32_t* scratch) const {
+    neighbour_key(key(v), d_, j, dir, scratch);
+    return find(scratch, hash_key(scratch, d_));
+  }
+
+  // Inserts vertex `id` of another table (the merge of thread-local tables).
+  int32_t insert_from(const KeyTable& other, int64_t id) {
+    const int32_t* k = other.key(id);
+    return find_or_insert(k, hash_key(k, d_));
+  }
+
   int32_t find_or_insert(const int32_t* k, uint32_t h) {
     if ((size_ + 1) * 2 > static_cast<int64_t>(slots_.size())) grow();
     uint64_t s = h & mask_;
@@ -114,15 +135,138 @@ class KeyTable {
   std::vector<int32_t> keys_;  // [size, d]
 };
 
+// The same table for 2 <= d <= 8 with every key packed into one 64-bit word: d
+// fields of 64/d bits, each a coordinate plus a bias of half the field's
+// range. One probe then reads one 16-byte slot (no second access to the key
+// array), the hash is one multiplication, and the keys of a simplex and of
+// blur neighbours are integer additions on the packed word. It applies when
+// every remainder-0 coordinate lies at least 2d from both ends of its field,
+// so that the simplex offsets (within +-d) and the blur neighbours (a
+// further +-d) never carry across fields; simplex_ids returns false for a
+// point outside that range and the build starts over with KeyTable. Ids
+// are assigned in order of first appearance either way, so both tables give
+// the same lattice.
+class PackedTable {
+ public:
+  static bool applies(int d) { return d >= 2 && d <= 8; }
+
+  PackedTable(int d, int64_t expected) : d_(d), bits_(64 / d) {
+    field_ = bits_ == 64 ? ~uint64_t(0) : (uint64_t(1) << bits_) - 1;
+    bias_ = int64_t(1) << (bits_ - 1);
+    ones_ = 0;
+    for (int i = 0; i < d; ++i) ones_ |= uint64_t(1) << (i * bits_);
+    uint64_t cap = 64;
+    while (cap < static_cast<uint64_t>(expected) * 2) cap <<= 1;
+    alloc(cap);
+    keys_.reserve(static_cast<size_t>(expected));
+  }
+
+  int64_t size() const { return static_cast<int64_t>(keys_.size()); }
+  std::vector<int32_t> first_point, last_point;
+
+  bool simplex_ids(const int32_t* rem0, const int32_t* rank, int32_t* ids) {
+    // Packed remainder-0 point, each field checked against the margins.
+    const int64_t lo = 2 * d_, hi = static_cast<int64_t>(field_) - 2 * d_;
+    uint64_t p0 = 0;
+    for (int i = 0; i < d_; ++i) {
+      const int64_t f = static_cast<int64_t>(rem0[i]) + bias_;
+      if (f < lo || f > hi) return false;
+      p0 |= static_cast<uint64_t>(f) << (i * bits_);
+    }
+    // Vertex r: +r on every coordinate, -(d+1) on those of rank > d - r;
+    // one more coordinate joins that set at each step.
+    int32_t who[kMaxDim + 1];
+    for (int i = 0; i <= d_; ++i) who[rank[i]] = i;
+    uint64_t high = 0;  // sum of 1 << (i * bits) over coordinates i < d of rank > d - r
+    for (int r = 0; r <= d_; ++r) {
+      if (r > 0 && who[d_ - r + 1] < d_) high += uint64_t(1) << (who[d_ - r + 1] * bits_);
+      const uint64_t key = p0 + static_cast<uint64_t>(r) * ones_ - static_cast<uint64_t>(d_ + 1) * high;
+      ids[r] = find_or_insert(key);
+    }
+    return true;
+  }
+
+  int32_t neighbour(int64_t v, int j, int dir, int32_t*) const {
+    // key[k] - dir on every coordinate, key[j] + dir * d on axis j < d.
+    uint64_t key = keys_[v] - static_cast<uint64_t>(static_cast<int64_t>(dir)) * ones_;
+    if (j < d_) key += static_cast<uint64_t>(static_cast<int64_t>(dir) * (d_ + 1)) << (j * bits_);
+    return find(key);
+  }
+
+  int32_t insert_from(const PackedTable& other, int64_t id) { return find_or_insert(other.keys_[id]); }
+
+ private:
+  struct Slot {
+    uint64_t key;
+    int32_t id;  // -1: empty
+    int32_t unused;
+  };
+
+  void alloc(uint64_t cap) {
+    slots_.assign(cap, Slot{0, -1, 0});
+    mask_ = cap - 1;
+    shift_ = 64;
+    while ((uint64_t(1) << (64 - shift_)) < cap) --shift_;
+  }
+  uint64_t home(uint64_t key) const { return (key * 0x9E3779B97F4A7C15ull) >> shift_; }
+
+  int32_t find_or_insert(uint64_t key) {
+    if ((size() + 1) * 2 > static_cast<int64_t>(slots_.size())) grow();
+    for (uint64_t s = home(key);; s = (s + 1) & mask_) {
+      Slot& slot = slots_[s];
+      if (slot.id < 0) {
+        if (size() >= std::numeric_limits<int32_t>::max() - 1) {
+          throw InvalidArgument("lattice has more than 2^31 vertices");
+        }
+        slot.key = key;
+        slot.id = static_cast<int32_t>(size());
+        keys_.push_back(key);
+        return slot.id;
+      }
+      if (slot.key == key) return slot.id;
+    }
+  }
+
+  int32_t find(uint64_t key) const {
+    for (uint64_t s = home(key);; s = (s + 1) & mask_) {
+      const Slot& slot = slots_[s];
+      if (slot.id < 0) return -1;
+      if (slot.key == key) return slot.id;
+    }
+  }
+
+  void grow() {
+    std::vector<Slot> old;
+    old.swap(slots_);
+    alloc(old.size() * 2);
+    for (const Slot& o : old) {
+      if (o.id < 0) continue;
+      uint64_t s = home(o.key);
+      while (slots_[s].id >= 0) s = (s + 1) & mask_;
+      slots_[s] = o;
+    }
+  }
+
+  int d_, bits_;
+  uint64_t field_, ones_;
+  int64_t bias_;
+  uint64_t mask_ = 0;
+  int shift_ = 64;
+  std::vector<Slot> slots_;
+  std::vector<uint64_t> keys_;  // packed key of each id
+};
+
+// How a chunk's embedding ended.
+enum class Embed { kOk, kBadFeature, kUnpackable };
+
 // Embeds points [begin, end) and numbers their vertices in `table`.
-template <int DC>
-void embed_chunk(const float* features, int d, int64_t begin, int64_t end, const float* scale,
-                 KeyTable& table, int32_t* offsets, float* weights, bool& ok) {
+template <int DC, class Table>
+Embed embed_chunk(const float* features, int d, int64_t begin, int64_t end, const float* scale, Table& table,
+                  int32_t* offsets, float* weights) {
   constexpr int cap = DC > 0 ? DC : kMaxDim;
   const int dp1 = d + 1;
-  int32_t keys[(cap + 1) * cap];
   // The simplex (remainder-0 vertex and ranks) of this point and the last.
-  int32_t cur[2 * (cap + 1)], prev[2 * (cap + 1)];
+  int32_t cur[2 * (cap + 1)], prev[2 * (cap + 1)] = {};
   bool have_prev = false;
   // Points are located 8 at a time on AVX2 where available (bit-identical
   // to locate_point); a block that holds a bad point is redone one point at
@@ -145,41 +289,39 @@ void embed_chunk(const float* features, int d, int64_t begin, int64_t end, const
       }
     }
     if (!located && !locate_point<DC>(features + i * d, d, scale, cur, cur + dp1, weights + i * dp1)) {
-      ok = false;
-      return;
+      return Embed::kBadFeature;
     }
     // Neighbouring points usually fall into the same simplex: reuse the
     // previous point's vertex ids when its remainder-0 vertex and ranks
     // (which determine the d+1 keys) are the same.
     bool same = have_prev;
     for (int j = 0; same && j < 2 * dp1; ++j) same = cur[j] == prev[j];
+    int32_t* ids = offsets + i * dp1;
     if (same) {
-      for (int r = 0; r <= d; ++r) offsets[i * dp1 + r] = offsets[(i - 1) * dp1 + r];
+      for (int r = 0; r <= d; ++r) ids[r] = ids[r - dp1];
     } else {
-      simplex_keys(cur, cur + dp1, d, keys);
-      for (int r = 0; r <= d; ++r) {
-        const int32_t* k = keys + r * d;
-        const int32_t id = table.find_or_insert(k, hash_key(k, d));
-        if (id >= static_cast<int32_t>(table.first_point.size())) {
-          table.first_point.push_back(static_cast<int32_t>(i));
-          table.last_point.push_back(static_cast<int32_t>(i));
-        }
-        offsets[i * dp1 + r] = id;
+      const int64_t known = table.size();
+      if (!table.simplex_ids(cur, cur + dp1, ids)) return Embed::kUnpackable;
+      for (int64_t v = known; v < table.size(); ++v) {  // new vertices, numbered in order
+        table.first_point.push_back(static_cast<int32_t>(i));
+        table.last_point.push_back(static_cast<int32_t>(i));
       }
       std::memcpy(prev, cur, sizeof(int32_t) * 2 * dp1);
       have_prev = true;
     }
-    for (int r = 0; r <= d; ++r) table.last_point[offsets[i * dp1 + r]] = static_cast<int32_t>(i);
+    for (int r = 0; r <= d; ++r) table.last_point[ids[r]] = static_cast<int32_t>(i);
   }
+  return Embed::kOk;
 }
 
-void embed_dispatch(const float* features, int d, int64_t begin, int64_t end, const float* scale,
-                    KeyTable& table, int32_t* offsets, float* weights, bool& ok) {
+template <class Table>
+Embed embed_dispatch(const float* features, int d, int64_t begin, int64_t end, const float* scale, Table& table,
+                     int32_t* offsets, float* weights) {
   switch (d) {
-    case 2: embed_chunk<2>(features, d, begin, end, scale, table, offsets, weights, ok); break;
-    case 3: embed_chunk<3>(features, d, begin, end, scale, table, offsets, weights, ok); break;
-    case 5: embed_chunk<5>(features, d, begin, end, scale, table, offsets, weights, ok); break;
-    default: embed_chunk<0>(features, d, begin, end, scale, table, offsets, weights, ok); break;
+    case 2: return embed_chunk<2>(features, d, begin, end, scale, table, offsets, weights);
+    case 3: return embed_chunk<3>(features, d, begin, end, scale, table, offsets, weights);
+    case 5: return embed_chunk<5>(features, d, begin, end, scale, table, offsets, weights);
+    default: return embed_chunk<0>(features, d, begin, end, scale, table, offsets, weights);
   }
 }
 
@@ -188,6 +330,91 @@ void embed_dispatch(const float* features, int d, int64_t begin, int64_t end, co
 constexpr int64_t kBuildGrain = 16384;
 // Vertices or points per chunk below which filter stages do not split.
 constexpr int64_t kGrain = 2048;
+
+// Builds the lattice of n points with `Table`: offsets and weights [n, d+1]
+// (sized by the caller), the vertex count m, each vertex's first and last
+// point, and the blur neighbours. Returns false when a key does not fit the
+// table (PackedTable only; nothing useful is left in the outputs then).
+template <class Table>
+bool build_lattice(const float* features, int64_t n, int d, int threads, std::vector<int32_t>& offsets,
+                   std::vector<float>& weights, int64_t& m, std::vector<int32_t>& first_point,
+                   std::vector<int32_t>& last_point, std::vector<int32_t>& neighbours) {
+  const int dp1 = d + 1;
+  float scale[kMaxDim];
+  lattice_scale_factors(d, scale);
+
+  // 1. Embed chunks into thread-local tables.
+  int nt = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, n / kBuildGrain)));
+  std::vector<std::unique_ptr<Table>> tables(nt);
+  std::vector<Embed> status(nt, Embed::kOk);
+  parallel_run(nt, [&](int t, int nth) {
+    const int64_t b = n * t / nth, e = n * (t + 1) / nth;
+    // Sized for up to 2^16 vertices before it grows: image lattices usually
+    // have far fewer than N(d+1) vertices. On the reference workload's d = 5
+    // lattice this measured about 1 ms faster than 2^18 (a table beyond L2)
+    // and than 2^13 or less (which probe and grow more).
+    tables[t].reset(new Table(d, std::min<int64_t>((e - b) * dp1, int64_t(1) << 16)));
+    status[t] = embed_dispatch(features, d, b, e, scale, *tables[t], offsets.data(), weights.data());
+  });
+  for (int t = 0; t < nt; ++t) {
+    if (status[t] == Embed::kBadFeature) {
+      throw InvalidArgument(
+          "features must be finite and within the lattice key range (|feature / bandwidth| "
+          "up to about 1e8): a NaN, infinite or too large value was found");
+    }
+  }
+  for (int t = 0; t < nt; ++t) {
+    if (status[t] == Embed::kUnpackable) return false;
+  }
+
+  // 2. Merge the local tables in chunk order; remap the later chunks' ids.
+  // A vertex's first point comes from the first chunk that has it, its last
+  // point from the last one.
+  std::unique_ptr<Table> global = std::move(tables[0]);
+  if (nt > 1) {
+    std::vector<std::vector<int32_t>> remap(nt);
+    for (int t = 1; t < nt; ++t) {
+      const Table& local = *tables[t];
+      remap[t].resize(local.size());
+      for (int64_t l = 0; l < local.size(); ++l) {
+        const int32_t g = global->insert_from(local, l);
+        if (g >= static_cast<int32_t>(global->first_point.size())) {
+          global->first_point.push_back(local.first_point[l]);
+          global->last_point.push_back(local.last_point[l]);
+        } else {
+          global->last_point[g] = local.last_point[l];
+        }
+        remap[t][l] = g;
+      }
+      tables[t].reset();  // the merged keys live in `global` now
+    }
+    parallel_run(nt, [&](int t, int nth) {
+      if (t == 0) return;
+      const int64_t b = n * t / nth * dp1, e = n * (t + 1) / nth * dp1;
+      const int32_t* map = remap[t].data();
+      for (int64_t i = b; i < e; ++i) offsets[i] = map[offsets[i]];
+    });
+  }
+  m = global->size();
+  first_point = std::move(global->first_point);
+  last_point = std::move(global->last_point);
+
+  // 3. Blur neighbours of every vertex along every axis.
+  neighbours.assign(static_cast<size_t>(dp1) * m * 2, 0);
+  const Table& table = *global;
+  parallel_for(m, threads, kGrain, [&](int64_t b, int64_t e) {
+    int32_t scratch[kMaxDim];
+    for (int64_t v = b; v < e; ++v) {
+      for (int j = 0; j <= d; ++j) {
+        for (int dir = 0; dir < 2; ++dir) {
+          const int32_t id = table.neighbour(v, j, dir == 0 ? 1 : -1, scratch);
+          neighbours[(static_cast<size_t>(j) * m + v) * 2 + dir] = id + 1;
+        }
+      }
+    }
+  });
+  return true;
+}
 
 }  // namespace
 
@@ -208,81 +435,15 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
   offsets_.resize(n_entries);
   weights_.resize(n_entries);
 
-  float scale[kMaxDim];
-  lattice_scale_factors(d_, scale);
-
-  // 1. Embed chunks into thread-local tables.
-  int nt = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, n_ / kBuildGrain)));
-  std::vector<std::unique_ptr<KeyTable>> tables(nt);
-  std::vector<char> ok(nt, 1);
-  parallel_run(nt, [&](int t, int nth) {
-    const int64_t b = n_ * t / nth, e = n_ * (t + 1) / nth;
-    // Sized for up to 2^16 vertices before it grows (1 MiB of slots): image
-    // lattices usually have far fewer than N(d+1) vertices. On the reference
-    // workload's d = 5 lattice this measured about 1 ms faster than 2^18
-    // (a table beyond L2) and than 2^13 or less (which probe and grow more).
-    tables[t].reset(new KeyTable(d_, std::min<int64_t>((e - b) * dp1, int64_t(1) << 16)));
-    bool good = true;
-    embed_dispatch(features, d_, b, e, scale, *tables[t], offsets_.data(), weights_.data(), good);
-    ok[t] = good;
-  });
-  for (int t = 0; t < nt; ++t) {
-    if (!ok[t]) {
-      throw InvalidArgument(
-          "features must be finite and within the lattice key range (|feature / bandwidth| "
-          "up to about 1e8): a NaN, infinite or too large value was found");
-    }
+  // Packed 64-bit keys where they fit (d <= 8, moderate coordinates), the
+  // general table otherwise; the same lattice either way.
+  packed_keys_ = PackedTable::applies(d_) &&
+                      build_lattice<PackedTable>(features, n_, d_, threads, offsets_, weights_, m_, first_point_,
+                                                 last_point_, neighbours_);
+  if (!packed_keys_) {
+    build_lattice<KeyTable>(features, n_, d_, threads, offsets_, weights_, m_, first_point_, last_point_,
+                            neighbours_);
   }
-
-  // 2. Merge the local tables in chunk order; remap the later chunks' ids.
-  // A vertex's first point comes from the first chunk that has it, its last
-  // point from the last one.
-  std::unique_ptr<KeyTable> global = std::move(tables[0]);
-  if (nt > 1) {
-    std::vector<std::vector<int32_t>> remap(nt);
-    for (int t = 1; t < nt; ++t) {
-      const KeyTable& local = *tables[t];
-      remap[t].resize(local.size());
-      for (int64_t l = 0; l < local.size(); ++l) {
-        const int32_t* k = local.key(l);
-        const int32_t g = global->find_or_insert(k, hash_key(k, d_));
-        if (g >= static_cast<int32_t>(global->first_point.size())) {
-          global->first_point.push_back(local.first_point[l]);
-          global->last_point.push_back(local.last_point[l]);
-        } else {
-          global->last_point[g] = local.last_point[l];
-        }
-        remap[t][l] = g;
-      }
-      tables[t].reset();  // the merged keys live in `global` now
-    }
-    parallel_run(nt, [&](int t, int nth) {
-      if (t == 0) return;
-      const int64_t b = n_ * t / nth * dp1, e = n_ * (t + 1) / nth * dp1;
-      const int32_t* map = remap[t].data();
-      for (int64_t i = b; i < e; ++i) offsets_[i] = map[offsets_[i]];
-    });
-  }
-  m_ = global->size();
-  first_point_ = std::move(global->first_point);
-  last_point_ = std::move(global->last_point);
-
-  // 3. Blur neighbours of every vertex along every axis.
-  neighbours_.assign(static_cast<size_t>(dp1) * m_ * 2, 0);
-  parallel_for(m_, threads, kGrain, [&](int64_t b, int64_t e) {
-    std::vector<int32_t> nk(d_);
-    for (int64_t v = b; v < e; ++v) {
-      const int32_t* key = global->key(v);
-      for (int j = 0; j <= d_; ++j) {
-        for (int dir = 0; dir < 2; ++dir) {
-          neighbour_key(key, d_, j, dir == 0 ? 1 : -1, nk.data());
-          const int32_t id = global->find(nk.data(), hash_key(nk.data(), d_));
-          neighbours_[(static_cast<size_t>(j) * m_ + v) * 2 + dir] = id + 1;
-        }
-      }
-    }
-  });
-  global.reset();
 }
 
 LatticeView CpuLattice::view() const {

@@ -91,6 +91,29 @@ def test_any_dimension_and_threads_bit_identical(rng, d):
     assert np.isfinite(r1).all() and (r1 > 0).all()
 
 
+@pytest.mark.parametrize("d", [3, 5, 8])
+def test_far_apart_clusters_filter_as_if_alone(rng, d):
+    # For 2 <= d <= 8 the build packs each vertex key into 64 bits (64/d bits
+    # per coordinate) and starts over with the general hash table when a
+    # coordinate does not fit (d = 2 always fits: keys beyond 1e9 are
+    # refused anyway). A cluster near the origin fits; one 1e6 (d = 3), 1e5
+    # (d = 5) or 300 (d = 8) feature units away does not. Two clusters that
+    # far apart do not interact, so each one's response within the
+    # fallback-built lattice must equal its response alone, bit for bit.
+    far = {3: 1e6, 5: 1e5, 8: 300.0}[d]
+    a = (rng.random((3000, d)) * 4).astype(np.float32)
+    b = (rng.random((2000, d)) * 4 + far).astype(np.float32)
+    va, vb = rng.random((3000, 4)).astype(np.float32), rng.random((2000, 4)).astype(np.float32)
+    both = densecrf.PermutohedralLattice(np.concatenate([a, b]), threads=1)
+    alone_a = densecrf.PermutohedralLattice(a, threads=1)
+    alone_b = densecrf.PermutohedralLattice(b, threads=1)
+    assert alone_a._lat._packed_keys and not both._lat._packed_keys and not alone_b._lat._packed_keys
+    assert both.n_vertices == alone_a.n_vertices + alone_b.n_vertices
+    out = both.filter(np.concatenate([va, vb]))
+    assert np.array_equal(out[:3000], alone_a.filter(va))  # fallback against packed
+    assert np.array_equal(out[3000:], alone_b.filter(vb))
+
+
 def test_single_point_and_identical_points():
     # One point: its own vertex weights sum to 1, so the response to 1 is
     # alpha * sum_r w_r * (blurred mass at r) > 0 and the normalised filter
