@@ -18,17 +18,35 @@ inline v8f load(const float* p) { return *reinterpret_cast<const v8f*>(p); }
 inline void store(float* p, v8f v) { *reinterpret_cast<v8f*>(p) = v; }
 inline v8f splat1(float x) { return v8f{x, x, x, x, x, x, x, x}; }
 
-// exp(x) per lane: x = n ln2 + r, |r| <= ln2/2, degree-7 Taylor polynomial
-// for exp(r) (truncation error < 6e-9 relative, below float32 resolution),
-// 2^n from the exponent bits; x clamped to [-87, 88] so 2^n stays normal
-// (exp(-87) = 1.6e-38 counts as zero after the max is subtracted).
+// max(a, b) and min(a, b) lane-wise as a > b ? a : b and a < b ? a : b (a
+// NaN in b comes through): one vmaxps / vminps on AVX, whose operand order
+// gives exactly these semantics, instead of a compare and a blend.
+inline v8f vmax(v8f a, v8f b) {
+#if defined(__AVX__)
+  return __builtin_ia32_maxps256(a, b);
+#else
+  return a > b ? a : b;
+#endif
+}
+inline v8f vmin(v8f a, v8f b) {
+#if defined(__AVX__)
+  return __builtin_ia32_minps256(a, b);
+#else
+  return a < b ? a : b;
+#endif
+}
+
+// exp(x) per lane for x <= 88 (the softmax's arguments: a logit minus the
+// row max, or a logit within [-64, 64]): x = n ln2 + r, |r| <= ln2/2,
+// degree-7 Taylor polynomial for exp(r) (truncation error < 6e-9 relative,
+// below float32 resolution), then n added to the result's exponent bits.
+// x is clamped below at -87 (exp(-87) = 1.6e-38 counts as zero after the
+// max is subtracted); from there r >= 0.34, so exp(r) > 1 and the exponent
+// stays normal: the addition equals multiplying by 2^n exactly.
 inline v8f vexp(v8f x) {
-  const v8f lo = splat1(-87.0f), hi = splat1(88.0f);
-  x = x < lo ? lo : x;
-  x = x > hi ? hi : x;
+  x = vmax(splat1(-87.0f), x);  // NaN stays NaN
   const v8f magic = splat1(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
   const v8f t = x * 1.44269504088896341f + magic;
-  const v8i n = (v8i)t - (v8i)magic;
   const v8f fn = t - magic;
   v8f r = x - fn * 0.693359375f;  // ln2 in a part exact in few bits ...
   r = r + fn * 2.12194440e-4f;    // ... and a correction (Cody-Waite)
@@ -40,13 +58,14 @@ inline v8f vexp(v8f x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const v8i e = (n + 127) << 23;
-  return p * (v8f)e;
+  // t's low mantissa bits hold n + 2^22: (bits(t) - bits(magic)) << 23 is n
+  // in the exponent field.
+  const v8i n_exp = ((v8i)t - (v8i)magic) << 23;
+  return (v8f)((v8i)p + n_exp);
 }
 
 // Horizontal max and sum as butterflies: every lane of the result holds the
 // reduction (no scalar round trip on the critical path).
-inline v8f vmax(v8f a, v8f b) { return a > b ? a : b; }
 inline v8f hmax_all(v8f v) {
   v = vmax(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3));
   v = vmax(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5));
@@ -201,7 +220,7 @@ inline bool all_lanes(v8i m) {
 template <int R>
 inline v8f softmax_shift(const v8f* x, v8f mx, v8f lastmask) {
   v8f lo = lastmask > 0.5f ? x[R - 1] : splat1(0.0f);
-  for (int b = 0; b + 1 < R; ++b) lo = lo < x[b] ? lo : x[b];
+  for (int b = 0; b + 1 < R; ++b) lo = vmin(lo, x[b]);
   if (all_lanes((mx <= 64.0f) & (lo >= -64.0f))) return splat1(0.0f);
   return hmax_all(mx);
 }
