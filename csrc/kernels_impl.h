@@ -37,9 +37,12 @@ inline v8f vmin(v8f a, v8f b) {
 }
 
 // exp(x) per lane for x <= 88 (the softmax's arguments: a logit minus the
-// row max, or a logit within [-64, 64]): x = n ln2 + r, |r| <= ln2/2,
-// degree-7 Taylor polynomial for exp(r) (truncation error < 6e-9 relative,
-// below float32 resolution), then n added to the result's exponent bits.
+// row max, or a logit within [-64, 64]): x = n ln2 + r, |r| <= ln2/2, a
+// degree-6 minimax polynomial for exp(r) (coefficients fitted here by the
+// Remez algorithm for least maximum relative error: 1.9e-9 in exact
+// arithmetic, 9.6e-8 = 0.8 ulp evaluated in float32, as accurate as the
+// degree-7 Taylor polynomial it replaced, one FMA fewer), then n added to
+// the result's exponent bits.
 // x is clamped below at -87 (exp(-87) = 1.6e-38 counts as zero after the
 // max is subtracted); from there r >= 0.34, so exp(r) > 1 and the exponent
 // stays normal: the addition equals multiplying by 2^n exactly.
@@ -50,12 +53,11 @@ inline v8f vexp(v8f x) {
   const v8f fn = t - magic;
   v8f r = x - fn * 0.693359375f;  // ln2 in a part exact in few bits ...
   r = r + fn * 2.12194440e-4f;    // ... and a correction (Cody-Waite)
-  v8f p = splat1(1.0f / 5040.0f);
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
+  v8f p = splat1(0.0013836845755577087f);
+  p = p * r + 0.008374815806746483f;
+  p = p * r + 0.04166822507977486f;
+  p = p * r + 0.16666419804096222f;
+  p = p * r + 0.49999991059303284f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   // t's low mantissa bits hold n + 2^22: (bits(t) - bits(magic)) << 23 is n
