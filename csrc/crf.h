@@ -55,8 +55,8 @@ class PairwiseTerm {
   std::vector<float> compat_;
   int k_;
   std::vector<float> norm_;          // [N] filter of ones
-  std::vector<float> scale_;         // [N] 1/sqrt(norm) or 1/norm, per mode
-  std::vector<float> slice_scaled_;  // [N(d+1)] slice weights * scale (if used)
+  UninitVector<float> scale_;         // [N] 1/sqrt(norm) or 1/norm, per mode
+  UninitVector<float> slice_scaled_;  // [N(d+1)] slice weights * scale (if used)
 };
 
 // Q[N, K] <- n_iter mean-field iterations. unary: [N, K] energies. With

@@ -12,12 +12,38 @@
 
 #include <cstdint>
 #include <stdexcept>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lattice_math.h"
 
 namespace dcrf {
+
+// std::vector whose resize leaves new elements of trivial types
+// uninitialised: for buffers that are written in full right after, where
+// value-initialisation would be a wasted pass over memory.
+template <class T>
+struct UninitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  UninitAllocator() = default;
+  template <class U>
+  UninitAllocator(const UninitAllocator<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
+template <class T>
+using UninitVector = std::vector<T, UninitAllocator<T>>;
 
 struct LatticeView {
   int64_t n_points = 0;    // N
@@ -83,15 +109,15 @@ class CpuLattice {
  public:
 
   // Per-entry slice weights for a per-point scale s[N]: w_e * alpha * s[i].
-  std::vector<float> slice_weights(const float* point_scale, int threads = 0) const;
+  UninitVector<float> slice_weights(const float* point_scale, int threads = 0) const;
 
  private:
   int64_t n_ = 0;
   int d_ = 0;
   int64_t m_ = 0;
-  std::vector<int32_t> offsets_;      // [N, d+1]
-  std::vector<float> weights_;        // [N, d+1]
-  std::vector<int32_t> neighbours_;   // [d+1, M, 2]
+  UninitVector<int32_t> offsets_;     // [N, d+1]
+  UninitVector<float> weights_;       // [N, d+1]
+  UninitVector<int32_t> neighbours_;  // [d+1, M, 2]
   std::vector<int32_t> first_point_;  // [M] first point touching each vertex
   std::vector<int32_t> last_point_;   // [M] last point touching each vertex
   bool packed_keys_ = false;

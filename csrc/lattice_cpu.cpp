@@ -336,9 +336,9 @@ constexpr int64_t kGrain = 2048;
 // point, and the blur neighbours. Returns false when a key does not fit the
 // table (PackedTable only; nothing useful is left in the outputs then).
 template <class Table>
-bool build_lattice(const float* features, int64_t n, int d, int threads, std::vector<int32_t>& offsets,
-                   std::vector<float>& weights, int64_t& m, std::vector<int32_t>& first_point,
-                   std::vector<int32_t>& last_point, std::vector<int32_t>& neighbours) {
+bool build_lattice(const float* features, int64_t n, int d, int threads, UninitVector<int32_t>& offsets,
+                   UninitVector<float>& weights, int64_t& m, std::vector<int32_t>& first_point,
+                   std::vector<int32_t>& last_point, UninitVector<int32_t>& neighbours) {
   const int dp1 = d + 1;
   float scale[kMaxDim];
   lattice_scale_factors(d, scale);
@@ -400,7 +400,7 @@ bool build_lattice(const float* features, int64_t n, int d, int threads, std::ve
   last_point = std::move(global->last_point);
 
   // 3. Blur neighbours of every vertex along every axis.
-  neighbours.assign(static_cast<size_t>(dp1) * m * 2, 0);
+  neighbours.resize(static_cast<size_t>(dp1) * m * 2);  // every entry written below
   const Table& table = *global;
   parallel_for(m, threads, kGrain, [&](int64_t b, int64_t e) {
     int32_t scratch[kMaxDim];
@@ -464,8 +464,8 @@ size_t CpuLattice::memory_bytes() const {
          first_point_.size() * 4 + last_point_.size() * 4;
 }
 
-std::vector<float> CpuLattice::slice_weights(const float* s, int threads) const {
-  std::vector<float> w(weights_.size());
+UninitVector<float> CpuLattice::slice_weights(const float* s, int threads) const {
+  UninitVector<float> w(weights_.size());
   const float alpha = lattice_alpha(d_);
   const int dp1 = d_ + 1;
   parallel_for(n_, threads > 0 ? threads : default_threads(), kGrain, [&](int64_t b, int64_t e) {
