@@ -30,8 +30,8 @@ PairwiseTerm::PairwiseTerm(std::shared_ptr<const CpuLattice> lattice, Normalizat
     throw InvalidArgument("normalization must be 0..3, got " + std::to_string(static_cast<int>(norm)));
   }
   const int64_t n = lattice_->n_points();
-  norm_.assign(n, 1.0f);
-  lattice_->filter(norm_.data(), norm_.data(), 1, false, threads);
+  norm_.resize(n);
+  lattice_->filter_ones(norm_.data(), threads);
   if (norm_type_ == Normalization::kNone) return;
   scale_.resize(n);
   const bool symmetric = norm_type_ == Normalization::kSymmetric;

@@ -93,6 +93,10 @@ class CpuLattice {
   // forward filter. in and out may alias.
   void filter(const float* in, float* out, int channels, bool reverse, int threads,
               const float* splat_scale = nullptr, const float* slice_w = nullptr) const;
+  // out[N] = filter of a constant 1 (the normalisation's), the same bits as
+  // filter() on ones; from the weight sums the build kept, when it ran as
+  // one chunk.
+  void filter_ones(float* out, int threads) const;
 
   // The three stages over channel-padded buffers (see kernels.h): rows of
   // cp = padded_channels(C) floats, 32-byte aligned. in/out: [N, cp];
@@ -105,6 +109,7 @@ class CpuLattice {
  private:
   void filter_one(const float* in, float* out, bool reverse, int threads, const float* splat_scale,
                   const float* slice_w) const;
+  void blur_slice_one(std::vector<float>& a, float* out, bool reverse, int threads, const float* slice_w) const;
 
  public:
 
@@ -121,6 +126,7 @@ class CpuLattice {
   std::vector<int32_t> first_point_;  // [M] first point touching each vertex
   std::vector<int32_t> last_point_;   // [M] last point touching each vertex
   bool packed_keys_ = false;
+  std::vector<float> weight_sums_;    // [M] per-vertex weight sums in point order, or empty
 };
 
 // Number of worker threads used when a call passes threads <= 0.

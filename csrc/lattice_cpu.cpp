@@ -48,8 +48,10 @@ class KeyTable {
 
   int64_t size() const { return size_; }
   const int32_t* key(int64_t id) const { return keys_.data() + id * d_; }
-  // First and last point (in this table's chunk) that touched each id; filled by embed_chunk.
+  // First and last point (in this table's chunk) that touched each id, and
+  // the sum of its barycentric weights in point order; filled by embed_chunk.
   std::vector<int32_t> first_point, last_point;
+  std::vector<float> weight_sum;
 
   // Vertex ids of the simplex (rem0, rank) of point i, written to ids[0..d].
   // Always succeeds (the return value matches PackedTable's).
@@ -163,6 +165,7 @@ class PackedTable {
 
   int64_t size() const { return static_cast<int64_t>(keys_.size()); }
   std::vector<int32_t> first_point, last_point;
+  std::vector<float> weight_sum;
 
   bool simplex_ids(const int32_t* rem0, const int32_t* rank, int32_t* ids) {
     // Packed remainder-0 point, each field checked against the margins.
@@ -305,11 +308,16 @@ Embed embed_chunk(const float* features, int d, int64_t begin, int64_t end, cons
       for (int64_t v = known; v < table.size(); ++v) {  // new vertices, numbered in order
         table.first_point.push_back(static_cast<int32_t>(i));
         table.last_point.push_back(static_cast<int32_t>(i));
+        table.weight_sum.push_back(0.0f);
       }
       std::memcpy(prev, cur, sizeof(int32_t) * 2 * dp1);
       have_prev = true;
     }
-    for (int r = 0; r <= d; ++r) table.last_point[ids[r]] = static_cast<int32_t>(i);
+    const float* w = weights + i * dp1;
+    for (int r = 0; r <= d; ++r) {
+      table.last_point[ids[r]] = static_cast<int32_t>(i);
+      table.weight_sum[ids[r]] += w[r];
+    }
   }
   return Embed::kOk;
 }
@@ -338,7 +346,8 @@ constexpr int64_t kGrain = 2048;
 template <class Table>
 bool build_lattice(const float* features, int64_t n, int d, int threads, UninitVector<int32_t>& offsets,
                    UninitVector<float>& weights, int64_t& m, std::vector<int32_t>& first_point,
-                   std::vector<int32_t>& last_point, UninitVector<int32_t>& neighbours) {
+                   std::vector<int32_t>& last_point, UninitVector<int32_t>& neighbours,
+                   std::vector<float>& weight_sums) {
   const int dp1 = d + 1;
   float scale[kMaxDim];
   lattice_scale_factors(d, scale);
@@ -398,6 +407,14 @@ bool build_lattice(const float* features, int64_t n, int d, int threads, UninitV
   m = global->size();
   first_point = std::move(global->first_point);
   last_point = std::move(global->last_point);
+  // Kept from a one-chunk build only: there each vertex summed its weights
+  // in point order, as the splat of ones does (a merge would sum them per
+  // chunk, in another order).
+  if (nt == 1) {
+    weight_sums = std::move(global->weight_sum);
+  } else {
+    weight_sums.clear();
+  }
 
   // 3. Blur neighbours of every vertex along every axis.
   neighbours.resize(static_cast<size_t>(dp1) * m * 2);  // every entry written below
@@ -438,11 +455,11 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
   // Packed 64-bit keys where they fit (d <= 8, moderate coordinates), the
   // general table otherwise; the same lattice either way.
   packed_keys_ = PackedTable::applies(d_) &&
-                      build_lattice<PackedTable>(features, n_, d_, threads, offsets_, weights_, m_, first_point_,
-                                                 last_point_, neighbours_);
+                 build_lattice<PackedTable>(features, n_, d_, threads, offsets_, weights_, m_, first_point_,
+                                            last_point_, neighbours_, weight_sums_);
   if (!packed_keys_) {
     build_lattice<KeyTable>(features, n_, d_, threads, offsets_, weights_, m_, first_point_, last_point_,
-                            neighbours_);
+                            neighbours_, weight_sums_);
   }
 }
 
@@ -461,7 +478,7 @@ LatticeView CpuLattice::view() const {
 
 size_t CpuLattice::memory_bytes() const {
   return offsets_.size() * 4 + weights_.size() * 4 + neighbours_.size() * 4 +
-         first_point_.size() * 4 + last_point_.size() * 4;
+         first_point_.size() * 4 + last_point_.size() * 4 + weight_sums_.size() * 4;
 }
 
 UninitVector<float> CpuLattice::slice_weights(const float* s, int threads) const {
@@ -521,10 +538,26 @@ void CpuLattice::slice_padded(const float* vals, int cp, const float* slice_w, f
 // One channel (the normalisation's filter of ones, for instance): plain
 // scalar loops, where the 8-lane kernels would waste 7 lanes of 8. Same
 // order of operations per vertex and per point as the vector kernels.
+void CpuLattice::filter_ones(float* out, int threads) const {
+  if (n_ == 0) return;
+  if (threads <= 0) threads = default_threads();
+  if (static_cast<int64_t>(weight_sums_.size()) != m_) {
+    std::fill(out, out + n_, 1.0f);
+    filter_one(out, out, false, threads, nullptr, nullptr);
+    return;
+  }
+  // The splat of ones is each vertex's weight sum, summed in point order by
+  // the build: the same bits as filter_one's splat.
+  std::vector<float> a(static_cast<size_t>(m_ + 1));
+  a[0] = 0.0f;
+  std::copy(weight_sums_.begin(), weight_sums_.end(), a.begin() + 1);
+  blur_slice_one(a, out, false, threads, nullptr);
+}
+
 void CpuLattice::filter_one(const float* in, float* out, bool reverse, int threads, const float* splat_scale,
                             const float* slice_w) const {
   const int dp1 = d_ + 1;
-  std::vector<float> a(static_cast<size_t>(m_ + 1), 0.0f), b(static_cast<size_t>(m_ + 1), 0.0f);
+  std::vector<float> a(static_cast<size_t>(m_ + 1), 0.0f);
   int nt = static_cast<int>(std::min<int64_t>(std::max(threads, 1), std::max<int64_t>(1, m_ / kGrain)));
   parallel_run(nt, [&](int t, int nth) {
     const int64_t vb = m_ * t / nth, ve = m_ * (t + 1) / nth;
@@ -540,6 +573,14 @@ void CpuLattice::filter_one(const float* in, float* out, bool reverse, int threa
       }
     }
   });
+  blur_slice_one(a, out, reverse, threads, slice_w);
+}
+
+// Blur and slice of one channel whose splat is a[0..M] (a[0] = 0).
+void CpuLattice::blur_slice_one(std::vector<float>& a, float* out, bool reverse, int threads,
+                                const float* slice_w) const {
+  const int dp1 = d_ + 1;
+  std::vector<float> b(a.size(), 0.0f);
   float* src = a.data();
   float* dst = b.data();
   for (int step = 0; step <= d_; ++step) {

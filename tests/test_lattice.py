@@ -114,6 +114,25 @@ def test_far_apart_clusters_filter_as_if_alone(rng, d):
     assert np.array_equal(out[3000:], alone_b.filter(vb))
 
 
+@pytest.mark.parametrize("d", [1, 2, 5, 9])
+def test_normalisation_from_build_weight_sums(rng, d):
+    # A term's normalisation is the filter of ones. A lattice built as one
+    # chunk (one thread, or fewer than 2 x 16384 points) keeps each vertex's
+    # weight sum from the build and skips that splat; a lattice merged from
+    # several chunks splats the ones. Both must equal filter(ones) bit for
+    # bit, for packed (d = 2, 5) and general (d = 1, 9) hash tables.
+    from densecrf._native import _C
+
+    n = 70000 if d <= 5 else 6000
+    f = (rng.random((n, d)) * (12 if d <= 5 else 3)).astype(np.float32)
+    ones = np.ones((n, 1), np.float32)
+    for threads in (1, 2, 3):
+        lat = densecrf.PermutohedralLattice(f, threads=threads)
+        term = _C.PairwiseTerm(lat._lat, 0, 0, np.array([1.0], np.float32), 2, threads)
+        assert np.array_equal(term.norm, lat.filter(ones, threads=threads)[:, 0])
+        assert np.array_equal(term.norm, _C.PairwiseTerm(lat._lat, 0, 0, np.array([1.0], np.float32), 2, 1).norm)
+
+
 def test_single_point_and_identical_points():
     # One point: its own vertex weights sum to 1, so the response to 1 is
     # alpha * sum_r w_r * (blurred mass at r) > 0 and the normalised filter
