@@ -50,9 +50,10 @@ struct Kernels {
   // vals[v+1] = sum over entries e = i(d+1)+r with off[e] = v, in point
   // order, of w[e] * scale[i] * in[i], for v in [vb, ve), scanning points
   // [pb, pe) (which must include every point touching those vertices).
-  // scale may be null (1).
+  // scale may be null (1). m: the lattice's vertex count ([0, m) skips the
+  // per-entry range test).
   void (*splat)(const int32_t* off, const float* w, const float* scale, int dp1, const float* in,
-                float* vals, int cp, int64_t pb, int64_t pe, int64_t vb, int64_t ve);
+                float* vals, int cp, int64_t pb, int64_t pe, int64_t vb, int64_t ve, int64_t m);
   // dst[v+1] = src[v+1] + (src[n1] + src[n2]) / 2, v in [vb, ve).
   void (*blur)(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb, int64_t ve);
   // out[i] = sum_r (mult * w[i(d+1)+r]) * vals[off[i(d+1)+r] + 1], i in [ib, ie).

@@ -134,9 +134,10 @@ inline void softmax_row(float* x, int k, int cp) {
   for (int b = 0; b < nb; ++b) store(x + b * 8, load(x + b * 8) * inv);
 }
 
-template <int NB>
+template <int NB, bool ALL>
 void splat_t(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals,
-             int cp, int64_t pb, int64_t pe, int64_t vb, int64_t ve) {
+             int cp_rt, int64_t pb, int64_t pe, int64_t vb, int64_t ve) {
+  const int cp = NB > 0 ? NB * 8 : cp_rt;  // a constant row stride where the width is
   const int nb = NB > 0 ? NB : cp / 8;
   for (int64_t v = vb; v < ve; ++v) {
     float* row = vals + (v + 1) * cp;
@@ -156,7 +157,7 @@ void splat_t(const int32_t* off, const float* w, const float* scale, int dp1, co
     for (int r = 0; r < dp1; ++r) {
       const int64_t en = i * dp1 + r;
       const int64_t v = off[en];
-      if (v < vb || v >= ve) continue;
+      if (!ALL && (v < vb || v >= ve)) continue;  // ALL: this range holds every vertex
       const v8f wk = splat1(w[en] * s);
       float* row = vals + (v + 1) * cp;
       if (NB > 0) {
@@ -169,7 +170,8 @@ void splat_t(const int32_t* off, const float* w, const float* scale, int dp1, co
 }
 
 template <int NB>
-void blur_t(const int32_t* nb_ids, const float* src, float* dst, int cp, int64_t vb, int64_t ve) {
+void blur_t(const int32_t* nb_ids, const float* src, float* dst, int cp_rt, int64_t vb, int64_t ve) {
+  const int cp = NB > 0 ? NB * 8 : cp_rt;
   const int nb = NB > 0 ? NB : cp / 8;
   const v8f half = splat1(0.5f);
   for (int64_t v = vb; v < ve; ++v) {
@@ -182,8 +184,9 @@ void blur_t(const int32_t* nb_ids, const float* src, float* dst, int cp, int64_t
 }
 
 template <int NB>
-void slice_t(const int32_t* off, const float* w, float mult, int dp1, const float* vals, float* out, int cp,
+void slice_t(const int32_t* off, const float* w, float mult, int dp1, const float* vals, float* out, int cp_rt,
              int64_t ib, int64_t ie) {
+  const int cp = NB > 0 ? NB * 8 : cp_rt;
   const int nb = NB > 0 ? NB : cp / 8;
   for (int64_t i = ib; i < ie; ++i) {
     float* o = out + i * cp;
@@ -307,8 +310,9 @@ inline void store_row(float* out, int k, const v8f* L, bool spill_ok) {
 }
 
 template <int NB>
-bool epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms,
+bool epilogue_t(const float* u, float* q, int k, int cp_rt, int64_t n, const EpilogueTerm* terms, int nterms,
                 int64_t ib, int64_t ie, float* out) {
+  const int cp = NB > 0 ? NB * 8 : cp_rt;
   // A row whose logits overflowed (an infinity or a NaN among them) comes
   // out all NaN from the softmax; its lane 0 tells.
   bool finite = true;
@@ -408,7 +412,8 @@ bool epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const Epilog
 }
 
 template <int NB>
-void softmax_neg_t(const float* u, float* q, int k, int cp, int64_t n, int64_t ib, int64_t ie) {
+void softmax_neg_t(const float* u, float* q, int k, int cp_rt, int64_t n, int64_t ib, int64_t ie) {
+  const int cp = NB > 0 ? NB * 8 : cp_rt;
   if (NB > 0) {
     constexpr int R = NB > 0 ? NB : 1;
     for (int64_t i = ib; i < ie; ++i) {
@@ -539,9 +544,18 @@ void unary_from_probs(const float* p, float* u, int k, float clip, int64_t ib, i
     default: return fn<0>(__VA_ARGS__);     \
   }
 
+template <int NB>
+void splat_any(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals, int cp,
+               int64_t pb, int64_t pe, int64_t vb, int64_t ve, int64_t m) {
+  if (vb == 0 && ve == m) {
+    splat_t<NB, true>(off, w, scale, dp1, in, vals, cp, pb, pe, vb, ve);
+  } else {
+    splat_t<NB, false>(off, w, scale, dp1, in, vals, cp, pb, pe, vb, ve);
+  }
+}
 void splat(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals, int cp,
-           int64_t pb, int64_t pe, int64_t vb, int64_t ve) {
-  DCRF_DISPATCH(splat_t, cp, off, w, scale, dp1, in, vals, cp, pb, pe, vb, ve)
+           int64_t pb, int64_t pe, int64_t vb, int64_t ve, int64_t m) {
+  DCRF_DISPATCH(splat_any, cp, off, w, scale, dp1, in, vals, cp, pb, pe, vb, ve, m)
 }
 void blur(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb, int64_t ve) {
   DCRF_DISPATCH(blur_t, cp, nb, src, dst, cp, vb, ve)

@@ -509,7 +509,7 @@ void CpuLattice::splat_padded(const float* in, int cp, const float* splat_scale,
     const int64_t pb = first_point_[vb];
     int32_t last = 0;
     for (int64_t v = vb; v < ve; ++v) last = std::max(last, last_point_[v]);
-    K.splat(offsets_.data(), weights_.data(), splat_scale, d_ + 1, in, vals, cp, pb, last + 1, vb, ve);
+    K.splat(offsets_.data(), weights_.data(), splat_scale, d_ + 1, in, vals, cp, pb, last + 1, vb, ve, m_);
   });
 }
 
