@@ -124,9 +124,17 @@ std::vector<const PairwiseTerm*> collect_terms(const std::vector<std::shared_ptr
   return ptrs;
 }
 
+// The start distribution of mean field, channel-padded, computed with the
+// unary (unary_from_probs(..., with_start=True)) and taken over by the
+// next mean_field call given it: one use.
+struct StartQ {
+  dcrf::AlignedFloats q;
+  int64_t n = 0, k = 0;
+};
+
 // Returns Q after n_iter iterations, starting from q0 (or softmax(-U)).
 py::array_t<float> mean_field(FArray unary, const std::vector<std::shared_ptr<PairwiseTerm>>& terms,
-                              int n_iter, py::object q0, int threads, bool check_finite) {
+                              int n_iter, py::object q0, int threads, bool check_finite, py::object start_obj) {
   require_2d(unary, "unary", -1, -1);
   const int64_t n = unary.shape(0), k = unary.shape(1);
   if (n_iter < 0) throw dcrf::InvalidArgument("n_iter must be >= 0, got " + std::to_string(n_iter));
@@ -140,11 +148,24 @@ py::array_t<float> mean_field(FArray unary, const std::vector<std::shared_ptr<Pa
     std::copy(init.data(), init.data() + init.size(), qp);
   }
   const bool fresh = q0.is_none();
+  dcrf::AlignedFloats* start = nullptr;
+  if (!start_obj.is_none()) {
+    if (!fresh) throw dcrf::InvalidArgument("give Q or start, not both");
+    StartQ& sq = start_obj.cast<StartQ&>();
+    if (!sq.q) throw dcrf::InvalidArgument("this start distribution was used already");
+    if (sq.n != n || sq.k != k) {
+      throw dcrf::InvalidArgument("start distribution is for " + std::to_string(sq.n) + " points and " +
+                                  std::to_string(sq.k) + " labels, the unary has " + std::to_string(n) +
+                                  " and " + std::to_string(k));
+    }
+    start = &sq.q;
+  }
   bool finite = true;
   {
     py::gil_scoped_release nogil;
-    finite = dcrf::mean_field(u, qp, n, static_cast<int>(k), ptrs, n_iter, threads, fresh);
+    finite = dcrf::mean_field(u, qp, n, static_cast<int>(k), ptrs, n_iter, threads, fresh, start);
   }
+  if (start) start->reset();  // taken over, or (n_iter = 0) copied: one use either way
   if (check_finite && !finite) {
     PyErr_SetString(PyExc_FloatingPointError, "mean-field logits overflowed float32");
     throw py::error_already_set();
@@ -256,7 +277,7 @@ py::tuple locate_points(FArray features, bool vectorized) {
 // -log(max(p, clip)) for probabilities p [N, K], with the statistics the
 // Python layer validates: (U [N, K], min p, max p, max |row sum - 1|,
 // flat index of the first NaN or infinity or -1).
-py::tuple unary_from_probs(FArray probs, float clip, int threads) {
+py::tuple unary_from_probs(FArray probs, float clip, int threads, bool with_start) {
   require_2d(probs, "probs", -1, -1);
   const int64_t n = probs.shape(0), k = probs.shape(1);
   if (!(clip > 0.0f && clip <= 1.0f)) throw dcrf::InvalidArgument("clip must be in (0, 1], got " + std::to_string(clip));
@@ -266,14 +287,25 @@ py::tuple unary_from_probs(FArray probs, float clip, int threads) {
   dcrf::UnaryStats total;
   total.min = 3.0e38f;
   total.max = -3.0e38f;
+  // The start comes with K <= 32 only (the row kernels' widths).
+  std::shared_ptr<StartQ> start;
+  if (with_start && n > 0 && k > 0 && k <= 32) {
+    start = std::make_shared<StartQ>();
+    start->q = dcrf::aligned_floats(static_cast<size_t>(n) * dcrf::padded_channels(static_cast<int>(k)));
+    start->n = n;
+    start->k = k;
+  }
   if (n > 0 && k > 0) {
     py::gil_scoped_release nogil;
     if (threads <= 0) threads = dcrf::default_threads();
     const int nt = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, n / 4096)));
     std::vector<dcrf::UnaryStats> st(nt);
+    float* q0 = start ? start->q.get() : nullptr;
     dcrf::parallel_run(nt, [&](int t, int nth) {
       const int64_t b = n * t / nth, e = n * (t + 1) / nth;
-      if (b < e) dcrf::kernels().unary_from_probs(p, up, static_cast<int>(k), clip, b, e, &st[t]);
+      if (b >= e) return;
+      if (q0 && dcrf::kernels().unary_rows(p, up, q0, static_cast<int>(k), clip, n, b, e, &st[t])) return;
+      dcrf::kernels().unary_from_probs(p, up, static_cast<int>(k), clip, b, e, &st[t]);
     });
     for (int t = 0; t < nt; ++t) {
       if (n * t / nt >= n * (t + 1) / nt) continue;
@@ -282,6 +314,10 @@ py::tuple unary_from_probs(FArray probs, float clip, int threads) {
       total.worst_row_dev = std::max(total.worst_row_dev, st[t].worst_row_dev);
       if (total.first_bad < 0) total.first_bad = st[t].first_bad;
     }
+  }
+  if (with_start) {
+    return py::make_tuple(u, total.min, total.max, total.worst_row_dev, total.first_bad,
+                          start ? py::cast(start) : py::none());
   }
   return py::make_tuple(u, total.min, total.max, total.worst_row_dev, total.first_bad);
 }
@@ -357,12 +393,18 @@ PYBIND11_MODULE(_C, m) {
       .def("apply", &term_apply, py::arg("Q"), py::arg("transpose") = false, py::arg("threads") = 0);
 
   m.def("mean_field", &mean_field, py::arg("unary"), py::arg("terms"), py::arg("n_iter"),
-        py::arg("Q") = py::none(), py::arg("threads") = 0, py::arg("check_finite") = false);
+        py::arg("Q") = py::none(), py::arg("threads") = 0, py::arg("check_finite") = false,
+        py::arg("start") = py::none());
+  py::class_<StartQ, std::shared_ptr<StartQ>>(m, "StartQ")
+      .def_property_readonly("n_points", [](const StartQ& s) { return s.n; })
+      .def_property_readonly("n_labels", [](const StartQ& s) { return s.k; })
+      .def_property_readonly("used", [](const StartQ& s) { return !s.q; });
   m.def("_locate_points", &locate_points, py::arg("features"), py::arg("vectorized"));
   m.def("_cpu_has_avx2", &dcrf::cpu_has_avx2);
   m.def("grid_features", &grid_features, py::arg("spatial"), py::arg("sdims"), py::arg("image") = py::none(),
         py::arg("srgb") = std::vector<float>(), py::arg("threads") = 0);
-  m.def("unary_from_probs", &unary_from_probs, py::arg("probs"), py::arg("clip"), py::arg("threads") = 0);
+  m.def("unary_from_probs", &unary_from_probs, py::arg("probs"), py::arg("clip"), py::arg("threads") = 0,
+        py::arg("with_start") = false);
   m.def("set_num_threads", &dcrf::set_default_threads, py::arg("n"));
   m.def("get_num_threads", &dcrf::default_threads);
   m.def("hardware_threads", &dcrf::hardware_threads);

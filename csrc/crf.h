@@ -12,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include "kernels.h"
 #include "lattice.h"
 
 namespace dcrf {
@@ -63,9 +64,12 @@ class PairwiseTerm {
 // fresh = true the start is softmax(-U) and q is output only; otherwise q
 // holds the starting distribution. Returns false when some row of the
 // result is not finite (its logits overflowed float32).
+// With `start` non-null and holding a buffer, that channel-padded [N, cp]
+// start distribution (kernels' unary_rows) is used, and taken over, instead
+// of computing softmax(-U); q is then output only.
 bool mean_field(const float* unary, float* q, int64_t n, int k,
                 const std::vector<const PairwiseTerm*>& terms, int n_iter, int threads,
-                bool fresh = false);
+                bool fresh = false, AlignedFloats* start = nullptr);
 
 // out[N, K] = softmax(-U) per point (shifted by the row's max where a logit
 // lies outside [-64, 64]; see softmax_shift in kernels_impl.h).

@@ -122,21 +122,30 @@ void softmax_neg(const float* unary, float* out, int64_t n, int k, int threads) 
 }
 
 bool mean_field(const float* unary, float* q, int64_t n, int k,
-                const std::vector<const PairwiseTerm*>& terms, int n_iter, int threads, bool fresh) {
+                const std::vector<const PairwiseTerm*>& terms, int n_iter, int threads, bool fresh,
+                AlignedFloats* start) {
   if (threads <= 0) threads = default_threads();
   if (n == 0 || k == 0) return true;
+  const int cp = padded_channels(k);
+  const bool given = start != nullptr && *start;
   if (n_iter == 0) {
-    if (fresh) softmax_neg(unary, q, n, k, threads);
+    if (given) {
+      const float* s = start->get();
+      parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) std::memcpy(q + i * k, s + i * cp, sizeof(float) * k);
+      });
+    } else if (fresh) {
+      softmax_neg(unary, q, n, k, threads);
+    }
     return true;
   }
   std::atomic<bool> finite{true};
-  const int cp = padded_channels(k);
   const Kernels& K = kernels();
   const size_t nt = terms.size();
   // A channel-padded copy of Q, and two blur buffers per term
   // [(M_t+1), cp], allocated once for all iterations. U stays unpadded.
-  AlignedFloats qp = aligned_floats(static_cast<size_t>(n) * cp);
-  parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
+  AlignedFloats qp = given ? std::move(*start) : aligned_floats(static_cast<size_t>(n) * cp);
+  if (!given) parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
     if (fresh) {
       K.softmax_neg(unary, qp.get(), k, cp, n, b, e);
       return;

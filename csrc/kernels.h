@@ -71,6 +71,12 @@ struct Kernels {
   // u[i] = -log(max(p[i], clip)) for rows [ib, ie) of p [N, k], with the
   // range, row-sum and finiteness statistics of those rows.
   void (*unary_from_probs)(const float* p, float* u, int k, float clip, int64_t ib, int64_t ie, UnaryStats* st);
+  // The same for K <= 32, row by row, also writing q0[i] = c / sum(c) with
+  // c = max(p[i], clip) into the channel-padded q0 [n, cp] (pad lanes 0):
+  // the softmax(-u) that starts mean field. p is [n, k]. Returns false
+  // (writing nothing) for K > 32.
+  bool (*unary_rows)(const float* p, float* u, float* q0, int k, float clip, int64_t n, int64_t ib, int64_t ie,
+                     UnaryStats* st);
 };
 
 const Kernels& kernels();

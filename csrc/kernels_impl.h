@@ -534,6 +534,85 @@ void unary_from_probs(const float* p, float* u, int k, float clip, int64_t ib, i
   st->first_bad = bad;
 }
 
+// unary_from_probs row by row, for K <= 32 (R = cp / 8 blocks per row),
+// also writing the start of mean field, q0[i] = c / sum(c) with
+// c = max(p[i], clip), channel-padded (pad lanes 0): softmax(-u[i])
+// without the exp and log. The same u bits and statistics as the flat pass
+// (min and max do not depend on order; the row sums add the same blocks in
+// the same order).
+template <int R>
+void unary_rows_t(const float* p, float* u, float* q0, int k, float clip, int64_t n, int64_t ib, int64_t ie,
+                  UnaryStats* st) {
+  constexpr int CP = R * 8;
+  const v8f lastmask = lane_mask(k, R - 1);
+  const v8i real = lastmask > 0.5f;  // all ones in the last block's real lanes
+  const v8f big = splat1(3.0e38f), zero = splat1(0.0f), one = splat1(1.0f), vclip = splat1(clip);
+  v8f vmn = big, vmx = -big;
+  v8i nonfinite = v8i{};
+  float dev = 0.0f;
+  for (int64_t i = ib; i < ie; ++i) {
+    const float* row = p + i * k;
+    v8f X[R];
+    if (i * k + CP <= n * k) {  // whole-vector loads stay inside p
+      for (int b = 0; b < R; ++b) std::memcpy(&X[b], row + b * 8, sizeof(v8f));
+    } else {
+      alignas(32) float tmp[CP];
+      for (int c = 0; c < CP; ++c) tmp[c] = c < k ? row[c] : 1.0f;
+      for (int b = 0; b < R; ++b) X[b] = load(tmp + b * 8);
+    }
+    X[R - 1] = real ? X[R - 1] : one;  // pad lanes: a harmless probability
+    v8f acc = zero, cs = zero, C[R];
+    for (int b = 0; b < R; ++b) {
+      const v8f x = X[b];
+      const bool last = b == R - 1;
+      nonfinite |= ~((x == x) & (x <= 3.40282347e38f) & (x >= -3.40282347e38f));
+      vmn = x < vmn ? (last ? (real ? x : vmn) : x) : vmn;
+      vmx = x > vmx ? (last ? (real ? x : vmx) : x) : vmx;
+      acc += last ? (real ? x : zero) : x;
+      C[b] = x > clip ? x : vclip;
+      if (last) C[b] = real ? C[b] : zero;
+      cs += C[b];
+    }
+    // As the flat pass: the blocks' sum where its whole-vector loads stay in
+    // this chunk of rows, else one element after another.
+    float sum = 0.0f;
+    if (i * k + CP <= ie * k) {
+      sum = hsum_all(acc)[0];
+    } else {
+      for (int c = 0; c < k; ++c) sum += row[c];
+    }
+    const float d = sum > 1.0f ? sum - 1.0f : 1.0f - sum;
+    dev = d > dev ? d : dev;
+    v8f U[R];
+    for (int b = 0; b < R; ++b) U[b] = -vlog(b == R - 1 ? (real ? C[b] : one) : C[b]);
+    store_row<R>(u + i * k, k, U, i * k + CP <= ie * k);
+    const v8f inv = 1.0f / hsum_all(cs);
+    float* qrow = q0 + i * CP;
+    for (int b = 0; b < R; ++b) store(qrow + b * 8, C[b] * inv);
+  }
+  bool any_bad = false;
+  for (int l = 0; l < 8; ++l) any_bad = any_bad || nonfinite[l] != 0;
+  int64_t bad = -1;
+  if (any_bad) {  // rare: find the first offending element
+    for (int64_t e = ib * k; e < ie * k; ++e) {
+      const float x = p[e];
+      if (!(x == x && x <= 3.40282347e38f && x >= -3.40282347e38f)) {
+        bad = e;
+        break;
+      }
+    }
+  }
+  float mn = 3.0e38f, mx = -3.0e38f;
+  for (int l = 0; l < 8; ++l) {
+    mn = vmn[l] < mn ? vmn[l] : mn;
+    mx = vmx[l] > mx ? vmx[l] : mx;
+  }
+  st->min = mn;
+  st->max = mx;
+  st->worst_row_dev = dev;
+  st->first_bad = bad;
+}
+
 // Dispatch on the number of 8-lane blocks: unrolled for K <= 32, a loop above.
 #define DCRF_DISPATCH(fn, cp, ...)          \
   switch ((cp) / 8) {                       \
@@ -571,11 +650,22 @@ bool epilogue(const float* u, float* q, int k, int cp, int64_t n, const Epilogue
 void softmax_neg(const float* u, float* q, int k, int cp, int64_t n, int64_t ib, int64_t ie) {
   DCRF_DISPATCH(softmax_neg_t, cp, u, q, k, cp, n, ib, ie)
 }
+bool unary_rows(const float* p, float* u, float* q0, int k, float clip, int64_t n, int64_t ib, int64_t ie,
+                UnaryStats* st) {
+  switch (padded_channels(k) / 8) {
+    case 1: unary_rows_t<1>(p, u, q0, k, clip, n, ib, ie, st); return true;
+    case 2: unary_rows_t<2>(p, u, q0, k, clip, n, ib, ie, st); return true;
+    case 3: unary_rows_t<3>(p, u, q0, k, clip, n, ib, ie, st); return true;
+    case 4: unary_rows_t<4>(p, u, q0, k, clip, n, ib, ie, st); return true;
+    default: return false;
+  }
+}
 #undef DCRF_DISPATCH
 
 }  // namespace
 
-extern const Kernels table = {DCRF_KERNEL_NAME, splat, blur, slice, epilogue, softmax_neg, unary_from_probs};
+extern const Kernels table = {DCRF_KERNEL_NAME, splat, blur, slice, epilogue, softmax_neg, unary_from_probs,
+                               unary_rows};
 
 }  // namespace DCRF_KERNEL_NS
 }  // namespace dcrf

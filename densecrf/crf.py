@@ -99,6 +99,7 @@ class DenseCRF:
         self.n_labels = _checks.positive_int(n_labels, "n_labels")
         self._threads = _checks.threads_arg(threads)
         self._unary = None
+        self._start = None  # a _C.StartQ for the next inference (set by refine), or None
         self._terms = []
         self._term_info = []
 
@@ -109,6 +110,7 @@ class DenseCRF:
         if u.shape != (self.n_points, self.n_labels):
             raise ValueError(f"unary must have shape ({self.n_points}, {self.n_labels}) = (N, K), got {_checks.shape_str(u.shape)}")
         self._unary = u
+        self._start = None
 
     def add_pairwise(self, features, compat, *, kernel="diag", normalization="symmetric") -> None:
         """Adds a Gaussian pairwise term over ``features`` ``[N, d]`` (already divided by the bandwidths).
@@ -188,8 +190,10 @@ class DenseCRF:
     def _mean_field(self, n_iter: int, q) -> np.ndarray:
         # The native loop flags rows whose logits overflowed (they come out
         # NaN) while it writes them, instead of a second pass over Q here.
+        start, self._start = (self._start if q is None else None), None
         try:
-            return _C.mean_field(self._unary_or_zero(), self._terms, n_iter, q, self._threads, check_finite=True)
+            return _C.mean_field(self._unary_or_zero(), self._terms, n_iter, q, self._threads, check_finite=True,
+                                 start=start)
         except FloatingPointError:
             u = float(np.abs(self._unary_or_zero()).max())
             c = max((float(np.abs(t["compat"]).max()) for t in self._term_info), default=0.0)
@@ -415,7 +419,8 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
     mine = total - 1 if helper else crf._threads
     try:
         try:
-            unary, (lo, hi, worst) = _unary_from_probs(p_last, clip=clip, scale=scale, with_stats=True, threads=mine)
+            unary, (lo, hi, worst), start = _unary_from_probs(p_last, clip=clip, scale=scale, with_stats=True,
+                                                              threads=mine, with_start=True)
         except ValueError as exc:
             if "finite" in str(exc):  # report the index in the caller's layout
                 _checks.check_finite(p, "probs")
@@ -431,6 +436,7 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
             )
         check_prob_range(lo, hi, p.size)
         crf._unary = unary  # checked above: finite, from probabilities in [0, 1] summing to one
+        crf._start = start  # softmax(-unary) from the same pass, used by the first inference
         for f, args in terms:
             crf._append_term(crf._build_term(f, args, mine))
     finally:

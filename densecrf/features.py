@@ -45,13 +45,17 @@ def unary_from_softmax(probs, *, scale: float | None = None, clip: float | None 
     return _unary_from_probs(p, scale=scale, clip=clip)
 
 
-def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False, threads: int = 0):
+def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False, threads: int = 0,
+                      with_start: bool = False):
     """unary_from_softmax on float32 probabilities with the labels last.
 
     Checks finiteness on the way (native, one pass) and the [0, 1] range;
     with ``with_stats`` it returns ``(u, (min, max, max |sum_k p - 1|))``
     instead and leaves the range check to the caller. ``threads``: native
-    threads (0: the default).
+    threads (0: the default). ``with_start`` (with ``with_stats``) adds a
+    third item: mean field's start distribution softmax(-u), computed in the
+    same pass as ``max(p, clip) / sum(max(p, clip))`` (a ``_C.StartQ``, or
+    None where that pass does not apply: no clip, ``scale`` given, K > 32).
     """
     k = p.shape[-1]
     if k < 1:
@@ -74,7 +78,8 @@ def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False, t
             raise ValueError(f"clip must be in (0, 1], got {c}")
         # -log(max(p, clip)) in float32 (pydensecrf.utils computes the same
         # with numpy; the native log differs by at most 1 ulp of float32).
-        u, lo, hi, dev, bad = _C.unary_from_probs(flat, c, threads)
+        start_ok = with_start and scale is None
+        u, lo, hi, dev, bad, *start = _C.unary_from_probs(flat, c, threads, start_ok)
         if bad >= 0:
             idx = np.unravel_index(int(bad), p.shape)
             raise ValueError(f"probs must be finite; found {p[idx]} at index {tuple(int(i) for i in idx)}")
@@ -89,6 +94,8 @@ def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False, t
     elif u is None:
         u = np.log(flat)
         np.negative(u, out=u)
+    if with_stats and with_start:
+        return u, (float(lo), float(hi), float(dev)), (start[0] if clip is not None and start else None)
     return (u, (float(lo), float(hi), float(dev))) if with_stats else u
 
 

@@ -9,6 +9,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+
+import densecrf
 
 _SCRIPT = r"""
 import sys, numpy as np, densecrf
@@ -61,3 +64,57 @@ def test_baseline_kernels_match_the_picked_ones(tmp_path):
             assert np.abs(q - best[key]).max() <= 2e-6, key
     for k in (3, 21, 40):  # the baseline loops are thread-count independent too
         assert np.array_equal(base[f"K{k}_t1"], base[f"K{k}_t2"])
+
+
+def test_unary_with_start_distribution(rng):
+    # refine computes the unary and mean field's start, softmax(-u) =
+    # max(p, clip) / sum(max(p, clip)), in one pass for K <= 32. The unary
+    # and the statistics must be those of the plain pass, bit for bit, for
+    # every width (pad lanes, rows whose whole-vector loads would leave the
+    # array, bad values); the start must be softmax(-u) to rounding.
+    from densecrf._native import _C
+
+    for k in (1, 3, 8, 9, 21, 32, 33):
+        for n in (1, 7, 5000):
+            p = rng.dirichlet(np.ones(k), size=n).astype(np.float32)
+            p[0, 0] = 0.0  # clipped
+            if n > 1:
+                p[n // 2, -1] = 1.5  # out of [0, 1]: reported by the range statistics
+            plain = _C.unary_from_probs(p, 1e-5, 2)
+            u, lo, hi, dev, bad, start = _C.unary_from_probs(p, 1e-5, 2, True)
+            assert np.array_equal(u, plain[0]) and (lo, hi, dev, bad) == tuple(plain[1:]), (k, n)
+            if k > 32:
+                assert start is None
+                continue
+            assert (start.n_points, start.n_labels, start.used) == (n, k, False)
+            q0 = _C.mean_field(u, [], 0, start=start)
+            assert start.used
+            # Two routes to the same softmax: float32 exp(log(c)) against c,
+            # a few ulp of each probability (1.2e-7 near one).
+            assert np.abs(q0 - _C.mean_field(u, [], 0)).max() < 1e-6, (k, n)
+        bad_p = rng.dirichlet(np.ones(k), size=50).astype(np.float32)
+        bad_p[37, k - 1] = np.nan
+        assert _C.unary_from_probs(bad_p, 1e-5, 2, True)[4] == 37 * k + k - 1
+        assert _C.unary_from_probs(bad_p, 1e-5, 2)[4] == 37 * k + k - 1
+
+
+def test_mean_field_start_is_taken_once_and_checked(rng):
+    from densecrf._native import _C
+
+    n, k = 3000, 5
+    p = rng.dirichlet(np.ones(k), size=n).astype(np.float32)
+    lat = densecrf.PermutohedralLattice((rng.random((n, 2)) * 10).astype(np.float32))
+    term = _C.PairwiseTerm(lat._lat, 3, 0, np.array([3.0], np.float32), k, 1)
+    u, *_, start = _C.unary_from_probs(p, 1e-5, 1, True)
+    fresh = _C.mean_field(u, [term], 4)
+    given = _C.mean_field(u, [term], 4, start=start)
+    # The two starts differ by a few ulp; 4 iterations of a contraction keep
+    # that at the 1e-6 level.
+    assert np.abs(given - fresh).max() < 2e-6
+    with pytest.raises(ValueError, match="used already"):
+        _C.mean_field(u, [term], 4, start=start)
+    u2, *_, other = _C.unary_from_probs(p[:100], 1e-5, 1, True)
+    with pytest.raises(ValueError, match="start distribution is for 100 points"):
+        _C.mean_field(u, [term], 4, start=other)
+    with pytest.raises(ValueError, match="not both"):
+        _C.mean_field(u, [term], 4, fresh, start=other)
