@@ -181,7 +181,10 @@ def test_volume_3d_refine():
     pos = np.stack(np.meshgrid(np.arange(d), np.arange(h), np.arange(w), indexing="ij")[::-1], -1).reshape(-1, 3)
     crf.add_pairwise(pos / 1.0, 3.0)
     crf.add_pairwise(np.concatenate([pos / 5.0, vol.reshape(-1, 1) / 20.0], 1), 10.0)
-    assert np.array_equal(q.reshape(-1, k), crf.inference(5))
+    # refine starts mean field from max(p, clip) / sum (one pass with the
+    # unary), DenseCRF from softmax(-U): the same distribution up to a few
+    # ulp, which 5 iterations keep below 1e-6.
+    assert np.abs(q.reshape(-1, k) - crf.inference(5)).max() < 1e-6
 
 
 def test_refine_channel_axis_and_inputs_untouched():
