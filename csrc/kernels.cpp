@@ -78,13 +78,18 @@ AlignedFloats aligned_floats(size_t n) {
 
 namespace {
 const Kernels* pick() {
-  // DENSECRF_KERNELS=baseline forces the portable loops (tests run them on
-  // AVX2 machines this way); anything else picks the best the CPU supports.
-  const char* want = std::getenv("DENSECRF_KERNELS");
-  if (want && std::string(want) == "baseline") return &kernels_base::table;
+  // DENSECRF_KERNELS=baseline or =avx2 caps the choice (tests run the other
+  // loops on AVX-512 machines this way); unset, the best the CPU supports.
+  const char* env = std::getenv("DENSECRF_KERNELS");
+  const std::string want = env ? env : "";
+  if (want == "baseline") return &kernels_base::table;
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &kernels_avx2::table;
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2 && want != "avx2" && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) {
+    return &kernels_avx512::table;
+  }
+  if (avx2) return &kernels_avx2::table;
 #endif
   return &kernels_base::table;
 }

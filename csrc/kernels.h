@@ -2,10 +2,11 @@
 // channel-padded buffers: every row holds Cp = round_up(C, 8) floats and
 // starts 32-byte aligned, so the loops run on whole 8-lane vectors.
 //
-// The loops are compiled twice: for the x86-64 baseline (SSE2) and with
-// AVX2 + FMA; kernels() picks the best the CPU supports at run time. Both
-// are deterministic; they may differ from each other in the last bits (FMA
-// contraction), so results are bit-identical on a given machine.
+// The loops are compiled three times: for the x86-64 baseline (SSE2), with
+// AVX2 + FMA, and with AVX-512F/VL on the same 256-bit vectors (32
+// registers); kernels() picks the best the CPU supports at run time. All are
+// deterministic; the baseline may differ from the others in the last bits
+// (FMA contraction), so results are bit-identical on a given machine.
 #pragma once
 
 #include <cstdint>
@@ -85,6 +86,9 @@ namespace kernels_base {
 extern const Kernels table;
 }
 namespace kernels_avx2 {
+extern const Kernels table;
+}
+namespace kernels_avx512 {
 extern const Kernels table;
 }
 
