@@ -141,7 +141,7 @@ class DenseCRF:
         """Native work of a term (lattice build and normalisation) on checked arguments;
         touches nothing shared, so two terms may be built at once on two Python threads."""
         kind, values, norm, ktype = args
-        lat = PermutohedralLattice(f, threads=threads or None)
+        lat = PermutohedralLattice._of_checked(f, threads or None)
         term = _C.PairwiseTerm(lat._lat, int(norm), kind, values, self.n_labels, threads)
         return term, {"lattice": lat, "normalization": norm, "kernel": ktype, "compat": values.copy(), "compat_kind": kind,
                       "features": f}

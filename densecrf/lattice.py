@@ -49,7 +49,18 @@ class PermutohedralLattice:
         d = f.shape[-1]
         if not 1 <= d <= 32:
             raise ValueError(f"features must have 1 to 32 columns (feature dimension d), got shape {_checks.shape_str(f.shape)}")
-        f = f.reshape(-1, d)
+        self._build(f.reshape(-1, d), threads)
+
+    @classmethod
+    def _of_checked(cls, f: np.ndarray, threads) -> "PermutohedralLattice":
+        """The lattice of C-contiguous, finite float32 features ``[N, d]`` checked by
+        the caller (DenseCRF's terms): no copy, no second finiteness pass."""
+        self = cls.__new__(cls)
+        self._lead_shape = f.shape[:-1]
+        self._build(f, threads)
+        return self
+
+    def _build(self, f: np.ndarray, threads) -> None:
         self._threads = _checks.threads_arg(threads)
         try:
             self._lat = _C.Lattice(f, self._threads)
