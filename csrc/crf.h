@@ -10,6 +10,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "kernels.h"
@@ -42,9 +43,13 @@ class PairwiseTerm {
   void apply(const float* q, float* out, bool transpose, int threads) const;
 
   // The normalisation as splat scale [N] and slice weights [N(d+1)]
-  // (see CpuLattice::filter); null where the plain filter applies.
+  // (see CpuLattice::filter); null where the plain filter applies. The
+  // scaled slice weights are computed on first use (filter and apply; mean
+  // field scales per point instead, slice_scale).
   const float* splat_scale(bool transpose) const;
   const float* slice_weights(bool transpose) const;
+  // The slice's per-point scale [N] (where slice_weights is not null), or null.
+  const float* slice_scale(bool transpose) const;
 
   // logits[K] += -compat(s[K]) for one point.
   void add_message(const float* s, float* logits) const;
@@ -57,7 +62,8 @@ class PairwiseTerm {
   int k_;
   std::vector<float> norm_;          // [N] filter of ones
   UninitVector<float> scale_;         // [N] 1/sqrt(norm) or 1/norm, per mode
-  UninitVector<float> slice_scaled_;  // [N(d+1)] slice weights * scale (if used)
+  mutable std::once_flag slice_once_;
+  mutable UninitVector<float> slice_scaled_;  // [N(d+1)] slice weights * scale, once used
 };
 
 // Q[N, K] <- n_iter mean-field iterations. unary: [N, K] energies. With

@@ -41,7 +41,6 @@ PairwiseTerm::PairwiseTerm(std::shared_ptr<const CpuLattice> lattice, Normalizat
       scale_[i] = static_cast<float>(symmetric ? 1.0 / std::sqrt(v) : 1.0 / v);
     }
   });
-  slice_scaled_ = lattice_->slice_weights(scale_.data(), threads);
 }
 
 const float* PairwiseTerm::splat_scale(bool transpose) const {
@@ -51,11 +50,18 @@ const float* PairwiseTerm::splat_scale(bool transpose) const {
   return scaled ? scale_.data() : nullptr;
 }
 
-const float* PairwiseTerm::slice_weights(bool transpose) const {
+const float* PairwiseTerm::slice_scale(bool transpose) const {
   const bool scaled = norm_type_ == Normalization::kSymmetric ||
                       (!transpose && norm_type_ == Normalization::kAfter) ||
                       (transpose && norm_type_ == Normalization::kBefore);
-  return scaled ? slice_scaled_.data() : nullptr;
+  return scaled ? scale_.data() : nullptr;
+}
+
+const float* PairwiseTerm::slice_weights(bool transpose) const {
+  const float* s = slice_scale(transpose);
+  if (!s) return nullptr;
+  std::call_once(slice_once_, [&] { slice_scaled_ = lattice_->slice_weights(s, 0); });
+  return slice_scaled_.data();
 }
 
 void PairwiseTerm::filter(const float* in, float* out, int channels, bool transpose,
@@ -162,10 +168,10 @@ bool mean_field(const float* unary, float* q, int64_t n, int k,
     const size_t rows = static_cast<size_t>(L.n_vertices() + 1);
     buf_a.push_back(aligned_floats(rows * cp));
     buf_b.push_back(aligned_floats(rows * cp));
-    const float* w = terms[t]->slice_weights(false);
     ep[t].offsets = L.view().offsets;
-    ep[t].slice_w = w ? w : L.barycentric_weights();  // no normalisation: alpha only
-    ep[t].slice_mult = w ? 1.0f : L.alpha();
+    ep[t].slice_w = L.barycentric_weights();
+    ep[t].slice_scale = terms[t]->slice_scale(false);  // per point, or null
+    ep[t].slice_mult = L.alpha();
     ep[t].dp1 = L.dim() + 1;
     ep[t].compat_kind = static_cast<int>(terms[t]->compat_kind());
     ep[t].compat = terms[t]->compat().data();

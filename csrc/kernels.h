@@ -30,10 +30,11 @@ AlignedFloats aligned_floats(size_t n);
 
 // One pairwise term as the fused epilogue sees it.
 struct EpilogueTerm {
-  const float* blurred;    // [(M+1), Cp] blurred vertex values (row 0 zero)
-  const int32_t* offsets;  // [N, d+1]
-  const float* slice_w;    // [N, d+1] slice weights, times slice_mult
-  float slice_mult;        // 1 for precomputed weights, alpha for barycentric ones
+  const float* blurred;      // [(M+1), Cp] blurred vertex values (row 0 zero)
+  const int32_t* offsets;    // [N, d+1]
+  const float* slice_w;      // [N, d+1] barycentric weights
+  const float* slice_scale;  // [N] per-point scale of the slice (normalisation), or null
+  float slice_mult;          // alpha: entry weight = w * (slice_mult * compat * slice_scale[i])
   int dp1;                 // d + 1
   int compat_kind;         // 0 Potts, 1 diagonal, 2 matrix
   const float* compat;     // 1, K or K*K values

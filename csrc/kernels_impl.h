@@ -328,9 +328,10 @@ bool epilogue_t(const float* u, float* q, int k, int cp_rt, int64_t n, const Epi
       for (int t = 0; t < nterms; ++t) {
         const EpilogueTerm& T = terms[t];
         const bool potts = T.compat_kind == 0;
-        // A Potts weight folds into the slice weights: one multiplication
-        // per entry (slice_mult is 1 for precomputed weights).
-        const float scale = (potts ? T.compat[0] : 1.0f) * T.slice_mult;
+        // One factor per point and term: alpha, a Potts weight and the
+        // point's normalisation scale; one multiplication per entry.
+        const float base = (potts ? T.compat[0] : 1.0f) * T.slice_mult;
+        const float scale = T.slice_scale ? base * T.slice_scale[i] : base;
         v8f S[R];
         for (int b = 0; b < R; ++b) S[b] = splat1(0.0f);
         for (int r = 0; r < T.dp1; ++r) {
@@ -390,7 +391,8 @@ bool epilogue_t(const float* u, float* q, int k, int cp_rt, int64_t n, const Epi
       const EpilogueTerm& T = terms[t];
       const bool potts = T.compat_kind == 0;
       float* acc = potts ? x : s;
-      const float scale = (potts ? T.compat[0] : 1.0f) * T.slice_mult;
+      const float base = (potts ? T.compat[0] : 1.0f) * T.slice_mult;
+      const float scale = T.slice_scale ? base * T.slice_scale[i] : base;
       if (!potts) {
         for (int b = 0; b < nb; ++b) store(s + b * 8, splat1(0.0f));
       }
