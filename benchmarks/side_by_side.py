@@ -65,7 +65,7 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "densecrf": densecrf.__version__,
-        "densecrf_cpu_features": densecrf._build_info().get("cpu_features"),
+        "densecrf_kernels": densecrf._build_info().get("kernels"),
     }
     try:
         from importlib.metadata import version
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     info = machine_info()
     print(f"# densecrf side by side: {wl.name} ({wl.width} x {wl.height}, K = {wl.n_labels}, image {wl.source})")
     print(f"# {info['date']}; {info['cpu']}; {info['cores']} cores; load {info['loadavg']}; python {info['python']}, "
-          f"numpy {info['numpy']}, densecrf {info['densecrf']} {info['densecrf_cpu_features']}, pydensecrf2 {info['pydensecrf2']}")
+          f"numpy {info['numpy']}, densecrf {info['densecrf']} kernels {info['densecrf_kernels']}, pydensecrf2 {info['pydensecrf2']}")
     print(f"# command: python {' '.join([os.path.relpath(__file__)] + sys.argv[1:])}")
 
     calls, skipped = {}, {}

@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     lines = ["# densecrf scaling sweeps", "", f"Command: `{command}`", "",
              f"Machine: {info['cpu']}, {info['cores']} cores, load {info['loadavg']:.2f} at start; "
              f"python {info['python']}, numpy {info['numpy']}, densecrf {info['densecrf']} "
-             f"{info['densecrf_cpu_features']}; {info['date']}; image {wl.source}; "
+             f"kernels {info['densecrf_kernels']}; {info['date']}; image {wl.source}; "
              f"{repeats} timed call(s) after a warm-up (one above {LARGE} pixels unless --full-repeats), median; peak = child VmHWM, call = peak minus RSS before the call.",
              "", f"![time per pixel]({stem}.png)", ""]
     for s in args.sweeps:
