@@ -354,6 +354,12 @@ bool build_lattice(const float* features, int64_t n, int d, int threads, UninitV
 
   // 1. Embed chunks into thread-local tables.
   int nt = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, n / kBuildGrain)));
+  // Two chunks do not pay for d <= 2, whose cheap points come with many
+  // vertices to merge: measured on 2 cores, 500 x 375 grid positions (d = 2)
+  // 5.8 ms on one thread against 6.1 on two, 1024 x 1024 48 against 52 (d =
+  // 5: 15 against 9.2, 106 against 63). Three or more chunks are not
+  // measured and left as they are.
+  if (d <= 2 && nt == 2) nt = 1;
   std::vector<std::unique_ptr<Table>> tables(nt);
   std::vector<Embed> status(nt, Embed::kOk);
   parallel_run(nt, [&](int t, int nth) {
