@@ -454,10 +454,35 @@ inline v8f vlog(v8f x) {
   return ef * 0.693147180559945309f + 2.0f * s * poly;
 }
 
+// The lane-wise statistics of a unary pass over elements [e0, e1) of p,
+// reduced: *bad the first NaN or infinity there (-1 when no lane saw one),
+// *mn and *mx the least and greatest lane values.
+inline void reduce_stats(const float* p, int64_t e0, int64_t e1, v8i nonfinite, v8f vmn, v8f vmx, int64_t* bad,
+                         float* mn, float* mx) {
+  bool any_bad = false;
+  for (int l = 0; l < 8; ++l) any_bad = any_bad || nonfinite[l] != 0;
+  *bad = -1;
+  if (any_bad) {  // rare: find the first offending element
+    for (int64_t e = e0; e < e1; ++e) {
+      const float x = p[e];
+      if (!(x == x && x <= 3.40282347e38f && x >= -3.40282347e38f)) {
+        *bad = e;
+        break;
+      }
+    }
+  }
+  *mn = 3.0e38f;
+  *mx = -3.0e38f;
+  for (int l = 0; l < 8; ++l) {
+    *mn = vmn[l] < *mn ? vmn[l] : *mn;
+    *mx = vmx[l] > *mx ? vmx[l] : *mx;
+  }
+}
+
 void unary_from_probs(const float* p, float* u, int k, float clip, int64_t ib, int64_t ie, UnaryStats* st) {
   const int64_t b0 = ib * k, b1 = ie * k;
   v8f vmin = splat1(3.0e38f), vmx = splat1(-3.0e38f);
-  int64_t bad = -1;
+  int64_t bad;  // set by reduce_stats
   int64_t j = b0;
   v8i nonfinite = v8i{};  // lanes that ever saw a NaN or an infinity
   for (; j + 8 <= b1; j += 8) {
@@ -470,22 +495,8 @@ void unary_from_probs(const float* p, float* u, int k, float clip, int64_t ib, i
     const v8f r = -vlog(c);
     std::memcpy(u + j, &r, sizeof(r));
   }
-  bool any_bad = false;
-  for (int l = 0; l < 8; ++l) any_bad = any_bad || nonfinite[l] != 0;
-  if (any_bad) {  // rare: find the first offending element
-    for (int64_t e = b0; e < j; ++e) {
-      const float x = p[e];
-      if (!(x == x && x <= 3.40282347e38f && x >= -3.40282347e38f)) {
-        bad = e;
-        break;
-      }
-    }
-  }
-  float mn = 3.0e38f, mx = -3.0e38f;
-  for (int l = 0; l < 8; ++l) {
-    mn = vmin[l] < mn ? vmin[l] : mn;
-    mx = vmx[l] > mx ? vmx[l] : mx;
-  }
+  float mn, mx;
+  reduce_stats(p, b0, j, nonfinite, vmin, vmx, &bad, &mn, &mx);
   alignas(32) float tail[8] = {1, 1, 1, 1, 1, 1, 1, 1};
   const int64_t rem = b1 - j;
   if (rem > 0) {
@@ -592,23 +603,9 @@ void unary_rows_t(const float* p, float* u, float* q0, int k, float clip, int64_
     float* qrow = q0 + i * CP;
     for (int b = 0; b < R; ++b) store(qrow + b * 8, C[b] * inv);
   }
-  bool any_bad = false;
-  for (int l = 0; l < 8; ++l) any_bad = any_bad || nonfinite[l] != 0;
-  int64_t bad = -1;
-  if (any_bad) {  // rare: find the first offending element
-    for (int64_t e = ib * k; e < ie * k; ++e) {
-      const float x = p[e];
-      if (!(x == x && x <= 3.40282347e38f && x >= -3.40282347e38f)) {
-        bad = e;
-        break;
-      }
-    }
-  }
-  float mn = 3.0e38f, mx = -3.0e38f;
-  for (int l = 0; l < 8; ++l) {
-    mn = vmn[l] < mn ? vmn[l] : mn;
-    mx = vmx[l] > mx ? vmx[l] : mx;
-  }
+  int64_t bad;
+  float mn, mx;
+  reduce_stats(p, ib * k, ie * k, nonfinite, vmn, vmx, &bad, &mn, &mx);
   st->min = mn;
   st->max = mx;
   st->worst_row_dev = dev;
