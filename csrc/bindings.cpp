@@ -148,6 +148,7 @@ py::array_t<float> mean_field(FArray unary, const std::vector<std::shared_ptr<Pa
     std::copy(init.data(), init.data() + init.size(), qp);
   }
   const bool fresh = q0.is_none();
+  dcrf::AlignedFloats taken;  // the start's buffer, moved out while the GIL is held: one use
   dcrf::AlignedFloats* start = nullptr;
   if (!start_obj.is_none()) {
     if (!fresh) throw dcrf::InvalidArgument("give Q or start, not both");
@@ -158,14 +159,14 @@ py::array_t<float> mean_field(FArray unary, const std::vector<std::shared_ptr<Pa
                                   std::to_string(sq.k) + " labels, the unary has " + std::to_string(n) +
                                   " and " + std::to_string(k));
     }
-    start = &sq.q;
+    taken = std::move(sq.q);
+    start = &taken;
   }
   bool finite = true;
   {
     py::gil_scoped_release nogil;
     finite = dcrf::mean_field(u, qp, n, static_cast<int>(k), ptrs, n_iter, threads, fresh, start);
   }
-  if (start) start->reset();  // taken over, or (n_iter = 0) copied: one use either way
   if (check_finite && !finite) {
     PyErr_SetString(PyExc_FloatingPointError, "mean-field logits overflowed float32");
     throw py::error_already_set();

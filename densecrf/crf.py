@@ -411,9 +411,8 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
     # this thread computes the unary and the other terms on the rest: a
     # lattice build gains little from a second thread (the thread-local hash
     # tables each meet most vertices, then merge), two builds side by side
-    # gain nearly 2x (benchmarks/RESULTS.md, "Speed work of 2026-11-26,
-    # continued"). The same bits either way: lattices and terms do not depend
-    # on thread counts.
+    # gain nearly 2x (benchmarks/RESULTS.md, "Speed work, session 4"). The
+    # same bits either way: lattices and terms do not depend on thread counts.
     total = crf._threads or _C.get_num_threads()
     helper = _TermBuilder(crf, *terms.pop(), 1) if len(terms) >= 2 and 2 <= total <= 3 else None
     mine = total - 1 if helper else crf._threads
