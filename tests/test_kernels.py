@@ -40,7 +40,10 @@ def _run(tmp_path, name, kernels=None):
         env["DENSECRF_KERNELS"] = kernels
     path = tmp_path / f"{name}.npz"
     tests_dir = os.path.dirname(os.path.abspath(__file__))
-    subprocess.run([sys.executable, "-c", _SCRIPT, str(path), tests_dir], env=env, check=True, timeout=300)
+    # cwd: not the checkout, whose densecrf/ (without the compiled extension
+    # when the package is installed, not editable) would shadow the package.
+    subprocess.run([sys.executable, "-c", _SCRIPT, str(path), tests_dir], env=env, check=True, timeout=300,
+                   cwd=tmp_path)
     return np.load(path)
 
 
