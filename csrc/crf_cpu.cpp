@@ -208,6 +208,11 @@ bool mean_field(const float* unary, float* q, int64_t n, int k,
     }
   }
 
+  // The fused pass: chunks of rows (about 16 per thread, at least kGrain
+  // rows) on at most as many threads as there are chunks.
+  const int64_t pass_chunk = std::max<int64_t>(kGrain, n / (static_cast<int64_t>(threads) * 16));
+  const int pass_threads = static_cast<int>(std::min<int64_t>(threads, (n + pass_chunk - 1) / pass_chunk));
+
   for (int it = 0; it < n_iter; ++it) {
     if (by_term) {
       parallel_run(threads, [&](int tid, int) {
@@ -221,10 +226,20 @@ bool mean_field(const float* unary, float* q, int64_t n, int k,
     // Fused epilogue: slice every term, apply its compatibility, add the
     // unary, softmax; one pass over the points. The last iteration writes
     // the unpadded result straight into q.
+    // Rows are handed out in chunks, first come first served: a thread
+    // that a busy host slows down takes fewer of them, where a fixed split
+    // would make the others wait at the end. Each row's result does not
+    // depend on who computes it or with which neighbours.
     float* out = it + 1 == n_iter ? q : nullptr;
-    parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
-      if (!K.epilogue(unary, qp.get(), k, cp, n, ep.data(), static_cast<int>(nt), b, e, out)) {
-        finite.store(false, std::memory_order_relaxed);
+    std::atomic<int64_t> next{0};
+    parallel_run(pass_threads, [&](int, int) {
+      for (;;) {
+        const int64_t b = next.fetch_add(pass_chunk, std::memory_order_relaxed);
+        if (b >= n) break;
+        if (!K.epilogue(unary, qp.get(), k, cp, n, ep.data(), static_cast<int>(nt), b, std::min(n, b + pass_chunk),
+                        out)) {
+          finite.store(false, std::memory_order_relaxed);
+        }
       }
     });
   }
