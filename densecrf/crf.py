@@ -137,11 +137,12 @@ class DenseCRF:
         kind, values = _compat_arg(compat, self.n_labels)
         return kind, values, _enum_arg(normalization, Normalization, "normalization"), _enum_arg(kernel, KernelType, "kernel")
 
-    def _build_term(self, f, args, threads: int) -> tuple:
-        """Native work of a term (lattice build and normalisation) on checked arguments;
-        touches nothing shared, so two terms may be built at once on two Python threads."""
+    def _build_term(self, f, args, threads: int, lattice=None) -> tuple:
+        """Native work of a term (lattice build, unless given, and normalisation) on
+        checked arguments; touches nothing shared, so two terms may be built at once
+        on two Python threads."""
         kind, values, norm, ktype = args
-        lat = PermutohedralLattice._of_checked(f, threads or None)
+        lat = PermutohedralLattice._of_checked(f, threads or None) if lattice is None else lattice
         term = _C.PairwiseTerm(lat._lat, int(norm), kind, values, self.n_labels, threads)
         return term, {"lattice": lat, "normalization": norm, "kernel": ktype, "compat": values.copy(), "compat_kind": kind,
                       "features": f}
@@ -406,15 +407,20 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
     if bilateral_compat is not None:
         feats = _grid_features(spatial, bilateral_sxy, im, bilateral_srgb, threads, srgb_name="bilateral_srgb")
         terms.append((feats, crf._term_args(bilateral_compat, "diag", normalization)))
-    # On 2 or 3 threads the last term (the bilateral one, the costliest
-    # lattice) is built on a helper thread with one native thread, while
-    # this thread computes the unary and the other terms on the rest: a
-    # lattice build gains little from a second thread (the thread-local hash
-    # tables each meet most vertices, then merge), two builds side by side
-    # gain nearly 2x (benchmarks/RESULTS.md, "Speed work, session 4"). The
-    # same bits either way: lattices and terms do not depend on thread counts.
+    # On 2 or 3 threads: the last term's lattice (the bilateral one, the
+    # costliest) first on all threads, then its normalisation and the unary
+    # on this thread beside the other term (lattice and normalisation) on a
+    # helper thread with one native thread. The Gaussian lattice gains
+    # nothing from a second thread, the bilateral one 1.6x; two one-thread
+    # jobs side by side nearly 2x (benchmarks/RESULTS.md, "Speed work,
+    # session 4"). The same bits either way: lattices and terms do not
+    # depend on thread counts.
     total = crf._threads or _C.get_num_threads()
-    helper = _TermBuilder(crf, *terms.pop(), 1) if len(terms) >= 2 and 2 <= total <= 3 else None
+    split = len(terms) == 2 and 2 <= total <= 3
+    helper = last_lattice = None
+    if split:
+        last_lattice = PermutohedralLattice._of_checked(terms[1][0], total)
+        helper = _TermBuilder(crf, *terms[0], 1)
     mine = total - 1 if helper else crf._threads
     try:
         try:
@@ -436,12 +442,14 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
         check_prob_range(lo, hi, p.size)
         crf._unary = unary  # checked above: finite, from probabilities in [0, 1] summing to one
         crf._start = start  # softmax(-unary) from the same pass, used by the first inference
-        for f, args in terms:
-            crf._append_term(crf._build_term(f, args, mine))
+        built = [None if split and i == 0 else crf._build_term(f, args, mine, lattice=last_lattice if split else None)
+                 for i, (f, args) in enumerate(terms)]
     finally:
         if helper is not None:
             helper.join()
     if helper is not None:
-        crf._append_term(helper.result())
+        built[0] = helper.result()
+    for b in built:  # in the terms' order: the fused pass adds them in it
+        crf._append_term(b)
     q = crf.inference(n_iter).reshape(p_last.shape)
     return np.ascontiguousarray(np.moveaxis(q, -1, channel_axis))
