@@ -400,7 +400,8 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
     n = int(np.prod(spatial))
     crf = DenseCRF(n, k, threads=threads)
     # Features built here from the checked image: finite by construction.
-    # Every argument is checked before any lattice is built.
+    # Every parameter is checked before any lattice is built; the
+    # probabilities are checked with the unary, below.
     terms = []
     if gaussian_compat is not None:
         terms.append((_grid_features(spatial, gaussian_sxy, threads=threads), crf._term_args(gaussian_compat, "diag", normalization)))
@@ -442,8 +443,12 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
         check_prob_range(lo, hi, p.size)
         crf._unary = unary  # checked above: finite, from probabilities in [0, 1] summing to one
         crf._start = start  # softmax(-unary) from the same pass, used by the first inference
-        built = [None if split and i == 0 else crf._build_term(f, args, mine, lattice=last_lattice if split else None)
-                 for i, (f, args) in enumerate(terms)]
+        built = []
+        for i, (f, args) in enumerate(terms):
+            if split and i == 0:
+                built.append(None)  # the helper's
+            else:
+                built.append(crf._build_term(f, args, mine, lattice=last_lattice if split else None))
     finally:
         if helper is not None:
             helper.join()
