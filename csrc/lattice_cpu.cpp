@@ -547,16 +547,21 @@ void CpuLattice::slice_padded(const float* vals, int cp, const float* slice_w, f
 void CpuLattice::filter_ones(float* out, int threads) const {
   if (n_ == 0) return;
   if (threads <= 0) threads = default_threads();
-  if (static_cast<int64_t>(weight_sums_.size()) != m_) {
+  if (static_cast<int64_t>(weight_sums_.size()) != m_ && threads > 1) {
     std::fill(out, out + n_, 1.0f);
     filter_one(out, out, false, threads, nullptr, nullptr);
     return;
   }
-  // The splat of ones is each vertex's weight sum, summed in point order by
-  // the build: the same bits as filter_one's splat.
-  std::vector<float> a(static_cast<size_t>(m_ + 1));
-  a[0] = 0.0f;
-  std::copy(weight_sums_.begin(), weight_sums_.end(), a.begin() + 1);
+  // The splat of ones is each vertex's weight sum in point order: kept by a
+  // one-chunk build, else one pass over the entries here (w * 1 * 1 = w:
+  // the same bits as filter_one's splat).
+  std::vector<float> a(static_cast<size_t>(m_ + 1), 0.0f);
+  if (static_cast<int64_t>(weight_sums_.size()) == m_) {
+    std::copy(weight_sums_.begin(), weight_sums_.end(), a.begin() + 1);
+  } else {
+    const int64_t ne = n_ * (d_ + 1);
+    for (int64_t en = 0; en < ne; ++en) a[offsets_[en] + 1] += weights_[en];
+  }
   blur_slice_one(a, out, false, threads, nullptr);
 }
 
