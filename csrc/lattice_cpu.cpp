@@ -153,7 +153,7 @@ class PackedTable {
   static bool applies(int d) { return d >= 2 && d <= 8; }
 
   PackedTable(int d, int64_t expected) : d_(d), bits_(64 / d) {
-    field_ = bits_ == 64 ? ~uint64_t(0) : (uint64_t(1) << bits_) - 1;
+    field_ = (uint64_t(1) << bits_) - 1;  // bits_ <= 32 (d >= 2)
     bias_ = int64_t(1) << (bits_ - 1);
     ones_ = 0;
     for (int i = 0; i < d; ++i) ones_ |= uint64_t(1) << (i * bits_);
@@ -541,30 +541,25 @@ void CpuLattice::slice_padded(const float* vals, int cp, const float* slice_w, f
   });
 }
 
-// One channel (the normalisation's filter of ones, for instance): plain
-// scalar loops, where the 8-lane kernels would waste 7 lanes of 8. Same
-// order of operations per vertex and per point as the vector kernels.
 void CpuLattice::filter_ones(float* out, int threads) const {
   if (n_ == 0) return;
   if (threads <= 0) threads = default_threads();
-  if (static_cast<int64_t>(weight_sums_.size()) != m_ && threads > 1) {
+  if (static_cast<int64_t>(weight_sums_.size()) != m_) {
     std::fill(out, out + n_, 1.0f);
     filter_one(out, out, false, threads, nullptr, nullptr);
     return;
   }
-  // The splat of ones is each vertex's weight sum in point order: kept by a
-  // one-chunk build, else one pass over the entries here (w * 1 * 1 = w:
-  // the same bits as filter_one's splat).
-  std::vector<float> a(static_cast<size_t>(m_ + 1), 0.0f);
-  if (static_cast<int64_t>(weight_sums_.size()) == m_) {
-    std::copy(weight_sums_.begin(), weight_sums_.end(), a.begin() + 1);
-  } else {
-    const int64_t ne = n_ * (d_ + 1);
-    for (int64_t en = 0; en < ne; ++en) a[offsets_[en] + 1] += weights_[en];
-  }
+  // The splat of ones is each vertex's weight sum, summed in point order by
+  // the build: the same bits as filter_one's splat.
+  std::vector<float> a(static_cast<size_t>(m_ + 1));
+  a[0] = 0.0f;
+  std::copy(weight_sums_.begin(), weight_sums_.end(), a.begin() + 1);
   blur_slice_one(a, out, false, threads, nullptr);
 }
 
+// One channel (the normalisation's filter of ones, for instance): plain
+// scalar loops, where the 8-lane kernels would waste 7 lanes of 8. Same
+// order of operations per vertex and per point as the vector kernels.
 void CpuLattice::filter_one(const float* in, float* out, bool reverse, int threads, const float* splat_scale,
                             const float* slice_w) const {
   const int dp1 = d_ + 1;
