@@ -3,8 +3,8 @@
 // starts 32-byte aligned, so the loops run on whole 8-lane vectors.
 //
 // The loops are compiled three times: for the x86-64 baseline (SSE2), with
-// AVX2 + FMA, and with AVX-512F/VL on the same 256-bit vectors (32
-// registers); kernels() picks the best the CPU supports at run time. All are
+// AVX2 + FMA, and with AVX-512F/VL (32 registers; mean field's loops on
+// 512-bit vectors for 9-32 channels); kernels() picks the best the CPU supports at run time. All are
 // deterministic; the baseline may differ from the others in the last bits
 // (FMA contraction), so results are bit-identical on a given machine.
 #pragma once

@@ -6,6 +6,9 @@
 #include <cstring>
 
 #include "kernels.h"
+#if defined(DCRF_WIDE_ROWS)
+#include <immintrin.h>
+#endif
 
 namespace dcrf {
 namespace DCRF_KERNEL_NS {
@@ -17,6 +20,21 @@ typedef int32_t v8i __attribute__((vector_size(32)));
 inline v8f load(const float* p) { return *reinterpret_cast<const v8f*>(p); }
 inline void store(float* p, v8f v) { *reinterpret_cast<v8f*>(p) = v; }
 inline v8f splat1(float x) { return v8f{x, x, x, x, x, x, x, x}; }
+
+// The integer vector of a float vector's width, and a broadcast, for code
+// written once for 8- and 16-lane vectors (vexp).
+template <class F>
+struct VecInt;
+template <>
+struct VecInt<v8f> {
+  typedef v8i type;
+};
+template <class F>
+inline F bcast(float x);
+template <>
+inline v8f bcast<v8f>(float x) {
+  return splat1(x);
+}
 
 // max(a, b) and min(a, b) lane-wise as a > b ? a : b and a < b ? a : b (a
 // NaN in b comes through): one vmaxps / vminps on AVX, whose operand order
@@ -36,6 +54,21 @@ inline v8f vmin(v8f a, v8f b) {
 #endif
 }
 
+#if defined(DCRF_WIDE_ROWS)
+// 16-lane vectors for kernels_wide.h.
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+template <>
+struct VecInt<v16f> {
+  typedef v16i type;
+};
+inline v16f vmax(v16f a, v16f b) { return (v16f)_mm512_max_ps((__m512)a, (__m512)b); }
+template <>
+inline v16f bcast<v16f>(float x) {
+  return (v16f)_mm512_set1_ps(x);
+}
+#endif
+
 // exp(x) per lane for x <= 88 (the softmax's arguments: a logit minus the
 // row max, or a logit within [-64, 64]): x = n ln2 + r, |r| <= ln2/2, a
 // degree-6 minimax polynomial for exp(r) (coefficients fitted here by the
@@ -46,14 +79,16 @@ inline v8f vmin(v8f a, v8f b) {
 // x is clamped below at -87 (exp(-87) = 1.6e-38 counts as zero after the
 // max is subtracted); from there r >= 0.34, so exp(r) > 1 and the exponent
 // stays normal: the addition equals multiplying by 2^n exactly.
-inline v8f vexp(v8f x) {
-  x = vmax(splat1(-87.0f), x);  // NaN stays NaN
-  const v8f magic = splat1(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const v8f t = x * 1.44269504088896341f + magic;
-  const v8f fn = t - magic;
-  v8f r = x - fn * 0.693359375f;  // ln2 in a part exact in few bits ...
+template <class F>
+inline F vexp(F x) {
+  typedef typename VecInt<F>::type I;
+  x = vmax(bcast<F>(-87.0f), x);  // NaN stays NaN
+  const F magic = bcast<F>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const F t = x * 1.44269504088896341f + magic;
+  const F fn = t - magic;
+  F r = x - fn * 0.693359375f;  // ln2 in a part exact in few bits ...
   r = r + fn * 2.12194440e-4f;    // ... and a correction (Cody-Waite)
-  v8f p = splat1(0.0013836845755577087f);
+  F p = bcast<F>(0.0013836845755577087f);
   p = p * r + 0.008374815806746483f;
   p = p * r + 0.04166822507977486f;
   p = p * r + 0.16666419804096222f;
@@ -62,8 +97,8 @@ inline v8f vexp(v8f x) {
   p = p * r + 1.0f;
   // t's low mantissa bits hold n + 2^22: (bits(t) - bits(magic)) << 23 is n
   // in the exponent field.
-  const v8i n_exp = ((v8i)t - (v8i)magic) << 23;
-  return (v8f)((v8i)p + n_exp);
+  const I n_exp = ((I)t - (I)magic) << 23;
+  return (F)((I)p + n_exp);
 }
 
 // Horizontal max and sum as butterflies: every lane of the result holds the
@@ -612,6 +647,20 @@ void unary_rows_t(const float* p, float* u, float* q0, int k, float clip, int64_
   st->first_bad = bad;
 }
 
+#if defined(DCRF_WIDE_ROWS)
+#include "kernels_wide.h"
+// Rows of 2-4 blocks through the 16-lane loops.
+#define DCRF_WIDE_DISPATCH(fn, cp, ...)        \
+  switch ((cp) / 8) {                          \
+    case 2: return fn<2>(__VA_ARGS__);         \
+    case 3: return fn<3>(__VA_ARGS__);         \
+    case 4: return fn<4>(__VA_ARGS__);         \
+    default: break;                            \
+  }
+#else
+#define DCRF_WIDE_DISPATCH(fn, cp, ...)
+#endif
+
 // Dispatch on the number of 8-lane blocks: unrolled for K <= 32, a loop above.
 #define DCRF_DISPATCH(fn, cp, ...)          \
   switch ((cp) / 8) {                       \
@@ -625,6 +674,13 @@ void unary_rows_t(const float* p, float* u, float* q0, int k, float clip, int64_
 template <int NB>
 void splat_any(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals, int cp,
                int64_t pb, int64_t pe, int64_t vb, int64_t ve, int64_t m) {
+#if defined(DCRF_WIDE_ROWS)
+  if (NB >= 2 && NB <= 4) {
+    constexpr int RW = NB >= 2 && NB <= 4 ? NB : 2;
+    if (vb == 0 && ve == m) return splat_wide<RW, true>(off, w, scale, dp1, in, vals, pb, pe, vb, ve);
+    return splat_wide<RW, false>(off, w, scale, dp1, in, vals, pb, pe, vb, ve);
+  }
+#endif
   if (vb == 0 && ve == m) {
     splat_t<NB, true>(off, w, scale, dp1, in, vals, cp, pb, pe, vb, ve);
   } else {
@@ -636,6 +692,7 @@ void splat(const int32_t* off, const float* w, const float* scale, int dp1, cons
   DCRF_DISPATCH(splat_any, cp, off, w, scale, dp1, in, vals, cp, pb, pe, vb, ve, m)
 }
 void blur(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb, int64_t ve) {
+  DCRF_WIDE_DISPATCH(blur_wide, cp, nb, src, dst, vb, ve)
   DCRF_DISPATCH(blur_t, cp, nb, src, dst, cp, vb, ve)
 }
 void slice(const int32_t* off, const float* w, float mult, int dp1, const float* vals, float* out, int cp,
@@ -644,6 +701,7 @@ void slice(const int32_t* off, const float* w, float mult, int dp1, const float*
 }
 bool epilogue(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms,
               int64_t ib, int64_t ie, float* out) {
+  DCRF_WIDE_DISPATCH(epilogue_wide, cp, u, q, k, n, terms, nterms, ib, ie, out)
   DCRF_DISPATCH(epilogue_t, cp, u, q, k, cp, n, terms, nterms, ib, ie, out)
 }
 void softmax_neg(const float* u, float* q, int k, int cp, int64_t n, int64_t ib, int64_t ie) {
@@ -660,6 +718,7 @@ bool unary_rows(const float* p, float* u, float* q0, int k, float clip, int64_t 
   }
 }
 #undef DCRF_DISPATCH
+#undef DCRF_WIDE_DISPATCH
 
 }  // namespace
 
