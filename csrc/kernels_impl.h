@@ -183,6 +183,10 @@ void splat_t(const int32_t* off, const float* w, const float* scale, int dp1, co
   // compiler knows); the generic width reads them from memory.
   constexpr int R = NB > 0 ? NB : 1;
   for (int64_t i = pb; i < pe; ++i) {
+    // The rows of `in` stream from memory (mean field's Q is larger than
+    // L2): ask for those a few points ahead.
+    __builtin_prefetch(in + (i + 16) * cp);
+    __builtin_prefetch(in + (i + 16) * cp + cp - 1);
     const float* x = in + i * cp;
     v8f X[R];
     if (NB > 0) {

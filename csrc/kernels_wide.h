@@ -133,6 +133,8 @@ void splat_wide(const int32_t* off, const float* w, const float* scale, int dp1,
   zero.zero();
   for (int64_t v = vb; v < ve; ++v) zero.store_to(vals + (v + 1) * CP);
   for (int64_t i = pb; i < pe; ++i) {
+    __builtin_prefetch(in + (i + 16) * CP);
+    __builtin_prefetch(in + (i + 16) * CP + CP - 1);
     Wide<R> X;
     X.load_from(in + i * CP);
     const float s = scale ? scale[i] : 1.0f;
