@@ -131,3 +131,19 @@ def test_mean_field_start_is_taken_once_and_checked(rng):
         _C.mean_field(u, [term], 4, start=other)
     with pytest.raises(ValueError, match="not both"):
         _C.mean_field(u, [term], 4, fresh, start=other)
+
+
+@pytest.mark.parametrize("k", [3, 12, 21, 32, 40])
+def test_overflow_is_caught_at_every_row_width(k):
+    # The fused pass reports a row whose logits reached infinity; K = 12,
+    # 21 and 32 take the AVX-512 build's 16-lane loops (where the CPU has
+    # them), 3 and 40 the 8-lane ones. The bad row is in the middle, with
+    # finite rows on both sides.
+    u = np.zeros((7, k), np.float32)
+    u[4, :] = 3e38
+    u[4, 1] = -3e38
+    crf = densecrf.DenseCRF(7, k)
+    crf.set_unary(u)
+    crf.add_pairwise(np.zeros((7, 2), np.float32), 3e38)
+    with pytest.raises(ValueError, match="overflowed float32"):
+        crf.inference(2)
