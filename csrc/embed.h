@@ -9,7 +9,7 @@ namespace dcrf {
 bool cpu_has_avx2();
 
 // Dimensions locate8_avx2 handles.
-inline bool locate8_supports(int d) { return d == 2 || d == 3 || d == 5; }
+inline bool locate8_supports(int d) { return d >= 2 && d <= 8; }
 
 // locate_point (lattice_math.h) for the 8 points f[0 .. 8d): their
 // remainder-0 vertices, ranks and barycentric weights, [8, d+1] each, equal

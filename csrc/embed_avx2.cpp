@@ -100,7 +100,11 @@ bool locate8_avx2(const float* f, int d, const float* scale, int32_t* rem0, int3
   switch (d) {
     case 2: return locate8<2>(f, scale, rem0, rank, bary);
     case 3: return locate8<3>(f, scale, rem0, rank, bary);
+    case 4: return locate8<4>(f, scale, rem0, rank, bary);
     case 5: return locate8<5>(f, scale, rem0, rank, bary);
+    case 6: return locate8<6>(f, scale, rem0, rank, bary);
+    case 7: return locate8<7>(f, scale, rem0, rank, bary);
+    case 8: return locate8<8>(f, scale, rem0, rank, bary);
     default: return false;
   }
 }

@@ -328,7 +328,11 @@ Embed embed_dispatch(const float* features, int d, int64_t begin, int64_t end, c
   switch (d) {
     case 2: return embed_chunk<2>(features, d, begin, end, scale, table, offsets, weights);
     case 3: return embed_chunk<3>(features, d, begin, end, scale, table, offsets, weights);
+    case 4: return embed_chunk<4>(features, d, begin, end, scale, table, offsets, weights);
     case 5: return embed_chunk<5>(features, d, begin, end, scale, table, offsets, weights);
+    case 6: return embed_chunk<6>(features, d, begin, end, scale, table, offsets, weights);
+    case 7: return embed_chunk<7>(features, d, begin, end, scale, table, offsets, weights);
+    case 8: return embed_chunk<8>(features, d, begin, end, scale, table, offsets, weights);
     default: return embed_chunk<0>(features, d, begin, end, scale, table, offsets, weights);
   }
 }

@@ -211,7 +211,7 @@ def test_bad_values():
         lat.filter(np.zeros((4, 1)), threads=0)
 
 
-@pytest.mark.parametrize("d", [2, 3, 5])
+@pytest.mark.parametrize("d", [2, 3, 4, 5, 6, 7, 8])
 def test_vectorised_point_location_is_bit_identical(rng, d):
     # The lattice build locates points 8 at a time on AVX2; every simplex
     # and weight must be the scalar locate_point's to the bit (the CUDA
