@@ -9,6 +9,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 namespace dcrf {
 namespace {
 
@@ -77,9 +81,22 @@ AlignedFloats aligned_floats(size_t n) {
 }
 
 namespace {
+// CPUID leaf 7, ECX bit 6 (read directly: not every compiler's
+// __builtin_cpu_supports knows the name).
+bool cpu_has_avx512vbmi2() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return (c >> 6) & 1u;
+#else
+  return false;
+#endif
+}
+
 const Kernels* pick() {
-  // DENSECRF_KERNELS=baseline or =avx2 caps the choice (tests run the other
-  // loops on AVX-512 machines this way); unset, the best the CPU supports.
+  // DENSECRF_KERNELS=baseline, =avx2 or =avx512vl caps the choice (tests
+  // run the other loops on AVX-512 machines this way); unset, the best the
+  // CPU supports.
   const char* env = std::getenv("DENSECRF_KERNELS");
   const std::string want = env ? env : "";
   if (want == "baseline") return &kernels_base::table;
@@ -87,7 +104,13 @@ const Kernels* pick() {
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (avx2 && want != "avx2" && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) {
-    return &kernels_avx512::table;
+    // The 16-lane loops where 512-bit arithmetic runs at full clock: CPUs
+    // with AVX512-VBMI2 (Intel from Ice Lake, AMD from Zen 4). Skylake-SP
+    // and Cascade Lake, which lack it, lower their frequency under heavy
+    // 512-bit use and get the 256-bit build. (Measured here on one Emerald
+    // Rapids host only: benchmarks/RESULTS.md.)
+    if (want != "avx512vl" && cpu_has_avx512vbmi2()) return &kernels_avx512::table;
+    return &kernels_avx512vl::table;
   }
   if (avx2) return &kernels_avx2::table;
 #endif

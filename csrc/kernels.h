@@ -2,9 +2,10 @@
 // channel-padded buffers: every row holds Cp = round_up(C, 8) floats and
 // starts 32-byte aligned, so the loops run on whole 8-lane vectors.
 //
-// The loops are compiled three times: for the x86-64 baseline (SSE2), with
-// AVX2 + FMA, and with AVX-512F/VL (32 registers; mean field's loops on
-// 512-bit vectors for 9-32 channels); kernels() picks the best the CPU supports at run time. All are
+// The loops are compiled four times: for the x86-64 baseline (SSE2), with
+// AVX2 + FMA, and twice with AVX-512F/VL (32 registers): on 256-bit vectors
+// only, and with mean field's loops on 512-bit vectors for 9-32 channels,
+// for CPUs that keep their clock under 512-bit arithmetic; kernels() picks the best the CPU supports at run time. All are
 // deterministic; the baseline may differ from the others in the last bits
 // (FMA contraction), so results are bit-identical on a given machine.
 #pragma once
@@ -90,6 +91,9 @@ namespace kernels_avx2 {
 extern const Kernels table;
 }
 namespace kernels_avx512 {
+extern const Kernels table;
+}
+namespace kernels_avx512vl {
 extern const Kernels table;
 }
 

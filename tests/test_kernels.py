@@ -1,8 +1,8 @@
-"""The portable (baseline) and AVX2 hot loops against the ones picked for this CPU.
+"""The portable (baseline), AVX2 and 256-bit AVX-512 hot loops against the ones picked for this CPU.
 
 On an AVX-512 machine the other loops never run unless forced with
-DENSECRF_KERNELS=baseline or =avx2, which the picker reads once per
-process; so each set runs in a subprocess of its own.
+DENSECRF_KERNELS=baseline, =avx2 or =avx512vl, which the picker reads once
+per process; so each set runs in a subprocess of its own.
 """
 import os
 import subprocess
@@ -52,9 +52,12 @@ def _run(tmp_path, name, kernels=None):
 def test_baseline_and_avx2_kernels_match_the_picked_ones(tmp_path):
     base = _run(tmp_path, "base", "baseline")
     avx2 = _run(tmp_path, "avx2", "avx2")
+    vl = _run(tmp_path, "avx512vl", "avx512vl")
     best = _run(tmp_path, "best")
     assert str(base["kernels"]) == "baseline"
     assert str(avx2["kernels"]) in ("avx2+fma", "baseline")  # the latter on a CPU without AVX2
+    # without AVX-512 the cap leaves the AVX2 (or baseline) loops
+    assert str(vl["kernels"]) in ("avx512vl+fma (256-bit)", "avx2+fma", "baseline")
     for key in base.files:
         if key == "kernels":
             continue
@@ -74,9 +77,11 @@ def test_baseline_and_avx2_kernels_match_the_picked_ones(tmp_path):
         # 129 cases); the same 2e-6 bound, as the compilers may contract
         # differently.
         assert np.abs(avx2[key] - best[key]).max() <= 2e-6, key
+        assert np.abs(vl[key] - best[key]).max() <= 2e-6, key
     for k in (3, 12, 21, 32, 40):  # the forced loops are thread-count independent too
         assert np.array_equal(base[f"K{k}_t1"], base[f"K{k}_t2"])
         assert np.array_equal(avx2[f"K{k}_t1"], avx2[f"K{k}_t2"])
+        assert np.array_equal(vl[f"K{k}_t1"], vl[f"K{k}_t2"])
 
 
 def test_unary_with_start_distribution(rng):
