@@ -14,13 +14,17 @@ photo and time per pixel should be flat in N.
 
 Writes sweep.md (a table per sweep, with the command and the machine),
 sweep.csv and sweep.png (time per pixel against N, K, d and iterations)
-into --out (default benchmarks/results/). --with-pydensecrf adds pydensecrf
+into --out (default benchmarks/results/). --stat min reports and plots each
+case's fastest call (with its own setup / inference split) instead of the
+median: on a host whose speed drifts for seconds at a time the minimum
+shows the cost of the work, the median also the host's noise. --with-pydensecrf adds pydensecrf
 to the N and K sweeps (time and memory, same children). --quick runs small
 sizes and writes sweep_quick.* (under a minute).
 
     python benchmarks/sweep.py --quick
     python benchmarks/sweep.py                       # all four sweeps
     python benchmarks/sweep.py --sweeps N K --with-pydensecrf --repeats 5
+    python benchmarks/sweep.py --with-pydensecrf --repeats 7 --stat min
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ def fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
-def plot(rows, path):
+def plot(rows, path, stat="median"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,9 +83,9 @@ def plot(rows, path):
     fig, axes = plt.subplots(1, len(sweeps), figsize=(4.2 * len(sweeps), 3.6), squeeze=False)
     xlabel = {"N": "pixels N", "K": "labels K", "d": "bilateral feature dimension d", "iters": "iterations"}
     for ax, s in zip(axes[0], sweeps):
-        sel = [r for r in rows if r["sweep"] == s and r.get("median_s")]
+        sel = [r for r in rows if r["sweep"] == s and r.get(stat + "_s")]
         for key in sorted({(r["peer"], r["threads"]) for r in sel}):
-            pts = sorted((r["n_pixels"] if s == "N" else r["x"], 1e9 * r["median_s"] / r["n_pixels"]) for r in sel if (r["peer"], r["threads"]) == key)
+            pts = sorted((r["n_pixels"] if s == "N" else r["x"], 1e9 * r[stat + "_s"] / r["n_pixels"]) for r in sel if (r["peer"], r["threads"]) == key)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{key[0]}, {key[1]} thr")
         if s == "N":
             ax.set_xscale("log")
@@ -91,7 +95,8 @@ def plot(rows, path):
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("densecrf scaling (median of repeats, setup + inference)", fontsize=10)
+    fig.suptitle(f"densecrf scaling ({'fastest' if stat == 'min' else 'median'} of repeats, setup + inference)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -108,6 +113,8 @@ def main(argv=None) -> int:
     ap.add_argument("--with-pydensecrf", action="store_true", help="add pydensecrf to the N and K sweeps")
     ap.add_argument("--sizes", type=int, nargs="+", help="override the N sweep's sides")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output folder (default benchmarks/results)")
+    ap.add_argument("--stat", choices=["median", "min"], default="median",
+                    help="statistic of the repeats in the table and plot (default median)")
     args = ap.parse_args(argv)
     values = dict(QUICK if args.quick else FULL)
     if args.sizes:
@@ -136,18 +143,21 @@ def main(argv=None) -> int:
                     spec = {"peer": peer, "iters": n_iter, "threads": t, "params": wl.params,
                             "warmup": 1, "repeats": reps, "phases": peer == "densecrf"}
                     res = childproc.run_child(path, spec)
+                    mn = args.stat == "min"
                     row = {"sweep": s, "x": x, "peer": peer, "threads": t, "width": wl.width, "height": wl.height,
                            "n_pixels": wl.n_pixels, "K": wl.n_labels, "d": wl.feature_dim, "iters": n_iter,
                            "median_s": res.get("median_s"), "min_s": res.get("min_s"),
-                           "setup_s": res.get("setup_s"), "infer_s": res.get("infer_s"),
+                           "setup_s": res.get("setup_min_s" if mn else "setup_s"),
+                           "infer_s": res.get("infer_min_s" if mn else "infer_s"),
                            "peak_mb": res.get("peak_mb"), "call_mb": res.get("call_mb"),
                            "error": res.get("error", "")}
                     rows.append(row)
                     if row["error"]:
                         print(f"{s}={x} {peer} {t} thr: ERROR {row['error']}")
                     else:
-                        print(f"{s}={x:>5} {peer:>10} {t} thr: {row['median_s']:.4f} s "
-                              f"({1e9 * row['median_s'] / row['n_pixels']:.0f} ns/px), peak {row['peak_mb']:.0f} MB",
+                        tot = row[args.stat + "_s"]
+                        print(f"{s}={x:>5} {peer:>10} {t} thr: {tot:.4f} s "
+                              f"({1e9 * tot / row['n_pixels']:.0f} ns/px), peak {row['peak_mb']:.0f} MB",
                               flush=True)
             os.remove(path)
 
@@ -161,16 +171,19 @@ def main(argv=None) -> int:
              f"Machine: {info['cpu']}, {info['cores']} cores, load {info['loadavg']:.2f} at start; "
              f"python {info['python']}, numpy {info['numpy']}, densecrf {info['densecrf']} "
              f"kernels {info['densecrf_kernels']}; {info['date']}; image {wl.source}; "
-             f"{repeats} timed call(s) after a warm-up (one above {LARGE} pixels unless --full-repeats), median; peak = child VmHWM, call = peak minus RSS before the call.",
+             f"{repeats} timed call(s) after a warm-up (one above {LARGE} pixels unless --full-repeats), "
+             + ("the fastest call (its setup / inference split); " if args.stat == "min" else "median; ")
+             + "peak = child VmHWM, call = peak minus RSS before the call.",
              "", f"![time per pixel]({stem}.png)", ""]
     for s in args.sweeps:
         head = "side" if s == "N" else s
         lines += [f"## {s}", "", "| " + head + " | W x H | K | d | iters | peer | threads | total s | setup s | inference s | ns/px | peak MB | call MB |",
                   "|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in (r for r in rows if r["sweep"] == s):
-            nspx = None if r["median_s"] is None else 1e9 * r["median_s"] / r["n_pixels"]
+            tot = r[args.stat + "_s"]
+            nspx = None if tot is None else 1e9 * tot / r["n_pixels"]
             lines.append(f"| {r['x']} | {r['width']} x {r['height']} | {r['K']} | {r['d']} | {r['iters']} | {r['peer']} | "
-                         f"{r['threads']} | {fmt(r['median_s'], '.4f')} | {fmt(r['setup_s'], '.4f')} | "
+                         f"{r['threads']} | {fmt(tot, '.4f')} | {fmt(r['setup_s'], '.4f')} | "
                          f"{fmt(r['infer_s'], '.4f')} | {fmt(nspx, '.0f')} | {fmt(r['peak_mb'], '.0f')} | "
                          f"{fmt(r['call_mb'], '.0f')} |" + (f" {r['error']}" if r["error"] else ""))
         lines.append("")
@@ -178,7 +191,7 @@ def main(argv=None) -> int:
         f.write("\n".join(lines))
     written = ["md", "csv"]
     try:
-        plot(rows, os.path.join(args.out, stem + ".png"))
+        plot(rows, os.path.join(args.out, stem + ".png"), args.stat)
         written.append("png")
     except ImportError as exc:
         print(f"no plot ({exc}); pip install matplotlib")
