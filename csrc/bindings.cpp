@@ -288,9 +288,9 @@ py::tuple unary_from_probs(FArray probs, float clip, int threads, bool with_star
   dcrf::UnaryStats total;
   total.min = 3.0e38f;
   total.max = -3.0e38f;
-  // The start comes with K <= 32 only (the row kernels' widths).
+  // The start comes with K <= kMaxRowLabels only (the row kernels' widths).
   std::shared_ptr<StartQ> start;
-  if (with_start && n > 0 && k > 0 && k <= 32) {
+  if (with_start && n > 0 && k > 0 && k <= dcrf::kMaxRowLabels) {
     start = std::make_shared<StartQ>();
     start->q = dcrf::aligned_floats(static_cast<size_t>(n) * dcrf::padded_channels(static_cast<int>(k)));
     start->n = n;

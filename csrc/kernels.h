@@ -18,6 +18,9 @@ namespace dcrf {
 
 constexpr int kLanes = 8;
 inline int padded_channels(int c) { return (c + kLanes - 1) / kLanes * kLanes; }
+// Labels up to which rows are unrolled into registers (8 blocks of 8); the
+// hot loops run a generic loop over blocks above.
+constexpr int kMaxRowLabels = 64;
 
 // 64-byte aligned float buffer, uninitialised. Large buffers come from and
 // return to a small process-wide cache, so that repeated calls on images of
@@ -74,10 +77,10 @@ struct Kernels {
   // u[i] = -log(max(p[i], clip)) for rows [ib, ie) of p [N, k], with the
   // range, row-sum and finiteness statistics of those rows.
   void (*unary_from_probs)(const float* p, float* u, int k, float clip, int64_t ib, int64_t ie, UnaryStats* st);
-  // The same for K <= 32, row by row, also writing q0[i] = c / sum(c) with
+  // The same for K <= kMaxRowLabels, row by row, also writing q0[i] = c / sum(c) with
   // c = max(p[i], clip) into the channel-padded q0 [n, cp] (pad lanes 0):
   // the softmax(-u) that starts mean field. p is [n, k]. Returns false
-  // (writing nothing) for K > 32.
+  // (writing nothing) for K > kMaxRowLabels.
   bool (*unary_rows)(const float* p, float* u, float* q0, int k, float clip, int64_t n, int64_t ib, int64_t ie,
                      UnaryStats* st);
 };

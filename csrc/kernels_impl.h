@@ -144,7 +144,7 @@ inline void load_neg_row(const float* u, int k, bool overread, v8f* L) {
 }
 
 // Softmax of x[0..cp) over the first k lanes, shifted by the row max (the
-// generic width, K > 32); pad lanes become 0.
+// generic width, K > 64); pad lanes become 0.
 template <int NB>
 inline void softmax_row(float* x, int k, int cp) {
   const int nb = NB > 0 ? NB : cp / 8;
@@ -586,7 +586,7 @@ void unary_from_probs(const float* p, float* u, int k, float clip, int64_t ib, i
   st->first_bad = bad;
 }
 
-// unary_from_probs row by row, for K <= 32 (R = cp / 8 blocks per row),
+// unary_from_probs row by row, for K <= kMaxRowLabels (R = cp / 8 blocks per row),
 // also writing the start of mean field, q0[i] = c / sum(c) with
 // c = max(p[i], clip), channel-padded (pad lanes 0): softmax(-u[i])
 // without the exp and log. The same u bits and statistics as the flat pass
@@ -653,25 +653,33 @@ void unary_rows_t(const float* p, float* u, float* q0, int k, float clip, int64_
 
 #if defined(DCRF_WIDE_ROWS)
 #include "kernels_wide.h"
-// Rows of 2-4 blocks through the 16-lane loops.
+// Rows of 2-8 blocks (9-64 labels) through the 16-lane loops.
 #define DCRF_WIDE_DISPATCH(fn, cp, ...)        \
   switch ((cp) / 8) {                          \
     case 2: return fn<2>(__VA_ARGS__);         \
     case 3: return fn<3>(__VA_ARGS__);         \
     case 4: return fn<4>(__VA_ARGS__);         \
+    case 5: return fn<5>(__VA_ARGS__);         \
+    case 6: return fn<6>(__VA_ARGS__);         \
+    case 7: return fn<7>(__VA_ARGS__);         \
+    case 8: return fn<8>(__VA_ARGS__);         \
     default: break;                            \
   }
 #else
 #define DCRF_WIDE_DISPATCH(fn, cp, ...)
 #endif
 
-// Dispatch on the number of 8-lane blocks: unrolled for K <= 32, a loop above.
+// Dispatch on the number of 8-lane blocks: unrolled for K <= kMaxRowLabels (64), a loop above.
 #define DCRF_DISPATCH(fn, cp, ...)          \
   switch ((cp) / 8) {                       \
     case 1: return fn<1>(__VA_ARGS__);      \
     case 2: return fn<2>(__VA_ARGS__);      \
     case 3: return fn<3>(__VA_ARGS__);      \
     case 4: return fn<4>(__VA_ARGS__);      \
+    case 5: return fn<5>(__VA_ARGS__);      \
+    case 6: return fn<6>(__VA_ARGS__);      \
+    case 7: return fn<7>(__VA_ARGS__);      \
+    case 8: return fn<8>(__VA_ARGS__);      \
     default: return fn<0>(__VA_ARGS__);     \
   }
 
@@ -679,8 +687,8 @@ template <int NB>
 void splat_any(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals, int cp,
                int64_t pb, int64_t pe, int64_t vb, int64_t ve, int64_t m) {
 #if defined(DCRF_WIDE_ROWS)
-  if (NB >= 2 && NB <= 4) {
-    constexpr int RW = NB >= 2 && NB <= 4 ? NB : 2;
+  if (NB >= 2) {
+    constexpr int RW = NB >= 2 ? NB : 2;
     if (vb == 0 && ve == m) return splat_wide<RW, true>(off, w, scale, dp1, in, vals, pb, pe, vb, ve);
     return splat_wide<RW, false>(off, w, scale, dp1, in, vals, pb, pe, vb, ve);
   }
@@ -718,6 +726,10 @@ bool unary_rows(const float* p, float* u, float* q0, int k, float clip, int64_t 
     case 2: unary_rows_t<2>(p, u, q0, k, clip, n, ib, ie, st); return true;
     case 3: unary_rows_t<3>(p, u, q0, k, clip, n, ib, ie, st); return true;
     case 4: unary_rows_t<4>(p, u, q0, k, clip, n, ib, ie, st); return true;
+    case 5: unary_rows_t<5>(p, u, q0, k, clip, n, ib, ie, st); return true;
+    case 6: unary_rows_t<6>(p, u, q0, k, clip, n, ib, ie, st); return true;
+    case 7: unary_rows_t<7>(p, u, q0, k, clip, n, ib, ie, st); return true;
+    case 8: unary_rows_t<8>(p, u, q0, k, clip, n, ib, ie, st); return true;
     default: return false;
   }
 }

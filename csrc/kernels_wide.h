@@ -1,10 +1,10 @@
-// Mean field's hot loops over rows of 16, 24 and 32 floats held as 16-lane
-// vectors plus, for 24, one 8-lane tail: included by kernels_impl.h for the
-// AVX-512 build only (DCRF_WIDE_ROWS). A row of R 8-lane blocks takes R/2
-// 512-bit operations (+1 for odd R) instead of R 256-bit ones, in the
+// Mean field's hot loops over rows of 16 to 64 floats (R = 2..8 blocks of 8)
+// held as 16-lane vectors plus, for odd R, one 8-lane tail: included by
+// kernels_impl.h for the AVX-512 build only (DCRF_WIDE_ROWS). A row takes
+// R/2 512-bit operations (+1 for odd R) instead of R 256-bit ones, in the
 // splat, the blur and the fused epilogue. The buffers keep their layout
-// (rows of cp = 8R floats, 32-byte aligned); for R = 3 every other row's
-// 16-lane part straddles a cache line (unaligned loads and stores).
+// (rows of cp = 8R floats, 32-byte aligned); for odd R every other row's
+// 16-lane parts straddle cache lines (unaligned loads and stores).
 //
 // Same results as the 8-lane loops, bit for bit: every lane goes through
 // the same operations, and the reductions across a row (the softmax's max,

@@ -55,7 +55,7 @@ def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False, t
     threads (0: the default). ``with_start`` (with ``with_stats``) adds a
     third item: mean field's start distribution softmax(-u), computed in the
     same pass as ``max(p, clip) / sum(max(p, clip))`` (a ``_C.StartQ``, or
-    None where that pass does not apply: no clip, ``scale`` given, K > 32).
+    None where that pass does not apply: no clip, ``scale`` given, K > 64).
     """
     k = p.shape[-1]
     if k < 1:

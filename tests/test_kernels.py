@@ -20,9 +20,10 @@ from reference import smooth_image, label_probs
 h, w = 120, 150  # 18000 points: lattice builds and filters split across threads
 img = smooth_image(h, w)
 out = {"kernels": np.array(densecrf._build_info()["kernels"])}
-# one to five 8-lane blocks (40: the generic width); 12, 21 and 32 take the
-# AVX-512 build's 16-lane loops (one, one and a half and two vectors per row)
-for k in (3, 12, 21, 32, 40):
+# one to nine 8-lane blocks (65: the generic width); 12 to 64 take the
+# AVX-512 build's 16-lane loops (one to four vectors per row, plus an 8-lane
+# one for an odd number of blocks)
+for k in (3, 12, 21, 32, 40, 64, 65):
     p = label_probs(h, w, k, sharpness=1.0)
     for th in (1, 2):
         out[f"K{k}_t{th}"] = densecrf.refine(img, p, n_iter=4, threads=th)
@@ -63,7 +64,8 @@ def test_baseline_and_avx2_kernels_match_the_picked_ones(tmp_path):
             continue
         q = base[key]
         assert np.isfinite(q).all(), key
-        # Rows are distributions: float32 sums of up to 40 terms, 1e-5.
+        # Rows are distributions: float32 sums of up to 65 terms (6e-8
+        # relative rounding each): 1e-5.
         assert np.allclose(q.sum(-1), 1.0, atol=1e-5), key
         if str(best["kernels"]) == "baseline":  # no AVX2 here: the same loops
             assert np.array_equal(q, best[key]), key
@@ -78,7 +80,7 @@ def test_baseline_and_avx2_kernels_match_the_picked_ones(tmp_path):
         # differently.
         assert np.abs(avx2[key] - best[key]).max() <= 2e-6, key
         assert np.abs(vl[key] - best[key]).max() <= 2e-6, key
-    for k in (3, 12, 21, 32, 40):  # the forced loops are thread-count independent too
+    for k in (3, 12, 21, 32, 40, 64, 65):  # the forced loops are thread-count independent too
         assert np.array_equal(base[f"K{k}_t1"], base[f"K{k}_t2"])
         assert np.array_equal(avx2[f"K{k}_t1"], avx2[f"K{k}_t2"])
         assert np.array_equal(vl[f"K{k}_t1"], vl[f"K{k}_t2"])
@@ -86,13 +88,13 @@ def test_baseline_and_avx2_kernels_match_the_picked_ones(tmp_path):
 
 def test_unary_with_start_distribution(rng):
     # refine computes the unary and mean field's start, softmax(-u) =
-    # max(p, clip) / sum(max(p, clip)), in one pass for K <= 32. The unary
+    # max(p, clip) / sum(max(p, clip)), in one pass for K <= 64. The unary
     # and the statistics must be those of the plain pass, bit for bit, for
     # every width (pad lanes, rows whose whole-vector loads would leave the
     # array, bad values); the start must be softmax(-u) to rounding.
     from densecrf._native import _C
 
-    for k in (1, 3, 8, 9, 21, 32, 33):
+    for k in (1, 3, 8, 9, 21, 32, 33, 64, 65):
         for n in (1, 7, 5000):
             p = rng.dirichlet(np.ones(k), size=n).astype(np.float32)
             p[0, 0] = 0.0  # clipped
@@ -101,7 +103,7 @@ def test_unary_with_start_distribution(rng):
             plain = _C.unary_from_probs(p, 1e-5, 2)
             u, lo, hi, dev, bad, start = _C.unary_from_probs(p, 1e-5, 2, True)
             assert np.array_equal(u, plain[0]) and (lo, hi, dev, bad) == tuple(plain[1:]), (k, n)
-            if k > 32:
+            if k > 64:
                 assert start is None
                 continue
             assert (start.n_points, start.n_labels, start.used) == (n, k, False)
@@ -138,12 +140,12 @@ def test_mean_field_start_is_taken_once_and_checked(rng):
         _C.mean_field(u, [term], 4, fresh, start=other)
 
 
-@pytest.mark.parametrize("k", [3, 12, 21, 32, 40])
+@pytest.mark.parametrize("k", [3, 12, 21, 32, 40, 64, 65])
 def test_overflow_is_caught_at_every_row_width(k):
-    # The fused pass reports a row whose logits reached infinity; K = 12,
-    # 21 and 32 take the AVX-512 build's 16-lane loops (where the CPU has
-    # them), 3 and 40 the 8-lane ones. The bad row is in the middle, with
-    # finite rows on both sides.
+    # The fused pass reports a row whose logits reached infinity; K = 12 to
+    # 64 take the AVX-512 build's 16-lane loops (where the CPU has them), 3
+    # the 8-lane ones, 65 the generic loop over blocks. The bad row is in
+    # the middle, with finite rows on both sides.
     u = np.zeros((7, k), np.float32)
     u[4, :] = 3e38
     u[4, 1] = -3e38
