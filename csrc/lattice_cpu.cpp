@@ -426,17 +426,24 @@ bool build_lattice(const float* features, int64_t n, int d, int threads, UninitV
     weight_sums.clear();
   }
 
-  // 3. Blur neighbours of every vertex along every axis.
+  // 3. Blur neighbours of every vertex along every axis: one lookup per
+  // vertex and axis, in the + direction; u = v + step is v's + neighbour
+  // exactly when v is u's - neighbour, so that lookup fills both (each -
+  // slot has at most one writer: no race). - slots nobody fills stay 0 (none).
   neighbours.resize(static_cast<size_t>(dp1) * m * 2);  // every entry written below
   const Table& table = *global;
+  parallel_for(m, threads, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t v = b; v < e; ++v) {
+      for (int j = 0; j <= d; ++j) neighbours[(static_cast<size_t>(j) * m + v) * 2 + 1] = 0;
+    }
+  });
   parallel_for(m, threads, kGrain, [&](int64_t b, int64_t e) {
     int32_t scratch[kMaxDim];
     for (int64_t v = b; v < e; ++v) {
       for (int j = 0; j <= d; ++j) {
-        for (int dir = 0; dir < 2; ++dir) {
-          const int32_t id = table.neighbour(v, j, dir == 0 ? 1 : -1, scratch);
-          neighbours[(static_cast<size_t>(j) * m + v) * 2 + dir] = id + 1;
-        }
+        const int32_t id = table.neighbour(v, j, 1, scratch);
+        neighbours[(static_cast<size_t>(j) * m + v) * 2] = id + 1;
+        if (id >= 0) neighbours[(static_cast<size_t>(j) * m + id) * 2 + 1] = static_cast<int32_t>(v) + 1;
       }
     }
   });
