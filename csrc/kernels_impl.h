@@ -593,7 +593,7 @@ void unary_from_probs(const float* p, float* u, int k, float clip, int64_t ib, i
 // (min and max do not depend on order; the row sums add the same blocks in
 // the same order).
 template <int R>
-void unary_rows_t(const float* p, float* u, float* q0, int k, float clip, int64_t n, int64_t ib, int64_t ie,
+bool unary_rows_t(const float* p, float* u, float* q0, int k, float clip, int64_t n, int64_t ib, int64_t ie,
                   UnaryStats* st) {
   constexpr int CP = R * 8;
   const v8f lastmask = lane_mask(k, R - 1);
@@ -649,39 +649,36 @@ void unary_rows_t(const float* p, float* u, float* q0, int k, float clip, int64_
   st->max = mx;
   st->worst_row_dev = dev;
   st->first_bad = bad;
+  return true;
 }
 
+// Dispatch on the number of 8-lane blocks: unrolled for 1..8 blocks (K <=
+// kMaxRowLabels = 64), a loop above; the AVX-512 build takes 2..8 blocks
+// through its 16-lane loops first.
+#define DCRF_CASES_2_TO_8(fn, ...)   \
+  case 2: return fn<2>(__VA_ARGS__); \
+  case 3: return fn<3>(__VA_ARGS__); \
+  case 4: return fn<4>(__VA_ARGS__); \
+  case 5: return fn<5>(__VA_ARGS__); \
+  case 6: return fn<6>(__VA_ARGS__); \
+  case 7: return fn<7>(__VA_ARGS__); \
+  case 8: return fn<8>(__VA_ARGS__);
+#define DCRF_DISPATCH(fn, cp, ...)     \
+  switch ((cp) / 8) {                  \
+    case 1: return fn<1>(__VA_ARGS__); \
+    DCRF_CASES_2_TO_8(fn, __VA_ARGS__) \
+    default: return fn<0>(__VA_ARGS__); \
+  }
 #if defined(DCRF_WIDE_ROWS)
 #include "kernels_wide.h"
-// Rows of 2-8 blocks (9-64 labels) through the 16-lane loops.
-#define DCRF_WIDE_DISPATCH(fn, cp, ...)        \
-  switch ((cp) / 8) {                          \
-    case 2: return fn<2>(__VA_ARGS__);         \
-    case 3: return fn<3>(__VA_ARGS__);         \
-    case 4: return fn<4>(__VA_ARGS__);         \
-    case 5: return fn<5>(__VA_ARGS__);         \
-    case 6: return fn<6>(__VA_ARGS__);         \
-    case 7: return fn<7>(__VA_ARGS__);         \
-    case 8: return fn<8>(__VA_ARGS__);         \
-    default: break;                            \
+#define DCRF_WIDE_DISPATCH(fn, cp, ...) \
+  switch ((cp) / 8) {                   \
+    DCRF_CASES_2_TO_8(fn, __VA_ARGS__)  \
+    default: break;                     \
   }
 #else
 #define DCRF_WIDE_DISPATCH(fn, cp, ...)
 #endif
-
-// Dispatch on the number of 8-lane blocks: unrolled for K <= kMaxRowLabels (64), a loop above.
-#define DCRF_DISPATCH(fn, cp, ...)          \
-  switch ((cp) / 8) {                       \
-    case 1: return fn<1>(__VA_ARGS__);      \
-    case 2: return fn<2>(__VA_ARGS__);      \
-    case 3: return fn<3>(__VA_ARGS__);      \
-    case 4: return fn<4>(__VA_ARGS__);      \
-    case 5: return fn<5>(__VA_ARGS__);      \
-    case 6: return fn<6>(__VA_ARGS__);      \
-    case 7: return fn<7>(__VA_ARGS__);      \
-    case 8: return fn<8>(__VA_ARGS__);      \
-    default: return fn<0>(__VA_ARGS__);     \
-  }
 
 template <int NB>
 void splat_any(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals, int cp,
@@ -722,19 +719,14 @@ void softmax_neg(const float* u, float* q, int k, int cp, int64_t n, int64_t ib,
 bool unary_rows(const float* p, float* u, float* q0, int k, float clip, int64_t n, int64_t ib, int64_t ie,
                 UnaryStats* st) {
   switch (padded_channels(k) / 8) {
-    case 1: unary_rows_t<1>(p, u, q0, k, clip, n, ib, ie, st); return true;
-    case 2: unary_rows_t<2>(p, u, q0, k, clip, n, ib, ie, st); return true;
-    case 3: unary_rows_t<3>(p, u, q0, k, clip, n, ib, ie, st); return true;
-    case 4: unary_rows_t<4>(p, u, q0, k, clip, n, ib, ie, st); return true;
-    case 5: unary_rows_t<5>(p, u, q0, k, clip, n, ib, ie, st); return true;
-    case 6: unary_rows_t<6>(p, u, q0, k, clip, n, ib, ie, st); return true;
-    case 7: unary_rows_t<7>(p, u, q0, k, clip, n, ib, ie, st); return true;
-    case 8: unary_rows_t<8>(p, u, q0, k, clip, n, ib, ie, st); return true;
+    case 1: return unary_rows_t<1>(p, u, q0, k, clip, n, ib, ie, st);
+    DCRF_CASES_2_TO_8(unary_rows_t, p, u, q0, k, clip, n, ib, ie, st)
     default: return false;
   }
 }
 #undef DCRF_DISPATCH
 #undef DCRF_WIDE_DISPATCH
+#undef DCRF_CASES_2_TO_8
 
 }  // namespace
 
