@@ -62,7 +62,11 @@ template <>
 struct VecInt<v16f> {
   typedef v16i type;
 };
-inline v16f vmax(v16f a, v16f b) { return (v16f)_mm512_max_ps((__m512)a, (__m512)b); }
+// vmaxps on 16 lanes (all lanes selected: _mm512_max_ps's undefined pass-through
+// operand draws a false "uninitialised" warning from GCC 12).
+inline v16f vmax(v16f a, v16f b) {
+  return (v16f)__builtin_ia32_maxps512_mask((__v16sf)a, (__v16sf)b, (__v16sf)a, (__mmask16)-1, _MM_FROUND_CUR_DIRECTION);
+}
 template <>
 inline v16f bcast<v16f>(float x) {
   return (v16f)_mm512_set1_ps(x);

@@ -17,7 +17,7 @@ struct Wide {
   static constexpr int H = R / 2;
   static constexpr bool kTail = R % 2 == 1;
   v16f z[H];
-  v8f y;
+  v8f y = v8f{};  // used for odd R only
 
   void load_from(const float* p) {
     for (int h = 0; h < H; ++h) std::memcpy(&z[h], p + 16 * h, sizeof(v16f));
@@ -36,7 +36,7 @@ struct Wide {
     for (int h = 0; h < H; ++h) std::memcpy(&z[h], p + 16 * h, sizeof(v16f));
     if (kTail) std::memcpy(&y, p + 16 * H, sizeof(v8f));
     for (int h = 0; h < H; ++h) z[h] = -z[h];
-    y = -y;
+    if (kTail) y = -y;
   }
   void store_to(float* p) const {
     for (int h = 0; h < H; ++h) std::memcpy(p + 16 * h, &z[h], sizeof(v16f));
