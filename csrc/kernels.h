@@ -4,10 +4,11 @@
 //
 // The loops are compiled four times: for the x86-64 baseline (SSE2), with
 // AVX2 + FMA, and twice with AVX-512F/VL (32 registers): on 256-bit vectors
-// only, and with mean field's loops on 512-bit vectors for 9-32 channels,
-// for CPUs that keep their clock under 512-bit arithmetic; kernels() picks the best the CPU supports at run time. All are
-// deterministic; the baseline may differ from the others in the last bits
-// (FMA contraction), so results are bit-identical on a given machine.
+// only, and with mean field's loops on 512-bit vectors for 9-64 channels,
+// for CPUs that keep their clock under 512-bit arithmetic. kernels() picks
+// the best the CPU supports at run time. All are deterministic; the
+// baseline may differ from the others in the last bits (FMA contraction),
+// so results are bit-identical on a given machine.
 #pragma once
 
 #include <cstdint>

@@ -173,6 +173,13 @@ inline void softmax_row(float* x, int k, int cp) {
   for (int b = 0; b < nb; ++b) store(x + b * 8, load(x + b * 8) * inv);
 }
 
+// The splat's rows of `in` stream from memory (mean field's Q is larger
+// than L2): ask for the first and last line of row i + 16.
+inline void prefetch_ahead(const float* in, int64_t i, int cp) {
+  __builtin_prefetch(in + (i + 16) * cp);
+  __builtin_prefetch(in + (i + 16) * cp + cp - 1);
+}
+
 template <int NB, bool ALL>
 void splat_t(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals,
              int cp_rt, int64_t pb, int64_t pe, int64_t vb, int64_t ve) {
@@ -187,10 +194,7 @@ void splat_t(const int32_t* off, const float* w, const float* scale, int dp1, co
   // compiler knows); the generic width reads them from memory.
   constexpr int R = NB > 0 ? NB : 1;
   for (int64_t i = pb; i < pe; ++i) {
-    // The rows of `in` stream from memory (mean field's Q is larger than
-    // L2): ask for those a few points ahead.
-    __builtin_prefetch(in + (i + 16) * cp);
-    __builtin_prefetch(in + (i + 16) * cp + cp - 1);
+    prefetch_ahead(in, i, cp);
     const float* x = in + i * cp;
     v8f X[R];
     if (NB > 0) {

@@ -28,13 +28,12 @@ struct Wide {
   // through a zeroed copy, as load_neg_row.
   void load_neg_row_from(const float* u, int k, bool overread) {
     alignas(64) float tmp[8 * R];
-    const float* p = u;
-    if (!overread) {
+    if (overread) {
+      load_from(u);
+    } else {
       for (int c = 0; c < 8 * R; ++c) tmp[c] = c < k ? u[c] : 0.0f;
-      p = tmp;
+      load_from(tmp);
     }
-    for (int h = 0; h < H; ++h) std::memcpy(&z[h], p + 16 * h, sizeof(v16f));
-    if (kTail) std::memcpy(&y, p + 16 * H, sizeof(v8f));
     for (int h = 0; h < H; ++h) z[h] = -z[h];
     if (kTail) y = -y;
   }
@@ -133,8 +132,7 @@ void splat_wide(const int32_t* off, const float* w, const float* scale, int dp1,
   zero.zero();
   for (int64_t v = vb; v < ve; ++v) zero.store_to(vals + (v + 1) * CP);
   for (int64_t i = pb; i < pe; ++i) {
-    __builtin_prefetch(in + (i + 16) * CP);
-    __builtin_prefetch(in + (i + 16) * CP + CP - 1);
+    prefetch_ahead(in, i, CP);
     Wide<R> X;
     X.load_from(in + i * CP);
     const float s = scale ? scale[i] : 1.0f;

@@ -62,9 +62,10 @@ class KeyTable {
     return true;
   }
 
-  // Id of the blur neighbour of vertex v along axis j, direction dir, or -1.
-  int32_t neighbour(int64_t v, int j, int dir, int32_t* scratch) const {
-    neighbour_key(key(v), d_, j, dir, scratch);
+  // Id of the blur neighbour of vertex v along axis j in the + direction,
+  // or -1 (the build derives the - direction from it).
+  int32_t neighbour(int64_t v, int j, int32_t* scratch) const {
+    neighbour_key(key(v), d_, j, 1, scratch);
     return find(scratch, hash_key(scratch, d_));
   }
 
@@ -189,10 +190,10 @@ class PackedTable {
     return true;
   }
 
-  int32_t neighbour(int64_t v, int j, int dir, int32_t*) const {
-    // key[k] - dir on every coordinate, key[j] + dir * d on axis j < d.
-    uint64_t key = keys_[v] - static_cast<uint64_t>(static_cast<int64_t>(dir)) * ones_;
-    if (j < d_) key += static_cast<uint64_t>(static_cast<int64_t>(dir) * (d_ + 1)) << (j * bits_);
+  int32_t neighbour(int64_t v, int j, int32_t*) const {
+    // key[k] - 1 on every coordinate, key[j] + d + 1 on axis j < d.
+    uint64_t key = keys_[v] - ones_;
+    if (j < d_) key += static_cast<uint64_t>(d_ + 1) << (j * bits_);
     return find(key);
   }
 
@@ -441,7 +442,7 @@ bool build_lattice(const float* features, int64_t n, int d, int threads, UninitV
     int32_t scratch[kMaxDim];
     for (int64_t v = b; v < e; ++v) {
       for (int j = 0; j <= d; ++j) {
-        const int32_t id = table.neighbour(v, j, 1, scratch);
+        const int32_t id = table.neighbour(v, j, scratch);
         neighbours[(static_cast<size_t>(j) * m + v) * 2] = id + 1;
         if (id >= 0) neighbours[(static_cast<size_t>(j) * m + id) * 2 + 1] = static_cast<int32_t>(v) + 1;
       }
