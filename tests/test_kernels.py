@@ -50,7 +50,7 @@ def _run(tmp_path, name, kernels=None):
     return np.load(path)
 
 
-def test_baseline_and_avx2_kernels_match_the_picked_ones(tmp_path):
+def test_forced_kernels_match_the_picked_ones(tmp_path):
     base = _run(tmp_path, "base", "baseline")
     avx2 = _run(tmp_path, "avx2", "avx2")
     vl = _run(tmp_path, "avx512vl", "avx512vl")
