@@ -44,8 +44,18 @@ void require_2d(const py::array& a, const char* name, int64_t rows, int64_t cols
   }
 }
 
-std::shared_ptr<CpuLattice> make_lattice(FArray features, int threads) {
+std::shared_ptr<CpuLattice> make_lattice(FArray features, int threads, const std::string& table) {
   require_2d(features, "features", -1, -1);
+  dcrf::LatticeTable kind;
+  if (table == "auto") {
+    kind = dcrf::LatticeTable::kAuto;
+  } else if (table == "packed") {
+    kind = dcrf::LatticeTable::kPacked;
+  } else if (table == "general") {
+    kind = dcrf::LatticeTable::kGeneral;
+  } else {
+    throw dcrf::InvalidArgument("_table must be 'auto', 'packed' or 'general', got '" + table + "'");
+  }
   const int64_t n = features.shape(0);
   const int64_t d = features.shape(1);
   if (d < 1 || d > dcrf::kMaxDim) {
@@ -54,7 +64,7 @@ std::shared_ptr<CpuLattice> make_lattice(FArray features, int threads) {
   }
   const float* ptr = features.data();
   py::gil_scoped_release nogil;
-  return std::make_shared<CpuLattice>(ptr, n, static_cast<int>(d), threads);
+  return std::make_shared<CpuLattice>(ptr, n, static_cast<int>(d), threads, kind);
 }
 
 py::array_t<float> lattice_filter(const CpuLattice& lat, FArray values, bool transpose, int threads) {
@@ -375,12 +385,20 @@ PYBIND11_MODULE(_C, m) {
   py::register_exception<dcrf::InvalidArgument>(m, "NativeValueError", PyExc_ValueError);
 
   py::class_<CpuLattice, std::shared_ptr<CpuLattice>>(m, "Lattice")
-      .def(py::init(&make_lattice), py::arg("features"), py::arg("threads") = 0)
+      // _table: the vertex table to start from (tests compare them; "auto" in use)
+      .def(py::init(&make_lattice), py::arg("features"), py::arg("threads") = 0, py::arg("_table") = "auto")
       .def_property_readonly("n_points", &CpuLattice::n_points)
       .def_property_readonly("dim", &CpuLattice::dim)
       .def_property_readonly("n_vertices", &CpuLattice::n_vertices)
       .def_property_readonly("memory_bytes", &CpuLattice::memory_bytes)
-      .def_property_readonly("_packed_keys", &CpuLattice::packed_keys)  // which hash table built it (tests)
+      .def_property_readonly("_table",  // which vertex table built it (tests)
+                             [](const CpuLattice& l) {
+                               switch (l.table()) {
+                                 case dcrf::LatticeTable::kDense: return "dense";
+                                 case dcrf::LatticeTable::kPacked: return "packed";
+                                 default: return "general";
+                               }
+                             })
       .def("filter", &lattice_filter, py::arg("values"), py::arg("transpose") = false,
            py::arg("threads") = 0);
 

@@ -68,20 +68,26 @@ struct InvalidArgument : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+// Which vertex table numbered a lattice's vertices (all give the same
+// lattice): kAuto picks the first that applies, a dense array (d <= 4, keys
+// in a small box), packed 64-bit keys (d <= 8), the general hash table;
+// kPacked and kGeneral skip the ones before (tests compare them).
+enum class LatticeTable { kAuto, kDense, kPacked, kGeneral };
+
 // Host-memory lattice (CPU backend).
 class CpuLattice {
  public:
   // features: [N, d] float32, row-major, already divided by the bandwidths.
-  CpuLattice(const float* features, int64_t n_points, int dim, int threads);
+  CpuLattice(const float* features, int64_t n_points, int dim, int threads,
+             LatticeTable table = LatticeTable::kAuto);
 
   LatticeView view() const;
   int64_t n_points() const { return n_; }
   int dim() const { return d_; }
   int64_t n_vertices() const { return m_; }
   size_t memory_bytes() const;
-  // Whether the build used 64-bit packed keys (d <= 8, moderate coordinates)
-  // rather than the general hash table; the lattice is the same either way.
-  bool packed_keys() const { return packed_keys_; }
+  // The table the build used (never kAuto); the lattice is the same either way.
+  LatticeTable table() const { return table_; }
   // Barycentric weights [N(d+1)]; the plain slice weight is alpha times these.
   const float* barycentric_weights() const { return weights_.data(); }
   float alpha() const { return lattice_alpha(d_); }
@@ -125,7 +131,7 @@ class CpuLattice {
   UninitVector<int32_t> neighbours_;  // [d+1, M, 2]
   std::vector<int32_t> first_point_;  // [M] first point touching each vertex
   std::vector<int32_t> last_point_;   // [M] last point touching each vertex
-  bool packed_keys_ = false;
+  LatticeTable table_ = LatticeTable::kGeneral;
   std::vector<float> weight_sums_;    // [M] per-vertex weight sums in point order, or empty
 };
 

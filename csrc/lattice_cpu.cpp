@@ -260,6 +260,191 @@ class PackedTable {
   std::vector<uint64_t> keys_;  // packed key of each id
 };
 
+// A third table for low-dimensional lattices whose keys fill a small box
+// (grid positions: the Gaussian term of an image or a volume): a plain
+// array with one slot per possible key, so that a lookup is an index
+// computation and one load. A key's d stored coordinates k_i are all
+// congruent to its remainder r (mod d+1), so a vertex is (r, c_i = (k_i -
+// r) / (d+1)) and has slot r S_r + sum_i (c_i - lo_i) S_i. The box comes
+// from each feature's range before the build (DenseBox::of), with margins;
+// simplex_ids returns false for a point outside it and the build starts
+// over with the next table. Ids are assigned in order of first appearance,
+// as in the hash tables: the same lattice.
+// Least and greatest value of each of the D columns of rows [b, e) of f
+// (NaNs pass unseen: the embedding reports them), into mn and mx.
+template <int D>
+void feature_range(const float* f, int64_t b, int64_t e, float* mn, float* mx) {
+  // 8 rows at a time as 8 D independent lanes (vectorised), lane c holding
+  // column c % D; then the rest row by row.
+  constexpr int L = 8 * D;
+  float a[L], z[L];
+  for (int c = 0; c < L; ++c) {
+    a[c] = mn[c % D];
+    z[c] = mx[c % D];
+  }
+  int64_t i = b;
+  for (; i + 8 <= e; i += 8) {
+    const float* row = f + i * D;
+    for (int c = 0; c < L; ++c) {
+      a[c] = row[c] < a[c] ? row[c] : a[c];
+      z[c] = row[c] > z[c] ? row[c] : z[c];
+    }
+  }
+  for (; i < e; ++i) {
+    for (int j = 0; j < D; ++j) {
+      const float v = f[i * D + j];
+      a[j] = v < a[j] ? v : a[j];
+      z[j] = v > z[j] ? v : z[j];
+    }
+  }
+  for (int c = 0; c < L; ++c) {
+    mn[c % D] = a[c] < mn[c % D] ? a[c] : mn[c % D];
+    mx[c % D] = z[c] > mx[c % D] ? z[c] : mx[c % D];
+  }
+}
+
+struct DenseBox {
+  // Slots allowed: one per point, plus 2^16 for small inputs (4 bytes per
+  // point at most: the build already holds 8(d+1) per point).
+  static constexpr int64_t kBaseSlots = int64_t(1) << 16;
+  bool ok = false;
+  int d = 0;
+  int64_t lo[kMaxDim] = {}, width[kMaxDim] = {}, stride[kMaxDim] = {};
+  int64_t stride_r = 0, slots = 0;
+
+  static bool applies(int d) { return d >= 1 && d <= 4; }
+
+  // From per-axis feature bounds: the elevated coordinates (locate_point's
+  // E f, linear in the features) bounded axis by axis, with 3 cells of
+  // margin on each side: the wrap back onto the plane moves c by one, the
+  // simplex's vertices and blur neighbours by one more each way. (Rounding
+  // of E in float is far below a cell where the features pass the 1e8
+  // test; simplex_ids checks every point anyway.)
+  static DenseBox of(const float* features, int64_t n, int d, int threads) {
+    DenseBox box;
+    box.d = d;
+    if (!applies(d) || n <= 0) return box;
+    const int nt = std::max(1, std::min<int>(threads, static_cast<int>(std::min<int64_t>(4, n / 65536 + 1))));
+    std::vector<float> mn(static_cast<size_t>(nt) * d, 3.0e38f), mx(static_cast<size_t>(nt) * d, -3.0e38f);
+    parallel_run(nt, [&](int t, int nth) {
+      const int64_t b = n * t / nth, e = n * (t + 1) / nth;
+      float* a = mn.data() + static_cast<size_t>(t) * d;
+      float* z = mx.data() + static_cast<size_t>(t) * d;
+      switch (d) {
+        case 1: return feature_range<1>(features, b, e, a, z);
+        case 2: return feature_range<2>(features, b, e, a, z);
+        case 3: return feature_range<3>(features, b, e, a, z);
+        default: return feature_range<4>(features, b, e, a, z);
+      }
+    });
+    float scale[kMaxDim];
+    lattice_scale_factors(d, scale);
+    double lo_cf[kMaxDim], hi_cf[kMaxDim];
+    for (int j = 0; j < d; ++j) {
+      double a = 3.0e38, z = -3.0e38;
+      for (int t = 0; t < nt; ++t) {
+        a = std::min<double>(a, mn[static_cast<size_t>(t) * d + j]);
+        z = std::max<double>(z, mx[static_cast<size_t>(t) * d + j]);
+      }
+      if (!(a >= -1.0e8 && z <= 1.0e8)) return box;  // NaN, infinite or huge: leave it to the other tables
+      lo_cf[j] = a * scale[j];
+      hi_cf[j] = z * scale[j];
+    }
+    const double dp1 = d + 1;
+    double slots = dp1;
+    for (int i = 0; i < d; ++i) {
+      // E_0 = sum_m cf_m; E_i = sum_{m >= i} cf_m - i cf_{i-1} (i >= 1).
+      double e_lo = 0.0, e_hi = 0.0;
+      for (int m = i; m < d; ++m) {
+        e_lo += lo_cf[m];
+        e_hi += hi_cf[m];
+      }
+      if (i >= 1) {
+        e_lo -= i * hi_cf[i - 1];
+        e_hi -= i * lo_cf[i - 1];
+      }
+      box.lo[i] = static_cast<int64_t>(std::floor(e_lo / dp1)) - 3;
+      box.width[i] = static_cast<int64_t>(std::ceil(e_hi / dp1)) + 3 - box.lo[i] + 1;
+      slots *= static_cast<double>(box.width[i]);
+    }
+    if (slots > static_cast<double>(n + kBaseSlots)) return box;
+    int64_t s = 1;
+    for (int i = d - 1; i >= 0; --i) {
+      box.stride[i] = s;
+      s *= box.width[i];
+    }
+    box.stride_r = s;
+    box.slots = s * (d + 1);
+    box.ok = true;
+    return box;
+  }
+};
+
+class DenseTable {
+ public:
+  DenseTable(int d, int64_t expected, const DenseBox& box) : d_(d), box_(box), inv_dp1_(1.0 / (d + 1)) {
+    slots_.assign(static_cast<size_t>(box.slots), -1);
+    keys_.reserve(static_cast<size_t>(expected));
+    for (int i = 0; i < d; ++i) sum_strides_ += box.stride[i];
+  }
+
+  int64_t size() const { return static_cast<int64_t>(keys_.size()); }
+  std::vector<int32_t> first_point, last_point;
+  std::vector<float> weight_sum;
+
+  bool simplex_ids(const int32_t* rem0, const int32_t* rank, int32_t* ids) {
+    // Slot of the remainder-0 vertex; each c_i at least 2 cells inside the
+    // box (the simplex's -1 and a blur neighbour's -1 or +1).
+    int64_t base = 0;
+    for (int i = 0; i < d_; ++i) {
+      // rem0[i] is an exact multiple of d+1 below 2^31: the double product
+      // rounds to that integer.
+      const int64_t c = std::llrint(static_cast<double>(rem0[i]) * inv_dp1_) - box_.lo[i];
+      if (c < 2 || c > box_.width[i] - 2) return false;
+      base += c * box_.stride[i];
+    }
+    // Vertex r: remainder r; c_i - 1 on the coordinates of rank > d - r
+    // (as PackedTable's keys).
+    int32_t who[kMaxDim + 1];
+    for (int i = 0; i <= d_; ++i) who[rank[i]] = i;
+    int64_t high = 0;
+    for (int r = 0; r <= d_; ++r) {
+      if (r > 0 && who[d_ - r + 1] < d_) high += box_.stride[who[d_ - r + 1]];
+      ids[r] = find_or_insert(r * box_.stride_r + base - high);
+    }
+    return true;
+  }
+
+  int32_t neighbour(int64_t v, int j, int32_t*) const {
+    // key - 1 on every coordinate: remainder r - 1 with the same c (r >= 1),
+    // or remainder d with every c - 1 (r = 0); then + (d+1) on axis j < d:
+    // c_j + 1. Inside the box by the margins simplex_ids checked.
+    int64_t s = keys_[v];
+    s += s >= box_.stride_r ? -box_.stride_r : d_ * box_.stride_r - sum_strides_;
+    if (j < d_) s += box_.stride[j];
+    return slots_[static_cast<size_t>(s)];
+  }
+
+  int32_t insert_from(const DenseTable& other, int64_t id) { return find_or_insert(other.keys_[id]); }
+
+ private:
+  int32_t find_or_insert(int64_t s) {
+    int32_t& slot = slots_[static_cast<size_t>(s)];
+    if (slot < 0) {
+      slot = static_cast<int32_t>(keys_.size());  // box.slots <= n + 2^16 < 2^31
+      keys_.push_back(s);
+    }
+    return slot;
+  }
+
+  int d_;
+  DenseBox box_;
+  double inv_dp1_;
+  int64_t sum_strides_ = 0;
+  std::vector<int32_t> slots_;
+  std::vector<int64_t> keys_;  // slot of each id
+};
+
 // How a chunk's embedding ended.
 enum class Embed { kOk, kBadFeature, kUnpackable };
 
@@ -347,12 +532,13 @@ constexpr int64_t kGrain = 2048;
 // Builds the lattice of n points with `Table`: offsets and weights [n, d+1]
 // (sized by the caller), the vertex count m, each vertex's first and last
 // point, and the blur neighbours. Returns false when a key does not fit the
-// table (PackedTable only; nothing useful is left in the outputs then).
-template <class Table>
+// table (DenseTable and PackedTable only; nothing useful is left in the
+// outputs then).
+template <class Table, class... TableArgs>
 bool build_lattice(const float* features, int64_t n, int d, int threads, UninitVector<int32_t>& offsets,
                    UninitVector<float>& weights, int64_t& m, std::vector<int32_t>& first_point,
                    std::vector<int32_t>& last_point, UninitVector<int32_t>& neighbours,
-                   std::vector<float>& weight_sums) {
+                   std::vector<float>& weight_sums, const TableArgs&... table_args) {
   const int dp1 = d + 1;
   float scale[kMaxDim];
   lattice_scale_factors(d, scale);
@@ -373,7 +559,7 @@ bool build_lattice(const float* features, int64_t n, int d, int threads, UninitV
     // have far fewer than N(d+1) vertices. On the reference workload's d = 5
     // lattice this measured about 1 ms faster than 2^18 (a table beyond L2)
     // and than 2^13 or less (which probe and grow more).
-    tables[t].reset(new Table(d, std::min<int64_t>((e - b) * dp1, int64_t(1) << 16)));
+    tables[t].reset(new Table(d, std::min<int64_t>((e - b) * dp1, int64_t(1) << 16), table_args...));
     status[t] = embed_dispatch(features, d, b, e, scale, *tables[t], offsets.data(), weights.data());
   });
   for (int t = 0; t < nt; ++t) {
@@ -453,7 +639,7 @@ bool build_lattice(const float* features, int64_t n, int d, int threads, UninitV
 
 }  // namespace
 
-CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int threads)
+CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int threads, LatticeTable table)
     : n_(n_points), d_(dim) {
   if (dim < 1 || dim > kMaxDim) {
     throw InvalidArgument("feature dimension must be in [1, " + std::to_string(kMaxDim) +
@@ -470,15 +656,26 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
   offsets_.resize(n_entries);
   weights_.resize(n_entries);
 
-  // Packed 64-bit keys where they fit (d <= 8, moderate coordinates), the
-  // general table otherwise; the same lattice either way.
-  packed_keys_ = PackedTable::applies(d_) &&
-                 build_lattice<PackedTable>(features, n_, d_, threads, offsets_, weights_, m_, first_point_,
-                                            last_point_, neighbours_, weight_sums_);
-  if (!packed_keys_) {
-    build_lattice<KeyTable>(features, n_, d_, threads, offsets_, weights_, m_, first_point_, last_point_,
-                            neighbours_, weight_sums_);
+  // A dense array where the keys fill a small box (d <= 4), else packed
+  // 64-bit keys where they fit (d <= 8, moderate coordinates), else the
+  // general table; the same lattice either way.
+  if (table != LatticeTable::kPacked && table != LatticeTable::kGeneral && DenseBox::applies(d_)) {
+    const DenseBox box = DenseBox::of(features, n_, d_, threads);
+    if (box.ok && build_lattice<DenseTable>(features, n_, d_, threads, offsets_, weights_, m_, first_point_,
+                                            last_point_, neighbours_, weight_sums_, box)) {
+      table_ = LatticeTable::kDense;
+      return;
+    }
   }
+  if (table != LatticeTable::kGeneral && PackedTable::applies(d_) &&
+      build_lattice<PackedTable>(features, n_, d_, threads, offsets_, weights_, m_, first_point_, last_point_,
+                                 neighbours_, weight_sums_)) {
+    table_ = LatticeTable::kPacked;
+    return;
+  }
+  build_lattice<KeyTable>(features, n_, d_, threads, offsets_, weights_, m_, first_point_, last_point_,
+                          neighbours_, weight_sums_);
+  table_ = LatticeTable::kGeneral;
 }
 
 LatticeView CpuLattice::view() const {

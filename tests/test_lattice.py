@@ -91,15 +91,58 @@ def test_any_dimension_and_threads_bit_identical(rng, d):
     assert np.isfinite(r1).all() and (r1 > 0).all()
 
 
+def _table_cases(rng):
+    # (name, features, table auto should pick): image and volume grids at
+    # the Gaussian term's bandwidth (the dense table's use), a 1-D signal,
+    # points spread over a small box in d = 1..4, tied and negative
+    # coordinates, and d = 4 spread too widely for one slot per point.
+    from densecrf import grid_positions
+
+    yield "image grid", grid_positions((75, 100), 3.0), "dense"
+    yield "volume grid", grid_positions((20, 24, 28), (2.0, 3.0, 3.0)), "dense"
+    yield "signal", np.arange(5000, dtype=np.float32)[:, None] / 4, "dense"
+    for d in (1, 2, 3, 4):
+        width = 6 if d <= 3 else 3  # a d = 4 box 6 wide needs more slots than points
+        yield f"box d={d}", rng.random((40000, d)) * width - width / 2, "dense"
+    yield "ties d=3", np.round(rng.random((20000, 3)) * 16) / 4 - 2, "dense"
+    yield "wide d=4", rng.random((3000, 4)) * 200, "packed"
+
+
+def test_dense_packed_and_general_tables_build_the_same_lattice(rng):
+    # The build numbers vertices with a dense array (d <= 4, keys in a small
+    # box), packed 64-bit keys or the general hash table, whichever applies
+    # first; all number vertices by first appearance, so every one must give
+    # the same lattice: vertex count and filters (both directions) equal bit
+    # for bit, on one thread and on two (multi-chunk builds merge tables).
+    from densecrf._native import _C
+
+    for name, f, picked in _table_cases(rng):
+        f = np.ascontiguousarray(f, dtype=np.float32)
+        v = rng.random((f.shape[0], 3)).astype(np.float32)
+        for th in (1, 2):
+            auto = _C.Lattice(f, th)
+            assert auto._table == picked, name
+            ref = auto.filter(v, False, 1), auto.filter(v, True, 1)
+            others = [_C.Lattice(f, th, _table="general")]
+            if f.shape[1] >= 2:
+                others.append(_C.Lattice(f, th, _table="packed"))
+            for other in others:
+                assert other.n_vertices == auto.n_vertices, (name, other._table)
+                assert np.array_equal(other.filter(v, False, 1), ref[0]), (name, other._table)
+                assert np.array_equal(other.filter(v, True, 1), ref[1]), (name, other._table)
+    with pytest.raises(ValueError, match="_table"):
+        _C.Lattice(np.zeros((4, 2), np.float32), 1, _table="dense")
+
+
 @pytest.mark.parametrize("d", [3, 5, 8])
 def test_far_apart_clusters_filter_as_if_alone(rng, d):
     # For 2 <= d <= 8 the build packs each vertex key into 64 bits (64/d bits
     # per coordinate) and starts over with the general hash table when a
     # coordinate does not fit (d = 2 always fits: keys beyond 1e9 are
     # refused anyway). A cluster near the origin fits; one 1e6 (d = 3), 1e5
-    # (d = 5) or 300 (d = 8) feature units away does not. Two clusters that
-    # far apart do not interact, so each one's response within the
-    # fallback-built lattice must equal its response alone, bit for bit.
+    # (d = 5) or 300 (d = 8) feature units away does not. Two clusters that far apart
+    # do not interact, so each one's response within the fallback-built
+    # lattice must equal its response alone, bit for bit.
     far = {3: 1e6, 5: 1e5, 8: 300.0}[d]
     a = (rng.random((3000, d)) * 4).astype(np.float32)
     b = (rng.random((2000, d)) * 4 + far).astype(np.float32)
@@ -107,7 +150,9 @@ def test_far_apart_clusters_filter_as_if_alone(rng, d):
     both = densecrf.PermutohedralLattice(np.concatenate([a, b]), threads=1)
     alone_a = densecrf.PermutohedralLattice(a, threads=1)
     alone_b = densecrf.PermutohedralLattice(b, threads=1)
-    assert alone_a._lat._packed_keys and not both._lat._packed_keys and not alone_b._lat._packed_keys
+    # (d <= 4: a compact cluster fills a small box wherever it lies: dense)
+    expected = ("dense", "general", "dense") if d <= 4 else ("packed", "general", "general")
+    assert (alone_a._lat._table, both._lat._table, alone_b._lat._table) == expected
     assert both.n_vertices == alone_a.n_vertices + alone_b.n_vertices
     out = both.filter(np.concatenate([va, vb]))
     assert np.array_equal(out[:3000], alone_a.filter(va))  # fallback against packed
