@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _checks
 from ._native import _C
-from .features import _unary_from_probs, check_prob_range
+from .features import _unary_from_probs, _unary_job, check_prob_range
 from .lattice import PermutohedralLattice
 
 
@@ -313,18 +313,21 @@ def _grid_features(spatial, sdims, image=None, srgb=None, threads=None, srgb_nam
 
 
 class _TermBuilder(threading.Thread):
-    """Builds one term (``DenseCRF._build_term``) on a thread of its own."""
+    """Builds one term (``DenseCRF._build_term``) on a thread of its own,
+    then runs ``then`` (a callable of no arguments) if given."""
 
-    def __init__(self, crf, f, args, threads):
+    def __init__(self, crf, f, args, threads, then=None):
         super().__init__(name="densecrf-term", daemon=True)
-        self._job = (crf, f, args, threads)
+        self._job = (crf, f, args, threads, then)
         self._out = self._err = None
         self.start()
 
     def run(self):
-        crf, f, args, threads = self._job
+        crf, f, args, threads, then = self._job
         try:
             self._out = crf._build_term(f, args, threads)
+            if then is not None:
+                then()
         except BaseException as exc:  # handed to the caller by result()
             self._err = exc
 
@@ -409,24 +412,30 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
         feats = _grid_features(spatial, bilateral_sxy, im, bilateral_srgb, threads, srgb_name="bilateral_srgb")
         terms.append((feats, crf._term_args(bilateral_compat, "diag", normalization)))
     # On 2 or 3 threads: the last term's lattice (the bilateral one, the
-    # costliest) first on all threads, then its normalisation and the unary
-    # on this thread beside the other term (lattice and normalisation) on a
-    # helper thread with one native thread. The Gaussian lattice gains
-    # nothing from a second thread, the bilateral one 1.6x; two one-thread
-    # jobs side by side nearly 2x (benchmarks/RESULTS.md, "Speed work,
-    # session 4"). The same bits either way: lattices and terms do not
+    # costliest) first on all threads; then its normalisation on this thread
+    # beside the other term (lattice and normalisation) on a helper thread
+    # with one native thread; then both share the unary pass, in chunks of
+    # rows taken first come first served (_C.UnaryJob), so whichever
+    # finishes first takes more of it. The Gaussian lattice gains nothing
+    # from a second thread, the bilateral one 1.6x; two one-thread jobs side
+    # by side nearly 2x (benchmarks/RESULTS.md, "Speed work", sessions 4 and
+    # 6). The same bits either way: lattices, terms and the unary do not
     # depend on thread counts.
     total = crf._threads or _C.get_num_threads()
     split = len(terms) == 2 and 2 <= total <= 3
-    helper = last_lattice = None
+    helper = last_lattice = job = None
     if split:
+        job = _unary_job(p_last, clip=clip, scale=scale)  # None: the unary stays on this thread
         last_lattice = PermutohedralLattice._of_checked(terms[1][0], total)
-        helper = _TermBuilder(crf, *terms[0], 1)
+        helper = _TermBuilder(crf, *terms[0], 1, then=None if job is None else (lambda: job.run(1)))
     mine = total - 1 if helper else crf._threads
+    built = [None] * len(terms)
     try:
+        if split:
+            built[1] = crf._build_term(*terms[1], mine, lattice=last_lattice)
         try:
             unary, (lo, hi, worst), start = _unary_from_probs(p_last, clip=clip, scale=scale, with_stats=True,
-                                                              threads=mine, with_start=True)
+                                                              threads=mine, with_start=True, job=job)
         except ValueError as exc:
             if "finite" in str(exc):  # report the index in the caller's layout
                 _checks.check_finite(p, "probs")
@@ -443,12 +452,9 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
         check_prob_range(lo, hi, p.size)
         crf._unary = unary  # checked above: finite, from probabilities in [0, 1] summing to one
         crf._start = start  # softmax(-unary) from the same pass, used by the first inference
-        built = []
-        for i, (f, args) in enumerate(terms):
-            if split and i == 0:
-                built.append(None)  # the helper's
-            else:
-                built.append(crf._build_term(f, args, mine, lattice=last_lattice if split else None))
+        if not split:
+            for i, (f, args) in enumerate(terms):
+                built[i] = crf._build_term(f, args, mine)
     finally:
         if helper is not None:
             helper.join()

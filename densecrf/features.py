@@ -45,8 +45,25 @@ def unary_from_softmax(probs, *, scale: float | None = None, clip: float | None 
     return _unary_from_probs(p, scale=scale, clip=clip)
 
 
+def _unary_job(p: np.ndarray, *, scale, clip):
+    """A ``_C.UnaryJob`` for refine's shared unary pass (see
+    :func:`_unary_from_probs`'s ``job``), or None where the pass does not
+    take that form (no clip, or ``scale`` given)."""
+    if clip is None or scale is not None or p.shape[-1] < 1:
+        return None
+    c = _clip_value(clip)
+    return _C.UnaryJob(np.ascontiguousarray(p.reshape(-1, p.shape[-1])), c, True)
+
+
+def _clip_value(clip) -> float:
+    c = _checks.positive_scalar(clip, "clip")
+    if c > 1:
+        raise ValueError(f"clip must be in (0, 1], got {c}")
+    return c
+
+
 def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False, threads: int = 0,
-                      with_start: bool = False):
+                      with_start: bool = False, job=None):
     """unary_from_softmax on float32 probabilities with the labels last.
 
     Checks finiteness on the way (native, one pass) and the [0, 1] range;
@@ -56,6 +73,9 @@ def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False, t
     third item: mean field's start distribution softmax(-u), computed in the
     same pass as ``max(p, clip) / sum(max(p, clip))`` (a ``_C.StartQ``, or
     None where that pass does not apply: no clip, ``scale`` given, K > 64).
+    ``job``: the :func:`_unary_job` of the same ``p``, ``clip`` and
+    ``scale`` (with ``with_start``), which other threads may have run in
+    part; this call runs what is left on ``threads`` and takes its result.
     """
     k = p.shape[-1]
     if k < 1:
@@ -73,13 +93,15 @@ def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False, t
             raise ValueError("probs contains zeros and clip=None: -log(0) is infinite")
         u = None
     else:
-        c = _checks.positive_scalar(clip, "clip")
-        if c > 1:
-            raise ValueError(f"clip must be in (0, 1], got {c}")
+        c = _clip_value(clip)
         # -log(max(p, clip)) in float32 (pydensecrf.utils computes the same
         # with numpy; the native log differs by at most 1 ulp of float32).
         start_ok = with_start and scale is None
-        u, lo, hi, dev, bad, *start = _C.unary_from_probs(flat, c, threads, start_ok)
+        if job is not None:
+            job.run(threads)
+            u, lo, hi, dev, bad, *start = job.result()
+        else:
+            u, lo, hi, dev, bad, *start = _C.unary_from_probs(flat, c, threads, start_ok)
         if bad >= 0:
             idx = np.unravel_index(int(bad), p.shape)
             raise ValueError(f"probs must be finite; found {p[idx]} at index {tuple(int(i) for i in idx)}")

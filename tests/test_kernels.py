@@ -118,6 +118,41 @@ def test_unary_with_start_distribution(rng):
         assert _C.unary_from_probs(bad_p, 1e-5, 2)[4] == 37 * k + k - 1
 
 
+def test_unary_job_shared_by_threads(rng):
+    # refine's two chains share the unary pass through a _C.UnaryJob: chunks
+    # of 2048 rows go to whichever thread calls run() first. Whoever computes
+    # which chunks, the result must be unary_from_probs's: u and the start
+    # bit for bit, the same range statistics and the first bad element.
+    import threading
+
+    from densecrf._native import _C
+
+    n, k = 20000, 21  # ten chunks
+    p = rng.dirichlet(np.ones(k), size=n).astype(np.float32)
+    p[123, 4] = 0.0
+    ref_u, *ref_stats, ref_start = _C.unary_from_probs(p, 1e-5, 1, True)
+    ref_q0 = _C.mean_field(ref_u, [], 0, start=ref_start)
+    for runners in ((), (1,), (1, 1), (2, 1, 1)):
+        job = _C.UnaryJob(p, 1e-5, True)
+        threads = [threading.Thread(target=job.run, args=(t,)) for t in runners]
+        for t in threads:
+            t.start()
+        u, *stats, start = job.result()  # computes what is left, waits for the rest
+        for t in threads:
+            t.join()
+        assert np.array_equal(u, ref_u) and stats == ref_stats, runners
+        assert np.array_equal(_C.mean_field(u, [], 0, start=start), ref_q0), runners
+    # The first NaN is reported even when a later chunk finds one first.
+    bad = p.copy()
+    bad[19000, 3] = np.nan
+    bad[3000, 7] = np.inf
+    job = _C.UnaryJob(bad, 1e-5, True)
+    job.run(2)
+    assert job.result()[4] == 3000 * k + 7
+    with pytest.raises(ValueError, match="clip"):
+        _C.UnaryJob(p, 0.0, True)
+
+
 def test_mean_field_start_is_taken_once_and_checked(rng):
     from densecrf._native import _C
 
