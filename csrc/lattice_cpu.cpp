@@ -270,6 +270,22 @@ class PackedTable {
 // simplex_ids returns false for a point outside it and the build starts
 // over with the next table. Ids are assigned in order of first appearance,
 // as in the hash tables: the same lattice.
+// Below this many points a build runs on one thread: the merge would cost
+// more than it saves.
+constexpr int64_t kBuildGrain = 16384;
+
+// Chunks (each with a table of its own) a build of n points splits into.
+int build_chunks(int64_t n, int d, int threads) {
+  int nt = static_cast<int>(std::min<int64_t>(std::max(threads, 1), std::max<int64_t>(1, n / kBuildGrain)));
+  // Two chunks do not pay for d <= 2, whose cheap points come with many
+  // vertices to merge: measured on 2 cores, 500 x 375 grid positions (d = 2)
+  // 5.8 ms on one thread against 6.1 on two, 1024 x 1024 48 against 52 (d =
+  // 5: 15 against 9.2, 106 against 63). Three or more chunks are not
+  // measured and left as they are.
+  if (d <= 2 && nt == 2) nt = 1;
+  return nt;
+}
+
 // Least and greatest value of each of the D columns of rows [b, e) of f
 // (NaNs pass unseen: the embedding reports them), into mn and mx.
 template <int D>
@@ -304,8 +320,9 @@ void feature_range(const float* f, int64_t b, int64_t e, float* mn, float* mx) {
 }
 
 struct DenseBox {
-  // Slots allowed: one per point, plus 2^16 for small inputs (4 bytes per
-  // point at most: the build already holds 8(d+1) per point).
+  // Slots allowed, over all the build's chunks (each has a table): one per
+  // point, plus 2^16 for small inputs (4 bytes per point at most: the build
+  // already holds 8(d+1) per point).
   static constexpr int64_t kBaseSlots = int64_t(1) << 16;
   bool ok = false;
   int d = 0;
@@ -346,7 +363,8 @@ struct DenseBox {
         a = std::min<double>(a, mn[static_cast<size_t>(t) * d + j]);
         z = std::max<double>(z, mx[static_cast<size_t>(t) * d + j]);
       }
-      if (!(a >= -1.0e8 && z <= 1.0e8)) return box;  // NaN, infinite or huge: leave it to the other tables
+      // No finite value, infinite or huge: leave it to the other tables.
+      if (!(a <= z && a >= -1.0e8 && z <= 1.0e8)) return box;
       lo_cf[j] = a * scale[j];
       hi_cf[j] = z * scale[j];
     }
@@ -367,7 +385,7 @@ struct DenseBox {
       box.width[i] = static_cast<int64_t>(std::ceil(e_hi / dp1)) + 3 - box.lo[i] + 1;
       slots *= static_cast<double>(box.width[i]);
     }
-    if (slots > static_cast<double>(n + kBaseSlots)) return box;
+    if (slots * build_chunks(n, d, threads) > static_cast<double>(n + kBaseSlots)) return box;
     int64_t s = 1;
     for (int i = d - 1; i >= 0; --i) {
       box.stride[i] = s;
@@ -523,9 +541,6 @@ Embed embed_dispatch(const float* features, int d, int64_t begin, int64_t end, c
   }
 }
 
-// Below this many points a build runs on one thread: the merge would cost
-// more than it saves.
-constexpr int64_t kBuildGrain = 16384;
 // Vertices or points per chunk below which filter stages do not split.
 constexpr int64_t kGrain = 2048;
 
@@ -544,13 +559,7 @@ bool build_lattice(const float* features, int64_t n, int d, int threads, UninitV
   lattice_scale_factors(d, scale);
 
   // 1. Embed chunks into thread-local tables.
-  int nt = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, n / kBuildGrain)));
-  // Two chunks do not pay for d <= 2, whose cheap points come with many
-  // vertices to merge: measured on 2 cores, 500 x 375 grid positions (d = 2)
-  // 5.8 ms on one thread against 6.1 on two, 1024 x 1024 48 against 52 (d =
-  // 5: 15 against 9.2, 106 against 63). Three or more chunks are not
-  // measured and left as they are.
-  if (d <= 2 && nt == 2) nt = 1;
+  const int nt = build_chunks(n, d, threads);
   std::vector<std::unique_ptr<Table>> tables(nt);
   std::vector<Embed> status(nt, Embed::kOk);
   parallel_run(nt, [&](int t, int nth) {

@@ -129,7 +129,8 @@ def _output_paths(out: str) -> tuple[str, str]:
     return stem + ".png", stem + ".npy"
 
 
-def _load_npy(path: str, what: str) -> np.ndarray:
+def read_npy(path: str, what: str) -> np.ndarray:
+    """A .npy array (no pickled objects); CLIError naming ``what`` and the file otherwise."""
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, EOFError, OSError) as exc:  # not a .npy file, truncated, or pickled objects
@@ -164,7 +165,7 @@ def read_probs(path: str, hw: tuple[int, int], args=None) -> np.ndarray:
     """PROBS as ``[H, W, K]`` probabilities: a .npy of probabilities, a .npy of labels or a label PNG."""
     _exists(path, "PROBS")
     if _is_npy(path):
-        arr = _load_npy(path, "probabilities")
+        arr = read_npy(path, "probabilities")
         if arr.ndim == 2 and (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
             labels = arr.astype(np.int64)
         else:
@@ -553,7 +554,7 @@ def _eval_loop(args, pairs, rows, seconds, net, model, params, bar) -> None:
         if args.probs:
             path = os.path.join(args.probs, name + ".npy")
             _exists(path, f"probability map of {name}")
-            probs = _load_npy(path, "probabilities")
+            probs = read_npy(path, "probabilities")
             if probs.shape != (*truth.shape, n):
                 raise CLIError(f"{path} has shape {probs.shape}, expected {(*truth.shape, n)} ([H, W, K] of the "
                                f"image and its {n} classes)")

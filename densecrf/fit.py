@@ -474,9 +474,10 @@ def load_folders(images_dir: str, probs_dir: str, labels_dir: str):
 
     Images and labels are read as the command line reads them
     (:func:`densecrf.cli.read_image`: grey and RGBA to uint8 RGB;
-    :func:`densecrf.cli.read_labels`: palette or grey PNGs of class indices).
+    :func:`densecrf.cli.read_labels`: palette or grey PNGs of class indices;
+    :func:`densecrf.cli.read_npy`: the probabilities, no pickled objects).
     """
-    from .cli import read_image, read_labels
+    from .cli import read_image, read_labels, read_npy
 
     ims = _stems(images_dir, _IMAGE_EXT, "images")
     prs = _stems(probs_dir, (".npy",), "probs")
@@ -493,10 +494,7 @@ def load_folders(images_dir: str, probs_dir: str, labels_dir: str):
     for s in names:
         im = read_image(ims[s], f"image of {s!r}")
         lab = read_labels(labs[s], f"label image of {s!r}")
-        try:
-            p = np.load(prs[s], allow_pickle=False)
-        except (ValueError, EOFError, OSError) as exc:
-            raise ValueError(f"cannot read {prs[s]} as a .npy array: {exc}") from None
+        p = read_npy(prs[s], f"probabilities of {s!r}")
         if p.ndim != 3 or p.shape[:2] != im.shape[:2]:
             raise ValueError(f"{prs[s]} has shape {p.shape}, expected [H, W, K] with H, W = {im.shape[:2]} of its image")
         if lab.shape != im.shape[:2]:

@@ -290,7 +290,8 @@ def test_cli_fit_hostile(tmp_path, capsys):
     assert "f2.npy has shape (5, 5, 3)" in _one_line_error(capsys, ["fit", img, prob, lab, "-o", out])
     with open(os.path.join(prob, "f2.npy"), "wb") as fh:
         fh.write(b"not a numpy file")
-    assert "cannot read" in _one_line_error(capsys, ["fit", img, prob, lab, "-o", out])
+    msg = _one_line_error(capsys, ["fit", img, prob, lab, "-o", out])
+    assert "could not read probabilities of 'f2'" in msg and "f2.npy (expected a .npy array)" in msg
     assert not os.path.exists(out)
 
 

@@ -102,8 +102,11 @@ def _table_cases(rng):
     yield "volume grid", grid_positions((20, 24, 28), (2.0, 3.0, 3.0)), "dense"
     yield "signal", np.arange(5000, dtype=np.float32)[:, None] / 4, "dense"
     for d in (1, 2, 3, 4):
-        width = 6 if d <= 3 else 3  # a d = 4 box 6 wide needs more slots than points
-        yield f"box d={d}", rng.random((40000, d)) * width - width / 2, "dense"
+        # The dense table takes at most one slot per point (plus 2^16) over
+        # all the build's chunks (two here on two threads): a d = 4 box as
+        # wide as the others would need more.
+        n, width = (40000, 6) if d <= 3 else (100000, 2)
+        yield f"box d={d}", rng.random((n, d)) * width - width / 2, "dense"
     yield "ties d=3", np.round(rng.random((20000, 3)) * 16) / 4 - 2, "dense"
     yield "wide d=4", rng.random((3000, 4)) * 200, "packed"
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..metrics import SegmentationMetrics
 from . import camvid
-from .deeplab import DeepLabCRF, DeepLabLite
+from .deeplab import DeepLabCRF, DeepLabLite, logits_at_size
 
 
 def evaluate(model, data, *, output: str | None = None, batch: int = 4,
@@ -37,10 +37,9 @@ def evaluate(model, data, *, output: str | None = None, batch: int = 4,
         for i in range(0, len(data), batch):
             xs, ys = zip(*[data[j] for j in range(i, min(i + batch, len(data)))])
             x, y = torch.stack(xs), torch.stack(ys)
-            if input_size is not None:
-                x = F.interpolate(x, size=(input_size[1], input_size[0]), mode="bilinear", align_corners=False)
-            logits = model(x) if output is None else model(x, output=output)
-            if logits.shape[2:] != y.shape[1:]:
+            net = model if output is None else (lambda t: model(t, output=output))
+            logits = logits_at_size(net, x, input_size)
+            if logits.shape[2:] != y.shape[1:]:  # labels at another size than the images
                 logits = F.interpolate(logits, size=y.shape[1:], mode="bilinear", align_corners=False)
             m.update(logits.argmax(1).numpy(), y.numpy())
     return m
