@@ -260,16 +260,6 @@ class PackedTable {
   std::vector<uint64_t> keys_;  // packed key of each id
 };
 
-// A third table for low-dimensional lattices whose keys fill a small box
-// (grid positions: the Gaussian term of an image or a volume): a plain
-// array with one slot per possible key, so that a lookup is an index
-// computation and one load. A key's d stored coordinates k_i are all
-// congruent to its remainder r (mod d+1), so a vertex is (r, c_i = (k_i -
-// r) / (d+1)) and has slot r S_r + sum_i (c_i - lo_i) S_i. The box comes
-// from each feature's range before the build (DenseBox::of), with margins;
-// simplex_ids returns false for a point outside it and the build starts
-// over with the next table. Ids are assigned in order of first appearance,
-// as in the hash tables: the same lattice.
 // Below this many points a build runs on one thread: the merge would cost
 // more than it saves.
 constexpr int64_t kBuildGrain = 16384;
@@ -319,6 +309,16 @@ void feature_range(const float* f, int64_t b, int64_t e, float* mn, float* mx) {
   }
 }
 
+// A third table for low-dimensional lattices whose keys fill a small box
+// (grid positions: the Gaussian term of an image or a volume): a plain
+// array with one slot per possible key, so that a lookup is an index
+// computation and one load. A key's d stored coordinates k_i are all
+// congruent to its remainder r (mod d+1), so a vertex is (r, c_i = (k_i -
+// r) / (d+1)) and has slot r S_r + sum_i (c_i - lo_i) S_i. The box comes
+// from each feature's range before the build (DenseBox::of), with margins;
+// simplex_ids returns false for a point outside it and the build starts
+// over with the next table. Ids are assigned in order of first appearance,
+// as in the hash tables: the same lattice.
 struct DenseBox {
   // Slots allowed, over all the build's chunks (each has a table): one per
   // point, plus 2^16 for small inputs (4 bytes per point at most: the build
