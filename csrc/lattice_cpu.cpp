@@ -1,11 +1,13 @@
 // CPU backend of the permutohedral lattice: build, splat, blur, slice.
 //
 // Build: points are split into contiguous chunks, one per thread; each thread
-// embeds its points and numbers the vertices it meets in a local hash table in
-// order of first appearance. The tables are then merged in chunk order, which
-// numbers every vertex by its first appearance in point order whatever the
-// thread count. Splat is a gather over a per-vertex list of entries sorted by
-// point (CSR), so no two threads ever add into the same value.
+// embeds its points and numbers the vertices it meets in a local table (a
+// dense array, or a hash table) in order of first appearance. The tables are
+// then merged in chunk order, which numbers every vertex by its first
+// appearance in point order whatever the thread count. Splat is owner
+// computes: each thread adds, in point order, only into the vertices of its
+// own range, so no two threads ever add into the same value and every sum
+// is the same for any thread count.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
