@@ -80,7 +80,8 @@ def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False, t
     k = p.shape[-1]
     if k < 1:
         raise ValueError(f"probs must have at least one label, got shape {_checks.shape_str(p.shape)}")
-    flat = np.ascontiguousarray(p.reshape(-1, k))
+    # (a job holds its own contiguous copy; scale and clip=None take no job)
+    flat = np.ascontiguousarray(p.reshape(-1, k)) if job is None else None
     if scale is not None:
         s = _checks.positive_scalar(scale, "scale")
         if s > 1:
@@ -106,7 +107,7 @@ def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False, t
             idx = np.unravel_index(int(bad), p.shape)
             raise ValueError(f"probs must be finite; found {p[idx]} at index {tuple(int(i) for i in idx)}")
     if not with_stats:
-        check_prob_range(lo, hi, flat.size)
+        check_prob_range(lo, hi, p.size)
     if scale is not None:
         mixed = (s * flat.astype(np.float64) + (1.0 - s) / k).astype(np.float32)
         if clip is None:

@@ -188,15 +188,19 @@ def test_volume_3d_refine():
 
 
 def test_refine_channel_axis_and_inputs_untouched():
-    h, w, k = 40, 50, 4
+    # 90 x 100 points: the unary pass runs in several chunks of 2048 rows,
+    # shared by refine's two chains on 2-3 threads.
+    h, w, k = 90, 100, 4
     img = smooth_image(h, w)
     p = label_probs(h, w, k)
     img0, p0 = img.copy(), p.copy()
     q = densecrf.refine(img, p)
     assert q.shape == p.shape and q.dtype == np.float32
     assert np.array_equal(img, img0) and np.array_equal(p, p0)
-    q_first = densecrf.refine(img, np.moveaxis(p, -1, 0).copy(), channel_axis=0)
-    assert np.array_equal(np.moveaxis(q_first, 0, -1), q)
+    for threads in (1, 2, 3):
+        assert np.array_equal(densecrf.refine(img, p, threads=threads), q), threads
+        q_first = densecrf.refine(img, np.moveaxis(p, -1, 0).copy(), channel_axis=0, threads=threads)
+        assert np.array_equal(np.moveaxis(q_first, 0, -1), q), threads
     # float64 inputs give the float32 computation's answer
     assert np.array_equal(densecrf.refine(img.astype(np.float64), p.astype(np.float64)), q)
     # dropping a term changes the result; no terms leaves softmax(-U) = clipped p
