@@ -324,11 +324,7 @@ class UnaryJob {
     if (threads <= 0) threads = dcrf::default_threads();
     const int nt = static_cast<int>(std::min<int64_t>(threads, (n_ + kChunk - 1) / kChunk));
     dcrf::parallel_run(nt, [&](int, int) {
-      for (;;) {
-        const int64_t b = next_.fetch_add(kChunk, std::memory_order_relaxed);
-        if (b >= n_) return;
-        chunk(b, std::min(n_, b + kChunk));
-      }
+      dcrf::take_chunks(next_, n_, kChunk, [&](int64_t b, int64_t e) { chunk(b, e); });
     });
   }
 

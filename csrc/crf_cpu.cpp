@@ -226,21 +226,17 @@ bool mean_field(const float* unary, float* q, int64_t n, int k,
     // Fused epilogue: slice every term, apply its compatibility, add the
     // unary, softmax; one pass over the points. The last iteration writes
     // the unpadded result straight into q.
-    // Rows are handed out in chunks, first come first served: a thread
-    // that a busy host slows down takes fewer of them, where a fixed split
-    // would make the others wait at the end. Each row's result does not
-    // depend on who computes it or with which neighbours.
+    // Rows are handed out in chunks, first come first served (take_chunks).
+    // Each row's result does not depend on who computes it or with which
+    // neighbours.
     float* out = it + 1 == n_iter ? q : nullptr;
     std::atomic<int64_t> next{0};
     parallel_run(pass_threads, [&](int, int) {
-      for (;;) {
-        const int64_t b = next.fetch_add(pass_chunk, std::memory_order_relaxed);
-        if (b >= n) break;
-        if (!K.epilogue(unary, qp.get(), k, cp, n, ep.data(), static_cast<int>(nt), b, std::min(n, b + pass_chunk),
-                        out)) {
+      take_chunks(next, n, pass_chunk, [&](int64_t b, int64_t e) {
+        if (!K.epilogue(unary, qp.get(), k, cp, n, ep.data(), static_cast<int>(nt), b, e, out)) {
           finite.store(false, std::memory_order_relaxed);
         }
-      }
+      });
     });
   }
   return finite.load();

@@ -326,12 +326,13 @@ struct DenseBox {
   // point, plus 2^16 for small inputs (4 bytes per point at most: the build
   // already holds 8(d+1) per point).
   static constexpr int64_t kBaseSlots = int64_t(1) << 16;
+  // Dimensions it is tried for (a box's slots grow as its width^d).
+  static constexpr int kMaxBoxDim = 4;
   bool ok = false;
-  int d = 0;
-  int64_t lo[kMaxDim] = {}, width[kMaxDim] = {}, stride[kMaxDim] = {};
+  int64_t lo[kMaxBoxDim] = {}, width[kMaxBoxDim] = {}, stride[kMaxBoxDim] = {};
   int64_t stride_r = 0, slots = 0;
 
-  static bool applies(int d) { return d >= 1 && d <= 4; }
+  static bool applies(int d) { return d >= 1 && d <= kMaxBoxDim; }
 
   // From per-axis feature bounds: the elevated coordinates (locate_point's
   // E f, linear in the features) bounded axis by axis, with 3 cells of
@@ -341,7 +342,6 @@ struct DenseBox {
   // test; simplex_ids checks every point anyway.)
   static DenseBox of(const float* features, int64_t n, int d, int threads) {
     DenseBox box;
-    box.d = d;
     if (!applies(d) || n <= 0) return box;
     const int nt = std::max(1, std::min<int>(threads, static_cast<int>(std::min<int64_t>(4, n / 65536 + 1))));
     std::vector<float> mn(static_cast<size_t>(nt) * d, 3.0e38f), mx(static_cast<size_t>(nt) * d, -3.0e38f);
@@ -353,12 +353,12 @@ struct DenseBox {
         case 1: return feature_range<1>(features, b, e, a, z);
         case 2: return feature_range<2>(features, b, e, a, z);
         case 3: return feature_range<3>(features, b, e, a, z);
-        default: return feature_range<4>(features, b, e, a, z);
+        default: return feature_range<kMaxBoxDim>(features, b, e, a, z);
       }
     });
     float scale[kMaxDim];
     lattice_scale_factors(d, scale);
-    double lo_cf[kMaxDim], hi_cf[kMaxDim];
+    double lo_cf[kMaxBoxDim], hi_cf[kMaxBoxDim];
     for (int j = 0; j < d; ++j) {
       double a = 3.0e38, z = -3.0e38;
       for (int t = 0; t < nt; ++t) {

@@ -1,6 +1,8 @@
-// A small persistent thread pool with static partitioning. Work is split
-// into contiguous, equal chunks in a fixed order, and every output element is
-// written by exactly one thread, so results never depend on the thread count.
+// A small persistent thread pool. Work is split into contiguous chunks,
+// equal and in a fixed order (parallel_for) or handed out first come first
+// served (take_chunks); either way every output element is written by
+// exactly one thread and does not depend on which, so results never depend
+// on the thread count.
 //
 // Only one parallel region runs at a time: a region started while another is
 // running (another Python thread, or a nested call) runs on the calling
@@ -8,6 +10,8 @@
 // empty pool (the parent's workers do not exist there).
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #if defined(__SSE__) || defined(__x86_64__)
@@ -53,6 +57,19 @@ void parallel_for(int64_t n, int threads, int64_t grain, F&& fn) {
     const int64_t e = n * (tid + 1) / nth;
     if (b < e) fn(b, e);
   });
+}
+
+// Inside a parallel region: fn(begin, end) over chunks of [0, n) of `chunk`
+// items, each taken by whichever thread asks first from the shared counter
+// `next` (start it at 0), until none is left. A thread the host slows down
+// takes fewer chunks, where a fixed split would make the others wait.
+template <class F>
+void take_chunks(std::atomic<int64_t>& next, int64_t n, int64_t chunk, F&& fn) {
+  for (;;) {
+    const int64_t b = next.fetch_add(chunk, std::memory_order_relaxed);
+    if (b >= n) return;
+    fn(b, std::min(n, b + chunk));
+  }
 }
 
 }  // namespace dcrf
