@@ -6,12 +6,18 @@ mean-field inference (Kraehenbuehl and Koltun 2011), in C++ with a numpy API.
 
 from ._version import __version__
 from ._native import build_info as _build_info
-from ._native import get_num_threads, set_num_threads
+from ._native import _C, get_num_threads
+from . import _checks
 from .crf import DenseCRF, DenseCRF2D, KernelType, Normalization, grid_positions, refine
 from .features import bilateral_features, gaussian_features, unary_from_labels, unary_from_softmax
 from .fit import fit
 from .lattice import PermutohedralLattice
 from . import cuda  # the CUDA backend's API; importing it needs neither a GPU nor torch
+
+
+def set_num_threads(n) -> None:
+    """Sets the default number of native worker threads; ``None`` or 0 means all cores."""
+    _C.set_num_threads(0 if n is None or (not isinstance(n, bool) and n == 0) else _checks.threads_arg(n))
 
 
 def cuda_available() -> bool:

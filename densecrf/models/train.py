@@ -45,8 +45,9 @@ def evaluate(model, data, *, output: str | None = None, batch: int = 4,
     return m
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="densecrf train", description=__doc__.split("\n")[0])
+def main(argv=None, *, parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> int:
+    """Trains as the module docstring says; ``parser_class`` lets ``densecrf train`` print its errors its way."""
+    ap = parser_class(prog="densecrf train", description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, help="CamVid folder (train/, trainannot/, val/, valannot/)")
     ap.add_argument("--out", required=True, help="folder for checkpoints and the log")
     ap.add_argument("--epochs", type=int, default=60)
