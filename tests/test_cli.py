@@ -588,3 +588,14 @@ def test_fit_still_refuses_an_image_without_labels(tmp_path, capsys):
     assert err.strip() == ("densecrf fit: error: unmatched file names: 'f1' is in images but not in labels "
                            "(1 of 3 images have no labels file)")
     assert not (tmp_path / "p.json").exists()
+
+
+def test_library_import_loads_neither_cli_nor_torch(tmp_path):
+    # The library never imports the command line; the command line itself imports torch only in the
+    # commands that run a network (refine, fit --search grid and bench stay light).
+    import subprocess
+
+    code = ("import sys, densecrf; assert 'densecrf.cli' not in sys.modules, 'cli'; "
+            "import densecrf.cli, densecrf.fit, densecrf.bench, densecrf.io, densecrf.models.infer; "
+            "assert 'torch' not in sys.modules, 'torch'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
