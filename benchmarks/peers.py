@@ -76,7 +76,7 @@ _CALLS = {"densecrf": _densecrf, "pydensecrf": _pydensecrf, "simplecrf": _simple
 
 def as_hwk(name: str, out, shape) -> np.ndarray:
     """A peer's output as ``[H, W, K]`` float probabilities, or ``[H, W]`` labels for SimpleCRF."""
-    h, w, k = shape
+    h, w, _ = shape
     out = np.asarray(out)
     if name in ("densecrf", "pydensecrf"):
         return out
@@ -99,7 +99,7 @@ def load_peer(name: str):
     probs = rng.dirichlet(np.ones(3), (16, 16)).astype(np.float32)
     try:
         call(image, probs, CLASSIC, 1, 1)
-    except Exception as exc:  # noqa: BLE001 - any failure means "cannot run here"
+    except Exception as exc:  # any failure means "cannot run here"
         msg = str(exc).strip().splitlines()
         hint = f" [{HINTS[name]}]" if name in HINTS else ""
         return None, f"{type(exc).__name__}: {msg[0] if msg else ''}{hint}"

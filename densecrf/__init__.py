@@ -4,15 +4,14 @@ Permutohedral-lattice Gaussian filtering (Adams et al. 2010) driving
 mean-field inference (Kraehenbuehl and Koltun 2011), in C++ with a numpy API.
 """
 
-from ._version import __version__
-from ._native import build_info as _build_info
+from . import _checks, cuda  # cuda: the CUDA backend's API; importing it needs neither a GPU nor torch
 from ._native import _C, get_num_threads
-from . import _checks
+from ._native import build_info as _build_info
+from ._version import __version__
 from .crf import DenseCRF, DenseCRF2D, KernelType, Normalization, grid_positions, refine
 from .features import bilateral_features, gaussian_features, unary_from_labels, unary_from_softmax
 from .fit import fit
 from .lattice import PermutohedralLattice
-from . import cuda  # the CUDA backend's API; importing it needs neither a GPU nor torch
 
 
 def set_num_threads(n) -> None:

@@ -32,7 +32,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -47,6 +47,7 @@ __all__ = [
     "REF_HEIGHT",
     "REF_LABELS",
     "REF_WIDTH",
+    "ClassicParams",
     "Workload",
     "bundled_frame",
     "median_time",
@@ -58,8 +59,19 @@ __all__ = [
     "synthetic_photo",
 ]
 
+
+class ClassicParams(TypedDict):
+    """The keyword arguments of :func:`densecrf.refine` that :data:`CLASSIC` sets."""
+
+    gaussian_sxy: float
+    gaussian_compat: float
+    bilateral_sxy: float
+    bilateral_srgb: float
+    bilateral_compat: float
+
+
 #: The classic parameters (pydensecrf's README, Kraehenbuehl and Koltun 2011).
-CLASSIC = {
+CLASSIC: ClassicParams = {
     "gaussian_sxy": 3.0,
     "gaussian_compat": 3.0,
     "bilateral_sxy": 80.0,
@@ -88,7 +100,7 @@ class Workload:
     name: str
     image: np.ndarray
     probs: np.ndarray
-    params: dict[str, float]
+    params: ClassicParams
     source: str
 
     @property
@@ -135,7 +147,7 @@ def bundled_frame() -> Frame | None:
 def _resize(a: np.ndarray, width: int, height: int, nearest: bool) -> np.ndarray:
     from PIL import Image
 
-    resample = Image.NEAREST if nearest else Image.BILINEAR
+    resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
     return np.asarray(Image.fromarray(a).resize((width, height), resample))
 
 
@@ -179,8 +191,9 @@ def _tile(a: np.ndarray, height: int, width: int) -> np.ndarray:
     return a[:height, :width]
 
 
-def reference_photo(width: int = REF_WIDTH, height: int = REF_HEIGHT,
-                    frame: Frame | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+def reference_photo(
+    width: int = REF_WIDTH, height: int = REF_HEIGHT, frame: Frame | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
     """(image [H, W, 3] uint8, regions [H, W], source) of the reference photo at width x height.
 
     ``frame``: the photo and its annotation (default: :func:`bundled_frame`),
@@ -220,8 +233,15 @@ def _bilinear_upsample(coarse: np.ndarray, height: int, width: int) -> np.ndarra
     return top * (1 - fy) + bottom * fy
 
 
-def probs_from_regions(regions: np.ndarray, n_labels: int, *, seed: int = 0, preference: float = 3.5,
-                       smooth_noise: float = 1.0, pixel_noise: float = 1.0) -> np.ndarray:
+def probs_from_regions(
+    regions: np.ndarray,
+    n_labels: int,
+    *,
+    seed: int = 0,
+    preference: float = 3.5,
+    smooth_noise: float = 1.0,
+    pixel_noise: float = 1.0,
+) -> np.ndarray:
     """``[H, W, K]`` float32 softmax probabilities aligned with ``regions``.
 
     logits[l] = preference * [l == regions % K] + smooth noise (a coarse
@@ -250,8 +270,9 @@ def probs_from_regions(regions: np.ndarray, n_labels: int, *, seed: int = 0, pre
         logits = _bilinear_upsample(rows.transpose(1, 0, 2), w, r1 - r0).transpose(1, 0, 2)
         logits = logits + rng.normal(0.0, pixel_noise, logits.shape).astype(np.float32)
         lab = regions[r0:r1].astype(np.int64) % k
-        np.put_along_axis(logits, lab[..., None],
-                          np.take_along_axis(logits, lab[..., None], axis=2) + np.float32(preference), axis=2)
+        np.put_along_axis(
+            logits, lab[..., None], np.take_along_axis(logits, lab[..., None], axis=2) + np.float32(preference), axis=2
+        )
         logits -= logits.max(axis=2, keepdims=True)
         np.exp(logits, out=logits)
         logits /= logits.sum(axis=2, keepdims=True)
@@ -259,12 +280,18 @@ def probs_from_regions(regions: np.ndarray, n_labels: int, *, seed: int = 0, pre
     return out
 
 
-def reference_workload(width: int = REF_WIDTH, height: int = REF_HEIGHT, n_labels: int = REF_LABELS, *,
-                       frame: Frame | None = None, seed: int = 0) -> Workload:
+def reference_workload(
+    width: int = REF_WIDTH,
+    height: int = REF_HEIGHT,
+    n_labels: int = REF_LABELS,
+    *,
+    frame: Frame | None = None,
+    seed: int = 0,
+) -> Workload:
     """The reference workload (at another size or K if asked): photo, probabilities, classic parameters."""
     image, regions, source = reference_photo(width, height, frame)
     probs = probs_from_regions(regions, n_labels, seed=seed)
-    return Workload(f"ref-{width}x{height}-K{n_labels}", image, probs, dict(CLASSIC), source)
+    return Workload(f"ref-{width}x{height}-K{n_labels}", image, probs, ClassicParams(**CLASSIC), source)
 
 
 # -- timing ------------------------------------------------------------------------
@@ -279,8 +306,9 @@ def median_time(fn: Callable[[], Any], repeat: int = 5) -> float:
     return statistics.median(times)
 
 
-def pydensecrf_refine(image: np.ndarray, probs: np.ndarray, n_iter: int,
-                      params: dict[str, float] | None = None) -> np.ndarray:
+def pydensecrf_refine(
+    image: np.ndarray, probs: np.ndarray, n_iter: int, params: dict[str, float] | None = None
+) -> np.ndarray:
     """The same CRF with pydensecrf: ``[H, W, K]`` marginals. ``params``: the
     keys of :data:`CLASSIC` (default: those values). Also the pydensecrf
     call of the side-by-side script in ``benchmarks/``."""
@@ -292,8 +320,12 @@ def pydensecrf_refine(image: np.ndarray, probs: np.ndarray, n_iter: int,
     d = dcrf.DenseCRF2D(w, h, k)
     d.setUnaryEnergy(np.ascontiguousarray(pyd_unary_from_softmax(probs.transpose(2, 0, 1))))
     d.addPairwiseGaussian(sxy=p["gaussian_sxy"], compat=p["gaussian_compat"])
-    d.addPairwiseBilateral(sxy=p["bilateral_sxy"], srgb=p["bilateral_srgb"],
-                           rgbim=np.ascontiguousarray(image), compat=p["bilateral_compat"])
+    d.addPairwiseBilateral(
+        sxy=p["bilateral_sxy"],
+        srgb=p["bilateral_srgb"],
+        rgbim=np.ascontiguousarray(image),
+        compat=p["bilateral_compat"],
+    )
     return np.asarray(d.inference(n_iter)).reshape(k, h, w).transpose(1, 2, 0)
 
 
@@ -305,8 +337,9 @@ def _time_threads(w: Workload, n_iter: int, t: int, repeat: int) -> dict[str, fl
     crf = DenseCRF2D(w.width, w.height, w.n_labels, threads=t)
     crf.set_unary(unary_from_softmax(w.probs))
     crf.add_pairwise_gaussian(CLASSIC["gaussian_sxy"], CLASSIC["gaussian_compat"])
-    crf.add_pairwise_bilateral(CLASSIC["bilateral_sxy"], CLASSIC["bilateral_srgb"], w.image,
-                               CLASSIC["bilateral_compat"])
+    crf.add_pairwise_bilateral(
+        CLASSIC["bilateral_sxy"], CLASSIC["bilateral_srgb"], w.image, CLASSIC["bilateral_compat"]
+    )
     q0 = crf.start_inference()
     return {
         "lattice build": median_time(lambda: PermutohedralLattice(feats, threads=t), repeat),
@@ -316,15 +349,23 @@ def _time_threads(w: Workload, n_iter: int, t: int, repeat: int) -> dict[str, fl
     }
 
 
-def run(width: int = REF_WIDTH, height: int = REF_HEIGHT, n_labels: int = REF_LABELS, n_iter: int = 5,
-        threads: tuple[int, ...] = (1, 2), repeat: int = 5, compare: bool = True,
-        out: Callable[[str], Any] = print) -> dict[str, Any]:
+def run(
+    width: int = REF_WIDTH,
+    height: int = REF_HEIGHT,
+    n_labels: int = REF_LABELS,
+    n_iter: int = 5,
+    threads: tuple[int, ...] = (1, 2),
+    repeat: int = 5,
+    compare: bool = True,
+    out: Callable[[str], Any] = print,
+) -> dict[str, Any]:
     """Times the workload; prints a table through ``out`` and returns the figures (seconds)."""
     w = reference_workload(width, height, n_labels)
-    out(f"densecrf {__version__} bench: {width} x {height} ({w.source}), K={n_labels}, classic parameters, "
-        f"{n_iter} iterations; medians of {repeat} runs")
-    results: dict[str, Any] = {"width": width, "height": height, "n_labels": n_labels, "n_iter": n_iter,
-                               "threads": {}}
+    out(
+        f"densecrf {__version__} bench: {width} x {height} ({w.source}), K={n_labels}, classic parameters, "
+        f"{n_iter} iterations; medians of {repeat} runs"
+    )
+    results: dict[str, Any] = {"width": width, "height": height, "n_labels": n_labels, "n_iter": n_iter, "threads": {}}
     for t in threads:
         results["threads"][t] = _time_threads(w, n_iter, t, repeat)
     ours = refine(w.image, w.probs, n_iter=n_iter, threads=threads[0], **CLASSIC)
@@ -342,12 +383,16 @@ def run(width: int = REF_WIDTH, height: int = REF_HEIGHT, n_labels: int = REF_LA
             agree = float((theirs.argmax(-1) == ours.argmax(-1)).mean())
             results["pydensecrf agreement"] = agree
             if agree < AGREEMENT:
-                out(f"pydensecrf: MAP labels agree on only {100 * agree:.3f} % of pixels (< {100 * AGREEMENT:g} %): "
-                    "not timed, the outputs differ")
+                out(
+                    f"pydensecrf: MAP labels agree on only {100 * agree:.3f} % of pixels (< {100 * AGREEMENT:g} %): "
+                    "not timed, the outputs differ"
+                )
             else:
                 dt = median_time(lambda: pydensecrf_refine(w.image, w.probs, n_iter), repeat)
                 results["pydensecrf whole refine"] = dt
                 best = min(r["whole refine"] for r in results["threads"].values())
-                out(f"pydensecrf whole refine (1 thread): {dt * 1e3:.1f} ms; MAP labels agree on "
-                    f"{100 * agree:.3f} % of pixels; densecrf (its best thread count) is {dt / best:.1f}x faster")
+                out(
+                    f"pydensecrf whole refine (1 thread): {dt * 1e3:.1f} ms; MAP labels agree on "
+                    f"{100 * agree:.3f} % of pixels; densecrf (its best thread count) is {dt / best:.1f}x faster"
+                )
     return results

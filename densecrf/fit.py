@@ -99,7 +99,7 @@ def _check_inputs(images, probs, labels, ignore_index):
     if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral)):
         raise ValueError(f"ignore_index must be an integer or None, got {ignore_index!r}")
     k = None
-    for i, (im, p, lab) in enumerate(zip(images, probs, labels)):
+    for i, (im, p, lab) in enumerate(zip(images, probs, labels, strict=True)):
         im, p, lab = np.asarray(im), np.asarray(p), np.asarray(lab)
         if p.ndim != 3 or p.shape[2] < 2 or p.shape[0] < 1 or p.shape[1] < 1:
             raise ValueError(f"probs[{i}] must have shape [H, W, K] with K >= 2, got {p.shape}")
@@ -130,9 +130,10 @@ def _check_inputs(images, probs, labels, ignore_index):
 def _split(n: int, holdout, rng) -> tuple[list[int], list[int]]:
     """(fitting indices, held-out indices)."""
     if isinstance(holdout, numbers.Real) and not isinstance(holdout, bool):
-        if not 0 < holdout < 1:
+        frac = float(holdout)
+        if not 0 < frac < 1:
             raise ValueError(f"holdout must be a fraction in (0, 1) or a list of indices, got {holdout!r}")
-        n_hold = min(n - 1, max(1, int(round(holdout * n))))
+        n_hold = min(n - 1, max(1, round(frac * n)))
         perm = rng.permutation(n)
         hold = sorted(int(i) for i in perm[:n_hold])
     else:
@@ -160,7 +161,7 @@ class _Scorer:
         from .crf import refine
 
         m = SegmentationMetrics(self.k, ignore_index=self.ignore)
-        for im, p, lab in zip(self.images, self.probs, self.labels):
+        for im, p, lab in zip(self.images, self.probs, self.labels, strict=True):
             if params.gaussian_compat is None and params.bilateral_compat is None:
                 pred = np.asarray(p).argmax(-1)  # no terms: the network's own argmax
             else:

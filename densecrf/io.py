@@ -24,19 +24,19 @@ import warnings
 import numpy as np
 
 __all__ = [
+    "IMAGE_EXTS",
+    "PROB_EXTS",
     "InputError",
+    "atomic_path",
+    "labels_to_probs",
+    "palette",
     "read_image",
     "read_labels",
     "read_npy",
     "read_probs",
-    "labels_to_probs",
+    "voc_palette",
     "write_labels",
     "write_probs",
-    "atomic_path",
-    "voc_palette",
-    "palette",
-    "PROB_EXTS",
-    "IMAGE_EXTS",
 ]
 
 #: File endings read as probability maps (label maps may also be PNGs).

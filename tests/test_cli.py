@@ -17,7 +17,8 @@ Image = pytest.importorskip("PIL.Image")
 
 import densecrf  # noqa: E402
 from densecrf import cli, io  # noqa: E402
-from densecrf.cli import demo, eval as eval_cmd  # noqa: E402
+from densecrf.cli import demo  # noqa: E402
+from densecrf.cli import eval as eval_cmd  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "camvid")
 
@@ -88,7 +89,7 @@ def test_refine_label_png(tmp_path, capsys):
     noisy[5:8, 3:6] = (noisy[5:8, 3:6] + 1) % 3  # a blob of wrong labels inside a band
     ip, lp = save_png(tmp_path / "im.png", image), save_png(tmp_path / "lab.png", noisy.astype(np.uint8), "L")
     before = digest(lp)
-    rc, out, err = run(capsys, "refine", ip, lp, "--n-labels", 3, "--gt-prob", 0.6, "-o", tmp_path / "o.png",
+    rc, _, err = run(capsys, "refine", ip, lp, "--n-labels", 3, "--gt-prob", 0.6, "-o", tmp_path / "o.png",
                        "--palette", "camvid")
     assert rc == 0, err
     q = np.load(tmp_path / "o.npy")
@@ -278,7 +279,7 @@ def test_train_passes_arguments_through(tmp_path, capsys):
     pytest.importorskip("torch")
     root = fake_camvid(tmp_path / "cv", split="train", n=2)
     fake_camvid(root, split="val", n=1, seed=1)
-    rc, out, err = run(capsys, "train", "--data", root, "--out", tmp_path / "run", "--epochs", 1, "--batch", 2,
+    rc, _, err = run(capsys, "train", "--data", root, "--out", tmp_path / "run", "--epochs", 1, "--batch", 2,
                        "--width", 4, "--size", 48, 36, "--max-batches", 1)
     assert rc == 0, err
     assert (tmp_path / "run" / "log.csv").exists() and (tmp_path / "run" / "best.pt").exists()
@@ -543,6 +544,7 @@ def test_eval_defaults_per_source_and_help_says_so(capsys):
     args = cli.build_parser().parse_args(["eval", "data", "--probs", "maps", "--no-crf"])
     assert eval_cmd.eval_params(args) is None
     rc, out, _ = run(capsys, "eval", "--help")
+    assert rc == 0
     text = " ".join(out.split())
     assert "with --probs (another model's maps), pydensecrf's classic parameters" in text
     assert "for the bundled network, the parameters fitted to it" in text

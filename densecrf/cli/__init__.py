@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "train":  # train has its own parser: everything after the word goes to it
             return train.run(argv[1:])
         try:
-            args = build_parser().parse_args(argv)
+            args = build_parser().parse_command_line(argv)
         except SystemExit as exc:  # --help (0), or the one-line error already printed (2)
             return exc.code if isinstance(exc.code, int) else 2
         args.t_start = t_start

@@ -25,8 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--threads", type=int, nargs="+", default=(1, 2))
     b.add_argument("--repeat", type=int, default=5, help="timed runs per figure (median reported)")
     b.add_argument("--no-pydensecrf", action="store_true", help="do not compare with pydensecrf")
-    b.add_argument("--suite", metavar="DIR", default=None,
-                   help="run `pytest DIR --benchmark-only` (the repository's benchmarks/)")
+    b.add_argument(
+        "--suite", metavar="DIR", default=None, help="run `pytest DIR --benchmark-only` (the repository's benchmarks/)"
+    )
     b.set_defaults(func=run)
 
 
@@ -43,6 +44,13 @@ def run(args: argparse.Namespace) -> int:
         return run_suite(args.suite)
     if args.size[0] < 2 or args.size[1] < 2 or args.labels < 2 or args.iters < 1 or args.repeat < 1:
         raise CLIError("--size needs W, H >= 2, --labels >= 2, --iters >= 1 and --repeat >= 1")
-    bench.run(width=args.size[0], height=args.size[1], n_labels=args.labels, n_iter=args.iters,
-              threads=tuple(args.threads), repeat=args.repeat, compare=not args.no_pydensecrf)
+    bench.run(
+        width=args.size[0],
+        height=args.size[1],
+        n_labels=args.labels,
+        n_iter=args.iters,
+        threads=tuple(args.threads),
+        repeat=args.repeat,
+        compare=not args.no_pydensecrf,
+    )
     return 0

@@ -44,10 +44,9 @@ class OneLineParser(argparse.ArgumentParser):
     def _fail(self, prog: str, message: str) -> NoReturn:
         self.exit(2, f"{prog}: error: {message} (see {prog} --help)\n")
 
-    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
-                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
-        """As argparse's, with unknown arguments blamed on the subcommand they were given to."""
-        ns, extra = self.parse_known_args(args, namespace)
+    def parse_command_line(self, args: Sequence[str]) -> argparse.Namespace:
+        """parse_args, with unknown arguments blamed on the subcommand they were given to (argparse blames the top)."""
+        ns, extra = self.parse_known_args(args)
         if extra:
             command = getattr(ns, "command", None)
             self._fail(f"{self.prog} {command}" if command else self.prog, f"unrecognized arguments: {' '.join(extra)}")
@@ -85,19 +84,39 @@ def _srgb_type(text: str) -> float | list[float]:
 def add_crf_flags(p: argparse.ArgumentParser, defaults: str) -> None:
     """The dense-CRF flags; ``defaults`` says which parameters apply when neither --params nor a flag is given."""
     g = p.add_argument_group("dense CRF parameters", defaults)
-    g.add_argument("--params", metavar="FILE.json", default=None,
-                   help="CRF parameters from a JSON file (densecrf.params); the flags below override it")
+    g.add_argument(
+        "--params",
+        metavar="FILE.json",
+        default=None,
+        help="CRF parameters from a JSON file (densecrf.params); the flags below override it",
+    )
     g.add_argument("--iters", type=int, default=None, help="mean-field iterations (classic: 5)")
     g.add_argument("--gaussian-sxy", type=float, default=None, help="smoothness bandwidth in pixels (classic: 3)")
-    g.add_argument("--gaussian-compat", type=_compat_type, default=None,
-                   help="smoothness Potts weight (classic: 3); 'none' drops the term")
+    g.add_argument(
+        "--gaussian-compat",
+        type=_compat_type,
+        default=None,
+        help="smoothness Potts weight (classic: 3); 'none' drops the term",
+    )
     g.add_argument("--bilateral-sxy", type=float, default=None, help="appearance bandwidth in pixels (classic: 80)")
-    g.add_argument("--bilateral-srgb", type=_srgb_type, default=None,
-                   help="appearance colour bandwidth, one number or R,G,B (classic: 13)")
-    g.add_argument("--bilateral-compat", type=_compat_type, default=None,
-                   help="appearance Potts weight (classic: 10); 'none' drops the term")
-    g.add_argument("--normalization", choices=("symmetric", "before", "after", "none"), default=None,
-                   help="kernel normalisation (classic: symmetric)")
+    g.add_argument(
+        "--bilateral-srgb",
+        type=_srgb_type,
+        default=None,
+        help="appearance colour bandwidth, one number or R,G,B (classic: 13)",
+    )
+    g.add_argument(
+        "--bilateral-compat",
+        type=_compat_type,
+        default=None,
+        help="appearance Potts weight (classic: 10); 'none' drops the term",
+    )
+    g.add_argument(
+        "--normalization",
+        choices=("symmetric", "before", "after", "none"),
+        default=None,
+        help="kernel normalisation (classic: symmetric)",
+    )
     g.add_argument("--threads", type=int, default=None, help="native threads (default: all cores)")
 
 

@@ -49,8 +49,16 @@ def overlay(labels: np.ndarray, image: np.ndarray, palette: np.ndarray) -> np.nd
     from skimage.color import label2rgb
 
     present = np.unique(labels)
-    return label2rgb(labels, image=image, colors=[tuple(palette[c] / 255.0) for c in present],
-                     alpha=0.75, bg_label=-1, image_alpha=1, kind="overlay", saturation=0)
+    return label2rgb(
+        labels,
+        image=image,
+        colors=[tuple(palette[c] / 255.0) for c in present],
+        alpha=0.75,
+        bg_label=-1,
+        image_alpha=1,
+        kind="overlay",
+        saturation=0,
+    )
 
 
 def _scores(pred: np.ndarray, truth: np.ndarray) -> str:
@@ -98,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
     timings["figure (matplotlib)"] = time.perf_counter() - t
 
     h, w = image.shape[:2]
-    print(f"densecrf {__version__}: CamVid frame {w} x {h}, {len(camvid.CLASSES)} classes; "
-          f"dense CRF: {describe(params)}")
+    print(
+        f"densecrf {__version__}: CamVid frame {w} x {h}, {len(camvid.CLASSES)} classes; dense CRF: {describe(params)}"
+    )
     if truth is not None:
         print(f"  network:             {_scores(net_labels, truth)}")
         print(f"  network + dense CRF: {_scores(crf_labels, truth)}")
@@ -112,8 +121,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _draw(path: str, image: np.ndarray, net_labels: np.ndarray, crf_labels: np.ndarray,
-          rnn_labels: np.ndarray | None, n_iter: int) -> None:
+def _draw(
+    path: str,
+    image: np.ndarray,
+    net_labels: np.ndarray,
+    crf_labels: np.ndarray,
+    rnn_labels: np.ndarray | None,
+    n_iter: int,
+) -> None:
     need("matplotlib")
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -136,8 +151,16 @@ def _draw(path: str, image: np.ndarray, net_labels: np.ndarray, crf_labels: np.n
             ax.imshow(panels[i][0])
             ax.set_title(panels[i][1], fontsize=11)
         else:
-            ax.text(0.5, 0.5, "CRF-as-RNN: weights not bundled\nin this version", ha="center", va="center",
-                    fontsize=11, color="0.4", transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "CRF-as-RNN: weights not bundled\nin this version",
+                ha="center",
+                va="center",
+                fontsize=11,
+                color="0.4",
+                transform=ax.transAxes,
+            )
     handles = [Patch(facecolor=pal[i] / 255.0, edgecolor="0.3", label=name) for i, name in enumerate(camvid.CLASSES)]
     fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=10, frameon=False)
     fig.savefig(path, dpi=DEMO_DPI)

@@ -34,17 +34,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("data_dir", metavar="DATA_DIR")
     e.add_argument("--split", default="val", help="subfolder of images (val); labels in SPLITannot")
-    e.add_argument("--probs", metavar="DIR", default=None,
-                   help="evaluate these [H, W, 11] maps (.npy or .npz named like the images) as the network; "
-                   "the dense CRF then uses pydensecrf's classic parameters unless --params is given")
+    e.add_argument(
+        "--probs",
+        metavar="DIR",
+        default=None,
+        help="evaluate these [H, W, 11] maps (.npy or .npz named like the images) as the network; "
+        "the dense CRF then uses pydensecrf's classic parameters unless --params is given",
+    )
     e.add_argument("--save-probs", metavar="DIR", default=None, help="save the network's softmax maps here")
-    e.add_argument("--probs-dtype", choices=("float32", "float16"), default="float32",
-                   help="dtype of the saved maps (float32)")
+    e.add_argument(
+        "--probs-dtype", choices=("float32", "float16"), default="float32", help="dtype of the saved maps (float32)"
+    )
     e.add_argument("--limit", type=int, default=0, help="first N images only")
     e.add_argument("--no-crf", action="store_true", help="skip the dense CRF")
     e.add_argument("--no-crf-rnn", action="store_true", help="skip the CRF-as-RNN model")
-    e.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar on stderr (default: when it is a terminal)")
+    e.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: when it is a terminal)",
+    )
     add_crf_flags(e, DEFAULTS)
     e.set_defaults(func=run)
 
@@ -99,8 +108,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_crf_rnn:
             model = infer.crf_rnn_model()
             if model is None:
-                print("note: CRF-as-RNN skipped: its weights are not bundled "
-                      f"({os.path.basename(models.CRF_WEIGHTS)})")
+                print(f"note: CRF-as-RNN skipped: its weights are not bundled ({os.path.basename(models.CRF_WEIGHTS)})")
     else:
         print("note: CRF-as-RNN skipped: --probs evaluates another model's maps")
     if args.save_probs:
@@ -133,13 +141,23 @@ def _probs_file(folder: str, name: str) -> str:
     raise CLIError(f"probability map of {name} not found: {os.path.join(folder, name + '.npy')}")
 
 
-def _one(args: argparse.Namespace, ip: str, lp: str, name: str, rows: dict[str, SegmentationMetrics],
-         seconds: dict[str, float], net: Any, model: Any, params: CRFParams | None) -> None:
+def _one(
+    args: argparse.Namespace,
+    ip: str,
+    lp: str,
+    name: str,
+    rows: dict[str, SegmentationMetrics],
+    seconds: dict[str, float],
+    net: Any,
+    model: Any,
+    params: CRFParams | None,
+) -> None:
     n, ignore = len(camvid.CLASSES), camvid.IGNORE_INDEX
     image, truth = io.read_image(ip, "image"), io.read_labels(lp)
     if image.shape[:2] != truth.shape:
-        raise CLIError(f"{ip} is {image.shape[0]} x {image.shape[1]} but its labels are "
-                       f"{truth.shape[0]} x {truth.shape[1]}")
+        raise CLIError(
+            f"{ip} is {image.shape[0]} x {image.shape[1]} but its labels are {truth.shape[0]} x {truth.shape[1]}"
+        )
     if truth.size and (truth.min() < 0 or truth.max() > ignore):
         raise CLIError(f"{lp} has label {int(truth.max())} outside [0, {n}) and not the ignore index {ignore}")
     t = time.perf_counter()
@@ -147,8 +165,10 @@ def _one(args: argparse.Namespace, ip: str, lp: str, name: str, rows: dict[str, 
         path = _probs_file(args.probs, name)
         probs = io.read_npy(path, "probabilities")
         if probs.shape != (*truth.shape, n):
-            raise CLIError(f"{path} has shape {probs.shape}, expected {(*truth.shape, n)} ([H, W, K] of the "
-                           f"image and its {n} classes)")
+            raise CLIError(
+                f"{path} has shape {probs.shape}, expected {(*truth.shape, n)} ([H, W, K] of the "
+                f"image and its {n} classes)"
+            )
     else:
         from ..models import infer
 
@@ -173,8 +193,13 @@ def _one(args: argparse.Namespace, ip: str, lp: str, name: str, rows: dict[str, 
         seconds["CRF-as-RNN"] += time.perf_counter() - t
 
 
-def _print_table(rows: dict[str, SegmentationMetrics], seconds: dict[str, float], n_images: int,
-                 args: argparse.Namespace, params: CRFParams | None) -> None:
+def _print_table(
+    rows: dict[str, SegmentationMetrics],
+    seconds: dict[str, float],
+    n_images: int,
+    args: argparse.Namespace,
+    params: CRFParams | None,
+) -> None:
     src = args.probs or "bundled DeepLabLite"
     print(f"{args.data_dir} / {args.split}: {n_images} images; network: {src}")
     if params is not None:
@@ -186,12 +211,14 @@ def _print_table(rows: dict[str, SegmentationMetrics], seconds: dict[str, float]
     ious = {nm: rows[nm].iou() for nm in names}
     for k, cls in enumerate(camvid.CLASSES):
         print(f"{cls:<{width}s} " + " ".join(f"{100 * ious[nm][k]:>{c}.1f}" for nm, c in zip(names, cols, strict=True)))
-    for label, fn in (("mean IoU", "mean_iou"), ("pixel accuracy", "pixel_accuracy"),
-                      ("class accuracy", "mean_class_accuracy")):
+    for label, fn in (
+        ("mean IoU", "mean_iou"),
+        ("pixel accuracy", "pixel_accuracy"),
+        ("class accuracy", "mean_class_accuracy"),
+    ):
         vals = (100 * getattr(rows[nm], fn)() for nm in names)
         print(f"{label:<{width}s} " + " ".join(f"{v:>{c}.1f}" for v, c in zip(vals, cols, strict=True)))
     per_image = (seconds[nm] / max(n_images, 1) for nm in names)
     print(f"{'s / image':<{width}s} " + " ".join(f"{s:>{c}.3f}" for s, c in zip(per_image, cols, strict=True)))
     if args.save_probs:
         print(f"wrote {n_images} probability maps to {args.save_probs}")
-

@@ -25,8 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("probs", help=".npy/.npz [H, W, K] probabilities, or a label PNG / [H, W] integer .npy")
     r.add_argument("-o", "--output", required=True, help="OUT.png and OUT.npy (give either name, or the stem OUT)")
     r.add_argument("--n-labels", type=int, default=None, help="K, for a label map")
-    r.add_argument("--gt-prob", type=float, default=0.5,
-                   help="confidence in a label map's labels, in (0, 1) (0.5; pydensecrf's gt_prob)")
+    r.add_argument(
+        "--gt-prob",
+        type=float,
+        default=0.5,
+        help="confidence in a label map's labels, in (0, 1) (0.5; pydensecrf's gt_prob)",
+    )
     r.add_argument("--unknown", type=int, default=None, help="label value meaning 'unknown' in a label map")
     r.add_argument("--palette", choices=("voc", "camvid"), default="voc", help="colours of the label PNG (voc)")
     add_crf_flags(r, CLASSIC)
@@ -45,8 +49,9 @@ def output_paths(out: str) -> tuple[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     image = io.read_image(args.image, "IMAGE")
-    probs = io.read_probs(args.probs, image.shape[:2], n_labels=args.n_labels, gt_prob=args.gt_prob,
-                          unknown=args.unknown, what="PROBS")
+    probs = io.read_probs(
+        args.probs, image.shape[:2], n_labels=args.n_labels, gt_prob=args.gt_prob, unknown=args.unknown, what="PROBS"
+    )
     params = crf_params(args)
     png, npy = output_paths(args.output)
     if args.palette == "camvid":
