@@ -601,3 +601,14 @@ def test_library_import_loads_neither_cli_nor_torch(tmp_path):
             "import densecrf.cli, densecrf.fit, densecrf.bench, densecrf.io, densecrf.models.infer; "
             "assert 'torch' not in sys.modules, 'torch'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+def test_eval_progress_bar_on_request(tmp_path, capsys):
+    pytest.importorskip("tqdm")
+    root = fake_camvid(tmp_path / "cv", n=2)
+    maps = _random_maps(tmp_path / "maps", ["f000", "f001"])
+    rc, _, err = run(capsys, "eval", root, "--probs", maps, "--no-crf", "--progress")
+    assert rc == 0, err
+    assert "2/2" in err  # tqdm's count on stderr, forced without a terminal
+    rc, _, err = run(capsys, "eval", root, "--probs", maps, "--no-crf", "--no-progress")
+    assert rc == 0 and err == ""

@@ -120,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         rows["CRF-as-RNN"] = SegmentationMetrics(n, ignore_index=ignore)
     seconds = dict.fromkeys(rows, 0.0)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
-    bar = need("tqdm").tqdm(total=len(pairs), disable=not show, file=sys.stderr, unit="image", leave=False)
+    # tqdm only when a bar is shown: without a terminal (or with --no-progress) eval does not need it.
+    bar = (need("tqdm").tqdm if show else _NoBar)(total=len(pairs), file=sys.stderr, unit="image")
     try:
         for ip, lp in pairs:
             name = os.path.splitext(os.path.basename(ip))[0]
@@ -131,6 +132,22 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     _print_table(rows, seconds, len(pairs), args, params)
     return 0
+
+
+class _NoBar:
+    """The part of tqdm's interface eval uses, doing nothing."""
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def set_postfix_str(self, s: str, refresh: bool = True) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _probs_file(folder: str, name: str) -> str:
