@@ -369,7 +369,7 @@ def load(task: Task, job: Job):
     return image, probs, {"read": time.perf_counter() - t0}
 
 
-def refine_and_write(task: Task, image: np.ndarray, probs: np.ndarray, job: Job, seconds: dict) -> ItemResult:
+def refine_and_write(task: Task, image: np.ndarray, probs: np.ndarray, seconds: dict, job: Job) -> ItemResult:
     """The CRF and the outputs of a loaded item."""
     t0 = time.perf_counter()
     try:
