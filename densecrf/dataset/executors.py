@@ -27,8 +27,8 @@ recorded as they come, so a killed run loses at most the items in flight.
 ``dask``
     Dask distributed: a ``Client`` on a scheduler address (or a ``Client``
     given), or a ``LocalCluster(n_workers=N, threads_per_worker=1,
-    processes=True)`` on this machine (listening on 127.0.0.1, no
-    dashboard) closed at the end. The job is scattered to every worker once
+    processes=True)`` on this machine (scheduler, workers and HTTP server on
+    127.0.0.1, free ports) closed at the end. The job is scattered to every worker once
     (``client.scatter(..., broadcast=True)``); items go out with
     ``client.submit`` and come back through ``as_completed``.
 ``ray``
@@ -412,7 +412,7 @@ class DaskExecutor:
             raise ImportError("the dask executor needs dask.distributed: pip install 'densecrf[dask]'") from None
         if self.scheduler is None:
             self._cluster = LocalCluster(n_workers=self.workers or cpu_count(), threads_per_worker=1,
-                                         processes=True, host="127.0.0.1", dashboard_address=None)
+                                         processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0")
             self.client = Client(self._cluster)
             self._own_client = True
         elif isinstance(self.scheduler, str):
