@@ -385,6 +385,12 @@ def test_outputs_never_overwrite_inputs(tmp_path):
     os.symlink(map_dir, tmp_path / "link")
     with pytest.raises(io.InputError, match="holds input files"):
         refine_dataset(img_dir, map_dir, str(tmp_path / "link"), workers=1)
+    # a folder of links to the inputs is an input folder too
+    os.makedirs(tmp_path / "links")
+    for n in os.listdir(img_dir):
+        os.symlink(os.path.join(img_dir, n), tmp_path / "links" / n)
+    with pytest.raises(io.InputError, match="holds input files"):
+        refine_dataset(str(tmp_path / "links"), map_dir, str(tmp_path / "links"), workers=1)
     after = {d: {n: open(os.path.join(d, n), "rb").read() for n in os.listdir(d)} for d in (img_dir, map_dir)}
     assert before == after
 
@@ -532,3 +538,89 @@ def test_cuda_executor_without_cuda_says_so(monkeypatch, tmp_path, dataset_dir):
     monkeypatch.setattr(dcuda, "_built_with_cuda", lambda: False)
     with pytest.raises(RuntimeError, match="built without CUDA"):
         refine_dataset(*dataset_dir, str(tmp_path / "out"), executor="cuda")
+
+
+# -- the command line ------------------------------------------------------------------------------
+def _cli(*args, **kw):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-m", "densecrf", "refine", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _records(out):
+    path = os.path.join(out, MANIFEST_NAME)
+    if not os.path.exists(path):
+        return 0
+    with open(path, "rb") as fh:
+        lines = fh.read().split(b"\n")[1:]
+    return sum(1 for line in lines if line.startswith(b"{") and line.endswith(b"}"))
+
+
+def test_cli_folders_bad_inputs_exit_non_zero(tmp_path, capsys):
+    from densecrf.cli import main
+
+    img_dir, map_dir, bad = make_bad_folder(str(tmp_path))
+    code = main(["refine", img_dir, map_dir, "-o", str(tmp_path / "out"), "--workers", "2"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "9 inputs: 4 done, 0 skipped, 5 failed" in out
+    failures = [line for line in err.splitlines() if line.startswith("densecrf refine: failed: ")]
+    assert len(failures) == 5
+    for path in bad.values():
+        assert any(f"failed: {path}: " in line for line in failures), path
+    assert outputs(tmp_path / "out") == [f"im{i:02d}.png" for i in range(4)]
+
+
+def test_cli_refuses_output_folder_of_inputs(tmp_path, capsys):
+    from densecrf.cli import main
+
+    img_dir, map_dir = make_folder(str(tmp_path), n=1)
+    assert main(["refine", img_dir, map_dir, "-o", map_dir]) == 2
+    assert "holds input files" in capsys.readouterr().err
+    assert main(["refine", img_dir, os.path.join(map_dir, "im00.npy"), "-o", str(tmp_path / "o")]) == 2
+    assert "IMAGE is a folder (or glob) but PROBS is not" in capsys.readouterr().err
+
+
+def test_cli_single_file_keeps_its_meaning(tmp_path):
+    img_dir, map_dir = make_folder(str(tmp_path), n=1)
+    proc = _cli(os.path.join(img_dir, "im00.png"), os.path.join(map_dir, "im00.npy"), "-o", tmp_path / "one")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert os.path.exists(tmp_path / "one.png") and os.path.exists(tmp_path / "one.npy")
+
+
+def test_cli_sigkill_halfway_then_resume(tmp_path):
+    # 20 images on 1 worker, SIGKILL once half are recorded; the rerun must
+    # redo exactly the unrecorded ones and end byte-identical to a run that was
+    # never interrupted, leaving no partial or temporary file.
+    n = 20
+    img_dir, map_dir = make_folder(str(tmp_path), n=n, sizes=((150, 200), (160, 180)))
+    flags = ["--workers", "1", "--iters", "10", "--save-probs", "float16"]
+    full = tmp_path / "full"
+    proc = _cli(img_dir, map_dir, "-o", full, *flags)
+    assert proc.communicate(timeout=300)[0].startswith(f"{n} inputs: {n} done")
+    out = str(tmp_path / "out")
+    proc = _cli(img_dir, map_dir, "-o", out, *flags)
+    deadline = time.monotonic() + 300
+    while _records(out) < n // 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    if proc.poll() is not None:
+        pytest.fail(f"the run ended before it could be killed: {proc.communicate()}")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    recorded = _records(out)
+    assert n // 2 <= recorded < n
+    # No partial output: every visible file decodes whole.
+    for name in outputs(out):
+        path = os.path.join(out, name)
+        if name.endswith(".png"):
+            with Image.open(path) as im:
+                im.load()
+        else:
+            assert np.load(path).shape[-1] == 4
+    rerun = _cli(img_dir, map_dir, "-o", out, *flags)
+    stdout, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert stdout.startswith(f"{n} inputs: {n - recorded} done, {recorded} skipped, 0 failed"), stdout
+    assert same_bytes(out, str(full))
+    assert not [f for f in os.listdir(out) if f.endswith(".part")]

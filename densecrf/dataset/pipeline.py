@@ -108,6 +108,9 @@ def make_job(*, preset=None, params=None, scale_factor: float = 1.0, n_labels=No
     for name, value in (("n_labels", n_labels), ("gt_prob", gt_prob), ("unknown", unknown), ("clip", clip)):
         if value is not None:
             fields[name] = value
+    if fields.get("maps") == "labels" and fields.get("n_labels") is None:
+        raise io.InputError(f"the {fields['preset']} preset takes label maps: give the number of labels "
+                            "(n_labels / --n-labels K)")
     if save_probs is not None:
         save_probs = {"float16": "float16", "float32": "float32", True: "float32"}.get(
             save_probs if isinstance(save_probs, (str, bool)) else str(save_probs), save_probs)
@@ -285,8 +288,10 @@ def refine_dataset(images, probs=None, out_dir=None, *, preset=None, params=None
                       threads=threads, device=device, batch_size=batch_size, resume=resume, dry_run=dry_run,
                       summary=summary)
     bar = None
+    order: dict = {}
     try:
         for res in results:
+            order[res.key] = res.index
             if res.status == "done":
                 summary.done.append(res.key)
                 for k, v in res.seconds.items():
@@ -304,6 +309,9 @@ def refine_dataset(images, probs=None, out_dir=None, *, preset=None, params=None
             bar.close()
     summary.seconds = time.perf_counter() - t0
     summary.stage_seconds = stages
+    for name in ("done", "skipped", "failed"):  # input order, whatever order the items finished in
+        items = getattr(summary, name)
+        items.sort(key=lambda x: order[x if isinstance(x, str) else x[0]])
     return summary
 
 

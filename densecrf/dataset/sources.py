@@ -134,7 +134,9 @@ def _path_plan(entries, out_dir, save_npy) -> Plan:
             raise io.InputError(f"two images would write the same output {key}.png: {seen[key]} and {img}")
         seen[key] = img
     files = [f for img, m, _ in entries for f in (img, m) if f is not None]
-    dirs = {os.path.dirname(os.path.realpath(f)) for f in files}
+    # The folder a path names and the folder of the file it leads to (through links).
+    dirs = {os.path.dirname(os.path.realpath(f)) for f in files} | {
+        os.path.realpath(os.path.dirname(os.path.abspath(f))) for f in files}
 
     def tasks():
         for i, (img, m, problem) in enumerate(entries):
