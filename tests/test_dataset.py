@@ -19,11 +19,11 @@ import time
 
 import numpy as np
 import pytest
+from reference import label_probs, smooth_image
 
 import densecrf
 from densecrf import io
 from densecrf.dataset import MANIFEST_NAME, iter_refine, refine_dataset
-from reference import label_probs, smooth_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAMVID_VAL = os.path.join(ROOT, "..", "..", "shared", "data", "camvid", "val")
@@ -176,7 +176,7 @@ def test_deeplab_preset_matches_deeplab_crf():
 @pytest.mark.skipif(not os.path.isdir(CAMVID_VAL), reason="CamVid not found")
 def test_psa_preset_on_a_camvid_frame(tmp_path):
     # A real photograph through the whole file pipeline (PNG + float16 .npy in, PNG out).
-    name = sorted(os.listdir(CAMVID_VAL))[0]
+    name = min(os.listdir(CAMVID_VAL))
     img = io.read_image(os.path.join(CAMVID_VAL, name))
     h, w = img.shape[:2]
     p = label_probs(h, w, 11, seed=11, sharpness=1.0).astype(np.float16)
@@ -375,9 +375,15 @@ def test_bad_inputs_reported_good_ones_written(tmp_path, workers):
     assert len(s2.skipped) == 4 and len(s2.failed) == 5 and not s2.done
 
 
+def _contents(folder):
+    import pathlib
+
+    return {p.name: p.read_bytes() for p in pathlib.Path(folder).iterdir()}
+
+
 def test_outputs_never_overwrite_inputs(tmp_path):
     img_dir, map_dir = make_folder(str(tmp_path), n=2)
-    before = {d: {n: open(os.path.join(d, n), "rb").read() for n in os.listdir(d)} for d in (img_dir, map_dir)}
+    before = {d: _contents(d) for d in (img_dir, map_dir)}
     for out in (img_dir, map_dir, os.path.join(img_dir, ".")):
         with pytest.raises(io.InputError, match="holds input files"):
             refine_dataset(img_dir, map_dir, out, workers=1)
@@ -391,7 +397,7 @@ def test_outputs_never_overwrite_inputs(tmp_path):
         os.symlink(os.path.join(img_dir, n), tmp_path / "links" / n)
     with pytest.raises(io.InputError, match="holds input files"):
         refine_dataset(str(tmp_path / "links"), map_dir, str(tmp_path / "links"), workers=1)
-    after = {d: {n: open(os.path.join(d, n), "rb").read() for n in os.listdir(d)} for d in (img_dir, map_dir)}
+    after = {d: _contents(d) for d in (img_dir, map_dir)}
     assert before == after
 
 
