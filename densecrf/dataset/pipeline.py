@@ -153,8 +153,10 @@ def _progress_bar(total, enabled):
         enabled = sys.stderr.isatty()
     if not enabled:
         return None
-    from tqdm import tqdm
-
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the cli extra brings it; without it, the summary line only
+        return None
     return tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
 
 
