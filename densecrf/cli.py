@@ -488,7 +488,7 @@ def cmd_refine_dataset(args) -> int:
         args.image, args.probs, args.output, preset=args.preset, params=args.params, executor=args.executor,
         workers=args.workers, scheduler=args.scheduler, threads=args.threads or 1,
         device=args.device or "cuda", batch_size=args.batch_size or 8, save_probs=args.save_probs,
-        palette=args.palette, n_labels=args.n_labels, gt_prob=args.gt_prob, unknown=args.unknown,
+        palette=args.palette, png_level=args.png_level, n_labels=args.n_labels, gt_prob=args.gt_prob, unknown=args.unknown,
         scale_factor=args.scale_factor, resume=args.resume, dry_run=args.dry_run, progress=args.progress, **over)
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -714,6 +714,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--batch-size", type=int, default=None, help="the cuda executor's images per batch (8)")
     ds.add_argument("--save-probs", nargs="?", const="float32", choices=("float16", "float32"), default=None,
                     help="also write OUT_DIR/<stem>.npy refined probabilities (float32, or float16)")
+    ds.add_argument("--png-level", type=int, default=6, choices=range(10), metavar="0..9",
+                    help="zlib level of the written PNGs (6, Pillow's default; 1 writes faster, larger files)")
     ds.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                     help="skip images done by an earlier run with the same inputs and parameters (default)")
     ds.add_argument("--dry-run", action="store_true", help="list what would be done; read and write nothing")
