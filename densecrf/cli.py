@@ -488,8 +488,8 @@ def cmd_refine_dataset(args) -> int:
         args.image, args.probs, args.output, preset=args.preset, params=args.params, executor=args.executor,
         workers=args.workers, scheduler=args.scheduler, threads=args.threads or 1,
         device=args.device or "cuda", batch_size=args.batch_size or 8, save_probs=args.save_probs,
-        palette=args.palette, png_level=args.png_level, n_labels=args.n_labels, gt_prob=args.gt_prob, unknown=args.unknown,
-        scale_factor=args.scale_factor, resume=args.resume, dry_run=args.dry_run, progress=args.progress, **over)
+        palette=args.palette, png_level=args.png_level, n_labels=args.n_labels, gt_prob=args.gt_prob,
+        unknown=args.unknown, scale_factor=args.scale_factor, resume=args.resume, dry_run=args.dry_run, progress=args.progress, **over)
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.dry_run:
