@@ -14,6 +14,16 @@ from .lattice import PermutohedralLattice
 from . import cuda  # the CUDA backend's API; importing it needs neither a GPU nor torch
 
 
+def __getattr__(name):
+    # densecrf.refine_dataset and densecrf.iter_refine (densecrf.dataset), imported on first use:
+    # the pipeline's modules (multiprocessing, concurrent.futures) stay out of `import densecrf`.
+    if name in ("refine_dataset", "iter_refine"):
+        from . import dataset
+
+        return getattr(dataset, name)
+    raise AttributeError(f"module 'densecrf' has no attribute {name!r}")
+
+
 def cuda_available() -> bool:
     """True when this build of densecrf has its CUDA backend and a GPU is visible (never raises)."""
     from .cuda import cuda_available as _cuda_available  # numpy and the native module only
@@ -45,7 +55,9 @@ __all__ = [
     "gaussian_features",
     "get_num_threads",
     "grid_positions",
+    "iter_refine",
     "refine",
+    "refine_dataset",
     "set_num_threads",
     "show_config",
     "unary_from_labels",

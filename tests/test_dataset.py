@@ -544,6 +544,7 @@ def test_cuda_executor_without_cuda_says_so(monkeypatch, tmp_path, dataset_dir):
     monkeypatch.setattr(dcuda, "_built_with_cuda", lambda: False)
     with pytest.raises(RuntimeError, match="built without CUDA"):
         refine_dataset(*dataset_dir, str(tmp_path / "out"), executor="cuda")
+    assert not os.path.exists(tmp_path / "out")  # nothing made before the error
 
 
 # -- the command line ------------------------------------------------------------------------------

@@ -131,6 +131,9 @@ class LocalExecutor:
     def describe(self) -> str:
         return f"local, {self.workers} process(es) x {self.threads} thread(s)"
 
+    def check(self) -> None:
+        """Raises before any work when this executor cannot run here."""
+
     def __enter__(self):
         return self
 
@@ -249,6 +252,13 @@ class CudaExecutor:
     def describe(self) -> str:
         return f"cuda ({self.device}), batches of {self.batch_size}, {self.workers} reader process(es)"
 
+    def check(self) -> None:
+        """No CUDA build, no device, or a bad device string: one clear error before any work."""
+        from .. import cuda
+
+        cuda.require_cuda()
+        cuda._parse_device(self.device)
+
     def __enter__(self):
         return self
 
@@ -256,11 +266,7 @@ class CudaExecutor:
         return None
 
     def run(self, tasks, job: Job):
-        from .. import cuda
-
-        cuda.require_cuda()
-        if self.device != "cpu":
-            cuda._parse_device(self.device)  # a bad device string fails before any reading
+        self.check()
         feeder = _TorchFeeder.make(self.device)
         window = max(2 * self.workers, 2 * self.batch_size)
         with ProcessPoolExecutor(self.workers, mp_context=_mp_context(), initializer=_set_job,
@@ -405,11 +411,16 @@ class DaskExecutor:
             else "given client"
         return f"dask ({where}), {self._in_flight()} task(s) in flight"
 
+    def check(self) -> None:
+        import importlib.util
+
+        if importlib.util.find_spec("distributed") is None:
+            raise ImportError("the dask executor needs dask.distributed: pip install 'densecrf[dask]'")
+
     def __enter__(self):
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError:
-            raise ImportError("the dask executor needs dask.distributed: pip install 'densecrf[dask]'") from None
+        self.check()
+        from distributed import Client, LocalCluster
+
         if self.scheduler is None:
             self._cluster = LocalCluster(n_workers=self.workers or cpu_count(), threads_per_worker=1,
                                          processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0")
@@ -490,11 +501,16 @@ class RayExecutor:
         where = self.scheduler or ("running instance" if not self._own else "local instance")
         return f"ray ({where}), {self._in_flight()} task(s) in flight"
 
+    def check(self) -> None:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ImportError("the ray executor needs ray: pip install 'densecrf[ray]'")
+
     def __enter__(self):
-        try:
-            import ray
-        except ImportError:
-            raise ImportError("the ray executor needs ray: pip install 'densecrf[ray]'") from None
+        self.check()
+        import ray
+
         self._ray = ray
         if not ray.is_initialized():
             if self.scheduler:

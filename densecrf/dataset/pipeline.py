@@ -184,6 +184,8 @@ def _stream(images, probs, out_dir, job: Job, *, executor, workers, scheduler, t
             else:
                 summary.planned.append((task.key, "refine", f"{task.image} + {task.probs} -> {task.png}"))
         return
+    if hasattr(ex, "check"):
+        ex.check()  # e.g. no GPU: say so before the output folder is made
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
         _clean_parts(out_dir)
