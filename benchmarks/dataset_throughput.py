@@ -35,6 +35,13 @@ over ``W / (read + CRF + write)``.
     python benchmarks/dataset_throughput.py --limit 8 --repeats 1        # a check that it runs
     python benchmarks/dataset_throughput.py --repeats 5 --json out.json  # the measurement (quiet machine)
     python benchmarks/dataset_throughput.py pool IMAGES MAPS OUT --workers 2   # the pydensecrf side alone
+    python benchmarks/dataset_throughput.py --cuda --skip dask ray --layouts f16  # on a GPU machine
+
+With ``--cuda`` it also runs ``densecrf refine --executor cuda`` on the same
+files and says what bounds it: the GPU alone (``densecrf.cuda.refine_batch``
+on preloaded frames, numpy in and Q out) against reading and writing alone
+on the reader processes; and the per-image time of 512 x 512 images (K = 21,
+10 iterations) in batches of 16.
 """
 
 from __future__ import annotations
@@ -211,6 +218,47 @@ def per_image_costs(dirs, layout, stems) -> dict:
     return {k: statistics.median(v) * 1e3 for k, v in rows.items()}
 
 
+def cuda_report(dirs, layout, workers, batch_size, scratch, repeats) -> dict:
+    """The cuda executor on the same files, and what bounds it: decoding on the CPUs or the GPU."""
+    import densecrf.cuda as dcuda
+    from densecrf import io
+
+    n, stems = dirs["n"], dirs["stems"]
+    out = os.path.join(scratch, "cuda")
+    cmd = [sys.executable, "-m", "densecrf", "refine", dirs["images"], dirs[layout], "--iters", str(ITERS),
+           "--no-progress", "-o", out, "--executor", "cuda", "--workers", str(workers),
+           "--batch-size", str(batch_size)]
+    _timed(cmd, out)  # warm-up, and the outputs to check
+    agree = agreement(out, os.path.join(scratch, "densecrf"), stems)
+    runs = [_timed(cmd, out) for _ in range(repeats)]
+    ext = ".npz" if layout == "npz" else ".npy"
+    frames = [(io.read_image(os.path.join(dirs["images"], s + ".png")),
+               np.asarray(io.read_probs(os.path.join(dirs[layout], s + ext)), np.float32)) for s in stems]
+    kw = {"n_iter": ITERS, "channels_first": False}
+    gpu = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        for i in range(0, n, batch_size):
+            chunk = frames[i:i + batch_size]
+            dcuda.refine_batch(np.stack([f[0] for f in chunk]), np.stack([f[1] for f in chunk]), **kw)
+        gpu.append(time.perf_counter() - t0)
+    # 512 x 512, K = 21, batches of 16: the per-image time of one batched call (numpy in, Q out).
+    rng = np.random.default_rng(0)
+    big_img = rng.integers(0, 256, (16, 512, 512, 3), dtype=np.uint8)
+    logits = rng.normal(size=(16, 512, 512, 21)).astype(np.float32)
+    big_p = np.exp(logits - logits.max(-1, keepdims=True))
+    big_p /= big_p.sum(-1, keepdims=True)
+    dcuda.refine_batch(big_img, big_p, **kw)
+    big = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        dcuda.refine_batch(big_img, big_p, **kw)
+        big.append((time.perf_counter() - t0) / 16)
+    return {"agreement_with_local": agree, "median_s": statistics.median(runs),
+            "images_per_s": n / statistics.median(runs), "gpu_alone_per_s": n / statistics.median(gpu),
+            "batch512_ms_per_image": statistics.median(big) * 1e3, "device": dcuda.device_name(0)}
+
+
 def main_bench(args) -> int:
     dirs = prepare(args.data, args.limit)
     n, stems = dirs["n"], dirs["stems"]
@@ -251,6 +299,18 @@ def main_bench(args) -> int:
         print(f"  alone, per image: read {costs['read']:.1f} ms, CRF (1 thread) {costs['crf']:.1f} ms, "
               f"write {costs['write']:.1f} ms -> {implied:.2f} images/s on {args.workers} workers; "
               f"efficiency {row['efficiency'] * 100:.0f} %")
+        if args.cuda:
+            c = cuda_report(dirs, layout, args.workers, args.batch_size, os.path.join(scratch, layout), args.repeats)
+            row["cuda"] = c
+            decode = args.workers / ((costs["read"] + costs["write"]) / 1e3)
+            bound = "the GPU" if c["gpu_alone_per_s"] < decode else "reading/decoding on the CPUs"
+            print(f"  cuda ({c['device']}): {c['images_per_s']:.1f} images/s end to end "
+                  f"(labels agree with local on {c['agreement_with_local'] * 100:.3f} %); GPU alone "
+                  f"{c['gpu_alone_per_s']:.1f} images/s (numpy in, Q out), CPU read+write alone {decode:.1f} "
+                  f"images/s on {args.workers} readers: bound by {bound}; 512 x 512, K = 21 in batches of 16: "
+                  f"{c['batch512_ms_per_image']:.2f} ms per image")
+            if c["agreement_with_local"] < AGREE_MIN:
+                report["failed"] = True
         if agree < AGREE_MIN or not all(same.values()):
             print("  CHECK FAILED: outputs disagree", flush=True)
             report["failed"] = True
@@ -278,6 +338,8 @@ def main(argv=None) -> int:
     p.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
     p.add_argument("--skip", nargs="*", choices=("dask", "ray"), default=[])
     p.add_argument("--json", default=None)
+    p.add_argument("--cuda", action="store_true", help="also the cuda executor (needs a GPU)")
+    p.add_argument("--batch-size", type=int, default=16, help="the cuda executor's batch (16)")
     return main_bench(p.parse_args(argv))
 
 
