@@ -688,8 +688,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "stem): writes OUT_DIR/<stem>.png per image, resumably, on the chosen "
                                    "executor; prints one line per failed item and a summary, and exits with "
                                    "status 1 when an item failed.")
-    r.add_argument("image", metavar="IMAGES", help="an image, or a folder or glob of images")
-    r.add_argument("probs", metavar="PROBS",
+    r.add_argument("image", help="an image, or a folder or glob of images (IMAGES)")
+    r.add_argument("probs",
                    help=".npy/.npz [H, W, K] probabilities or a label PNG / [H, W] integer .npy; or a folder or "
                         "glob of them")
     r.add_argument("-o", "--output", required=True,
