@@ -285,13 +285,14 @@ class CudaExecutor:
                             break
                         _readahead(task)
                         reading[pool.submit(_read_for_gpu, task)] = task
-                    # A full group goes to the GPU; with nothing left to read, the largest one.
+                    # A full group goes to the GPU. So does the largest one when nothing is left
+                    # to read, or when the window is full of items waiting in groups too small
+                    # (many sizes): reading more would need room, and nothing else frees it.
                     full = [g for g, items in groups.items() if len(items) >= self.batch_size]
-                    if not full and groups and (exhausted and not reading):
+                    room = window - len(reading) - sum(map(len, groups.values()))
+                    if not full and groups and ((exhausted and not reading)
+                                                or (room <= 0 and not any(f.done() for f in reading))):
                         full = [max(groups, key=lambda g: len(groups[g]))]
-                    if not full and groups and reading and not any(f.done() for f in reading) \
-                            and len(reading) + sum(map(len, groups.values())) >= window:
-                        full = [max(groups, key=lambda g: len(groups[g]))]  # the window is full: do not wait
                     for g in full:
                         items = groups.pop(g)
                         batch, rest = items[: self.batch_size], items[self.batch_size:]
