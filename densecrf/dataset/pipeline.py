@@ -95,11 +95,11 @@ def make_job(*, preset=None, params=None, scale_factor: float = 1.0, n_labels=No
     else:
         base = CRFParams()
         if scale_factor != 1.0:
-            base = get_preset_free_scaled(base, scale_factor)
+            base = _scaled_params(base, scale_factor)
     if params is not None:
         base = as_params(params)
         if scale_factor != 1.0:
-            base = get_preset_free_scaled(base, scale_factor)
+            base = _scaled_params(base, scale_factor)
     over = {k: v for k, v in crf.items() if v is not None}
     if "bilateral_srgb" in over and isinstance(over["bilateral_srgb"], tuple):
         over["bilateral_srgb"] = list(over["bilateral_srgb"])
@@ -118,7 +118,7 @@ def make_job(*, preset=None, params=None, scale_factor: float = 1.0, n_labels=No
                device=device, write=write, keep_arrays=keep_arrays, return_probs=return_probs, **fields)
 
 
-def get_preset_free_scaled(params: CRFParams, scale_factor: float) -> CRFParams:
+def _scaled_params(params: CRFParams, scale_factor: float) -> CRFParams:
     s = float(scale_factor)
     if not s > 0:
         raise ValueError(f"scale_factor must be a positive number, got {scale_factor!r}")
