@@ -19,6 +19,16 @@ def set_num_threads(n) -> None:
     _C.set_num_threads(0 if n is None or (not isinstance(n, bool) and n == 0) else _checks.threads_arg(n))
 
 
+def __getattr__(name):
+    # densecrf.refine_dataset and densecrf.iter_refine (densecrf.dataset), imported on first use:
+    # the pipeline's modules (multiprocessing, concurrent.futures) stay out of `import densecrf`.
+    if name in ("refine_dataset", "iter_refine"):
+        from . import dataset
+
+        return getattr(dataset, name)
+    raise AttributeError(f"module 'densecrf' has no attribute {name!r}")
+
+
 def cuda_available() -> bool:
     """True when this build of densecrf has its CUDA backend and a GPU is visible (never raises)."""
     from .cuda import cuda_available as _cuda_available  # numpy and the native module only
@@ -50,7 +60,9 @@ __all__ = [
     "gaussian_features",
     "get_num_threads",
     "grid_positions",
+    "iter_refine",
     "refine",
+    "refine_dataset",
     "set_num_threads",
     "show_config",
     "unary_from_labels",
