@@ -1,52 +1,79 @@
 #!/usr/bin/env bash
-# Every GPU check in one bounded run, for a short lease on a GPU machine:
+# Every GPU and many-core check in one bounded run, for a short lease on a GPU machine:
 #
-#   OUT=some/dir bash benchmarks/gpu_session.sh
+#   OUT=some/dir DENSECRF_CAMVID=path/to/camvid bash benchmarks/gpu_session.sh
 #
-# 1. uses densecrf/_C*.so if one built for this Python with CUDA is present
-#    (built elsewhere and copied in), else builds the package here;
-# 2. the CUDA tests (every GPU test compares with the CPU backend);
-# 3. benchmarks/bench_cuda.py (numpy-level workloads) and
-#    benchmarks/bench_nn_cuda.py (the torch layer, forward and backward);
-# 4. compute-sanitizer memcheck and racecheck on the smoke workload
-#    (racecheck is slow: RACECHECK_S seconds, default 60).
-# Each step has its own time limit so that a hang costs one step, not the
-# lease; logs go to $OUT.
+# Ordered by value, each step with its own time limit (so a hang costs one
+# step, not the lease), logs under $OUT:
+#  1. build (CUDA for sm_90 only: the lease is short) unless a usable module is there;
+#  2. the CUDA tests (every GPU test compares with the CPU backend): the
+#     backend, the torch layer, the dataset pipeline's cuda executor, the losses;
+#  3. compute-sanitizer memcheck on the smoke workload;
+#  4. benchmarks/bench_cuda.py --quick and bench_nn_cuda.py (issue "GPU near its
+#     memory floor": the before figures on this device);
+#  5. benchmarks/thread_scaling.py on all cores (2048 x 2048 and the reference workload);
+#  6. the dataset pipeline on the GPU (benchmarks/dataset_throughput.py --cuda)
+#     when CamVid is at $DENSECRF_CAMVID;
+#  7. DenseCRFLoss forward + backward on the GPU (benchmarks/bench_loss.py --device cuda);
+#  8. racecheck last (slow: RACECHECK_S seconds, default 45).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
+T0=$(date +%s)
+step() { echo; echo "== $1 ($(( $(date +%s) - T0 )) s)"; }
 
+step "machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+nproc | tee -a "$OUT/gpu.txt"
 export PYTHONPATH=$PWD
 if ! $PY -c "import densecrf, sys; sys.exit(0 if densecrf.cuda_available() else 1)" 2>"$OUT/import.txt"; then
-  echo "prebuilt module unusable ($(tail -1 "$OUT/import.txt")): building here"
+  step "build"
   rm -f densecrf/_C*.so
   unset PYTHONPATH
-  $PY -m pip install -q --no-build-isolation --no-deps -e . \
-      -C "cmake.define.DENSECRF_CUDA_ARCHITECTURES=90-real" 2>&1 | tail -5
+  timeout 240 $PY -m pip install -q --no-build-isolation --no-deps -e . \
+      -C "cmake.define.DENSECRF_CUDA_ARCHITECTURES=90-real" > "$OUT/build.txt" 2>&1
+  echo "build exit $?"; tail -3 "$OUT/build.txt"
 fi
 $PY -c "import densecrf; densecrf.show_config(); print('GPU:', densecrf.cuda.device_name(0))" 2>&1 | tee -a "$OUT/gpu.txt"
 
-echo "== tests"
-timeout 170 $PY -m pytest -q -rs -p no:cacheprovider --timeout 60 \
-    tests/test_cuda.py -k "not emu" 2>&1 | tee "$OUT/tests_cuda.txt" | tail -25
-timeout 90 $PY -m pytest -q -rs -p no:cacheprovider --timeout 60 \
-    tests/test_nn.py tests/test_hostile.py -k "cuda or gpu or GPU" 2>&1 | tee "$OUT/tests_nn.txt" | tail -15
+step "CUDA tests"
+tests="tests/test_cuda.py"
+for f in tests/test_dataset.py tests/test_losses.py tests/test_instances.py; do [ -f $f ] && tests="$tests $f"; done
+timeout 150 $PY -m pytest -q -rs -p no:cacheprovider --timeout 60 $tests -k "not emu and (cuda or gpu or GPU)" \
+    2>&1 | tee "$OUT/tests_cuda.txt" | tail -15
+timeout 60 $PY -m pytest -q -rs -p no:cacheprovider --timeout 60 \
+    tests/test_nn.py tests/test_hostile.py -k "cuda or gpu or GPU" 2>&1 | tee "$OUT/tests_nn.txt" | tail -6
 
-echo "== bench_cuda"
-timeout 150 $PY benchmarks/bench_cuda.py --repeats 10 --out "$OUT/bench_cuda.md" 2>&1 | tee "$OUT/bench_cuda.txt"
-echo "== bench_nn_cuda"
-timeout 90 $PY benchmarks/bench_nn_cuda.py --repeats 10 2>&1 | tee "$OUT/bench_nn_cuda.txt"
+step "memcheck"
+timeout 60 compute-sanitizer --tool memcheck --error-exitcode 3 $PY benchmarks/bench_cuda.py --smoke \
+    > "$OUT/sanitizer_memcheck.txt" 2>&1
+echo "memcheck exit $?"; tail -2 "$OUT/sanitizer_memcheck.txt"
 
-echo "== compute-sanitizer"
-for tool in memcheck racecheck; do
-  limit=60
-  [ $tool = racecheck ] && limit=${RACECHECK_S:-60}
-  timeout $limit compute-sanitizer --tool $tool --error-exitcode 3 $PY benchmarks/bench_cuda.py --smoke \
-      > "$OUT/sanitizer_$tool.txt" 2>&1
-  echo "$tool exit $? ($(grep -c 'ERROR SUMMARY: 0 errors\|RACECHECK SUMMARY: 0 hazards' "$OUT/sanitizer_$tool.txt") clean summaries)"
-  tail -3 "$OUT/sanitizer_$tool.txt"
-done
+step "bench_cuda"
+timeout 90 $PY benchmarks/bench_cuda.py --quick --out "$OUT/bench_cuda.md" 2>&1 | tee "$OUT/bench_cuda.txt" | tail -20
+step "bench_nn_cuda"
+timeout 60 $PY benchmarks/bench_nn_cuda.py --repeats 10 2>&1 | tee "$OUT/bench_nn_cuda.txt" | tail -8
+
+step "thread scaling"
+timeout 90 $PY benchmarks/thread_scaling.py --repeats 3 --json "$OUT/thread_scaling.json" 2>&1 \
+    | tee "$OUT/thread_scaling.txt"
+
+if [ -n "${DENSECRF_CAMVID:-}" ] && [ -d "$DENSECRF_CAMVID/val" ] && [ -f benchmarks/dataset_throughput.py ]; then
+  step "dataset pipeline on the GPU"
+  timeout 150 $PY benchmarks/dataset_throughput.py --cuda --skip dask ray --layouts f16 --repeats 2 \
+      --data /tmp/densecrf_ds --json "$OUT/dataset_cuda.json" 2>&1 | tee "$OUT/dataset_cuda.txt" | tail -25
+fi
+
+if [ -f benchmarks/bench_loss.py ]; then
+  step "DenseCRFLoss on the GPU"
+  timeout 60 $PY benchmarks/bench_loss.py --device cuda --repeats 20 2>&1 | tee "$OUT/loss_cuda.txt" | tail -8
+fi
+
+step "racecheck"
+timeout ${RACECHECK_S:-45} compute-sanitizer --tool racecheck --error-exitcode 3 $PY benchmarks/bench_cuda.py --smoke \
+    > "$OUT/sanitizer_racecheck.txt" 2>&1
+echo "racecheck exit $? ($(grep -c 'RACECHECK SUMMARY: 0 hazards' "$OUT/sanitizer_racecheck.txt") clean summaries)"
+step "done"
