@@ -7,18 +7,12 @@ mean-field inference (Kraehenbuehl and Koltun 2011), in C++ with a numpy API.
 from ._version import __version__
 from ._native import build_info as _build_info
 from ._native import get_num_threads, set_num_threads
-from .crf import DenseCRF, DenseCRF2D, KernelType, Normalization, grid_positions, refine
+from .crf import DenseCRF, DenseCRF2D, KernelType, Normalization, grid_positions, refine, refine_batch
 from .features import bilateral_features, gaussian_features, unary_from_labels, unary_from_softmax
 from .fit import fit
 from .lattice import PermutohedralLattice
 from . import cuda  # the CUDA backend's API; importing it needs neither a GPU nor torch
-
-
-def cuda_available() -> bool:
-    """True when this build of densecrf has its CUDA backend and a GPU is visible (never raises)."""
-    from .cuda import cuda_available as _cuda_available  # numpy and the native module only
-
-    return _cuda_available()
+from .backends.cuda import cuda_available
 
 
 def show_config() -> dict:
@@ -46,6 +40,7 @@ __all__ = [
     "get_num_threads",
     "grid_positions",
     "refine",
+    "refine_batch",
     "set_num_threads",
     "show_config",
     "unary_from_labels",

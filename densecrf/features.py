@@ -128,6 +128,23 @@ def check_prob_range(lo: float, hi: float, size: int) -> None:
         raise ValueError(f"probs must lie in [0, 1]; found values in [{lo:g}, {hi:g}]")
 
 
+def _grid_features(spatial, sdims, image=None, srgb=None, threads=None, srgb_name="srgb") -> np.ndarray:
+    """``[N, ndim (+ C)]`` float32: grid positions / sdims (last axis first),
+    then, with ``image`` (float32 C-contiguous ``[*spatial, C]``), the channels / srgb.
+
+    Built natively in one parallel pass; every value is the float32
+    quotient of the plain numpy expression.
+    """
+    spatial = tuple(_checks.positive_int(s, "spatial") for s in spatial)
+    nd = len(spatial)
+    s = _checks.per_axis(sdims, nd, "sxy")
+    if image is None:
+        return _C.grid_features(list(spatial), s, None, [], _checks.threads_arg(threads))
+    c = image.shape[-1]
+    sc = _checks.per_axis(srgb, c, srgb_name)
+    return _C.grid_features(list(spatial), s, image.reshape(-1, c), sc, _checks.threads_arg(threads))
+
+
 def unary_from_labels(labels, n_labels: int, *, gt_prob: float = 0.5,
                       unknown: int | None = None) -> np.ndarray:
     """Unary energies from a hard label map with a confidence.

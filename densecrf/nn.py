@@ -1,9 +1,10 @@
 r"""Differentiable dense CRFs for PyTorch: the lattice filter as an autograd
 Function and CRF-as-RNN (Zheng et al., ICCV 2015) as an ``nn.Module``.
 
-Nothing here links against libtorch: tensors are handed to the native core
-(``densecrf._C``) as host arrays (CPU) or, once the CUDA backend is wired in,
-as device pointers; autograd lives in Python. ``import densecrf`` never
+Nothing here links against libtorch: tensors are handed to densecrf's CPU
+and CUDA backends (:mod:`densecrf.backends`) as host arrays or as device
+pointers on torch's current stream (:mod:`densecrf.arrays`); autograd lives
+in Python. ``import densecrf`` never
 imports torch: use ``import densecrf.nn``.
 
 The Gaussian filter of values :math:`v` ``[N, C]`` over features :math:`f`
@@ -39,7 +40,9 @@ try:
 except ImportError as exc:  # pragma: no cover - only without torch
     raise ImportError("densecrf.nn needs PyTorch: pip install 'densecrf[torch]' (or torch itself)") from exc
 
-from ._native import _C
+from . import arrays
+from .backends import cuda as _cuda
+from .backends.cpu import CpuBackend
 
 __all__ = ["CRFasRNN", "LatticeFilter", "gaussian_filter", "build_lattice"]
 
@@ -47,28 +50,29 @@ _NORMALIZATIONS = {"none": 0, "before": 1, "after": 2, "symmetric": 3}
 
 
 # --------------------------------------------------------------------------
-# Device dispatch: the one place that knows which native backend serves a
-# tensor. A backend has lattice(features [N, d]) -> handle and
-# filter(handle, values [N, C], transpose) -> [N, C] in the values' dtype;
-# optionally normalized(handle, mode) -> handle (normalisation folded into
-# the native filter) and mean_field(...) (fused inference without a graph).
-# A CUDA backend needs only the first two to run everything.
+# Device dispatch: the one place here that knows which densecrf backend
+# (densecrf.backends) serves a tensor; the tensors go through
+# densecrf.arrays. A torch backend has lattice(features [N, d]) -> handle
+# and filter(handle, values [N, C], transpose) -> [N, C] in the values'
+# dtype; optionally normalized(handle, mode) -> handle (normalisation folded
+# into the native filter) and mean_field(...) (fused inference without a
+# graph). A CUDA backend needs only the first two to run everything.
 # --------------------------------------------------------------------------
 class _CpuBackend:
-    """Host backend: densecrf._C.Lattice, float32 inside, the caller's dtype outside."""
+    """Torch CPU tensors over :class:`densecrf.backends.CpuBackend`: float32
+    inside, the caller's dtype outside."""
 
     def __init__(self, threads: int = 0):
         self.threads = threads
+        self.native = CpuBackend(threads or None)
 
     def lattice(self, features: torch.Tensor):
-        f = features.detach().to(torch.float32).contiguous()
-        return _C.Lattice(f.numpy(), self.threads)
+        return self.native.lattice(arrays.torch_host(features))
 
     def filter(self, lattice, values: torch.Tensor, transpose: bool) -> torch.Tensor:
         if values.shape[0] == 0 or values.shape[1] == 0:
             return torch.zeros_like(values)
-        v = values.detach().to(torch.float32).contiguous()
-        out = torch.from_numpy(lattice.filter(v.numpy(), bool(transpose), self.threads))
+        out = torch.from_numpy(self.native.filter(lattice, arrays.torch_host(values), transpose))
         return out.to(values.dtype)
 
     def mean_field(self, logits, lattices, weights, compat, n_iter: int, normalization: int):
@@ -79,67 +83,55 @@ class _CpuBackend:
         Runs n_iter - 1 fused iterations, then the last messages, to return
         logits rather than Q. Returns [N, K] in the logits' dtype.
         """
-        u = (-logits).detach().to(torch.float32).contiguous().numpy()
+        u = arrays.torch_host(-logits)
         mu = compat.detach().to(torch.float32)
         terms = []
         for lat, w in zip(lattices, weights):
             w = w.detach().to(torch.float32)
             mat = mu * w.reshape(1, -1) if w.dim() else mu * w  # [K, K]
-            terms.append(_C.PairwiseTerm(lat, normalization, 2, mat.contiguous().numpy().ravel(),
-                                         u.shape[1], self.threads))
-        q = _C.mean_field(u, terms, n_iter - 1, None, self.threads)
+            spec = (2, mat.contiguous().numpy().ravel(), normalization, None)
+            terms.append(self.native.term(None, spec, u.shape[1], lattice=lat)[0])
+        q = self.native.mean_field(u, terms, n_iter - 1, check_finite=False)
         out = -u
         for t in terms:
-            out -= t.apply(q, False, self.threads)
+            out -= self.native.message(t, q)
         return torch.from_numpy(out).to(logits.dtype)
 
     def normalized(self, lattice, normalization: int):
         """A handle whose filter() applies the normalised kernel, the scales
         folded into the splat and slice weights (DenseCRF's own pairwise term)."""
-        return _C.PairwiseTerm(lattice, normalization, 0, torch.ones(1).numpy(), 1, self.threads)
-
-
-def _cuda_available() -> bool:
-    from . import cuda_available
-
-    return cuda_available()
+        return self.native.normalized(lattice, normalization)
 
 
 class _CudaBackend:
-    """Device backend: densecrf._C.CudaLattice on device pointers, on torch's current stream.
-
-    float32 inside, the caller's dtype outside; the fused no-graph mean field
-    is not offered here (inference without a graph runs the same filters).
-    """
+    """Torch CUDA tensors over :class:`densecrf.backends.CudaBackend`, on torch's
+    current stream at each call: float32 inside, the caller's dtype outside. The
+    fused no-graph mean field is not offered here (inference without a graph
+    runs the same filters)."""
 
     def __init__(self, device: torch.device):
         self.device = device
 
-    def _stream(self, t: torch.Tensor) -> int:
-        return torch.cuda.current_stream(t.device).cuda_stream
-
     def lattice(self, features: torch.Tensor):
-        f = features.detach().to(torch.float32).contiguous()
-        n, d = f.shape
-        lat = _C.CudaLattice(f.data_ptr(), n, d, [0, n], f.device.index or 0, self._stream(f))
-        return (lat, f)  # f stays alive while the build may still read it on the stream
+        place = _cuda.place_of([features], None)
+        f = place.put(features, "features")
+        # f stays alive while the build may still read it on the stream
+        return _cuda.CudaBackend(place).lattice(f), f.obj
 
     def filter(self, lattice, values: torch.Tensor, transpose: bool) -> torch.Tensor:
         if values.shape[0] == 0 or values.shape[1] == 0:
             return torch.zeros_like(values)
-        lat = lattice[0]
-        v = values.detach().to(torch.float32).contiguous()
-        out = torch.empty_like(v)
-        lat.filter(v.data_ptr(), out.data_ptr(), v.shape[1], bool(transpose), 0, 0, self._stream(v))
-        return out.to(values.dtype)
+        place = _cuda.place_of([values], None)
+        out = _cuda.CudaBackend(place).filter(lattice[0], place.put(values, "values"), transpose)
+        return out.obj.to(values.dtype)
 
 
 def _backend(device: torch.device, threads: int = 0):
-    """Returns the native backend for tensors on ``device``."""
+    """Returns the torch backend for tensors on ``device``."""
     if device.type == "cpu":
         return _CpuBackend(threads)
     if device.type == "cuda":
-        if not _cuda_available():
+        if not _cuda.cuda_available():
             raise RuntimeError(
                 "densecrf cannot run on these CUDA tensors: it was built without CUDA or sees no GPU "
                 "(densecrf.cuda_available() is False); move the tensors to the CPU or install a CUDA build"

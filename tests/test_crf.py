@@ -172,7 +172,7 @@ def test_volume_3d_refine():
     vol = (truth * 150 + 50 + rng.normal(0, 10, truth.shape)).astype(np.float32)
     p = np.eye(k)[truth] * 0.3 + rng.uniform(0, 0.6, (d, h, w, k))
     p = (p / p.sum(-1, keepdims=True)).astype(np.float32)
-    q = densecrf.refine(vol, p, bilateral_sxy=5, bilateral_srgb=20, gaussian_sxy=1)
+    q = densecrf.refine(vol, p, bilateral_sxy=5, bilateral_srgb=20, gaussian_sxy=1, volume=True)
     assert q.shape == p.shape
     assert (q.argmax(-1) == truth).mean() > (p.argmax(-1) == truth).mean()
     # same as DenseCRF with the features built by hand ((x, y, z) order)
