@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import _checks
 from .._native import _C
-from ..features import _grid_features, _unary_from_probs, _unary_job, check_prob_range
+from ..features import _unary_from_probs, _unary_job, check_prob_range
 from ..lattice import PermutohedralLattice
 from .problem import Normalization, Problem
 
@@ -123,7 +123,12 @@ class CpuBackend:
         # checked with the unary, below.
         terms = []
         for t in problem.terms:
-            feats = _grid_features(spatial, t.sxy, None if t.srgb is None else im, t.srgb, self.threads or None)
+            # the bandwidths as checked by describe(): the values grid_features takes
+            if t.srgb is None:
+                feats = _C.grid_features(list(spatial), list(t.sxy), None, [], self.threads)
+            else:
+                feats = _C.grid_features(list(spatial), list(t.sxy), im.reshape(-1, im.shape[-1]), list(t.srgb),
+                                         self.threads)
             terms.append((feats, (t.compat_kind, t.compat, t.normalization, t.kernel)))
         # On 2 or 3 threads: the last term's lattice (the bilateral one, the
         # costliest) first on all threads; then its normalisation on this thread
