@@ -22,7 +22,6 @@ Nothing here imports torch or CuPy unless the caller's arrays come from them.
 
 from __future__ import annotations
 
-import math
 import sys
 
 import numpy as np
@@ -44,20 +43,6 @@ def is_torch(x) -> bool:
 
 def is_cupy(x) -> bool:
     return type(x).__module__.split(".")[0] == "cupy"
-
-
-def is_device_array(x) -> bool:
-    """True for arrays in GPU memory (torch CUDA tensors, CuPy, ``__cuda_array_interface__``, DLPack CUDA)."""
-    if is_torch(x):
-        return bool(x.is_cuda)
-    if hasattr(x, "__cuda_array_interface__"):
-        return True
-    if hasattr(x, "__dlpack_device__") and not isinstance(x, np.ndarray):
-        try:
-            return int(x.__dlpack_device__()[0]) == 2  # kDLCUDA
-        except Exception:
-            return False
-    return False
 
 
 def is_cpu(device) -> bool:
@@ -110,7 +95,7 @@ class Buf:
         """The address ``offset_floats`` float32 values into the buffer."""
         return self.ptr + offset_floats * F32
 
-    def view(self, shape) -> "Buf":
+    def view(self, shape) -> Buf:
         """The same memory with another shape of as many values."""
         return Buf(self.obj, self.ptr, shape)
 
@@ -292,7 +277,3 @@ def _importable(name: str) -> bool:
 
     return importlib.util.find_spec(name) is not None
 
-
-def count(shape) -> int:
-    """The number of values of a shape."""
-    return math.prod(shape)

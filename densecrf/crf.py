@@ -41,9 +41,9 @@ class DenseCRF:
         self.n_labels = _checks.positive_int(n_labels, "n_labels")
         self._backend = CpuBackend(threads)
         self._threads = self._backend.threads
-        self._unary = None
-        self._terms = []
-        self._term_info = []
+        self._unary: np.ndarray | None = None
+        self._terms: list = []  # native pairwise terms, in the order their messages are summed
+        self._term_info: list[dict] = []
 
     # -- energy -----------------------------------------------------------
     def set_unary(self, unary) -> None:

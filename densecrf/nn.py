@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 try:
     import torch
@@ -44,7 +44,7 @@ from . import arrays
 from .backends import cuda as _cuda
 from .backends.cpu import CpuBackend
 
-__all__ = ["CRFasRNN", "LatticeFilter", "gaussian_filter", "build_lattice"]
+__all__ = ["CRFasRNN", "LatticeFilter", "build_lattice", "gaussian_filter"]
 
 _NORMALIZATIONS = {"none": 0, "before": 1, "after": 2, "symmetric": 3}
 
@@ -493,7 +493,7 @@ class CRFasRNN(nn.Module):
 
     # -- parameter files ----------------------------------------------------
     @classmethod
-    def from_params(cls, params, n_classes: int, **kwargs) -> "CRFasRNN":
+    def from_params(cls, params, n_classes: int, **kwargs) -> CRFasRNN:
         r"""A layer equal to :func:`densecrf.refine` with ``params`` (a
         :class:`densecrf.params.CRFParams`, its dict or a JSON path).
 

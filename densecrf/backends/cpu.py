@@ -98,7 +98,7 @@ class CpuBackend:
         each image on ``threads // workers`` native threads, taken first come
         first served. The same bits either way. Returns one array per item.
         """
-        jobs = []  # (item, image or None, image array, probs array, spatial)
+        jobs: list[tuple] = []  # (item, image or None, image array, probs array, spatial)
         for j, (image, probs, count, spatial) in enumerate(items):
             if probs.ndim == len(spatial) + 2:
                 jobs += [(j, i, image[i], probs[i], spatial) for i in range(count)]
@@ -168,7 +168,7 @@ class CpuBackend:
             last_lattice = self.lattice(terms[1][0], total)
             helper = _TermBuilder(self, *terms[0], k, 1, then=None if job is None else (lambda: job.run(1)))
         mine = total - 1 if helper else self.threads
-        built = [None] * len(terms)
+        built: list = [None] * len(terms)
         try:
             if split:
                 built[1] = self.term(*terms[1], k, mine, lattice=last_lattice)
@@ -219,7 +219,7 @@ class _TermBuilder(threading.Thread):
             self._out = backend.term(f, spec, labels, threads)
             if then is not None:
                 then()
-        except BaseException as exc:  # handed to the caller by result()
+        except BaseException as exc:  # noqa: BLE001 - every exception, KeyboardInterrupt too, is re-raised by result()
             self._err = exc
 
     def result(self):

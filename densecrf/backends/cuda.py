@@ -80,7 +80,7 @@ class DeviceArray:
         self._buf = _C.CudaBuffer(max(1, math.prod(self.shape)) * arrays.F32, self.device)
 
     @classmethod
-    def from_numpy(cls, a, device=0) -> "DeviceArray":
+    def from_numpy(cls, a, device=0) -> DeviceArray:
         """Copies a host array (converted to float32) to the device."""
         h = np.ascontiguousarray(a, dtype=np.float32)
         out = cls(h.shape, device)
@@ -104,7 +104,7 @@ class DeviceArray:
         """Copies the values into the float32 C-contiguous host array ``out``, on ``stream``."""
         self._buf.download(out, stream)
 
-    def copy(self, stream: int = 0) -> "DeviceArray":
+    def copy(self, stream: int = 0) -> DeviceArray:
         """A new device array with the same values (copied on ``stream``)."""
         a = DeviceArray(self.shape, self.device)
         _C.cuda_copy_labels_layout(self.ptr, a.ptr, 1, 1, max(1, a.size), False, self.device, stream)
@@ -117,7 +117,7 @@ class DeviceArray:
             self.download(out, 0)
         return out
 
-    def reshape(self, *shape) -> "DeviceArray":
+    def reshape(self, *shape) -> DeviceArray:
         """A view with another shape (same memory)."""
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         if math.prod(shape) != self.size:
@@ -199,7 +199,7 @@ class CudaBackend:
         mean-field run. Returns one Buf per item.
         """
         place, dev, stream = self.place, self.place.device, self.place.stream
-        nd, k, c, first = problem.ndim, problem.labels, problem.channels, problem.channels_first
+        k, c, first = problem.labels, problem.channels, problem.channels_first
         counts = [b * math.prod(sp) for _, _, b, sp in items]
         n = sum(counts)
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

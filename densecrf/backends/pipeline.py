@@ -97,41 +97,55 @@ def refine_batch(images, probs, *, channels_first: bool = False, volume: bool = 
         raise ValueError(f"got {len(ilist)} images and {len(plist)} probability maps")
     if not plist:
         return []
-    cpu = arrays.is_cpu(device)
-    place = None if cpu else _cuda.place_of(plist + ilist, device)
     names = [(f"images[{j}]", f"probs[{j}]") if as_list else ("images", "probs") for j in range(len(plist))]
-    if cpu:
-        plist = [arrays.host(p, n, finite=False) for p, (_, n) in zip(plist, names)]
-        ilist = [arrays.host(im, n) for im, (n, _) in zip(ilist, names)]
-    layouts = [_batch_layout(arrays.shape_of(im), arrays.shape_of(pr), j, as_list, channels_first, volume)
-               for j, (im, pr) in enumerate(zip(ilist, plist))]
-    label_axis = 0 if channels_first else -1
+    if arrays.is_cpu(device):
+        res = _refine_batch_cpu(ilist, plist, names, as_list, channels_first, volume, threads, s)
+    else:
+        res = _refine_batch_cuda(ilist, plist, names, as_list, channels_first, volume, device, s)
+    return res if as_list else res[0]
+
+
+def _batch_problem(ishapes, pshapes, as_list, channels_first, volume, s):
+    """(per entry (count, spatial, K, C), the Problem) of a batch."""
+    layouts = [_batch_layout(i, p, j, as_list, channels_first, volume) for j, (i, p) in enumerate(zip(ishapes, pshapes))]
     k, c, nd = layouts[0][2], layouts[0][3], len(layouts[0][1])
     if any((lk, lc, len(sp)) != (k, c, nd) for _, sp, lk, lc in layouts):
         raise ValueError("all images must share the number of labels, of channels and of spatial axes")
-    problem = describe(s, labels=k, ndim=nd, channels=c, channels_first=channels_first, label_axis=label_axis)
-    if cpu:
-        items = [(im, pr, b, sp) for im, pr, (b, sp, _, _) in zip(ilist, plist, layouts)]
-        try:
-            res = CpuBackend(threads).refine(problem, items)
-        except ValueError as exc:
-            if "finite" in str(exc):  # name the map and the index in the caller's layout
-                for pr, (_, n) in zip(plist, names):
-                    _checks.check_finite(pr, n)
-            raise
-        return res if as_list else res[0]
+    problem = describe(s, labels=k, ndim=nd, channels=c, channels_first=channels_first,
+                       label_axis=0 if channels_first else -1)
+    return layouts, problem
+
+
+def _refine_batch_cpu(ilist, plist, names, as_list, channels_first, volume, threads, s) -> list:
+    plist = [arrays.host(p, n, finite=False) for p, (_, n) in zip(plist, names)]  # finite: checked natively
+    ilist = [arrays.host(im, n) for im, (n, _) in zip(ilist, names)]
+    layouts, problem = _batch_problem([im.shape for im in ilist], [p.shape for p in plist], as_list, channels_first,
+                                      volume, s)
+    backend = CpuBackend(threads)
+    try:
+        return backend.refine(problem, [(im, pr, b, sp) for im, pr, (b, sp, _, _) in zip(ilist, plist, layouts)])
+    except ValueError as exc:
+        if "finite" in str(exc):  # name the map and the index in the caller's layout
+            for pr, (_, n) in zip(plist, names):
+                _checks.check_finite(pr, n)
+        raise
+
+
+def _refine_batch_cuda(ilist, plist, names, as_list, channels_first, volume, device, s) -> list:
+    place = _cuda.place_of(plist + ilist, device)
+    layouts, problem = _batch_problem([place.shape_of(im) for im in ilist], [place.shape_of(p) for p in plist],
+                                      as_list, channels_first, volume, s)
+    lead_label = (0 if as_list else 1) if channels_first else -1  # the label axis of each probs array
     items = []
-    lead_label = (1 if not as_list else 0) if channels_first else -1
     for im, pr, (b, sp, _, _), (iname, pname) in zip(ilist, plist, layouts, names):
         if place.kind == "numpy":
             h = arrays.host(pr, pname)
-            _checked_host_probs(np.moveaxis(h, lead_label, -1), label_axis)
+            _checked_host_probs(np.moveaxis(h, lead_label, -1), problem.label_axis)
             prb = place.upload(h)
         else:
             prb = place.put(pr, pname)
         items.append((place.put(im, iname), prb, b, sp))
-    res = [place.result(o) for o in _cuda.CudaBackend(place).refine(problem, items)]
-    return res if as_list else res[0]
+    return [place.result(o) for o in _cuda.CudaBackend(place).refine(problem, items)]
 
 
 def _batch_layout(ishape, pshape, j: int, as_list: bool, channels_first: bool, volume: bool):

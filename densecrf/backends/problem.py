@@ -130,9 +130,9 @@ class Problem:
     label_axis: int = -1  # the caller's label axis, for messages only
 
 
-REFINE_DEFAULTS = dict(n_iter=5, gaussian_sxy=3.0, gaussian_compat=3.0, bilateral_sxy=80.0,
-                       bilateral_srgb=13.0, bilateral_compat=10.0, clip=1e-5, scale=None,
-                       normalization="symmetric")
+REFINE_DEFAULTS = {"n_iter": 5, "gaussian_sxy": 3.0, "gaussian_compat": 3.0, "bilateral_sxy": 80.0,
+                   "bilateral_srgb": 13.0, "bilateral_compat": 10.0, "clip": 1e-5, "scale": None,
+                   "normalization": "symmetric"}
 
 
 def settings(params=None, **kwargs) -> dict:
