@@ -325,3 +325,12 @@ def test_refine_batch_reports_non_finite_probs_in_the_callers_layout():
     pb[1, 2, 3, 1] = np.nan
     with pytest.raises(ValueError, match=r"probs must be finite; found nan at index \(1, 2, 3, 1\)"):
         densecrf.refine_batch(np.zeros((2, 6, 7, 3)), pb)
+
+
+def test_gpu_array_on_the_cpu_path_names_device_cuda():
+    class FakeGpuArray:  # what a CUDA array library exposes; refine(device='cpu') cannot read it
+        __cuda_array_interface__ = {"shape": (6, 7, 3), "typestr": "<f4", "data": (0, False), "version": 3}
+        shape = (6, 7, 3)
+
+    with pytest.raises(TypeError, match=r"probs is a GPU array.*pass device='cuda'"):
+        densecrf.refine(smooth_image(6, 7), FakeGpuArray())
