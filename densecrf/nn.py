@@ -112,8 +112,13 @@ class _CudaBackend:
     def __init__(self, device: torch.device):
         self.device = device
 
+    @staticmethod
+    def _place(t: torch.Tensor) -> arrays.Place:
+        # _backend() checked that the backend can run; the stream is read per call
+        return arrays.place_of([t], None, _cuda.DeviceArray)
+
     def lattice(self, features: torch.Tensor):
-        place = _cuda.place_of([features], None)
+        place = self._place(features)
         f = place.put(features, "features")
         # f stays alive while the build may still read it on the stream
         return _cuda.CudaBackend(place).lattice(f), f.obj
@@ -121,7 +126,7 @@ class _CudaBackend:
     def filter(self, lattice, values: torch.Tensor, transpose: bool) -> torch.Tensor:
         if values.shape[0] == 0 or values.shape[1] == 0:
             return torch.zeros_like(values)
-        place = _cuda.place_of([values], None)
+        place = self._place(values)
         out = _cuda.CudaBackend(place).filter(lattice[0], place.put(values, "values"), transpose)
         return out.obj.to(values.dtype)
 
