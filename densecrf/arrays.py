@@ -242,8 +242,9 @@ def place_of(arrays, device, memory) -> Place:
             if not x.is_cuda:
                 continue
             torch = torch_module()
-            return Place("torch", x.device.index if x.device.index is not None else torch.cuda.current_device(),
-                         memory, x.device)
+            return Place(
+                "torch", x.device.index if x.device.index is not None else torch.cuda.current_device(), memory, x.device
+            )
         if hasattr(x, "__cuda_array_interface__"):
             if is_cupy(x) or "cupy" in sys.modules or _importable("cupy"):
                 import cupy
@@ -276,4 +277,3 @@ def _importable(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
-

@@ -82,7 +82,9 @@ def mean_field(unary, pairwise, *, n_iter: int = 5, Q=None, device=None):
     q0 = None
     if Q is not None:
         if tuple(place.shape_of(Q)) != tuple(ushape):
-            raise ValueError(f"Q must have the shape of unary {_checks.shape_str(ushape)}, got {_checks.shape_str(place.shape_of(Q))}")
+            raise ValueError(
+                f"Q must have the shape of unary {_checks.shape_str(ushape)}, got {_checks.shape_str(place.shape_of(Q))}"
+            )
         # A fresh buffer: the caller's array is never written (put may return a view of it).
         q0 = place.copy(place.put(Q, "Q")).view((n, k))
     if n == 0:
@@ -110,7 +112,9 @@ def filter(features, values, *, transpose: bool = False, normalization=None, dev
     if len(fshape) not in (2, 3) or not 1 <= fshape[-1] <= 32:
         raise ValueError(f"features must be [N, d] or [B, N, d] with 1 <= d <= 32, got {_checks.shape_str(fshape)}")
     if len(vshape) != len(fshape) or tuple(vshape[:-1]) != tuple(fshape[:-1]):
-        raise ValueError(f"values must have shape ({', '.join(map(str, fshape[:-1]))}, C), got {_checks.shape_str(vshape)}")
+        raise ValueError(
+            f"values must have shape ({', '.join(map(str, fshape[:-1]))}, C), got {_checks.shape_str(vshape)}"
+        )
     batch = 1 if len(fshape) == 2 else fshape[0]
     n_per, d, c = fshape[-2], fshape[-1], vshape[-1]
     n = batch * n_per
@@ -136,8 +140,9 @@ def refine(image, probs, *, channel_axis: int = -1, device=None, volume: bool = 
     Probabilities are not checked to sum to one for device arrays (that check would wait
     for the GPU).
     """
-    return _pipeline.refine(image, probs, channel_axis=channel_axis, volume=volume,
-                            device="cuda" if device is None else device, **params)
+    return _pipeline.refine(
+        image, probs, channel_axis=channel_axis, volume=volume, device="cuda" if device is None else device, **params
+    )
 
 
 def refine_batch(images, probs, *, channels_first: bool = True, device=None, **params):
@@ -153,8 +158,18 @@ def refine_batch(images, probs, *, channels_first: bool = True, device=None, **p
     array, or a list for list input.
     """
     params.setdefault("volume", True)
-    return _pipeline.refine_batch(images, probs, channels_first=channels_first,
-                                  device="cuda" if device is None else device, **params)
+    return _pipeline.refine_batch(
+        images, probs, channels_first=channels_first, device="cuda" if device is None else device, **params
+    )
 
 
-__all__ = ["DeviceArray", "cuda_available", "device_name", "filter", "mean_field", "refine", "refine_batch", "require_cuda"]
+__all__ = [
+    "DeviceArray",
+    "cuda_available",
+    "device_name",
+    "filter",
+    "mean_field",
+    "refine",
+    "refine_batch",
+    "require_cuda",
+]

@@ -80,8 +80,9 @@ def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False, t
     k = p.shape[-1]
     if k < 1:
         raise ValueError(f"probs must have at least one label, got shape {_checks.shape_str(p.shape)}")
-    # (a job holds its own contiguous copy; scale and clip=None take no job)
-    flat = np.ascontiguousarray(p.reshape(-1, k)) if job is None else None
+    # A job holds its own contiguous copy, and is made only with a clip and
+    # no scale: flat is read only without one.
+    flat = np.ascontiguousarray(p.reshape(-1, k)) if job is None else np.empty((0, k), np.float32)
     if scale is not None:
         s = _checks.positive_scalar(scale, "scale")
         if s > 1:
@@ -203,7 +204,7 @@ def gaussian_features(shape, sdims) -> np.ndarray:
     if not shape:
         raise ValueError("shape must have at least one axis")
     s = _checks.per_axis(sdims, len(shape), "sdims")
-    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) / np.float32(b) for n, b in zip(shape, s)], indexing="ij")
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) / np.float32(b) for n, b in zip(shape, s, strict=True)], indexing="ij")
     return np.ascontiguousarray(np.stack([g.ravel() for g in grids], axis=1), dtype=np.float32)
 
 

@@ -86,7 +86,7 @@ class _CpuBackend:
         u = arrays.torch_host(-logits)
         mu = compat.detach().to(torch.float32)
         terms = []
-        for lat, w in zip(lattices, weights):
+        for lat, w in zip(lattices, weights, strict=True):
             w = w.detach().to(torch.float32)
             mat = mu * w.reshape(1, -1) if w.dim() else mu * w  # [K, K]
             spec = (2, mat.contiguous().numpy().ravel(), normalization, None)
@@ -326,7 +326,7 @@ def _mean_field_grad(logits, kernels, weights, compat, n_iter, recompute):
 
     def step(q):
         msg = None
-        for kern, w in zip(kernels, weights):
+        for kern, w in zip(kernels, weights, strict=True):
             m = kern.apply(q) * w  # [N, K]: w_t * Kbar_t Q
             msg = m if msg is None else msg + m
         return logits - msg @ compat.t()  # logits_l -= sum_l' compat[l, l'] msg_l'
@@ -450,7 +450,7 @@ class CRFasRNN(nn.Module):
             specs.append(("bilateral", "bilateral", bilateral_weight,
                           {"sxy": _positive(bilateral_sxy, "bilateral_sxy"),
                            "srgb": _positive(bilateral_srgb, "bilateral_srgb")}))
-        for k, (bw, w) in enumerate(zip(fb, fw)):
+        for k, (bw, w) in enumerate(zip(fb, fw, strict=True)):
             vals = [bw] if isinstance(bw, numbers.Real) else list(bw)
             specs.append((f"features{k}", "features", w,
                           {"s": [_positive(float(v), f"feature_bandwidths[{k}]") for v in vals]}))
@@ -468,7 +468,7 @@ class CRFasRNN(nn.Module):
         self.terms = [(name, kind) for name, kind, _, _ in specs]
         self.weights = nn.ParameterDict()
         self.log_bandwidths = nn.ParameterDict()
-        for name, kind, w, bws in specs:
+        for name, _kind, w, bws in specs:
             w = float(w)
             shape = (n_classes,) if per_class_weights else ()
             self.weights[name] = nn.Parameter(torch.full(shape, w))
@@ -628,7 +628,7 @@ class CRFasRNN(nn.Module):
         features = list(features or [])
         if len(features) != n_feat:
             raise ValueError(f"expected {n_feat} feature tensors (one per feature term), got {len(features)}")
-        for k, (f, (name, _)) in enumerate(zip(features, [t for t in self.terms if t[1] == "features"])):
+        for k, (f, (name, _)) in enumerate(zip(features, [t for t in self.terms if t[1] == "features"], strict=True)):
             s = self.bandwidth(name, "s")
             if f.dim() != logits.dim() or f.shape[0] != b or tuple(f.shape[2:]) != spatial:
                 raise ValueError(f"features[{k}] must have shape [{b}, d, {', '.join(map(str, spatial))}], got {tuple(f.shape)}")
@@ -640,7 +640,7 @@ class CRFasRNN(nn.Module):
 
     def _term_features(self, logits, image, features):
         """Per image, per term: features [N, d_t] already divided by the bandwidths."""
-        b, k = logits.shape[:2]
+        b = logits.shape[0]
         spatial = logits.shape[2:]
         n = int(math.prod(spatial))
         dt = logits.dtype

@@ -18,5 +18,15 @@ from .cuda import CudaBackend, cuda_available, require_cuda
 from .pipeline import refine, refine_batch
 from .problem import KernelType, Normalization, Problem, Term
 
-__all__ = ["CpuBackend", "CudaBackend", "KernelType", "Normalization", "Problem", "Term", "cuda_available",
-           "refine", "refine_batch", "require_cuda"]
+__all__ = [
+    "CpuBackend",
+    "CudaBackend",
+    "KernelType",
+    "Normalization",
+    "Problem",
+    "Term",
+    "cuda_available",
+    "refine",
+    "refine_batch",
+    "require_cuda",
+]

@@ -60,11 +60,21 @@ class CpuBackend:
     def normalized(self, lattice, normalization: int):
         """A native term whose ``filter(values, transpose, threads)`` applies the
         normalised kernel, the scales folded into the splat and slice weights."""
-        return _C.PairwiseTerm(getattr(lattice, "_lat", lattice), int(normalization), 0, np.ones(1, np.float32), 1,
-                               self.threads)
+        return _C.PairwiseTerm(
+            getattr(lattice, "_lat", lattice), int(normalization), 0, np.ones(1, np.float32), 1, self.threads
+        )
 
-    def mean_field(self, unary: np.ndarray, terms, n_iter: int, q: np.ndarray | None = None, *, start=None,
-                   check_finite: bool = True, compats=()) -> np.ndarray:
+    def mean_field(
+        self,
+        unary: np.ndarray,
+        terms,
+        n_iter: int,
+        q: np.ndarray | None = None,
+        *,
+        start=None,
+        check_finite: bool = True,
+        compats=(),
+    ) -> np.ndarray:
         """Q ``[N, K]`` after ``n_iter`` fused iterations from softmax(-unary), or from
         ``q`` (not written), or from ``start`` (a ``_C.StartQ`` of the same unary).
 
@@ -114,7 +124,7 @@ class CpuBackend:
                 done = list(pool.map(lambda job: each._refine_one(problem, *job[2:]), jobs))
         results = iter(done)  # in the jobs' order, item after item
         outs = []
-        for image, probs, count, spatial in items:
+        for _image, probs, count, spatial in items:
             if probs.ndim != len(spatial) + 2:
                 outs.append(next(results))
             elif count:
@@ -147,8 +157,9 @@ class CpuBackend:
             if t.srgb is None:
                 feats = _C.grid_features(list(spatial), list(t.sxy), None, [], self.threads)
             else:
-                feats = _C.grid_features(list(spatial), list(t.sxy), im.reshape(-1, im.shape[-1]), list(t.srgb),
-                                         self.threads)
+                feats = _C.grid_features(
+                    list(spatial), list(t.sxy), im.reshape(-1, im.shape[-1]), list(t.srgb), self.threads
+                )
             terms.append((feats, (t.compat_kind, t.compat, t.normalization, t.kernel)))
         # On 2 or 3 threads: the last term's lattice (the bilateral one, the
         # costliest) first on all threads; then its normalisation on this thread
@@ -172,8 +183,9 @@ class CpuBackend:
         try:
             if split:
                 built[1] = self.term(*terms[1], k, mine, lattice=last_lattice)
-            unary, (lo, hi, worst), start = _unary_from_probs(p_last, clip=clip, scale=scale, with_stats=True,
-                                                              threads=mine, with_start=True, job=job)
+            unary, (lo, hi, worst), start = _unary_from_probs(
+                p_last, clip=clip, scale=scale, with_stats=True, threads=mine, with_start=True, job=job
+            )
             if worst > 1e-2:
                 # 1e-2: a float16 softmax is off by up to ~K * 5e-4; anything more is
                 # not a probability distribution (logits or sigmoid scores, say).
@@ -191,16 +203,19 @@ class CpuBackend:
         # unary: checked above (finite, from probabilities in [0, 1] summing to
         # one); start: softmax(-unary) from the same pass. The terms in their
         # order: the fused pass adds them in it.
-        q = self.mean_field(unary, [b[0] for b in built], problem.n_iter, start=start,
-                            compats=[t.compat for t in problem.terms])
+        q = self.mean_field(
+            unary, [b[0] for b in built], problem.n_iter, start=start, compats=[t.compat for t in problem.terms]
+        )
         return q.reshape(p_last.shape)
 
 
 def sums_message(sums: np.ndarray, label_axis) -> str:
     """The error for probabilities whose sums over the labels (``sums``, float64) are not one."""
     worst = float(sums.ravel()[np.argmax(np.abs(sums - 1.0))]) if sums.size else 1.0
-    return (f"probs must sum to one over the label axis (axis {label_axis}); the worst pixel sums to "
-            f"{worst:g}. Pass softmax probabilities, or build the unary yourself and use DenseCRF")
+    return (
+        f"probs must sum to one over the label axis (axis {label_axis}); the worst pixel sums to "
+        f"{worst:g}. Pass softmax probabilities, or build the unary yourself and use DenseCRF"
+    )
 
 
 class _TermBuilder(threading.Thread):
@@ -219,7 +234,7 @@ class _TermBuilder(threading.Thread):
             self._out = backend.term(f, spec, labels, threads)
             if then is not None:
                 then()
-        except BaseException as exc:  # noqa: BLE001 - every exception, KeyboardInterrupt too, is re-raised by result()
+        except BaseException as exc:  # every exception, KeyboardInterrupt too, is re-raised by result()
             self._err = exc
 
     def result(self):

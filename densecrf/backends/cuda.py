@@ -162,8 +162,9 @@ class CudaBackend:
 
     def term(self, lattice, kind: int, values: np.ndarray, normalization: int, labels: int):
         """A pairwise term (normalisation computed) over ``lattice``."""
-        return _C.CudaPairwiseTerm(lattice, int(normalization), kind, np.ascontiguousarray(values, dtype=np.float32),
-                                   labels, self.place.stream)
+        return _C.CudaPairwiseTerm(
+            lattice, int(normalization), kind, np.ascontiguousarray(values, dtype=np.float32), labels, self.place.stream
+        )
 
     def filter(self, lattice, values: arrays.Buf, transpose: bool = False, normalization=None) -> arrays.Buf:
         """``values`` ``[N, C]`` filtered by ``lattice`` (K, or the normalised kernel)."""
@@ -210,27 +211,38 @@ class CudaBackend:
         clip_v = 0.0 if problem.clip is None else problem.clip
         scale_v = 0.0 if problem.scale is None else problem.scale
         unary = place.empty((n, k))
-        for (img, prb, b, sp), st in zip(items, starts):
-            _C.cuda_unary_from_probs(prb.ptr, unary.at(int(st) * k), b, math.prod(sp), k, first,
-                                     clip_v, scale_v, dev, stream)
+        for (_img, prb, b, sp), st in zip(items, starts[:-1], strict=True):
+            _C.cuda_unary_from_probs(
+                prb.ptr, unary.at(int(st) * k), b, math.prod(sp), k, first, clip_v, scale_v, dev, stream
+            )
         features = []
         for t in problem.terms:
             sd = [float(np.float32(v)) for v in t.sxy]
             sc = [] if t.srgb is None else [float(np.float32(v)) for v in t.srgb]
             feats = place.empty((n, t.dim))
-            for (img, prb, b, sp), st in zip(items, starts):
-                _C.cuda_grid_features(img.ptr if t.srgb is not None else 0, feats.at(int(st) * t.dim), b, list(sp),
-                                      sd, c if t.srgb is not None else 0, sc, first, dev, stream)
+            for (img, _prb, b, sp), st in zip(items, starts[:-1], strict=True):
+                _C.cuda_grid_features(
+                    img.ptr if t.srgb is not None else 0,
+                    feats.at(int(st) * t.dim),
+                    b,
+                    list(sp),
+                    sd,
+                    c if t.srgb is not None else 0,
+                    sc,
+                    first,
+                    dev,
+                    stream,
+                )
             features.append(feats)
         if n == 0:
             return [place.empty(prb.shape) for _, prb, _, _ in items]
         lattices, terms = [], []
-        for f, t in zip(features, problem.terms):
+        for f, t in zip(features, problem.terms, strict=True):
             lattices.append(self.lattice(f, segments))
             terms.append(self.term(lattices[-1], t.compat_kind, t.compat, t.normalization, k))
         q = self.mean_field(unary, terms, problem.n_iter)
         outs = []
-        for (img, prb, b, sp), st in zip(items, starts):
+        for (_img, prb, b, sp), st in zip(items, starts[:-1], strict=True):
             out = place.empty(prb.shape)
             _C.cuda_copy_labels_layout(q.at(int(st) * k), out.ptr, b, math.prod(sp), k, first, dev, stream)
             outs.append(out)

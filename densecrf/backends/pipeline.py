@@ -26,8 +26,9 @@ from .cpu import CpuBackend, sums_message
 from .problem import describe, image_layout, probs_layout, settings
 
 
-def refine(image, probs, *, channel_axis: int = -1, volume: bool = False, device="cpu", threads=None,
-           params=None, **kwargs):
+def refine(
+    image, probs, *, channel_axis: int = -1, volume: bool = False, device="cpu", threads=None, params=None, **kwargs
+):
     """:func:`densecrf.refine` (see there) on ``device``."""
     s = settings(params, **kwargs)
     if arrays.is_cpu(device):
@@ -60,8 +61,9 @@ def _refine_cuda(image, probs, channel_axis, volume, device, s):
     if place.kind == "numpy":
         # Host arrays are checked on the host (device arrays are not: that
         # would wait for the GPU), with the label axis moved there too.
-        prb = place.upload(_checked_host_probs(np.ascontiguousarray(np.moveaxis(arrays.host(probs, "probs"), axis, -1)),
-                                               channel_axis))
+        prb = place.upload(
+            _checked_host_probs(np.ascontiguousarray(np.moveaxis(arrays.host(probs, "probs"), axis, -1)), channel_axis)
+        )
     else:
         prb = place.moveaxis(place.put(probs, "probs"), axis, -1)
     img = place.put(image, "image")
@@ -84,8 +86,17 @@ def _checked_host_probs(p_last: np.ndarray, label_axis) -> np.ndarray:
     return p_last
 
 
-def refine_batch(images, probs, *, channels_first: bool = False, volume: bool = False, device="cpu",
-                 threads=None, params=None, **kwargs):
+def refine_batch(
+    images,
+    probs,
+    *,
+    channels_first: bool = False,
+    volume: bool = False,
+    device="cpu",
+    threads=None,
+    params=None,
+    **kwargs,
+):
     """:func:`densecrf.refine_batch` (see there) on ``device``."""
     s = settings(params, **kwargs)
     as_list = isinstance(probs, (list, tuple))
@@ -107,37 +118,47 @@ def refine_batch(images, probs, *, channels_first: bool = False, volume: bool = 
 
 def _batch_problem(ishapes, pshapes, as_list, channels_first, volume, s):
     """(per entry (count, spatial, K, C), the Problem) of a batch."""
-    layouts = [_batch_layout(i, p, j, as_list, channels_first, volume) for j, (i, p) in enumerate(zip(ishapes, pshapes))]
+    layouts = [
+        _batch_layout(i, p, j, as_list, channels_first, volume)
+        for j, (i, p) in enumerate(zip(ishapes, pshapes, strict=True))
+    ]
     k, c, nd = layouts[0][2], layouts[0][3], len(layouts[0][1])
     if any((lk, lc, len(sp)) != (k, c, nd) for _, sp, lk, lc in layouts):
         raise ValueError("all images must share the number of labels, of channels and of spatial axes")
-    problem = describe(s, labels=k, ndim=nd, channels=c, channels_first=channels_first,
-                       label_axis=0 if channels_first else -1)
+    problem = describe(
+        s, labels=k, ndim=nd, channels=c, channels_first=channels_first, label_axis=0 if channels_first else -1
+    )
     return layouts, problem
 
 
 def _refine_batch_cpu(ilist, plist, names, as_list, channels_first, volume, threads, s) -> list:
-    plist = [arrays.host(p, n, finite=False) for p, (_, n) in zip(plist, names)]  # finite: checked natively
-    ilist = [arrays.host(im, n) for im, (n, _) in zip(ilist, names)]
-    layouts, problem = _batch_problem([im.shape for im in ilist], [p.shape for p in plist], as_list, channels_first,
-                                      volume, s)
+    plist = [
+        arrays.host(p, n, finite=False) for p, (_, n) in zip(plist, names, strict=True)
+    ]  # finite: checked natively
+    ilist = [arrays.host(im, n) for im, (n, _) in zip(ilist, names, strict=True)]
+    layouts, problem = _batch_problem(
+        [im.shape for im in ilist], [p.shape for p in plist], as_list, channels_first, volume, s
+    )
     backend = CpuBackend(threads)
     try:
-        return backend.refine(problem, [(im, pr, b, sp) for im, pr, (b, sp, _, _) in zip(ilist, plist, layouts)])
+        return backend.refine(
+            problem, [(im, pr, b, sp) for im, pr, (b, sp, _, _) in zip(ilist, plist, layouts, strict=True)]
+        )
     except ValueError as exc:
         if "finite" in str(exc):  # name the map and the index in the caller's layout
-            for pr, (_, n) in zip(plist, names):
+            for pr, (_, n) in zip(plist, names, strict=True):
                 _checks.check_finite(pr, n)
         raise
 
 
 def _refine_batch_cuda(ilist, plist, names, as_list, channels_first, volume, device, s) -> list:
     place = _cuda.place_of(plist + ilist, device)
-    layouts, problem = _batch_problem([place.shape_of(im) for im in ilist], [place.shape_of(p) for p in plist],
-                                      as_list, channels_first, volume, s)
+    layouts, problem = _batch_problem(
+        [place.shape_of(im) for im in ilist], [place.shape_of(p) for p in plist], as_list, channels_first, volume, s
+    )
     lead_label = (0 if as_list else 1) if channels_first else -1  # the label axis of each probs array
     items = []
-    for im, pr, (b, sp, _, _), (iname, pname) in zip(ilist, plist, layouts, names):
+    for im, pr, (b, sp, _, _), (iname, pname) in zip(ilist, plist, layouts, names, strict=True):
         if place.kind == "numpy":
             h = arrays.host(pr, pname)
             _checked_host_probs(np.moveaxis(h, lead_label, -1), problem.label_axis)
@@ -152,8 +173,10 @@ def _batch_layout(ishape, pshape, j: int, as_list: bool, channels_first: bool, v
     """(count, spatial, K, C) of one entry of a batch."""
     lead = 0 if as_list else 1  # a batch axis
     if len(pshape) < 2 + lead:
-        raise ValueError(f"probs[{j}] has shape {_checks.shape_str(pshape)}: too few axes"
-                         + ("" if as_list else "; a batch array is [B, *spatial, K] ([B, K, *spatial] channels first)"))
+        raise ValueError(
+            f"probs[{j}] has shape {_checks.shape_str(pshape)}: too few axes"
+            + ("" if as_list else "; a batch array is [B, *spatial, K] ([B, K, *spatial] channels first)")
+        )
     b = 1 if as_list else pshape[0]
     body = pshape[lead:]
     k = body[0] if channels_first else body[-1]
@@ -165,11 +188,17 @@ def _batch_layout(ishape, pshape, j: int, as_list: bool, channels_first: bool, v
         c = ibody[0] if channels_first else ibody[-1]
         ispatial = tuple(ibody[1:]) if channels_first else tuple(ibody[:-1])
     if ispatial != spatial or (not as_list and ishape[0] != b):
-        raise ValueError(f"images[{j}] has shape {_checks.shape_str(ishape)}, which does not match probs of shape "
-                         f"{_checks.shape_str(pshape)} (channels_first={channels_first})")
+        raise ValueError(
+            f"images[{j}] has shape {_checks.shape_str(ishape)}, which does not match probs of shape "
+            f"{_checks.shape_str(pshape)} (channels_first={channels_first})"
+        )
     if k < 1 or min(spatial, default=0) < 1:
-        raise ValueError(f"probs[{j}] must have at least one label and one pixel, got shape {_checks.shape_str(pshape)}")
+        raise ValueError(
+            f"probs[{j}] must have at least one label and one pixel, got shape {_checks.shape_str(pshape)}"
+        )
     if len(spatial) > 2 and not volume:
-        raise ValueError(f"probs[{j}] of shape {_checks.shape_str(pshape)} is a {len(spatial)}-D volume per image; "
-                         "pass volume=True to refine volumes")
+        raise ValueError(
+            f"probs[{j}] of shape {_checks.shape_str(pshape)} is a {len(spatial)}-D volume per image; "
+            "pass volume=True to refine volumes"
+        )
     return b, spatial, k, c

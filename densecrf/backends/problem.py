@@ -75,13 +75,19 @@ def compat_arg(compat, n_labels: int):
         return POTTS, c.reshape(1)
     if c.ndim == 1:
         if c.shape[0] != n_labels:
-            raise ValueError(f"a diagonal compat must have {n_labels} values (one per label), got shape {_checks.shape_str(c.shape)}")
+            raise ValueError(
+                f"a diagonal compat must have {n_labels} values (one per label), got shape {_checks.shape_str(c.shape)}"
+            )
         return DIAGONAL, c
     if c.ndim == 2:
         if c.shape != (n_labels, n_labels):
-            raise ValueError(f"a matrix compat must have shape ({n_labels}, {n_labels}), got {_checks.shape_str(c.shape)}")
+            raise ValueError(
+                f"a matrix compat must have shape ({n_labels}, {n_labels}), got {_checks.shape_str(c.shape)}"
+            )
         return MATRIX, c.ravel()
-    raise ValueError(f"compat must be a number, a [K] vector or a [K, K] matrix, got shape {_checks.shape_str(c.shape)}")
+    raise ValueError(
+        f"compat must be a number, a [K] vector or a [K, K] matrix, got shape {_checks.shape_str(c.shape)}"
+    )
 
 
 def compat_value(kind: int, values: np.ndarray, n_labels: int):
@@ -130,9 +136,17 @@ class Problem:
     label_axis: int = -1  # the caller's label axis, for messages only
 
 
-REFINE_DEFAULTS = {"n_iter": 5, "gaussian_sxy": 3.0, "gaussian_compat": 3.0, "bilateral_sxy": 80.0,
-                   "bilateral_srgb": 13.0, "bilateral_compat": 10.0, "clip": 1e-5, "scale": None,
-                   "normalization": "symmetric"}
+REFINE_DEFAULTS = {
+    "n_iter": 5,
+    "gaussian_sxy": 3.0,
+    "gaussian_compat": 3.0,
+    "bilateral_sxy": 80.0,
+    "bilateral_srgb": 13.0,
+    "bilateral_compat": 10.0,
+    "clip": 1e-5,
+    "scale": None,
+    "normalization": "symmetric",
+}
 
 
 def settings(params=None, **kwargs) -> dict:
@@ -148,8 +162,15 @@ def settings(params=None, **kwargs) -> dict:
         from ..params import as_params
 
         kw = as_params(params).refine_kwargs()
-        for key in ("n_iter", "normalization", "gaussian_sxy", "gaussian_compat", "bilateral_sxy",
-                    "bilateral_srgb", "bilateral_compat"):
+        for key in (
+            "n_iter",
+            "normalization",
+            "gaussian_sxy",
+            "gaussian_compat",
+            "bilateral_sxy",
+            "bilateral_srgb",
+            "bilateral_compat",
+        ):
             s[key] = kw[key]
     return s
 
@@ -159,11 +180,13 @@ def probs_layout(shape, channel_axis: int, *, volume: bool = False):
     the labels at ``channel_axis``; ValueError naming the shape otherwise."""
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2:
-        raise ValueError(f"probs must be [*spatial, K] with at least one spatial axis, got shape {_checks.shape_str(shape)}")
+        raise ValueError(
+            f"probs must be [*spatial, K] with at least one spatial axis, got shape {_checks.shape_str(shape)}"
+        )
     if not -len(shape) <= channel_axis < len(shape):
         raise ValueError(f"channel_axis={channel_axis} is out of range for probs of shape {_checks.shape_str(shape)}")
     axis = channel_axis % len(shape)
-    spatial, k = shape[:axis] + shape[axis + 1:], shape[axis]
+    spatial, k = shape[:axis] + shape[axis + 1 :], shape[axis]
     if k < 1 or min(spatial) < 1:
         raise ValueError(f"probs must have at least one label and one pixel, got shape {_checks.shape_str(shape)}")
     if len(spatial) > 2 and not volume:
@@ -184,14 +207,18 @@ def image_layout(shape, spatial, probs_shape, label_axis: int) -> int:
         return 1
     if len(shape) == len(spatial) + 1 and shape[:-1] == spatial:
         return shape[-1]
-    msg = (f"image must have shape ({', '.join(map(str, spatial))}, C) matching probs' spatial shape, "
-           f"got {_checks.shape_str(shape)}")
+    msg = (
+        f"image must have shape ({', '.join(map(str, spatial))}, C) matching probs' spatial shape, "
+        f"got {_checks.shape_str(shape)}"
+    )
     probs_shape = tuple(int(s) for s in probs_shape)
     for a in range(len(probs_shape)):
-        rest = probs_shape[:a] + probs_shape[a + 1:]
+        rest = probs_shape[:a] + probs_shape[a + 1 :]
         if a != label_axis and rest in (shape[:-1], shape):
-            msg += (f". probs has shape {_checks.shape_str(probs_shape)} and is read with its labels on axis "
-                    f"{label_axis}; if they are on axis {a}, pass channel_axis={a}")
+            msg += (
+                f". probs has shape {_checks.shape_str(probs_shape)} and is read with its labels on axis "
+                f"{label_axis}; if they are on axis {a}, pass channel_axis={a}"
+            )
             break
     else:
         if len(shape) == len(spatial) + 1 and shape[1:] == spatial:
@@ -203,8 +230,9 @@ def _raise(msg: str):
     raise ValueError(msg)
 
 
-def describe(s: dict, *, labels: int, ndim: int, channels: int, channels_first: bool = False,
-             label_axis: int = -1) -> Problem:
+def describe(
+    s: dict, *, labels: int, ndim: int, channels: int, channels_first: bool = False, label_axis: int = -1
+) -> Problem:
     """Checks the settings ``s`` (from :func:`settings`) for images with ``ndim``
     spatial axes and ``channels`` channels and ``labels`` labels."""
     n_iter = _checks.positive_int(s["n_iter"], "n_iter", minimum=0)
@@ -222,9 +250,17 @@ def describe(s: dict, *, labels: int, ndim: int, channels: int, channels_first: 
         scale = _checks.positive_scalar(s["scale"], "scale")
         if scale > 1:
             raise ValueError(f"scale must be in (0, 1], got {scale}")
-    return Problem(labels=labels, ndim=ndim, channels=channels, terms=tuple(terms), n_iter=n_iter,
-                   clip=clip, scale=scale,
-                   channels_first=channels_first, label_axis=label_axis)
+    return Problem(
+        labels=labels,
+        ndim=ndim,
+        channels=channels,
+        terms=tuple(terms),
+        n_iter=n_iter,
+        clip=clip,
+        scale=scale,
+        channels_first=channels_first,
+        label_axis=label_axis,
+    )
 
 
 def _term(name: str, s: dict, labels: int, ndim: int, channels: int | None) -> Term:
@@ -233,8 +269,10 @@ def _term(name: str, s: dict, labels: int, ndim: int, channels: int | None) -> T
     if channels is not None:
         srgb = tuple(_checks.per_axis(s["bilateral_srgb"], channels, "bilateral_srgb"))
         if ndim + channels > 32:
-            raise ValueError(f"the bilateral features would have {ndim} positions + {channels} channels = "
-                             f"{ndim + channels} dimensions; at most 32 are supported")
+            raise ValueError(
+                f"the bilateral features would have {ndim} positions + {channels} channels = "
+                f"{ndim + channels} dimensions; at most 32 are supported"
+            )
     kind, values = compat_arg(s[f"{name}_compat"], labels)
     norm = enum_arg(s["normalization"], Normalization, "normalization")
     return Term(name, sxy, srgb, kind, values, norm)
