@@ -291,8 +291,9 @@ def refine_batch(images, probs, *, channels_first: bool = False, device="cpu", n
             build and one mean-field run (each image with its own lattice),
             numpy arrays or device arrays as :mod:`densecrf.cuda` takes them.
         volume: True to allow 3 or more spatial axes per image (volumes).
-        n_iter, gaussian_*, bilateral_*, clip, scale, normalization, threads,
-            params: as :func:`refine`.
+
+    The CRF arguments (``n_iter``, the Gaussian and bilateral terms, ``clip``,
+    ``scale``, ``normalization``, ``threads``, ``params``) are :func:`refine`'s.
 
     Returns:
         Refined probabilities in the layout of ``probs``: one float32 array for
