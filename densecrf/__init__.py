@@ -8,7 +8,8 @@ from . import _checks, cuda  # cuda: the CUDA backend's API; importing it needs 
 from ._native import _C, get_num_threads
 from ._native import build_info as _build_info
 from ._version import __version__
-from .crf import DenseCRF, DenseCRF2D, KernelType, Normalization, grid_positions, refine
+from .backends.cuda import cuda_available
+from .crf import DenseCRF, DenseCRF2D, KernelType, Normalization, grid_positions, refine, refine_batch
 from .features import bilateral_features, gaussian_features, unary_from_labels, unary_from_softmax
 from .fit import fit
 from .lattice import PermutohedralLattice
@@ -27,13 +28,6 @@ def __getattr__(name):
 
         return getattr(dataset, name)
     raise AttributeError(f"module 'densecrf' has no attribute {name!r}")
-
-
-def cuda_available() -> bool:
-    """True when this build of densecrf has its CUDA backend and a GPU is visible (never raises)."""
-    from .cuda import cuda_available as _cuda_available  # numpy and the native module only
-
-    return _cuda_available()
 
 
 def show_config() -> dict:
@@ -62,6 +56,7 @@ __all__ = [
     "grid_positions",
     "iter_refine",
     "refine",
+    "refine_batch",
     "refine_dataset",
     "set_num_threads",
     "show_config",

@@ -26,8 +26,8 @@ def as_array(x, name: str) -> np.ndarray:
     """Returns x as an ndarray of a real numeric dtype (bool and integers allowed)."""
     if hasattr(x, "__cuda_array_interface__") or (hasattr(x, "device") and "cuda" in str(getattr(x, "device", ""))):
         raise TypeError(
-            f"{name} is a GPU array; the numpy API takes host arrays "
-            "(densecrf was built without CUDA support for this entry point)"
+            f"{name} is a GPU array; the numpy API takes host arrays: pass device='cuda' to refine or "
+            "refine_batch to run where it is, or copy it to the host"
         )
     try:
         a = np.asarray(x)

@@ -1,75 +1,17 @@
-"""Dense CRF inference on numpy arrays: DenseCRF, DenseCRF2D and refine()."""
+"""Dense CRF inference on numpy arrays: DenseCRF, DenseCRF2D, refine() and refine_batch()."""
 
 from __future__ import annotations
 
-import enum
-import numbers
-import threading
-
 import numpy as np
 
-from . import _checks
-from ._native import _C
-from .features import _unary_from_probs, _unary_job, check_prob_range
-from .lattice import PermutohedralLattice
+from . import _checks, cuda
+from .backends import pipeline
+from .backends.cpu import CpuBackend
+from .backends.problem import KernelType, Normalization, compat_arg, compat_value, enum_arg
+from .features import _grid_features
 
-
-class Normalization(enum.IntEnum):
-    """How a pairwise kernel is normalised (Kraehenbuehl's NormalizationType).
-
-    With n = K 1 (the filter of a constant one) and D = diag(n):
-    NONE filters with K; BEFORE with K D^-1; AFTER with D^-1 K; SYMMETRIC
-    with D^-1/2 K D^-1/2 (the default, as in pydensecrf).
-    """
-
-    NONE = 0
-    BEFORE = 1
-    AFTER = 2
-    SYMMETRIC = 3
-
-
-class KernelType(enum.IntEnum):
-    """Kraehenbuehl's KernelType: how kernel parameters would be learned.
-
-    It does not change inference; it is kept for API compatibility.
-    """
-
-    CONST = 0
-    DIAG = 1
-    FULL = 2
-
-
-def _enum_arg(value, enum_cls, name):
-    if isinstance(value, str):
-        try:
-            return enum_cls[value.upper()]
-        except KeyError:
-            opts = ", ".join(repr(m.name.lower()) for m in enum_cls)
-            raise ValueError(f"{name} must be one of {opts}, got {value!r}") from None
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        try:
-            return enum_cls(int(value))
-        except ValueError:
-            raise ValueError(f"{name} must be one of {[int(m) for m in enum_cls]}, got {int(value)}") from None
-    raise TypeError(f"{name} must be a string or an integer, got {type(value).__name__}")
-
-
-def _compat_arg(compat, n_labels: int):
-    """Returns (kind, flat float32 values) for a Potts number, a [K] diagonal or a [K, K] matrix."""
-    if isinstance(compat, numbers.Real) and not isinstance(compat, (bool, np.bool_)):
-        return 0, np.array([_checks.finite_scalar(compat, "compat")], dtype=np.float32)
-    c = _checks.as_f32(compat, "compat")
-    if c.ndim == 0:
-        return 0, c.reshape(1)
-    if c.ndim == 1:
-        if c.shape[0] != n_labels:
-            raise ValueError(f"a diagonal compat must have {n_labels} values (one per label), got shape {_checks.shape_str(c.shape)}")
-        return 1, c
-    if c.ndim == 2:
-        if c.shape != (n_labels, n_labels):
-            raise ValueError(f"a matrix compat must have shape ({n_labels}, {n_labels}), got {_checks.shape_str(c.shape)}")
-        return 2, c.ravel()
-    raise ValueError(f"compat must be a number, a [K] vector or a [K, K] matrix, got shape {_checks.shape_str(c.shape)}")
+# The names other modules and tests knew here.
+_compat_arg, _enum_arg = compat_arg, enum_arg
 
 
 class DenseCRF:
@@ -97,11 +39,11 @@ class DenseCRF:
     def __init__(self, n_points: int, n_labels: int, *, threads: int | None = None):
         self.n_points = _checks.positive_int(n_points, "n_points", minimum=0)
         self.n_labels = _checks.positive_int(n_labels, "n_labels")
-        self._threads = _checks.threads_arg(threads)
-        self._unary = None
-        self._start = None  # a _C.StartQ for the next inference (set by refine), or None
-        self._terms = []
-        self._term_info = []
+        self._backend = CpuBackend(threads)
+        self._threads = self._backend.threads
+        self._unary: np.ndarray | None = None
+        self._terms: list = []  # native pairwise terms, in the order their messages are summed
+        self._term_info: list[dict] = []
 
     # -- energy -----------------------------------------------------------
     def set_unary(self, unary) -> None:
@@ -110,7 +52,6 @@ class DenseCRF:
         if u.shape != (self.n_points, self.n_labels):
             raise ValueError(f"unary must have shape ({self.n_points}, {self.n_labels}) = (N, K), got {_checks.shape_str(u.shape)}")
         self._unary = u
-        self._start = None
 
     def add_pairwise(self, features, compat, *, kernel="diag", normalization="symmetric") -> None:
         """Adds a Gaussian pairwise term over ``features`` ``[N, d]`` (already divided by the bandwidths).
@@ -134,16 +75,14 @@ class DenseCRF:
 
     def _term_args(self, compat, kernel, normalization) -> tuple:
         """Checked (compat kind, compat values, Normalization, KernelType) of a term."""
-        kind, values = _compat_arg(compat, self.n_labels)
-        return kind, values, _enum_arg(normalization, Normalization, "normalization"), _enum_arg(kernel, KernelType, "kernel")
+        kind, values = compat_arg(compat, self.n_labels)
+        return kind, values, enum_arg(normalization, Normalization, "normalization"), enum_arg(kernel, KernelType, "kernel")
 
     def _build_term(self, f, args, threads: int, lattice=None) -> tuple:
         """Native work of a term (lattice build, unless given, and normalisation) on
-        checked arguments; touches nothing shared, so two terms may be built at once
-        on two Python threads."""
+        checked arguments (the CPU backend's)."""
         kind, values, norm, ktype = args
-        lat = PermutohedralLattice._of_checked(f, threads or None) if lattice is None else lattice
-        term = _C.PairwiseTerm(lat._lat, int(norm), kind, values, self.n_labels, threads)
+        term, lat = self._backend.term(f, args, self.n_labels, threads, lattice)
         return term, {"lattice": lat, "normalization": norm, "kernel": ktype, "compat": values.copy(), "compat_kind": kind,
                       "features": f}
 
@@ -169,19 +108,14 @@ class DenseCRF:
         """
         n_iter = _checks.positive_int(n_iter, "n_iter", minimum=0)
         if device is not None and str(device) != "cpu":
-            from . import cuda
-
-            pairwise = []
-            for info in self._term_info:
-                v, kind = info["compat"], info["compat_kind"]
-                c = float(v[0]) if kind == 0 else v if kind == 1 else v.reshape(self.n_labels, self.n_labels)
-                pairwise.append((info["features"], c, info["normalization"]))
+            pairwise = [(info["features"], compat_value(info["compat_kind"], info["compat"], self.n_labels),
+                         info["normalization"]) for info in self._term_info]
             return cuda.mean_field(self._unary_or_zero(), pairwise, n_iter=n_iter, device=device)
         return self._mean_field(n_iter, None)
 
     def start_inference(self) -> np.ndarray:
         """The initial distribution Q = softmax(-U), ``[N, K]``."""
-        return _C.mean_field(self._unary_or_zero(), self._terms, 0, None, self._threads)
+        return self._backend.mean_field(self._unary_or_zero(), self._terms, 0, check_finite=False)
 
     def step_inference(self, Q) -> np.ndarray:
         """One mean-field iteration from ``Q`` ``[N, K]``; returns a new array (Q is not modified)."""
@@ -191,17 +125,8 @@ class DenseCRF:
     def _mean_field(self, n_iter: int, q) -> np.ndarray:
         # The native loop flags rows whose logits overflowed (they come out
         # NaN) while it writes them, instead of a second pass over Q here.
-        start, self._start = (self._start if q is None else None), None
-        try:
-            return _C.mean_field(self._unary_or_zero(), self._terms, n_iter, q, self._threads, check_finite=True,
-                                 start=start)
-        except FloatingPointError:
-            u = float(np.abs(self._unary_or_zero()).max())
-            c = max((float(np.abs(t["compat"]).max()) for t in self._term_info), default=0.0)
-            raise ValueError(
-                f"mean-field inference overflowed float32 (the logits reached infinity): unary energies up to "
-                f"{u:g} and compatibilities up to {c:g} in magnitude are too large; scale them down"
-            ) from None
+        return self._backend.mean_field(self._unary_or_zero(), self._terms, n_iter, q,
+                                        compats=[t["compat"] for t in self._term_info])
 
     def map(self, n_iter: int = 5, *, device="cpu") -> np.ndarray:
         """MAP labels ``[N]`` (int64) after ``n_iter`` iterations (on ``device``, see inference)."""
@@ -210,7 +135,7 @@ class DenseCRF:
     def pairwise_messages(self, Q) -> list:
         """Each term's message compat(filter(Q)) ``[N, K]`` (an energy, Kraehenbuehl's sign)."""
         q = self._check_q(Q)
-        return [t.apply(q, False, self._threads) for t in self._terms]
+        return [self._backend.message(t, q) for t in self._terms]
 
     def kl_divergence(self, Q) -> float:
         r"""KL divergence of Q from the CRF distribution up to the log-partition constant.
@@ -295,60 +220,19 @@ def grid_positions(spatial, sdims) -> np.ndarray:
     return _grid_features(spatial, sdims)
 
 
-def _grid_features(spatial, sdims, image=None, srgb=None, threads=None, srgb_name="srgb") -> np.ndarray:
-    """``[N, ndim (+ C)]`` float32: grid positions / sdims (last axis first),
-    then, with ``image`` (float32 ``[*spatial, C]``), the channels / srgb.
-
-    Built natively in one parallel pass; every value is the float32
-    quotient of the plain numpy expression.
-    """
-    spatial = tuple(_checks.positive_int(s, "spatial") for s in spatial)
-    nd = len(spatial)
-    s = _checks.per_axis(sdims, nd, "sxy")
-    if image is None:
-        return _C.grid_features(list(spatial), s, None, [], _checks.threads_arg(threads))
-    c = image.shape[-1]
-    sc = _checks.per_axis(srgb, c, srgb_name)
-    return _C.grid_features(list(spatial), s, image.reshape(-1, c), sc, _checks.threads_arg(threads))
-
-
-class _TermBuilder(threading.Thread):
-    """Builds one term (``DenseCRF._build_term``) on a thread of its own,
-    then runs ``then`` (a callable of no arguments) if given."""
-
-    def __init__(self, crf, f, args, threads, then=None):
-        super().__init__(name="densecrf-term", daemon=True)
-        self._job = (crf, f, args, threads, then)
-        self._out = self._err = None
-        self.start()
-
-    def run(self):
-        crf, f, args, threads, then = self._job
-        try:
-            self._out = crf._build_term(f, args, threads)
-            if then is not None:
-                then()
-        except BaseException as exc:  # handed to the caller by result()
-            self._err = exc
-
-    def result(self):
-        if self._err is not None:
-            raise self._err
-        return self._out
-
-
 def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
            gaussian_sxy=3.0, gaussian_compat=3.0,
            bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0,
            clip: float = 1e-5, scale: float | None = None, normalization="symmetric",
-           threads: int | None = None, device="cpu", params=None) -> np.ndarray:
+           threads: int | None = None, device="cpu", params=None, volume: bool = False) -> np.ndarray:
     """Refines per-pixel class probabilities with a dense CRF along the image's edges.
 
     Args:
-        image: ``[*spatial, C]`` image or volume (uint8 0..255 or float in the
-            same units as ``bilateral_srgb``), or ``[*spatial]`` for one channel.
+        image: ``[*spatial, C]`` image (uint8 0..255 or float in the same
+            units as ``bilateral_srgb``), or ``[*spatial]`` for one channel.
         probs: ``[*spatial, K]`` probabilities summing to one over labels (label
             axis at ``channel_axis``), e.g. a network's softmax.
+        channel_axis: the label axis of ``probs`` (``0`` for ``[K, H, W]``).
         n_iter: mean-field iterations.
         gaussian_sxy, gaussian_compat: smoothness term (bandwidth in pixels,
             Potts weight, or a [K] / [K, K] compatibility); compat None drops the term.
@@ -357,12 +241,18 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
         clip, scale: see :func:`unary_from_softmax`.
         normalization: kernel normalisation of both terms.
         threads: native threads (default: all cores).
-        device: 'cpu', or 'cuda' / 'cuda:N' for the CUDA backend (see
-            :func:`densecrf.cuda.refine`, which also takes torch and CuPy arrays).
+        device: 'cpu', or 'cuda' / 'cuda:N' for the CUDA backend (which also
+            takes torch and CuPy arrays and returns the same kind, see
+            :mod:`densecrf.cuda`).
         params: a :class:`densecrf.params.CRFParams`, a dict in its JSON
             layout or a path to its JSON file (what ``densecrf.fit`` writes);
             its values replace ``n_iter``, the five term arguments and
             ``normalization``.
+        volume: must be True for 3 or more spatial axes (``[D, H, W, C]``
+            volumes, smoothed across all axes). Without it such input is
+            refused, so that a stack of frames ``[B, H, W, C]`` is not taken
+            for one volume by accident: refine a stack with
+            :func:`refine_batch`.
 
     Returns:
         Refined probabilities, float32, the same shape as ``probs``.
@@ -371,96 +261,46 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
     result equals pydensecrf's DenseCRF2D with addPairwiseGaussian(3, 3) and
     addPairwiseBilateral(80, 13, image, 10) after 5 iterations.
     """
-    if params is not None:
-        from .params import as_params
-
-        kw = as_params(params).refine_kwargs()
-        n_iter, normalization = kw["n_iter"], kw["normalization"]
-        gaussian_sxy, gaussian_compat = kw["gaussian_sxy"], kw["gaussian_compat"]
-        bilateral_sxy, bilateral_srgb, bilateral_compat = kw["bilateral_sxy"], kw["bilateral_srgb"], kw["bilateral_compat"]
-    if device is not None and str(device) != "cpu":
-        from . import cuda
-
-        return cuda.refine(image, probs, channel_axis=channel_axis, device=device, n_iter=n_iter,
-                           gaussian_sxy=gaussian_sxy, gaussian_compat=gaussian_compat,
+    return pipeline.refine(image, probs, channel_axis=channel_axis, volume=volume, device=device, threads=threads,
+                           params=params, n_iter=n_iter, gaussian_sxy=gaussian_sxy, gaussian_compat=gaussian_compat,
                            bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb,
-                           bilateral_compat=bilateral_compat, clip=clip, scale=scale,
-                           normalization=normalization)
-    p = _checks.as_f32(probs, "probs", finite=False)  # finiteness: checked natively with the unary
-    if p.ndim < 2:
-        raise ValueError(f"probs must be [*spatial, K] with at least one spatial axis, got shape {_checks.shape_str(p.shape)}")
-    if not -p.ndim <= channel_axis < p.ndim:
-        raise ValueError(f"channel_axis={channel_axis} is out of range for probs of shape {_checks.shape_str(p.shape)}")
-    p_last = np.moveaxis(p, channel_axis, -1)
-    spatial, k = p_last.shape[:-1], p_last.shape[-1]
-    if k < 1 or min(spatial) < 1:
-        raise ValueError(f"probs must have at least one label and one pixel, got shape {_checks.shape_str(p.shape)}")
-    im = _checks.as_f32(image, "image")
-    if im.shape == spatial:
-        im = im[..., None]
-    if im.ndim != len(spatial) + 1 or im.shape[:-1] != spatial:
-        raise ValueError(f"image must have shape ({', '.join(map(str, spatial))}, C) matching probs' spatial shape, got {_checks.shape_str(im.shape)}")
-    n = int(np.prod(spatial))
-    crf = DenseCRF(n, k, threads=threads)
-    # Features built here from the checked image: finite by construction.
-    # Every parameter is checked before any lattice is built; the
-    # probabilities are checked with the unary, below.
-    terms = []
-    if gaussian_compat is not None:
-        terms.append((_grid_features(spatial, gaussian_sxy, threads=threads), crf._term_args(gaussian_compat, "diag", normalization)))
-    if bilateral_compat is not None:
-        feats = _grid_features(spatial, bilateral_sxy, im, bilateral_srgb, threads, srgb_name="bilateral_srgb")
-        terms.append((feats, crf._term_args(bilateral_compat, "diag", normalization)))
-    # On 2 or 3 threads: the last term's lattice (the bilateral one, the
-    # costliest) first on all threads; then its normalisation on this thread
-    # beside the other term (lattice and normalisation) on a helper thread
-    # with one native thread; then both share the unary pass, in chunks of
-    # rows taken first come first served (_C.UnaryJob), so whichever
-    # finishes first takes more of it. The Gaussian lattice gains nothing
-    # from a second thread, the bilateral one 1.6x; two one-thread jobs side
-    # by side nearly 2x (benchmarks/RESULTS.md, "Speed work", sessions 4 and
-    # 6). The same bits either way: lattices, terms and the unary do not
-    # depend on thread counts.
-    total = crf._threads or _C.get_num_threads()
-    split = len(terms) == 2 and 2 <= total <= 3
-    helper = last_lattice = job = None
-    if split:
-        job = _unary_job(p_last, clip=clip, scale=scale)  # None: the unary stays on this thread
-        last_lattice = PermutohedralLattice._of_checked(terms[1][0], total)
-        helper = _TermBuilder(crf, *terms[0], 1, then=None if job is None else (lambda: job.run(1)))
-    mine = total - 1 if helper else crf._threads
-    built = [None] * len(terms)
-    try:
-        if split:
-            built[1] = crf._build_term(*terms[1], mine, lattice=last_lattice)
-        try:
-            unary, (lo, hi, worst), start = _unary_from_probs(p_last, clip=clip, scale=scale, with_stats=True,
-                                                              threads=mine, with_start=True, job=job)
-        except ValueError as exc:
-            if "finite" in str(exc):  # report the index in the caller's layout
-                _checks.check_finite(p, "probs")
-            raise
-        if worst > 1e-2:
-            # 1e-2: a float16 softmax is off by up to ~K * 5e-4; anything more is
-            # not a probability distribution (logits or sigmoid scores, say).
-            sums = p_last.sum(axis=-1, dtype=np.float64)
-            raise ValueError(
-                f"probs must sum to one over the label axis (axis {channel_axis}); the worst pixel sums to "
-                f"{float(sums.ravel()[np.argmax(np.abs(sums - 1.0))]):g}. Pass softmax probabilities, "
-                "or build the unary yourself and use DenseCRF"
-            )
-        check_prob_range(lo, hi, p.size)
-        crf._unary = unary  # checked above: finite, from probabilities in [0, 1] summing to one
-        crf._start = start  # softmax(-unary) from the same pass, used by the first inference
-        if not split:
-            for i, (f, args) in enumerate(terms):
-                built[i] = crf._build_term(f, args, mine)
-    finally:
-        if helper is not None:
-            helper.join()
-    if helper is not None:
-        built[0] = helper.result()
-    for b in built:  # in the terms' order: the fused pass adds them in it
-        crf._append_term(b)
-    q = crf.inference(n_iter).reshape(p_last.shape)
-    return np.ascontiguousarray(np.moveaxis(q, -1, channel_axis))
+                           bilateral_compat=bilateral_compat, clip=clip, scale=scale, normalization=normalization)
+
+
+def refine_batch(images, probs, *, channels_first: bool = False, device="cpu", n_iter: int = 5,
+                 gaussian_sxy=3.0, gaussian_compat=3.0,
+                 bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0,
+                 clip: float = 1e-5, scale: float | None = None, normalization="symmetric",
+                 threads: int | None = None, params=None, volume: bool = False):
+    """Refines a batch of images with one set of CRF parameters, on the CPU or a GPU.
+
+    Each image is refined on its own, exactly as :func:`refine` would refine
+    it (the same bits on the CPU): nothing is smoothed across images.
+
+    Args:
+        images, probs: a batch array each, ``[B, *spatial, C]`` and ``[B, *spatial, K]``
+            (``[B, C, *spatial]`` and ``[B, K, *spatial]`` with ``channels_first``),
+            or two lists of per-image arrays (``[*spatial_b, C]`` and
+            ``[*spatial_b, K]``, or channels first) whose sizes may differ. All
+            images share K, C and the number of spatial axes; an image may also
+            be ``[*spatial]`` (one channel).
+        channels_first: the layout of both images and probabilities: False
+            (numpy's, as :func:`refine`'s default) or True (torch's).
+        device: 'cpu' (one image after the other, each on ``threads`` native
+            threads), or 'cuda' / 'cuda:N': the whole batch in one lattice
+            build and one mean-field run (each image with its own lattice),
+            numpy arrays or device arrays as :mod:`densecrf.cuda` takes them.
+        volume: True to allow 3 or more spatial axes per image (volumes).
+
+    The CRF arguments (``n_iter``, the Gaussian and bilateral terms, ``clip``,
+    ``scale``, ``normalization``, ``threads``, ``params``) are :func:`refine`'s.
+
+    Returns:
+        Refined probabilities in the layout of ``probs``: one float32 array for
+        a batch array (of the input's library on a GPU), a list for lists.
+    """
+    return pipeline.refine_batch(images, probs, channels_first=channels_first, volume=volume, device=device,
+                                 threads=threads, params=params, n_iter=n_iter, gaussian_sxy=gaussian_sxy,
+                                 gaussian_compat=gaussian_compat, bilateral_sxy=bilateral_sxy,
+                                 bilateral_srgb=bilateral_srgb, bilateral_compat=bilateral_compat, clip=clip,
+                                 scale=scale, normalization=normalization)

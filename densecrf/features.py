@@ -80,8 +80,9 @@ def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False, t
     k = p.shape[-1]
     if k < 1:
         raise ValueError(f"probs must have at least one label, got shape {_checks.shape_str(p.shape)}")
-    # (a job holds its own contiguous copy; scale and clip=None take no job)
-    flat = np.ascontiguousarray(p.reshape(-1, k)) if job is None else None
+    # A job holds its own contiguous copy, and is made only with a clip and
+    # no scale: flat is read only without one.
+    flat = np.ascontiguousarray(p.reshape(-1, k)) if job is None else np.empty((0, k), np.float32)
     if scale is not None:
         s = _checks.positive_scalar(scale, "scale")
         if s > 1:
@@ -126,6 +127,23 @@ def check_prob_range(lo: float, hi: float, size: int) -> None:
     if size and (lo < 0 or hi > 1.0 + 1e-3):
         # 1e-3: room for float32 rounding of probabilities that sum to one.
         raise ValueError(f"probs must lie in [0, 1]; found values in [{lo:g}, {hi:g}]")
+
+
+def _grid_features(spatial, sdims, image=None, srgb=None, threads=None, srgb_name="srgb") -> np.ndarray:
+    """``[N, ndim (+ C)]`` float32: grid positions / sdims (last axis first),
+    then, with ``image`` (float32 C-contiguous ``[*spatial, C]``), the channels / srgb.
+
+    Built natively in one parallel pass; every value is the float32
+    quotient of the plain numpy expression.
+    """
+    spatial = tuple(_checks.positive_int(s, "spatial") for s in spatial)
+    nd = len(spatial)
+    s = _checks.per_axis(sdims, nd, "sxy")
+    if image is None:
+        return _C.grid_features(list(spatial), s, None, [], _checks.threads_arg(threads))
+    c = image.shape[-1]
+    sc = _checks.per_axis(srgb, c, srgb_name)
+    return _C.grid_features(list(spatial), s, image.reshape(-1, c), sc, _checks.threads_arg(threads))
 
 
 def unary_from_labels(labels, n_labels: int, *, gt_prob: float = 0.5,
@@ -186,7 +204,7 @@ def gaussian_features(shape, sdims) -> np.ndarray:
     if not shape:
         raise ValueError("shape must have at least one axis")
     s = _checks.per_axis(sdims, len(shape), "sdims")
-    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) / np.float32(b) for n, b in zip(shape, s)], indexing="ij")
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) / np.float32(b) for n, b in zip(shape, s, strict=True)], indexing="ij")
     return np.ascontiguousarray(np.stack([g.ravel() for g in grids], axis=1), dtype=np.float32)
 
 

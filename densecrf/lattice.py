@@ -52,7 +52,7 @@ class PermutohedralLattice:
         self._build(f.reshape(-1, d), threads)
 
     @classmethod
-    def _of_checked(cls, f: np.ndarray, threads) -> "PermutohedralLattice":
+    def _of_checked(cls, f: np.ndarray, threads) -> PermutohedralLattice:
         """The lattice of C-contiguous, finite float32 features ``[N, d]`` checked by
         the caller (DenseCRF's terms): no copy, no second finiteness pass."""
         self = cls.__new__(cls)

@@ -1,9 +1,10 @@
 r"""Differentiable dense CRFs for PyTorch: the lattice filter as an autograd
 Function and CRF-as-RNN (Zheng et al., ICCV 2015) as an ``nn.Module``.
 
-Nothing here links against libtorch: tensors are handed to the native core
-(``densecrf._C``) as host arrays (CPU) or, once the CUDA backend is wired in,
-as device pointers; autograd lives in Python. ``import densecrf`` never
+Nothing here links against libtorch: tensors are handed to densecrf's CPU
+and CUDA backends (:mod:`densecrf.backends`) as host arrays or as device
+pointers on torch's current stream (:mod:`densecrf.arrays`); autograd lives
+in Python. ``import densecrf`` never
 imports torch: use ``import densecrf.nn``.
 
 The Gaussian filter of values :math:`v` ``[N, C]`` over features :math:`f`
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 try:
     import torch
@@ -39,36 +40,39 @@ try:
 except ImportError as exc:  # pragma: no cover - only without torch
     raise ImportError("densecrf.nn needs PyTorch: pip install 'densecrf[torch]' (or torch itself)") from exc
 
-from ._native import _C
+from . import arrays
+from .backends import cuda as _cuda
+from .backends.cpu import CpuBackend
 
-__all__ = ["CRFasRNN", "LatticeFilter", "gaussian_filter", "build_lattice"]
+__all__ = ["CRFasRNN", "LatticeFilter", "build_lattice", "gaussian_filter"]
 
 _NORMALIZATIONS = {"none": 0, "before": 1, "after": 2, "symmetric": 3}
 
 
 # --------------------------------------------------------------------------
-# Device dispatch: the one place that knows which native backend serves a
-# tensor. A backend has lattice(features [N, d]) -> handle and
-# filter(handle, values [N, C], transpose) -> [N, C] in the values' dtype;
-# optionally normalized(handle, mode) -> handle (normalisation folded into
-# the native filter) and mean_field(...) (fused inference without a graph).
-# A CUDA backend needs only the first two to run everything.
+# Device dispatch: the one place here that knows which densecrf backend
+# (densecrf.backends) serves a tensor; the tensors go through
+# densecrf.arrays. A torch backend has lattice(features [N, d]) -> handle
+# and filter(handle, values [N, C], transpose) -> [N, C] in the values'
+# dtype; optionally normalized(handle, mode) -> handle (normalisation folded
+# into the native filter) and mean_field(...) (fused inference without a
+# graph). A CUDA backend needs only the first two to run everything.
 # --------------------------------------------------------------------------
 class _CpuBackend:
-    """Host backend: densecrf._C.Lattice, float32 inside, the caller's dtype outside."""
+    """Torch CPU tensors over :class:`densecrf.backends.CpuBackend`: float32
+    inside, the caller's dtype outside."""
 
     def __init__(self, threads: int = 0):
         self.threads = threads
+        self.native = CpuBackend(threads or None)
 
     def lattice(self, features: torch.Tensor):
-        f = features.detach().to(torch.float32).contiguous()
-        return _C.Lattice(f.numpy(), self.threads)
+        return self.native.lattice(arrays.torch_host(features))
 
     def filter(self, lattice, values: torch.Tensor, transpose: bool) -> torch.Tensor:
         if values.shape[0] == 0 or values.shape[1] == 0:
             return torch.zeros_like(values)
-        v = values.detach().to(torch.float32).contiguous()
-        out = torch.from_numpy(lattice.filter(v.numpy(), bool(transpose), self.threads))
+        out = torch.from_numpy(self.native.filter(lattice, arrays.torch_host(values), transpose))
         return out.to(values.dtype)
 
     def mean_field(self, logits, lattices, weights, compat, n_iter: int, normalization: int):
@@ -79,67 +83,60 @@ class _CpuBackend:
         Runs n_iter - 1 fused iterations, then the last messages, to return
         logits rather than Q. Returns [N, K] in the logits' dtype.
         """
-        u = (-logits).detach().to(torch.float32).contiguous().numpy()
+        u = arrays.torch_host(-logits)
         mu = compat.detach().to(torch.float32)
         terms = []
-        for lat, w in zip(lattices, weights):
+        for lat, w in zip(lattices, weights, strict=True):
             w = w.detach().to(torch.float32)
             mat = mu * w.reshape(1, -1) if w.dim() else mu * w  # [K, K]
-            terms.append(_C.PairwiseTerm(lat, normalization, 2, mat.contiguous().numpy().ravel(),
-                                         u.shape[1], self.threads))
-        q = _C.mean_field(u, terms, n_iter - 1, None, self.threads)
+            spec = (2, mat.contiguous().numpy().ravel(), normalization, None)
+            terms.append(self.native.term(None, spec, u.shape[1], lattice=lat)[0])
+        q = self.native.mean_field(u, terms, n_iter - 1, check_finite=False)
         out = -u
         for t in terms:
-            out -= t.apply(q, False, self.threads)
+            out -= self.native.message(t, q)
         return torch.from_numpy(out).to(logits.dtype)
 
     def normalized(self, lattice, normalization: int):
         """A handle whose filter() applies the normalised kernel, the scales
         folded into the splat and slice weights (DenseCRF's own pairwise term)."""
-        return _C.PairwiseTerm(lattice, normalization, 0, torch.ones(1).numpy(), 1, self.threads)
-
-
-def _cuda_available() -> bool:
-    from . import cuda_available
-
-    return cuda_available()
+        return self.native.normalized(lattice, normalization)
 
 
 class _CudaBackend:
-    """Device backend: densecrf._C.CudaLattice on device pointers, on torch's current stream.
-
-    float32 inside, the caller's dtype outside; the fused no-graph mean field
-    is not offered here (inference without a graph runs the same filters).
-    """
+    """Torch CUDA tensors over :class:`densecrf.backends.CudaBackend`, on torch's
+    current stream at each call: float32 inside, the caller's dtype outside. The
+    fused no-graph mean field is not offered here (inference without a graph
+    runs the same filters)."""
 
     def __init__(self, device: torch.device):
         self.device = device
 
-    def _stream(self, t: torch.Tensor) -> int:
-        return torch.cuda.current_stream(t.device).cuda_stream
+    @staticmethod
+    def _place(t: torch.Tensor) -> arrays.Place:
+        # _backend() checked that the backend can run; the stream is read per call
+        return arrays.place_of([t], None, _cuda.DeviceArray)
 
     def lattice(self, features: torch.Tensor):
-        f = features.detach().to(torch.float32).contiguous()
-        n, d = f.shape
-        lat = _C.CudaLattice(f.data_ptr(), n, d, [0, n], f.device.index or 0, self._stream(f))
-        return (lat, f)  # f stays alive while the build may still read it on the stream
+        place = self._place(features)
+        f = place.put(features, "features")
+        # f stays alive while the build may still read it on the stream
+        return _cuda.CudaBackend(place).lattice(f), f.obj
 
     def filter(self, lattice, values: torch.Tensor, transpose: bool) -> torch.Tensor:
         if values.shape[0] == 0 or values.shape[1] == 0:
             return torch.zeros_like(values)
-        lat = lattice[0]
-        v = values.detach().to(torch.float32).contiguous()
-        out = torch.empty_like(v)
-        lat.filter(v.data_ptr(), out.data_ptr(), v.shape[1], bool(transpose), 0, 0, self._stream(v))
-        return out.to(values.dtype)
+        place = self._place(values)
+        out = _cuda.CudaBackend(place).filter(lattice[0], place.put(values, "values"), transpose)
+        return out.obj.to(values.dtype)
 
 
 def _backend(device: torch.device, threads: int = 0):
-    """Returns the native backend for tensors on ``device``."""
+    """Returns the torch backend for tensors on ``device``."""
     if device.type == "cpu":
         return _CpuBackend(threads)
     if device.type == "cuda":
-        if not _cuda_available():
+        if not _cuda.cuda_available():
             raise RuntimeError(
                 "densecrf cannot run on these CUDA tensors: it was built without CUDA or sees no GPU "
                 "(densecrf.cuda_available() is False); move the tensors to the CPU or install a CUDA build"
@@ -329,7 +326,7 @@ def _mean_field_grad(logits, kernels, weights, compat, n_iter, recompute):
 
     def step(q):
         msg = None
-        for kern, w in zip(kernels, weights):
+        for kern, w in zip(kernels, weights, strict=True):
             m = kern.apply(q) * w  # [N, K]: w_t * Kbar_t Q
             msg = m if msg is None else msg + m
         return logits - msg @ compat.t()  # logits_l -= sum_l' compat[l, l'] msg_l'
@@ -453,7 +450,7 @@ class CRFasRNN(nn.Module):
             specs.append(("bilateral", "bilateral", bilateral_weight,
                           {"sxy": _positive(bilateral_sxy, "bilateral_sxy"),
                            "srgb": _positive(bilateral_srgb, "bilateral_srgb")}))
-        for k, (bw, w) in enumerate(zip(fb, fw)):
+        for k, (bw, w) in enumerate(zip(fb, fw, strict=True)):
             vals = [bw] if isinstance(bw, numbers.Real) else list(bw)
             specs.append((f"features{k}", "features", w,
                           {"s": [_positive(float(v), f"feature_bandwidths[{k}]") for v in vals]}))
@@ -471,7 +468,7 @@ class CRFasRNN(nn.Module):
         self.terms = [(name, kind) for name, kind, _, _ in specs]
         self.weights = nn.ParameterDict()
         self.log_bandwidths = nn.ParameterDict()
-        for name, kind, w, bws in specs:
+        for name, _kind, w, bws in specs:
             w = float(w)
             shape = (n_classes,) if per_class_weights else ()
             self.weights[name] = nn.Parameter(torch.full(shape, w))
@@ -501,7 +498,7 @@ class CRFasRNN(nn.Module):
 
     # -- parameter files ----------------------------------------------------
     @classmethod
-    def from_params(cls, params, n_classes: int, **kwargs) -> "CRFasRNN":
+    def from_params(cls, params, n_classes: int, **kwargs) -> CRFasRNN:
         r"""A layer equal to :func:`densecrf.refine` with ``params`` (a
         :class:`densecrf.params.CRFParams`, its dict or a JSON path).
 
@@ -631,7 +628,7 @@ class CRFasRNN(nn.Module):
         features = list(features or [])
         if len(features) != n_feat:
             raise ValueError(f"expected {n_feat} feature tensors (one per feature term), got {len(features)}")
-        for k, (f, (name, _)) in enumerate(zip(features, [t for t in self.terms if t[1] == "features"])):
+        for k, (f, (name, _)) in enumerate(zip(features, [t for t in self.terms if t[1] == "features"], strict=True)):
             s = self.bandwidth(name, "s")
             if f.dim() != logits.dim() or f.shape[0] != b or tuple(f.shape[2:]) != spatial:
                 raise ValueError(f"features[{k}] must have shape [{b}, d, {', '.join(map(str, spatial))}], got {tuple(f.shape)}")
@@ -643,7 +640,7 @@ class CRFasRNN(nn.Module):
 
     def _term_features(self, logits, image, features):
         """Per image, per term: features [N, d_t] already divided by the bandwidths."""
-        b, k = logits.shape[:2]
+        b = logits.shape[0]
         spatial = logits.shape[2:]
         n = int(math.prod(spatial))
         dt = logits.dtype

@@ -172,7 +172,7 @@ def test_volume_3d_refine():
     vol = (truth * 150 + 50 + rng.normal(0, 10, truth.shape)).astype(np.float32)
     p = np.eye(k)[truth] * 0.3 + rng.uniform(0, 0.6, (d, h, w, k))
     p = (p / p.sum(-1, keepdims=True)).astype(np.float32)
-    q = densecrf.refine(vol, p, bilateral_sxy=5, bilateral_srgb=20, gaussian_sxy=1)
+    q = densecrf.refine(vol, p, bilateral_sxy=5, bilateral_srgb=20, gaussian_sxy=1, volume=True)
     assert q.shape == p.shape
     assert (q.argmax(-1) == truth).mean() > (p.argmax(-1) == truth).mean()
     # same as DenseCRF with the features built by hand ((x, y, z) order)
@@ -241,3 +241,96 @@ def test_refine_channel_axis_and_inputs_untouched():
 def test_bad_input_raises_clear_error(call, err, match):
     with pytest.raises(err, match=match):
         call()
+
+
+# ---------------------------------------------------------------------------
+# Stacks of frames, volumes and batches: refine_batch, volume=True.
+
+
+def test_stack_of_frames_is_refused_without_volume():
+    # [B, H, W, 3] frames with [B, H, W, K] probabilities: three spatial
+    # axes. Without volume=True refine refuses them (it would smooth across
+    # frames) and names both ways out.
+    imgs = np.stack([smooth_image(12, 14, seed=s) for s in range(3)])
+    probs = np.stack([label_probs(12, 14, 4, seed=s) for s in range(3)])
+    with pytest.raises(ValueError, match=r"3 spatial axes.*refine_batch.*volume=True"):
+        densecrf.refine(imgs, probs)
+    vol = densecrf.refine(imgs, probs, volume=True)  # asked for: one volume, smoothed across frames
+    frames = densecrf.refine_batch(imgs, probs)  # one image at a time
+    for i in range(3):
+        assert np.array_equal(frames[i], densecrf.refine(imgs[i], probs[i]))
+    assert not np.array_equal(vol, frames)  # the volume's z neighbours change the result
+
+
+def test_labels_first_probs_name_channel_axis():
+    # probs [K, H, W] (a network's layout) with the default channel_axis=-1:
+    # the message says which axis holds the labels instead of only blaming
+    # the image's shape.
+    img = smooth_image(12, 14)
+    p = np.moveaxis(label_probs(12, 14, 5), -1, 0).copy()
+    with pytest.raises(ValueError, match=r"image must have shape \(5, 12, C\).*pass channel_axis=0"):
+        densecrf.refine(img, p)
+    with pytest.raises(ValueError, match=r"looks channels-first.*np\.moveaxis\(image, 0, -1\)"):
+        densecrf.refine(np.moveaxis(img, -1, 0), label_probs(12, 14, 5))
+
+
+def test_refine_batch_is_refine_per_image():
+    # Stacked (channels last and first), lists of different sizes, params=:
+    # every image gives the bits refine gives it alone.
+    sizes = [(20, 24), (11, 30), (25, 9)]
+    imgs = [smooth_image(h, w, seed=i) for i, (h, w) in enumerate(sizes)]
+    probs = [label_probs(h, w, 4, seed=i) for i, (h, w) in enumerate(sizes)]
+    want = [densecrf.refine(im, p, n_iter=3) for im, p in zip(imgs, probs)]
+    got = densecrf.refine_batch(imgs, probs, n_iter=3)
+    assert isinstance(got, list) and all(np.array_equal(g, w) for g, w in zip(got, want))
+    got = densecrf.refine_batch([np.moveaxis(im, -1, 0) for im in imgs], [np.moveaxis(p, -1, 0) for p in probs],
+                                channels_first=True, n_iter=3, threads=1)
+    assert all(np.array_equal(g, np.moveaxis(w, -1, 0)) for g, w in zip(got, want))
+    ib = np.stack([smooth_image(16, 18, seed=s) for s in range(3)])
+    pb = np.stack([label_probs(16, 18, 4, seed=s) for s in range(3)])
+    params = {"n_iter": 2, "gaussian": {"sxy": 2.0, "compat": 4.0}, "bilateral": None}
+    want = np.stack([densecrf.refine(ib[i], pb[i], params=params) for i in range(3)])
+    got = densecrf.refine_batch(ib, pb, params=params)
+    assert got.shape == pb.shape and got.dtype == np.float32 and np.array_equal(got, want)
+    got = densecrf.refine_batch(np.moveaxis(ib, -1, 1), np.moveaxis(pb, -1, 1), channels_first=True, params=params)
+    assert np.array_equal(got, np.moveaxis(want, -1, 1))
+    assert densecrf.refine_batch([], []) == []
+
+
+@pytest.mark.parametrize(
+    "call,err,match",
+    [
+        (lambda: densecrf.refine_batch(np.zeros((2, 4, 5, 3)), [np.full((4, 5, 2), 0.5)] * 2), TypeError,
+         "both be arrays or both be lists"),
+        (lambda: densecrf.refine_batch([np.zeros((4, 5, 3))], [np.full((4, 5, 2), 0.5)] * 2), ValueError,
+         "1 images and 2 probability maps"),
+        (lambda: densecrf.refine_batch(np.zeros((2, 4, 5, 3)), np.full((3, 4, 5, 2), 0.5)), ValueError,
+         r"images\[0\] has shape \(2, 4, 5, 3\)"),
+        (lambda: densecrf.refine_batch([np.zeros((4, 5, 3))] * 2, [np.full((4, 5, 2), 0.5), np.full((4, 5, 4), 0.25)]),
+         ValueError, "share the number of labels"),
+        (lambda: densecrf.refine_batch(np.zeros((2, 3, 4, 5, 1)), np.full((2, 3, 4, 5, 2), 0.5)), ValueError,
+         r"3-D volume per image; pass volume=True"),
+        (lambda: densecrf.refine_batch(np.zeros((2, 4, 5, 3)), np.full((2, 4, 5, 2), 0.7)), ValueError, "sum to one"),
+        (lambda: densecrf.refine_batch(np.zeros((2, 4, 5, 3)), np.full((2, 4, 5, 2), 0.5), n_iter=-1), ValueError,
+         "n_iter"),
+    ],
+)
+def test_refine_batch_bad_input_raises_clear_error(call, err, match):
+    with pytest.raises(err, match=match):
+        call()
+
+
+def test_refine_batch_reports_non_finite_probs_in_the_callers_layout():
+    pb = np.stack([label_probs(6, 7, 3, seed=s) for s in range(2)])
+    pb[1, 2, 3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"probs must be finite; found nan at index \(1, 2, 3, 1\)"):
+        densecrf.refine_batch(np.zeros((2, 6, 7, 3)), pb)
+
+
+def test_gpu_array_on_the_cpu_path_names_device_cuda():
+    class FakeGpuArray:  # what a CUDA array library exposes; refine(device='cpu') cannot read it
+        __cuda_array_interface__ = {"shape": (6, 7, 3), "typestr": "<f4", "data": (0, False), "version": 3}
+        shape = (6, 7, 3)
+
+    with pytest.raises(TypeError, match=r"probs is a GPU array.*pass device='cuda'"):
+        densecrf.refine(smooth_image(6, 7), FakeGpuArray())

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 import densecrf
+import densecrf.backends.cuda as cuda_backend  # holds the CUDA native module the emulation replaces
 import densecrf.cuda as dcuda
 from reference import label_probs, smooth_image
 
@@ -60,8 +61,8 @@ def backend(request, monkeypatch):
         if not densecrf.cuda_available():
             pytest.skip("no CUDA device, or densecrf built without CUDA (densecrf.cuda_available() is False)")
     else:
-        monkeypatch.setattr(dcuda, "_C", _emu_module())
-        monkeypatch.setattr(dcuda, "_built_with_cuda", lambda: True)
+        monkeypatch.setattr(cuda_backend, "_C", _emu_module())
+        monkeypatch.setattr(cuda_backend, "_built_with_cuda", lambda: True)
     return request.param
 
 
@@ -95,7 +96,7 @@ def test_cuda_available_is_a_bool_and_never_raises():
 
 def test_cuda_request_without_backend_raises_clear_error(monkeypatch):
     # A build without CUDA: one message, from densecrf.cuda.require_cuda.
-    monkeypatch.setattr(dcuda, "_built_with_cuda", lambda: False)
+    monkeypatch.setattr(cuda_backend, "_built_with_cuda", lambda: False)
     img = smooth_image(6, 5)
     p = label_probs(6, 5, 3)
     with pytest.raises(RuntimeError, match="densecrf was built without CUDA support"):
@@ -153,7 +154,7 @@ def test_filter_with_heavy_vertices_matches_cpu(backend, rng):
     f[:2000] = 0.25  # one cluster of 2000 identical points
     v = rng.normal(size=(5000, 5)).astype(np.float32)
     df = dcuda.DeviceArray.from_numpy(f)  # kept alive while the lattice is built
-    lat = dcuda._C.CudaLattice(df.ptr, 5000, 3)
+    lat = cuda_backend._C.CudaLattice(df.ptr, 5000, 3)
     assert lat.n_chunks >= 2000 * 4 // 128  # the chunked path is taken
     for transpose in (False, True):
         ref = densecrf.PermutohedralLattice(f).filter(v, transpose=transpose)
@@ -294,8 +295,8 @@ def test_refine_volume(backend, rng):
     vol = (rng.random((10, 12, 14)) * 255).astype(np.float32)
     p = rng.random((10, 12, 14, 4)).astype(np.float32)
     p /= p.sum(-1, keepdims=True)
-    ref = densecrf.refine(vol, p, bilateral_sxy=5.0, bilateral_srgb=20.0)
-    out = dcuda.refine(vol, p, bilateral_sxy=5.0, bilateral_srgb=20.0)
+    ref = densecrf.refine(vol, p, bilateral_sxy=5.0, bilateral_srgb=20.0, volume=True)
+    out = dcuda.refine(vol, p, bilateral_sxy=5.0, bilateral_srgb=20.0, volume=True)
     assert np.abs(out - ref).max() < 1e-4  # as test_mean_field_matches_cpu
 
 
@@ -344,7 +345,7 @@ def test_results_do_not_depend_on_thread_order(monkeypatch):
         rev = emulate.build(order="reverse")
     except Exception as exc:
         pytest.skip(f"reverse-order emulation unavailable: {exc}")
-    monkeypatch.setattr(dcuda, "_built_with_cuda", lambda: True)
+    monkeypatch.setattr(cuda_backend, "_built_with_cuda", lambda: True)
     rng = np.random.default_rng(7)
     f = rng.integers(0, 4, size=(3000, 3)).astype(np.float32) * 0.6  # heavy vertices too
     v = rng.normal(size=(3000, 4)).astype(np.float32)
@@ -352,7 +353,7 @@ def test_results_do_not_depend_on_thread_order(monkeypatch):
     p = label_probs(30, 36, 6)
     outs = []
     for mod in (fwd, rev):
-        monkeypatch.setattr(dcuda, "_C", mod)
+        monkeypatch.setattr(cuda_backend, "_C", mod)
         outs.append((dcuda.filter(f, v), dcuda.filter(f, v, transpose=True),
                      dcuda.refine_batch([img, img[:20]], [p, p[:20]], channels_first=False)))
     (a1, a2, a3), (b1, b2, b3) = outs
@@ -407,3 +408,33 @@ def test_cupy_arrays_stay_on_device():
     out = dcuda.refine(cp.asarray(img), cp.asarray(p), n_iter=5)
     assert isinstance(out, cp.ndarray)
     assert np.abs(cp.asnumpy(out) - densecrf.refine(img, p, n_iter=5)).max() < 1e-4
+
+
+# ---------------------------------------------------------------------------
+# densecrf.refine_batch(device=...): one entry point for both devices.
+
+
+def test_refine_batch_device_cuda_matches_cpu(backend):
+    sizes = [(22, 27), (13, 19)]
+    imgs = [smooth_image(h, w, seed=i) for i, (h, w) in enumerate(sizes)]
+    probs = [label_probs(h, w, 5, seed=i) for i, (h, w) in enumerate(sizes)]
+    ref = densecrf.refine_batch(imgs, probs, n_iter=4)
+    out = densecrf.refine_batch(imgs, probs, n_iter=4, device="cuda")
+    for o, r in zip(out, ref):
+        assert o.shape == r.shape
+        assert np.abs(o - r).max() < 1e-4  # as test_mean_field_matches_cpu
+    ib = np.stack([np.moveaxis(smooth_image(18, 21, seed=s), -1, 0) for s in range(3)])
+    pb = np.stack([np.moveaxis(label_probs(18, 21, 4, seed=s), -1, 0) for s in range(3)])
+    out = densecrf.refine_batch(ib, pb, channels_first=True, device="cuda")
+    assert np.abs(out - densecrf.refine_batch(ib, pb, channels_first=True)).max() < 1e-4  # as above
+    # densecrf.cuda.refine_batch: the same call, channels first by default
+    assert np.array_equal(dcuda.refine_batch(ib, pb), out)
+
+
+def test_volume_rule_holds_on_cuda(backend):
+    imgs = np.stack([smooth_image(10, 12, seed=s) for s in range(2)])
+    probs = np.stack([label_probs(10, 12, 3, seed=s) for s in range(2)])
+    with pytest.raises(ValueError, match="refine_batch"):
+        densecrf.refine(imgs, probs, device="cuda")
+    with pytest.raises(ValueError, match="pass channel_axis=0"):
+        densecrf.refine(imgs[0], np.moveaxis(probs[0], -1, 0), device="cuda")

@@ -478,7 +478,7 @@ def test_importing_the_pipeline_imports_no_engine(tmp_path):
 @pytest.fixture(params=["gpu", "emu"])
 def cuda_backend(request, monkeypatch):
     """'gpu' (a real device; skipped without one) or 'emu' (the CUDA source run on the host, as in test_cuda.py)."""
-    import densecrf.cuda as dcuda
+    import densecrf.backends.cuda as cuda_native  # every CUDA call goes through its _C
 
     if request.param == "gpu":
         if not densecrf.cuda_available():
@@ -493,8 +493,8 @@ def cuda_backend(request, monkeypatch):
         mod = emulate.build()
     except Exception as exc:  # noqa: BLE001 - no compiler or no pybind11 headers
         pytest.skip(f"CUDA host emulation unavailable: {exc}")
-    monkeypatch.setattr(dcuda, "_C", mod)
-    monkeypatch.setattr(dcuda, "_built_with_cuda", lambda: True)
+    monkeypatch.setattr(cuda_native, "_C", mod)
+    monkeypatch.setattr(cuda_native, "_built_with_cuda", lambda: True)
     return "emu"
 
 
@@ -539,9 +539,9 @@ def test_cuda_executor_psa_scores(cuda_backend, tmp_path):
 
 
 def test_cuda_executor_without_cuda_says_so(monkeypatch, tmp_path, dataset_dir):
-    import densecrf.cuda as dcuda
+    import densecrf.backends.cuda as cuda_native
 
-    monkeypatch.setattr(dcuda, "_built_with_cuda", lambda: False)
+    monkeypatch.setattr(cuda_native, "_built_with_cuda", lambda: False)
     with pytest.raises(RuntimeError, match="built without CUDA"):
         refine_dataset(*dataset_dir, str(tmp_path / "out"), executor="cuda")
     assert not os.path.exists(tmp_path / "out")  # nothing made before the error

@@ -81,7 +81,7 @@ def test_refine_gives_distributions(seed, spatial, k, channels, image_dtype, pro
     saved = _copies(image, probs)
     q = densecrf.refine(image, probs, channel_axis=channel_axis, n_iter=n_iter, gaussian_sxy=gsxy,
                         gaussian_compat=gcompat, bilateral_sxy=bsxy, bilateral_srgb=bsrgb,
-                        bilateral_compat=bcompat, normalization=normalization)
+                        bilateral_compat=bcompat, normalization=normalization, volume=len(spatial) > 2)
     _assert_unmodified(saved)
     _assert_distribution(np.moveaxis(q, channel_axis, -1), (*spatial, k))
     labels = q.argmax(axis=channel_axis)

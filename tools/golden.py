@@ -198,16 +198,19 @@ def suite_cpu() -> dict:
 
 
 def _use_emulation():
-    """Points densecrf.cuda at the host-emulated module, as tests/test_cuda.py's ``backend`` fixture does."""
+    """Points the CUDA backend (densecrf.backends.cuda, whose ``_C`` every CUDA call
+    goes through) at the host-emulated module, as tests/test_cuda.py's ``backend``
+    fixture does; returns densecrf.cuda, the API on top."""
     sys.path.insert(0, os.path.join(ROOT, "tests", "cuda_emu"))
     try:
         import emulate
     finally:
         sys.path.pop(0)
+    import densecrf.backends.cuda as cuda_backend
     import densecrf.cuda as dcuda
 
-    dcuda._C = emulate.build()
-    dcuda._built_with_cuda = lambda: True
+    cuda_backend._C = emulate.build()
+    cuda_backend._built_with_cuda = lambda: True
     return dcuda
 
 

@@ -254,10 +254,10 @@ class CudaExecutor:
 
     def check(self) -> None:
         """No CUDA build, no device, or a bad device string: one clear error before any work."""
-        from .. import cuda
+        from .. import arrays, cuda
 
         cuda.require_cuda()
-        cuda._parse_device(self.device)
+        arrays.parse_device(self.device)
 
     def __enter__(self):
         return self

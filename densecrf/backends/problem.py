@@ -1,0 +1,278 @@
+"""The refine problem, described once for every backend.
+
+:func:`settings` resolves the caller's CRF arguments (or a ``params=``
+file); :func:`probs_layout` and :func:`image_layout` check the shapes of one
+image and its probabilities; :func:`describe` checks every parameter against
+those shapes and returns a :class:`Problem`: the unary source (clip, scale),
+the pairwise terms (bandwidths, compatibility, normalisation) and the
+iterations. It holds no array and knows no array library: the CPU and CUDA
+backends take the same :class:`Problem` and build the features, lattices and
+mean field each in its own memory.
+"""
+
+from __future__ import annotations
+
+import enum
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _checks
+
+
+class Normalization(enum.IntEnum):
+    """How a pairwise kernel is normalised (Kraehenbuehl's NormalizationType).
+
+    With n = K 1 (the filter of a constant one) and D = diag(n):
+    NONE filters with K; BEFORE with K D^-1; AFTER with D^-1 K; SYMMETRIC
+    with D^-1/2 K D^-1/2 (the default, as in pydensecrf).
+    """
+
+    NONE = 0
+    BEFORE = 1
+    AFTER = 2
+    SYMMETRIC = 3
+
+
+class KernelType(enum.IntEnum):
+    """Kraehenbuehl's KernelType: how kernel parameters would be learned.
+
+    It does not change inference; it is kept for API compatibility.
+    """
+
+    CONST = 0
+    DIAG = 1
+    FULL = 2
+
+
+def enum_arg(value, enum_cls, name):
+    """A member of ``enum_cls`` from its name (any case) or its integer value."""
+    if isinstance(value, str):
+        try:
+            return enum_cls[value.upper()]
+        except KeyError:
+            opts = ", ".join(repr(m.name.lower()) for m in enum_cls)
+            raise ValueError(f"{name} must be one of {opts}, got {value!r}") from None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        try:
+            return enum_cls(int(value))
+        except ValueError:
+            raise ValueError(f"{name} must be one of {[int(m) for m in enum_cls]}, got {int(value)}") from None
+    raise TypeError(f"{name} must be a string or an integer, got {type(value).__name__}")
+
+
+# Compatibility kinds, as the native terms number them.
+POTTS, DIAGONAL, MATRIX = 0, 1, 2
+
+
+def compat_arg(compat, n_labels: int):
+    """Returns (kind, flat float32 values) for a Potts number, a [K] diagonal or a [K, K] matrix."""
+    if isinstance(compat, numbers.Real) and not isinstance(compat, (bool, np.bool_)):
+        return POTTS, np.array([_checks.finite_scalar(compat, "compat")], dtype=np.float32)
+    c = _checks.as_f32(compat, "compat")
+    if c.ndim == 0:
+        return POTTS, c.reshape(1)
+    if c.ndim == 1:
+        if c.shape[0] != n_labels:
+            raise ValueError(
+                f"a diagonal compat must have {n_labels} values (one per label), got shape {_checks.shape_str(c.shape)}"
+            )
+        return DIAGONAL, c
+    if c.ndim == 2:
+        if c.shape != (n_labels, n_labels):
+            raise ValueError(
+                f"a matrix compat must have shape ({n_labels}, {n_labels}), got {_checks.shape_str(c.shape)}"
+            )
+        return MATRIX, c.ravel()
+    raise ValueError(
+        f"compat must be a number, a [K] vector or a [K, K] matrix, got shape {_checks.shape_str(c.shape)}"
+    )
+
+
+def compat_value(kind: int, values: np.ndarray, n_labels: int):
+    """The caller's form of a checked compatibility: a float, a [K] or a [K, K] array."""
+    return float(values[0]) if kind == POTTS else values if kind == DIAGONAL else values.reshape(n_labels, n_labels)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One Gaussian pairwise term of a grid: features are the positions
+    divided by ``sxy`` (last axis first, as :func:`densecrf.grid_positions`),
+    then, for a bilateral term, the image channels divided by ``srgb``."""
+
+    name: str  # 'gaussian' or 'bilateral'
+    sxy: tuple  # one positional bandwidth per spatial axis (floats as given)
+    srgb: tuple | None  # one bandwidth per image channel (bilateral terms), else None
+    compat_kind: int  # POTTS, DIAGONAL or MATRIX
+    compat: np.ndarray  # float32 [1], [K] or [K * K]
+    normalization: Normalization
+    kernel: KernelType = KernelType.DIAG
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension d."""
+        return len(self.sxy) + (len(self.srgb) if self.srgb is not None else 0)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A checked dense-CRF refinement: what every backend needs besides the arrays.
+
+    The probabilities of each image are the unary source:
+    :math:`U = -\\log \\max(p', \\text{clip})` with :math:`p' = \\text{scale}\\, p +
+    (1 - \\text{scale}) / K` when ``scale`` is given; ``clip`` None takes
+    :math:`-\\log p'` as it is.
+    """
+
+    labels: int  # K
+    ndim: int  # spatial axes
+    channels: int  # image channels C
+    terms: tuple  # Term, in the order the messages are summed
+    n_iter: int
+    clip: float | None
+    scale: float | None
+    channels_first: bool = False  # items laid out [K, *spatial] / [C, *spatial] (else channels last)
+    label_axis: int = -1  # the caller's label axis, for messages only
+
+
+REFINE_DEFAULTS = {
+    "n_iter": 5,
+    "gaussian_sxy": 3.0,
+    "gaussian_compat": 3.0,
+    "bilateral_sxy": 80.0,
+    "bilateral_srgb": 13.0,
+    "bilateral_compat": 10.0,
+    "clip": 1e-5,
+    "scale": None,
+    "normalization": "symmetric",
+}
+
+
+def settings(params=None, **kwargs) -> dict:
+    """The refine arguments: :data:`REFINE_DEFAULTS` updated by ``kwargs``, then by
+    ``params`` (a :class:`densecrf.params.CRFParams`, its dict or its JSON path),
+    whose values replace ``n_iter``, the five term arguments and ``normalization``."""
+    unknown = set(kwargs) - set(REFINE_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    s = dict(REFINE_DEFAULTS)
+    s.update(kwargs)
+    if params is not None:
+        from ..params import as_params
+
+        kw = as_params(params).refine_kwargs()
+        for key in (
+            "n_iter",
+            "normalization",
+            "gaussian_sxy",
+            "gaussian_compat",
+            "bilateral_sxy",
+            "bilateral_srgb",
+            "bilateral_compat",
+        ):
+            s[key] = kw[key]
+    return s
+
+
+def probs_layout(shape, channel_axis: int, *, volume: bool = False):
+    """(label axis >= 0, spatial shape, K) of probabilities of ``shape`` with
+    the labels at ``channel_axis``; ValueError naming the shape otherwise."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 2:
+        raise ValueError(
+            f"probs must be [*spatial, K] with at least one spatial axis, got shape {_checks.shape_str(shape)}"
+        )
+    if not -len(shape) <= channel_axis < len(shape):
+        raise ValueError(f"channel_axis={channel_axis} is out of range for probs of shape {_checks.shape_str(shape)}")
+    axis = channel_axis % len(shape)
+    spatial, k = shape[:axis] + shape[axis + 1 :], shape[axis]
+    if k < 1 or min(spatial) < 1:
+        raise ValueError(f"probs must have at least one label and one pixel, got shape {_checks.shape_str(shape)}")
+    if len(spatial) > 2 and not volume:
+        raise ValueError(
+            f"probs of shape {_checks.shape_str(shape)} have {len(spatial)} spatial axes: refine treats them as one "
+            f"{len(spatial)}-D volume and smooths across all of them. For a stack of images use "
+            "densecrf.refine_batch(images, probs); for a volume pass volume=True"
+        )
+    return axis, spatial, k
+
+
+def image_layout(shape, spatial, probs_shape, label_axis: int) -> int:
+    """The channel count C of an image ``[*spatial, C]`` (or ``[*spatial]``: C = 1)
+    for probabilities over ``spatial``; ValueError naming the likely cause otherwise."""
+    shape = tuple(int(s) for s in shape)
+    spatial = tuple(spatial)
+    if shape == spatial:
+        return 1
+    if len(shape) == len(spatial) + 1 and shape[:-1] == spatial:
+        return shape[-1]
+    msg = (
+        f"image must have shape ({', '.join(map(str, spatial))}, C) matching probs' spatial shape, "
+        f"got {_checks.shape_str(shape)}"
+    )
+    probs_shape = tuple(int(s) for s in probs_shape)
+    for a in range(len(probs_shape)):
+        rest = probs_shape[:a] + probs_shape[a + 1 :]
+        if a != label_axis and rest in (shape[:-1], shape):
+            msg += (
+                f". probs has shape {_checks.shape_str(probs_shape)} and is read with its labels on axis "
+                f"{label_axis}; if they are on axis {a}, pass channel_axis={a}"
+            )
+            break
+    else:
+        if len(shape) == len(spatial) + 1 and shape[1:] == spatial:
+            msg += ". The image looks channels-first: refine takes [*spatial, C] (np.moveaxis(image, 0, -1))"
+    return _raise(msg)
+
+
+def _raise(msg: str):
+    raise ValueError(msg)
+
+
+def describe(
+    s: dict, *, labels: int, ndim: int, channels: int, channels_first: bool = False, label_axis: int = -1
+) -> Problem:
+    """Checks the settings ``s`` (from :func:`settings`) for images with ``ndim``
+    spatial axes and ``channels`` channels and ``labels`` labels."""
+    n_iter = _checks.positive_int(s["n_iter"], "n_iter", minimum=0)
+    terms = []
+    if s["gaussian_compat"] is not None:
+        terms.append(_term("gaussian", s, labels, ndim, None))
+    if s["bilateral_compat"] is not None:
+        terms.append(_term("bilateral", s, labels, ndim, channels))
+    clip = scale = None
+    if s["clip"] is not None:
+        clip = _checks.positive_scalar(s["clip"], "clip")
+        if clip > 1:
+            raise ValueError(f"clip must be in (0, 1], got {clip}")
+    if s["scale"] is not None:
+        scale = _checks.positive_scalar(s["scale"], "scale")
+        if scale > 1:
+            raise ValueError(f"scale must be in (0, 1], got {scale}")
+    return Problem(
+        labels=labels,
+        ndim=ndim,
+        channels=channels,
+        terms=tuple(terms),
+        n_iter=n_iter,
+        clip=clip,
+        scale=scale,
+        channels_first=channels_first,
+        label_axis=label_axis,
+    )
+
+
+def _term(name: str, s: dict, labels: int, ndim: int, channels: int | None) -> Term:
+    sxy = tuple(_checks.per_axis(s[f"{name}_sxy"], ndim, f"{name}_sxy"))
+    srgb = None
+    if channels is not None:
+        srgb = tuple(_checks.per_axis(s["bilateral_srgb"], channels, "bilateral_srgb"))
+        if ndim + channels > 32:
+            raise ValueError(
+                f"the bilateral features would have {ndim} positions + {channels} channels = "
+                f"{ndim + channels} dimensions; at most 32 are supported"
+            )
+    kind, values = compat_arg(s[f"{name}_compat"], labels)
+    norm = enum_arg(s["normalization"], Normalization, "normalization")
+    return Term(name, sxy, srgb, kind, values, norm)
