@@ -6,7 +6,8 @@
 // AVX2 + FMA, and twice with AVX-512F/VL (32 registers): on 256-bit vectors
 // only, and with mean field's loops on 512-bit vectors for 9-64 channels,
 // for CPUs that keep their clock under 512-bit arithmetic. kernels() picks
-// the best the CPU supports at run time. All are deterministic; the
+// the best the CPU supports at run time. A fifth build, of the 512-bit
+// loops on AVX2 (kernels_avx2wide.cpp), is for tests only. All are deterministic; the
 // baseline may differ from the others in the last bits (FMA contraction),
 // so results are bit-identical on a given machine.
 #pragma once
@@ -98,6 +99,9 @@ namespace kernels_avx512 {
 extern const Kernels table;
 }
 namespace kernels_avx512vl {
+extern const Kernels table;
+}
+namespace kernels_avx2wide {
 extern const Kernels table;
 }
 

@@ -62,6 +62,7 @@ template <>
 struct VecInt<v16f> {
   typedef v16i type;
 };
+#if defined(__AVX512F__)
 // vmaxps on 16 lanes (all lanes selected: _mm512_max_ps's undefined pass-through
 // operand draws a false "uninitialised" warning from GCC 12).
 inline v16f vmax(v16f a, v16f b) {
@@ -71,6 +72,15 @@ template <>
 inline v16f bcast<v16f>(float x) {
   return (v16f)_mm512_set1_ps(x);
 }
+#else
+// The 16-lane loops compiled for 8-lane hardware (kernels_avx2wide.cpp, a
+// test build): the compiler splits each 16-lane operation in two.
+inline v16f vmax(v16f a, v16f b) { return a > b ? a : b; }
+template <>
+inline v16f bcast<v16f>(float x) {
+  return v16f{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
+}
+#endif
 #endif
 
 // exp(x) per lane for x <= 88 (the softmax's arguments: a logit minus the
