@@ -170,6 +170,22 @@ def suite_cpu() -> dict:
     q0 = crf.start_inference()
     out["start_inference K=21"] = _entry(q0, [u, f])
     out["step_inference K=21"] = _entry(crf.step_inference(q0), [u, f])
+    # Each term's message alone (PairwiseTerm::apply), every compatibility.
+    for k in (5, 21):
+        n = 700
+        u = _unary(n, k, seed=50 + k, scale=2.0)
+        f = (np.random.default_rng(50 + k).random((n, 3)) * 4).astype(np.float32)
+        crf = densecrf.DenseCRF(n, k, threads=1)
+        crf.set_unary(u)
+        for ckind in ("potts", "diagonal", "matrix"):
+            crf.add_pairwise(f, _compat(ckind, k, seed=k), normalization="after" if ckind == "matrix" else "symmetric")
+        q = crf.start_inference()
+        for ckind, m in zip(("potts", "diagonal", "matrix"), crf.pairwise_messages(q)):
+            out[f"pairwise_messages K={k} {ckind}"] = _entry(m, [u, f])
+    # Unaries from probabilities (the flat pass beyond 64 labels, the row pass below).
+    for k in (3, 21, 64, 70):
+        _, p = _scene(30, 40, k, seed=200 + k)
+        out[f"unary_from_softmax K={k}"] = _entry(densecrf.unary_from_softmax(p, channel_axis=-1), [p])
     # The reference workload.
     img, p, _ = reference_workload()
     for it, t in ((5, 1), (5, 2), (10, 2), (0, 1)):
