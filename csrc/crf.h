@@ -51,9 +51,6 @@ class PairwiseTerm {
   // The slice's per-point scale [N] (where slice_weights is not null), or null.
   const float* slice_scale(bool transpose) const;
 
-  // logits[K] += -compat(s[K]) for one point.
-  void add_message(const float* s, float* logits) const;
-
  private:
   std::shared_ptr<const CpuLattice> lattice_;
   Normalization norm_type_;

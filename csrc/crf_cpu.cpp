@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "compat_message.h"
 #include "crf.h"
 #include "kernels.h"
 #include "parallel.h"
@@ -70,27 +71,6 @@ void PairwiseTerm::filter(const float* in, float* out, int channels, bool transp
                    slice_weights(transpose));
 }
 
-void PairwiseTerm::add_message(const float* s, float* logits) const {
-  switch (kind_) {
-    case CompatKind::kPotts: {
-      const float w = compat_[0];
-      for (int c = 0; c < k_; ++c) logits[c] += w * s[c];
-      break;
-    }
-    case CompatKind::kDiagonal:
-      for (int c = 0; c < k_; ++c) logits[c] -= compat_[c] * s[c];
-      break;
-    case CompatKind::kMatrix:
-      for (int a = 0; a < k_; ++a) {
-        const float* row = compat_.data() + static_cast<size_t>(a) * k_;
-        float acc = 0.0f;
-        for (int b = 0; b < k_; ++b) acc += row[b] * s[b];
-        logits[a] -= acc;
-      }
-      break;
-  }
-}
-
 void PairwiseTerm::apply(const float* q, float* out, bool transpose, int threads) const {
   const int64_t n = lattice_->n_points();
   filter(q, out, k_, transpose, threads);
@@ -108,7 +88,7 @@ void PairwiseTerm::apply(const float* q, float* out, bool transpose, int threads
         continue;
       }
       std::fill(m.begin(), m.end(), 0.0f);
-      add_message(s.data(), m.data());  // m = -message
+      add_compat_message(static_cast<int>(kind_), compat_.data(), s.data(), m.data(), k_);  // m = -message
       for (int c = 0; c < k_; ++c) row[c] = -m[c];
     }
   });

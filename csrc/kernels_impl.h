@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "compat_message.h"
 #include "kernels.h"
 #if defined(DCRF_WIDE_ROWS)
 #include <immintrin.h>
@@ -337,20 +338,6 @@ inline void softmax_regs2(v8f* x, v8f* y, int k) {
   }
 }
 
-// Adds -compat(s) for a diagonal or matrix compatibility to logits x[0..k).
-inline void add_general_message(const EpilogueTerm& T, const float* s, float* x, int k) {
-  if (T.compat_kind == 1) {
-    for (int c = 0; c < k; ++c) x[c] -= T.compat[c] * s[c];
-  } else {
-    for (int a = 0; a < k; ++a) {
-      const float* row = T.compat + static_cast<int64_t>(a) * k;
-      float m = 0.0f;
-      for (int c = 0; c < k; ++c) m += row[c] * s[c];
-      x[a] -= m;
-    }
-  }
-}
-
 // Stores the first k lanes of registers L[0..R) at out (unpadded). Whole
 // vectors, when the caller allows writing up to R*8 floats there (what
 // spills past k lands in the next row, which is written afterwards), else
@@ -404,7 +391,7 @@ bool epilogue_t(const float* u, float* q, int k, int cp_rt, int64_t n, const Epi
             store(s + b * 8, S[b]);
             store(x + b * 8, L[b]);
           }
-          add_general_message(T, s, x, k);
+          add_compat_message(T.compat_kind, T.compat, s, x, k);
           for (int b = 0; b < R; ++b) L[b] = load(x + b * 8);
         }
       }
@@ -459,7 +446,7 @@ bool epilogue_t(const float* u, float* q, int k, int cp_rt, int64_t n, const Epi
         const float* v = T.blurred + (static_cast<int64_t>(T.offsets[en]) + 1) * cp;
         for (int b = 0; b < nb; ++b) store(acc + b * 8, load(acc + b * 8) + wr * load(v + b * 8));
       }
-      if (!potts) add_general_message(T, s, x, k);
+      if (!potts) add_compat_message(T.compat_kind, T.compat, s, x, k);
     }
     softmax_row<NB>(x, k, cp);
     if (out) {

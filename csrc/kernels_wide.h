@@ -190,7 +190,7 @@ bool epilogue_wide(const float* u, float* q, int k, int64_t n, const EpilogueTer
       } else {
         S.store_to(s);
         L.store_to(x);
-        add_general_message(T, s, x, k);
+        add_compat_message(T.compat_kind, T.compat, s, x, k);
         L.load_from(x);
       }
     }
