@@ -85,11 +85,7 @@ py::array_t<float> lattice_filter(const CpuLattice& lat, FArray values, bool tra
 
 std::shared_ptr<PairwiseTerm> make_term(std::shared_ptr<CpuLattice> lat, int normalization,
                                         int compat_kind, FArray compat, int n_labels, int threads) {
-  if (compat_kind < 0 || compat_kind > 2) {
-    throw dcrf::InvalidArgument("compat_kind must be 0 (Potts), 1 (diagonal) or 2 (matrix), got " +
-                                std::to_string(compat_kind));
-  }
-  if (n_labels < 1) throw dcrf::InvalidArgument("n_labels must be >= 1, got " + std::to_string(n_labels));
+  // Arguments checked by the constructor (check_term_args).
   std::vector<float> c(compat.data(), compat.data() + compat.size());
   py::gil_scoped_release nogil;
   return std::make_shared<PairwiseTerm>(std::move(lat), static_cast<dcrf::Normalization>(normalization),

@@ -19,17 +19,7 @@ PairwiseTerm::PairwiseTerm(std::shared_ptr<const CpuLattice> lattice, Normalizat
                            CompatKind kind, std::vector<float> compat, int n_labels, int threads)
     : lattice_(std::move(lattice)), norm_type_(norm), kind_(kind), compat_(std::move(compat)),
       k_(n_labels) {
-  const size_t want = kind == CompatKind::kPotts ? 1 : kind == CompatKind::kDiagonal
-                                                           ? static_cast<size_t>(k_)
-                                                           : static_cast<size_t>(k_) * k_;
-  if (compat_.size() != want) {
-    throw InvalidArgument("compatibility has " + std::to_string(compat_.size()) +
-                          " values, expected " + std::to_string(want) + " for " +
-                          std::to_string(k_) + " labels");
-  }
-  if (static_cast<int>(norm) < 0 || static_cast<int>(norm) > 3) {
-    throw InvalidArgument("normalization must be 0..3, got " + std::to_string(static_cast<int>(norm)));
-  }
+  check_term_args(static_cast<int>(kind), static_cast<int>(norm), compat_.size(), k_);
   const int64_t n = lattice_->n_points();
   norm_.resize(n);
   lattice_->filter_ones(norm_.data(), threads);
@@ -38,8 +28,7 @@ PairwiseTerm::PairwiseTerm(std::shared_ptr<const CpuLattice> lattice, Normalizat
   const bool symmetric = norm_type_ == Normalization::kSymmetric;
   parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      const double v = static_cast<double>(norm_[i]) + 1e-20;
-      scale_[i] = static_cast<float>(symmetric ? 1.0 / std::sqrt(v) : 1.0 / v);
+      scale_[i] = normalization_scale(norm_[i], symmetric);
     }
   });
 }

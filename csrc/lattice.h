@@ -68,6 +68,26 @@ struct InvalidArgument : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+// A pairwise term's arguments, checked alike by both backends: compat_kind
+// 0 (Potts: 1 value), 1 (diagonal: K values) or 2 (matrix: K*K values),
+// normalization 0..3, at least one label.
+inline void check_term_args(int compat_kind, int normalization, size_t n_compat, int n_labels) {
+  if (n_labels < 1) throw InvalidArgument("n_labels must be >= 1, got " + std::to_string(n_labels));
+  if (compat_kind < 0 || compat_kind > 2) {
+    throw InvalidArgument("compat_kind must be 0 (Potts), 1 (diagonal) or 2 (matrix), got " +
+                          std::to_string(compat_kind));
+  }
+  if (normalization < 0 || normalization > 3) {
+    throw InvalidArgument("normalization must be 0..3, got " + std::to_string(normalization));
+  }
+  const size_t k = static_cast<size_t>(n_labels);
+  const size_t want = compat_kind == 0 ? 1 : compat_kind == 1 ? k : k * k;
+  if (n_compat != want) {
+    throw InvalidArgument("compatibility has " + std::to_string(n_compat) + " values, expected " +
+                          std::to_string(want) + " for " + std::to_string(n_labels) + " labels");
+  }
+}
+
 // Which vertex table numbered a lattice's vertices (all give the same
 // lattice): kAuto picks the first that applies, a dense array (d <= 4, keys
 // in a small box), packed 64-bit keys (d <= 8), the general hash table;

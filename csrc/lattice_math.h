@@ -175,4 +175,12 @@ DCRF_HOST_DEVICE inline void neighbour_key(const int32_t* key, int d, int j, int
   if (j < d) out[j] = key[j] + dir * d;
 }
 
+// A pairwise term's per-point normalisation scale from its filter of ones
+// n: 1 / sqrt(n) (symmetric) or 1 / n (before, after). In double, rounded
+// once; the 1e-20 keeps an isolated point (n = 0) finite.
+DCRF_HOST_DEVICE inline float normalization_scale(float filtered_one, bool symmetric) {
+  const double v = static_cast<double>(filtered_one) + 1e-20;
+  return static_cast<float>(symmetric ? 1.0 / sqrt(v) : 1.0 / v);
+}
+
 }  // namespace dcrf

@@ -477,9 +477,7 @@ __global__ void slice_kernel(const float* __restrict__ vals, int channels,
 __global__ void norm_scale_kernel(const float* __restrict__ norm, int64_t n, bool symmetric,
                                   float* __restrict__ scale) {
   DCRF_GRID_STRIDE(i, n) {
-    // As the CPU backend: in double, rounded once.
-    const double v = static_cast<double>(norm[i]) + 1e-20;
-    scale[i] = static_cast<float>(symmetric ? 1.0 / sqrt(v) : 1.0 / v);
+    scale[i] = normalization_scale(norm[i], symmetric);  // as the CPU backend
   }
 }
 
@@ -1036,18 +1034,7 @@ CudaPairwiseTerm::CudaPairwiseTerm(std::shared_ptr<const CudaLattice> lattice, i
     : lattice_(std::move(lattice)), norm_type_(normalization), kind_(compat_kind), compat_(std::move(compat)),
       k_(n_labels) {
   if (!lattice_) throw InvalidArgument("lattice must not be None");
-  if (n_labels < 1) throw InvalidArgument("n_labels must be >= 1, got " + std::to_string(n_labels));
-  if (kind_ < 0 || kind_ > 2) {
-    throw InvalidArgument("compat_kind must be 0 (Potts), 1 (diagonal) or 2 (matrix), got " + std::to_string(kind_));
-  }
-  if (norm_type_ < 0 || norm_type_ > 3) {
-    throw InvalidArgument("normalization must be 0..3, got " + std::to_string(norm_type_));
-  }
-  const size_t want = kind_ == 0 ? 1 : kind_ == 1 ? static_cast<size_t>(k_) : static_cast<size_t>(k_) * k_;
-  if (compat_.size() != want) {
-    throw InvalidArgument("compatibility has " + std::to_string(compat_.size()) + " values, expected " +
-                          std::to_string(want) + " for " + std::to_string(k_) + " labels");
-  }
+  check_term_args(kind_, norm_type_, compat_.size(), k_);
   const int64_t n = lattice_->n_points();
   DeviceGuard guard(lattice_->device());
   cudaStream_t s = as_stream(stream);
