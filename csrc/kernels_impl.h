@@ -338,11 +338,6 @@ struct Blocks {
     const v8f wv = splat1(w);
     for (int i = 0; i < R; ++i) b[i] += wv * x.b[i];
   }
-  DCRF_ALWAYS_INLINE void fma_from(float w, const float* p) {
-    Blocks x;
-    x.load_from(p);
-    fma(w, x);
-  }
   DCRF_ALWAYS_INLINE void add(const Blocks& x) {
     for (int i = 0; i < R; ++i) b[i] += x.b[i];
   }
@@ -460,11 +455,12 @@ bool epilogue_rows(const float* u, float* q, int k, int64_t n, const EpilogueTer
       // point's normalisation scale; one multiplication per entry.
       const float base = (potts ? T.compat[0] : 1.0f) * T.slice_mult;
       const float scale = T.slice_scale ? base * T.slice_scale[i] : base;
-      Row S;
+      Row S, V;
       S.zero();
       for (int r = 0; r < T.dp1; ++r) {
         const int64_t en = i * T.dp1 + r;
-        S.fma_from(scale * T.slice_w[en], T.blurred + (static_cast<int64_t>(T.offsets[en]) + 1) * CP);
+        V.load_from(T.blurred + (static_cast<int64_t>(T.offsets[en]) + 1) * CP);
+        S.fma(scale * T.slice_w[en], V);
       }
       if (potts) {
         L.add(S);

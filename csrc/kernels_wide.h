@@ -76,11 +76,6 @@ struct Wide {
     for (int h = 0; h < H; ++h) z[h] += w16 * x.z[h];
     if (kTail) y += splat1(w) * x.y;
   }
-  DCRF_ALWAYS_INLINE void fma_from(float w, const float* p) {
-    Wide x;
-    x.load_from(p);
-    fma(w, x);
-  }
   DCRF_ALWAYS_INLINE void add(const Wide& x) {
     for (int h = 0; h < H; ++h) z[h] += x.z[h];
     if (kTail) y += x.y;
