@@ -15,10 +15,9 @@ constexpr int64_t kGrain = 2048;
 
 }  // namespace
 
-PairwiseTerm::PairwiseTerm(std::shared_ptr<const CpuLattice> lattice, Normalization norm,
-                           CompatKind kind, std::vector<float> compat, int n_labels, int threads)
-    : lattice_(std::move(lattice)), norm_type_(norm), kind_(kind), compat_(std::move(compat)),
-      k_(n_labels) {
+PairwiseTerm::PairwiseTerm(std::shared_ptr<const CpuLattice> lattice, Normalization norm, CompatKind kind,
+                           std::vector<float> compat, int n_labels, int threads)
+    : lattice_(std::move(lattice)), norm_type_(norm), kind_(kind), compat_(std::move(compat)), k_(n_labels) {
   check_term_args(static_cast<int>(kind), static_cast<int>(norm), compat_.size(), k_);
   const int64_t n = lattice_->n_points();
   norm_.resize(n);
@@ -34,15 +33,13 @@ PairwiseTerm::PairwiseTerm(std::shared_ptr<const CpuLattice> lattice, Normalizat
 }
 
 const float* PairwiseTerm::splat_scale(bool transpose) const {
-  const bool scaled = norm_type_ == Normalization::kSymmetric ||
-                      (!transpose && norm_type_ == Normalization::kBefore) ||
+  const bool scaled = norm_type_ == Normalization::kSymmetric || (!transpose && norm_type_ == Normalization::kBefore) ||
                       (transpose && norm_type_ == Normalization::kAfter);
   return scaled ? scale_.data() : nullptr;
 }
 
 const float* PairwiseTerm::slice_scale(bool transpose) const {
-  const bool scaled = norm_type_ == Normalization::kSymmetric ||
-                      (!transpose && norm_type_ == Normalization::kAfter) ||
+  const bool scaled = norm_type_ == Normalization::kSymmetric || (!transpose && norm_type_ == Normalization::kAfter) ||
                       (transpose && norm_type_ == Normalization::kBefore);
   return scaled ? scale_.data() : nullptr;
 }
@@ -54,10 +51,8 @@ const float* PairwiseTerm::slice_weights(bool transpose) const {
   return slice_scaled_.data();
 }
 
-void PairwiseTerm::filter(const float* in, float* out, int channels, bool transpose,
-                          int threads) const {
-  lattice_->filter(in, out, channels, transpose, threads, splat_scale(transpose),
-                   slice_weights(transpose));
+void PairwiseTerm::filter(const float* in, float* out, int channels, bool transpose, int threads) const {
+  lattice_->filter(in, out, channels, transpose, threads, splat_scale(transpose), slice_weights(transpose));
 }
 
 void PairwiseTerm::apply(const float* q, float* out, bool transpose, int threads) const {
@@ -96,9 +91,8 @@ void softmax_neg(const float* unary, float* out, int64_t n, int k, int threads) 
   });
 }
 
-bool mean_field(const float* unary, float* q, int64_t n, int k,
-                const std::vector<const PairwiseTerm*>& terms, int n_iter, int threads, bool fresh,
-                AlignedFloats* start) {
+bool mean_field(const float* unary, float* q, int64_t n, int k, const std::vector<const PairwiseTerm*>& terms,
+                int n_iter, int threads, bool fresh, AlignedFloats* start) {
   if (threads <= 0) threads = default_threads();
   if (n == 0 || k == 0) return true;
   const int cp = padded_channels(k);
@@ -120,16 +114,17 @@ bool mean_field(const float* unary, float* q, int64_t n, int k,
   // A channel-padded copy of Q, and two blur buffers per term
   // [(M_t+1), cp], allocated once for all iterations. U stays unpadded.
   AlignedFloats qp = given ? std::move(*start) : aligned_floats(static_cast<size_t>(n) * cp);
-  if (!given) parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
-    if (fresh) {
-      K.softmax_neg(unary, qp.get(), k, cp, n, b, e);
-      return;
-    }
-    for (int64_t i = b; i < e; ++i) {
-      std::memcpy(qp.get() + i * cp, q + i * k, sizeof(float) * k);
-      std::fill(qp.get() + i * cp + k, qp.get() + (i + 1) * cp, 0.0f);
-    }
-  });
+  if (!given)
+    parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
+      if (fresh) {
+        K.softmax_neg(unary, qp.get(), k, cp, n, b, e);
+        return;
+      }
+      for (int64_t i = b; i < e; ++i) {
+        std::memcpy(qp.get() + i * cp, q + i * k, sizeof(float) * k);
+        std::fill(qp.get() + i * cp + k, qp.get() + (i + 1) * cp, 0.0f);
+      }
+    });
   std::vector<AlignedFloats> buf_a, buf_b;
   std::vector<EpilogueTerm> ep(nt);
   for (size_t t = 0; t < nt; ++t) {

@@ -76,7 +76,8 @@ struct VecInt<v16f> {
 // vmaxps on 16 lanes (all lanes selected: _mm512_max_ps's undefined pass-through
 // operand draws a false "uninitialised" warning from GCC 12).
 inline v16f vmax(v16f a, v16f b) {
-  return (v16f)__builtin_ia32_maxps512_mask((__v16sf)a, (__v16sf)b, (__v16sf)a, (__mmask16)-1, _MM_FROUND_CUR_DIRECTION);
+  return (v16f)__builtin_ia32_maxps512_mask((__v16sf)a, (__v16sf)b, (__v16sf)a, (__mmask16)-1,
+                                            _MM_FROUND_CUR_DIRECTION);
 }
 template <>
 inline v16f bcast<v16f>(float x) {
@@ -106,12 +107,12 @@ inline v16f bcast<v16f>(float x) {
 template <class F>
 DCRF_ALWAYS_INLINE F vexp(F x) {
   typedef typename VecInt<F>::type I;
-  x = vmax(bcast<F>(-87.0f), x);  // NaN stays NaN
+  x = vmax(bcast<F>(-87.0f), x);          // NaN stays NaN
   const F magic = bcast<F>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
   const F t = x * 1.44269504088896341f + magic;
   const F fn = t - magic;
   F r = x - fn * 0.693359375f;  // ln2 in a part exact in few bits ...
-  r = r + fn * 2.12194440e-4f;    // ... and a correction (Cody-Waite)
+  r = r + fn * 2.12194440e-4f;  // ... and a correction (Cody-Waite)
   F p = bcast<F>(0.0013836845755577087f);
   p = p * r + 0.008374815806746483f;
   p = p * r + 0.04166822507977486f;
@@ -283,7 +284,6 @@ inline v8f softmax_shift(const v8f* x, v8f mx, v8f lastmask) {
   return hmax_all(mx);
 }
 
-
 // Stores the first k lanes of registers L[0..R) at out (unpadded). Whole
 // vectors, when the caller allows writing up to R*8 floats there (what
 // spills past k lands in the next row, which is written afterwards), else
@@ -330,7 +330,9 @@ struct Blocks {
   DCRF_ALWAYS_INLINE void store_to(float* p) const {
     for (int i = 0; i < R; ++i) store(p + 8 * i, b[i]);
   }
-  DCRF_ALWAYS_INLINE void load_neg_row_from(const float* u, int k, bool overread) { load_neg_row<R>(u, k, overread, b); }
+  DCRF_ALWAYS_INLINE void load_neg_row_from(const float* u, int k, bool overread) {
+    load_neg_row<R>(u, k, overread, b);
+  }
   DCRF_ALWAYS_INLINE void store_row_to(float* out, int k, bool spill_ok) const { store_row<R>(out, k, b, spill_ok); }
   // this += w x, lane by lane (one fused multiply-add per lane where the
   // build has FMA).
@@ -499,8 +501,8 @@ bool epilogue_rows(const float* u, float* q, int k, int64_t n, const EpilogueTer
 }
 
 // The fused pass for the generic width: rows in memory.
-inline bool epilogue_generic(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms,
-                             int nterms, int64_t ib, int64_t ie, float* out) {
+inline bool epilogue_generic(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms,
+                             int64_t ib, int64_t ie, float* out) {
   (void)n;
   bool finite = true;
   const int nb = cp / 8;
@@ -566,7 +568,7 @@ inline v8f vlog(v8f x) {
   const v8i bits = (v8i)x;
   v8i e = ((bits >> 23) & 0xff) - 127;
   v8f m = (v8f)((bits & 0x007fffff) | 0x3f800000);  // mantissa in [1, 2)
-  const v8i big = m > 1.41421356f;                   // fold to [sqrt(1/2), sqrt(2))
+  const v8i big = m > 1.41421356f;                  // fold to [sqrt(1/2), sqrt(2))
   m = big ? m * 0.5f : m;
   e = e + (big & 1);
   const v8f s = (m - 1.0f) / (m + 1.0f);
@@ -750,11 +752,10 @@ bool unary_rows_t(const float* p, float* u, float* q0, int k, float clip, int64_
   case 6: return fn<6>(__VA_ARGS__); \
   case 7: return fn<7>(__VA_ARGS__); \
   case 8: return fn<8>(__VA_ARGS__);
-#define DCRF_DISPATCH(fn, cp, ...)     \
-  switch ((cp) / 8) {                  \
-    case 1: return fn<1>(__VA_ARGS__); \
-    DCRF_CASES_2_TO_8(fn, __VA_ARGS__) \
-    default: return fn<0>(__VA_ARGS__); \
+#define DCRF_DISPATCH(fn, cp, ...)                                        \
+  switch ((cp) / 8) {                                                     \
+    case 1: return fn<1>(__VA_ARGS__); DCRF_CASES_2_TO_8(fn, __VA_ARGS__) \
+    default: return fn<0>(__VA_ARGS__);                                   \
   }
 
 template <int NB>
@@ -778,8 +779,8 @@ void blur_t(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb,
   }
 }
 template <int NB>
-bool epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms,
-                int64_t ib, int64_t ie, float* out) {
+bool epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms, int64_t ib,
+                int64_t ie, float* out) {
   if constexpr (NB > 0) {
     return epilogue_rows<MeanFieldRow<NB>>(u, q, k, n, terms, nterms, ib, ie, out);
   } else {
@@ -794,12 +795,12 @@ void splat(const int32_t* off, const float* w, const float* scale, int dp1, cons
 void blur(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb, int64_t ve) {
   DCRF_DISPATCH(blur_t, cp, nb, src, dst, cp, vb, ve)
 }
-void slice(const int32_t* off, const float* w, float mult, int dp1, const float* vals, float* out, int cp,
-           int64_t ib, int64_t ie) {
+void slice(const int32_t* off, const float* w, float mult, int dp1, const float* vals, float* out, int cp, int64_t ib,
+           int64_t ie) {
   DCRF_DISPATCH(slice_t, cp, off, w, mult, dp1, vals, out, cp, ib, ie)
 }
-bool epilogue(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms,
-              int64_t ib, int64_t ie, float* out) {
+bool epilogue(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms, int64_t ib,
+              int64_t ie, float* out) {
   DCRF_DISPATCH(epilogue_t, cp, u, q, k, cp, n, terms, nterms, ib, ie, out)
 }
 void softmax_neg(const float* u, float* q, int k, int cp, int64_t n, int64_t ib, int64_t ie) {
@@ -808,8 +809,9 @@ void softmax_neg(const float* u, float* q, int k, int cp, int64_t n, int64_t ib,
 bool unary_rows(const float* p, float* u, float* q0, int k, float clip, int64_t n, int64_t ib, int64_t ie,
                 UnaryStats* st) {
   switch (padded_channels(k) / 8) {
-    case 1: return unary_rows_t<1>(p, u, q0, k, clip, n, ib, ie, st);
-    DCRF_CASES_2_TO_8(unary_rows_t, p, u, q0, k, clip, n, ib, ie, st)
+    case 1:
+      return unary_rows_t<1>(p, u, q0, k, clip, n, ib, ie, st);
+      DCRF_CASES_2_TO_8(unary_rows_t, p, u, q0, k, clip, n, ib, ie, st)
     default: return false;
   }
 }
@@ -818,8 +820,8 @@ bool unary_rows(const float* p, float* u, float* q0, int k, float clip, int64_t 
 
 }  // namespace
 
-extern const Kernels table = {DCRF_KERNEL_NAME, splat, blur, slice, epilogue, softmax_neg, unary_from_probs,
-                               unary_rows};
+extern const Kernels table = {DCRF_KERNEL_NAME, splat,     blur, slice, epilogue, softmax_neg,
+                              unary_from_probs, unary_rows};
 
 }  // namespace DCRF_KERNEL_NS
 }  // namespace dcrf
