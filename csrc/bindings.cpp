@@ -62,8 +62,8 @@ std::shared_ptr<CpuLattice> make_lattice(FArray features, int threads, const std
   const int64_t n = features.shape(0);
   const int64_t d = features.shape(1);
   if (d < 1 || d > dcrf::kMaxDim) {
-    throw dcrf::InvalidArgument("features must have 1 to " + std::to_string(dcrf::kMaxDim) +
-                                " columns, got shape " + shape_str(features));
+    throw dcrf::InvalidArgument("features must have 1 to " + std::to_string(dcrf::kMaxDim) + " columns, got shape " +
+                                shape_str(features));
   }
   const float* ptr = features.data();
   py::gil_scoped_release nogil;
@@ -83,18 +83,13 @@ py::array_t<float> lattice_filter(const CpuLattice& lat, FArray values, bool tra
   return out;
 }
 
-std::shared_ptr<PairwiseTerm> make_term(std::shared_ptr<CpuLattice> lat, int normalization,
-                                        int compat_kind, FArray compat, int n_labels, int threads) {
-  if (compat_kind < 0 || compat_kind > 2) {
-    throw dcrf::InvalidArgument("compat_kind must be 0 (Potts), 1 (diagonal) or 2 (matrix), got " +
-                                std::to_string(compat_kind));
-  }
-  if (n_labels < 1) throw dcrf::InvalidArgument("n_labels must be >= 1, got " + std::to_string(n_labels));
+std::shared_ptr<PairwiseTerm> make_term(std::shared_ptr<CpuLattice> lat, int normalization, int compat_kind,
+                                        FArray compat, int n_labels, int threads) {
+  // Arguments checked by the constructor (check_term_args).
   std::vector<float> c(compat.data(), compat.data() + compat.size());
   py::gil_scoped_release nogil;
   return std::make_shared<PairwiseTerm>(std::move(lat), static_cast<dcrf::Normalization>(normalization),
-                                        static_cast<dcrf::CompatKind>(compat_kind), std::move(c),
-                                        n_labels, threads);
+                                        static_cast<dcrf::CompatKind>(compat_kind), std::move(c), n_labels, threads);
 }
 
 py::array_t<float> term_filter(const PairwiseTerm& t, FArray values, bool transpose, int threads) {
@@ -122,8 +117,8 @@ py::array_t<float> term_apply(const PairwiseTerm& t, FArray q, bool transpose, i
   return out;
 }
 
-std::vector<const PairwiseTerm*> collect_terms(const std::vector<std::shared_ptr<PairwiseTerm>>& terms,
-                                               int64_t n, int64_t k) {
+std::vector<const PairwiseTerm*> collect_terms(const std::vector<std::shared_ptr<PairwiseTerm>>& terms, int64_t n,
+                                               int64_t k) {
   std::vector<const PairwiseTerm*> ptrs;
   for (const auto& t : terms) {
     if (!t) throw dcrf::InvalidArgument("terms must not contain None");
@@ -146,8 +141,8 @@ struct StartQ {
 };
 
 // Returns Q after n_iter iterations, starting from q0 (or softmax(-U)).
-py::array_t<float> mean_field(FArray unary, const std::vector<std::shared_ptr<PairwiseTerm>>& terms,
-                              int n_iter, py::object q0, int threads, bool check_finite, py::object start_obj) {
+py::array_t<float> mean_field(FArray unary, const std::vector<std::shared_ptr<PairwiseTerm>>& terms, int n_iter,
+                              py::object q0, int threads, bool check_finite, py::object start_obj) {
   require_2d(unary, "unary", -1, -1);
   const int64_t n = unary.shape(0), k = unary.shape(1);
   if (n_iter < 0) throw dcrf::InvalidArgument("n_iter must be >= 0, got " + std::to_string(n_iter));
@@ -169,8 +164,8 @@ py::array_t<float> mean_field(FArray unary, const std::vector<std::shared_ptr<Pa
     if (!sq.q) throw dcrf::InvalidArgument("this start distribution was used already");
     if (sq.n != n || sq.k != k) {
       throw dcrf::InvalidArgument("start distribution is for " + std::to_string(sq.n) + " points and " +
-                                  std::to_string(sq.k) + " labels, the unary has " + std::to_string(n) +
-                                  " and " + std::to_string(k));
+                                  std::to_string(sq.k) + " labels, the unary has " + std::to_string(n) + " and " +
+                                  std::to_string(k));
     }
     taken = std::move(sq.q);
     start = &taken;
@@ -191,8 +186,8 @@ py::array_t<float> mean_field(FArray unary, const std::vector<std::shared_ptr<Pa
 // divided by sdims, last axis first (x, y, ...), then the C columns of
 // image [N, C] divided by srgb; every value the float32 quotient numpy
 // would compute. In parallel, without temporaries.
-py::array_t<float> grid_features(const std::vector<int64_t>& spatial, const std::vector<float>& sdims,
-                                 py::object image, const std::vector<float>& srgb, int threads) {
+py::array_t<float> grid_features(const std::vector<int64_t>& spatial, const std::vector<float>& sdims, py::object image,
+                                 const std::vector<float>& srgb, int threads) {
   const int nd = static_cast<int>(spatial.size());
   if (nd < 1 || static_cast<int>(sdims.size()) != nd) {
     throw dcrf::InvalidArgument("grid_features: need one bandwidth per axis");
@@ -302,7 +297,8 @@ class UnaryJob {
     require_2d(probs_, "probs", -1, -1);
     n_ = probs_.shape(0);
     k_ = probs_.shape(1);
-    if (!(clip > 0.0f && clip <= 1.0f)) throw dcrf::InvalidArgument("clip must be in (0, 1], got " + std::to_string(clip));
+    if (!(clip > 0.0f && clip <= 1.0f))
+      throw dcrf::InvalidArgument("clip must be in (0, 1], got " + std::to_string(clip));
     u_ = py::array_t<float>({static_cast<py::ssize_t>(n_), static_cast<py::ssize_t>(k_)});
     up_ = u_.mutable_data();
     if (n_ == 0 || k_ == 0) n_ = 0;  // nothing to compute (u keeps its shape)
@@ -323,9 +319,8 @@ class UnaryJob {
     py::gil_scoped_release nogil;
     if (threads <= 0) threads = dcrf::default_threads();
     const int nt = static_cast<int>(std::min<int64_t>(threads, (n_ + kChunk - 1) / kChunk));
-    dcrf::parallel_run(nt, [&](int, int) {
-      dcrf::take_chunks(next_, n_, kChunk, [&](int64_t b, int64_t e) { chunk(b, e); });
-    });
+    dcrf::parallel_run(
+        nt, [&](int, int) { dcrf::take_chunks(next_, n_, kChunk, [&](int64_t b, int64_t e) { chunk(b, e); }); });
   }
 
   // (u, min, max, worst row deviation, first bad index[, start or None]);
@@ -451,21 +446,20 @@ PYBIND11_MODULE(_C, m) {
                                  default: return "general";
                                }
                              })
-      .def("filter", &lattice_filter, py::arg("values"), py::arg("transpose") = false,
-           py::arg("threads") = 0);
+      .def("filter", &lattice_filter, py::arg("values"), py::arg("transpose") = false, py::arg("threads") = 0);
 
   py::class_<PairwiseTerm, std::shared_ptr<PairwiseTerm>>(m, "PairwiseTerm")
       .def(py::init(&make_term), py::arg("lattice"), py::arg("normalization"), py::arg("compat_kind"),
            py::arg("compat"), py::arg("n_labels"), py::arg("threads") = 0)
-      .def_property_readonly("norm", [](const PairwiseTerm& t) {
-        return py::array_t<float>(static_cast<py::ssize_t>(t.norm().size()), t.norm().data());
-      })
+      .def_property_readonly("norm",
+                             [](const PairwiseTerm& t) {
+                               return py::array_t<float>(static_cast<py::ssize_t>(t.norm().size()), t.norm().data());
+                             })
       .def("filter", &term_filter, py::arg("values"), py::arg("transpose") = false, py::arg("threads") = 0)
       .def("apply", &term_apply, py::arg("Q"), py::arg("transpose") = false, py::arg("threads") = 0);
 
-  m.def("mean_field", &mean_field, py::arg("unary"), py::arg("terms"), py::arg("n_iter"),
-        py::arg("Q") = py::none(), py::arg("threads") = 0, py::arg("check_finite") = false,
-        py::arg("start") = py::none());
+  m.def("mean_field", &mean_field, py::arg("unary"), py::arg("terms"), py::arg("n_iter"), py::arg("Q") = py::none(),
+        py::arg("threads") = 0, py::arg("check_finite") = false, py::arg("start") = py::none());
   py::class_<StartQ, std::shared_ptr<StartQ>>(m, "StartQ")
       .def_property_readonly("n_points", [](const StartQ& s) { return s.n; })
       .def_property_readonly("n_labels", [](const StartQ& s) { return s.k; })

@@ -33,16 +33,16 @@ void require_ptr(uintptr_t p, const char* name) {
   if (p == 0) throw dcrf::InvalidArgument(std::string(name) + " is a null device pointer");
 }
 
-std::shared_ptr<CudaLattice> make_lattice(uintptr_t features, int64_t n_points, int dim,
-                                          std::vector<int64_t> segments, int device, uintptr_t stream) {
+std::shared_ptr<CudaLattice> make_lattice(uintptr_t features, int64_t n_points, int dim, std::vector<int64_t> segments,
+                                          int device, uintptr_t stream) {
   if (n_points > 0) require_ptr(features, "features");
   py::gil_scoped_release nogil;
-  return std::make_shared<CudaLattice>(reinterpret_cast<const float*>(features), n_points, dim, segments,
-                                       device, as_ptr(stream));
+  return std::make_shared<CudaLattice>(reinterpret_cast<const float*>(features), n_points, dim, segments, device,
+                                       as_ptr(stream));
 }
 
-void lattice_filter(const CudaLattice& lat, uintptr_t in, uintptr_t out, int channels, bool transpose,
-                    uintptr_t pre, uintptr_t post, uintptr_t stream) {
+void lattice_filter(const CudaLattice& lat, uintptr_t in, uintptr_t out, int channels, bool transpose, uintptr_t pre,
+                    uintptr_t post, uintptr_t stream) {
   if (channels < 0) throw dcrf::InvalidArgument("channels must be >= 0, got " + std::to_string(channels));
   if (lat.n_points() == 0 || channels == 0) return;
   require_ptr(in, "values");
@@ -51,8 +51,8 @@ void lattice_filter(const CudaLattice& lat, uintptr_t in, uintptr_t out, int cha
   lat.filter(as_fptr(in), as_fptr(out), channels, transpose, as_fptr(pre), as_fptr(post), as_ptr(stream));
 }
 
-std::shared_ptr<CudaPairwiseTerm> make_term(std::shared_ptr<CudaLattice> lat, int normalization,
-                                            int compat_kind, py::array_t<float, py::array::c_style | py::array::forcecast> compat,
+std::shared_ptr<CudaPairwiseTerm> make_term(std::shared_ptr<CudaLattice> lat, int normalization, int compat_kind,
+                                            py::array_t<float, py::array::c_style | py::array::forcecast> compat,
                                             int n_labels, uintptr_t stream) {
   std::vector<float> c(compat.data(), compat.data() + compat.size());
   py::gil_scoped_release nogil;
@@ -71,8 +71,7 @@ void term_filter(const CudaPairwiseTerm& t, uintptr_t in, uintptr_t out, int cha
 }
 
 void mean_field(uintptr_t unary, uintptr_t q, int64_t n, int k,
-                const std::vector<std::shared_ptr<CudaPairwiseTerm>>& terms, int n_iter, bool fresh,
-                uintptr_t stream) {
+                const std::vector<std::shared_ptr<CudaPairwiseTerm>>& terms, int n_iter, bool fresh, uintptr_t stream) {
   if (n < 0) throw dcrf::InvalidArgument("n must be >= 0, got " + std::to_string(n));
   std::vector<const CudaPairwiseTerm*> ptrs;
   for (const auto& t : terms) {
@@ -84,8 +83,7 @@ void mean_field(uintptr_t unary, uintptr_t q, int64_t n, int k,
     require_ptr(q, "Q");
   }
   py::gil_scoped_release nogil;
-  dcrf::cuda::mean_field(reinterpret_cast<const float*>(unary), as_fptr(q), n, k, ptrs, n_iter, fresh,
-                         as_ptr(stream));
+  dcrf::cuda::mean_field(reinterpret_cast<const float*>(unary), as_fptr(q), n, k, ptrs, n_iter, fresh, as_ptr(stream));
 }
 
 std::shared_ptr<DeviceBuffer> make_buffer(size_t nbytes, int device) {
@@ -118,21 +116,27 @@ void register_cuda(py::module_& m) {
         "Number of visible CUDA devices (0 without a driver or device; never raises).");
   m.def("cuda_device_name", &dcrf::cuda::device_name, py::arg("device") = 0);
 
-  m.def("cuda_synchronize", [](int device) {
-    py::gil_scoped_release nogil;
-    dcrf::cuda::synchronize(device);
-  }, py::arg("device") = 0, "Waits for all work on the device.");
+  m.def(
+      "cuda_synchronize",
+      [](int device) {
+        py::gil_scoped_release nogil;
+        dcrf::cuda::synchronize(device);
+      },
+      py::arg("device") = 0, "Waits for all work on the device.");
 
   py::class_<dcrf::cuda::EventTimer>(m, "CudaEventTimer")
       .def(py::init<int>(), py::arg("device") = 0)
-      .def("start", [](dcrf::cuda::EventTimer& t, uintptr_t stream) { t.start(as_ptr(stream)); },
-           py::arg("stream") = 0)
-      .def("stop", [](dcrf::cuda::EventTimer& t, uintptr_t stream) { t.stop(as_ptr(stream)); },
-           py::arg("stream") = 0)
-      .def("elapsed_ms", [](const dcrf::cuda::EventTimer& t) {
-        py::gil_scoped_release nogil;
-        return t.elapsed_ms();
-      }, "Milliseconds between start and stop (waits for stop).");
+      .def(
+          "start", [](dcrf::cuda::EventTimer& t, uintptr_t stream) { t.start(as_ptr(stream)); }, py::arg("stream") = 0)
+      .def(
+          "stop", [](dcrf::cuda::EventTimer& t, uintptr_t stream) { t.stop(as_ptr(stream)); }, py::arg("stream") = 0)
+      .def(
+          "elapsed_ms",
+          [](const dcrf::cuda::EventTimer& t) {
+            py::gil_scoped_release nogil;
+            return t.elapsed_ms();
+          },
+          "Milliseconds between start and stop (waits for stop).");
 
   py::class_<DeviceBuffer, std::shared_ptr<DeviceBuffer>>(m, "CudaBuffer")
       .def(py::init(&make_buffer), py::arg("nbytes"), py::arg("device") = 0)
@@ -160,47 +164,49 @@ void register_cuda(py::module_& m) {
   py::class_<CudaPairwiseTerm, std::shared_ptr<CudaPairwiseTerm>>(m, "CudaPairwiseTerm")
       .def(py::init(&make_term), py::arg("lattice"), py::arg("normalization"), py::arg("compat_kind"),
            py::arg("compat"), py::arg("n_labels"), py::arg("stream") = 0)
-      .def_property_readonly("norm_ptr", [](const CudaPairwiseTerm& t) { return reinterpret_cast<uintptr_t>(t.norm()); })
-      .def("filter", &term_filter, py::arg("values"), py::arg("out"), py::arg("channels"),
-           py::arg("transpose") = false, py::arg("stream") = 0);
+      .def_property_readonly("norm_ptr",
+                             [](const CudaPairwiseTerm& t) { return reinterpret_cast<uintptr_t>(t.norm()); })
+      .def("filter", &term_filter, py::arg("values"), py::arg("out"), py::arg("channels"), py::arg("transpose") = false,
+           py::arg("stream") = 0);
 
-  m.def("cuda_mean_field", &mean_field, py::arg("unary"), py::arg("Q"), py::arg("n"), py::arg("k"),
-        py::arg("terms"), py::arg("n_iter"), py::arg("fresh"), py::arg("stream") = 0);
+  m.def("cuda_mean_field", &mean_field, py::arg("unary"), py::arg("Q"), py::arg("n"), py::arg("k"), py::arg("terms"),
+        py::arg("n_iter"), py::arg("fresh"), py::arg("stream") = 0);
 
-  m.def("cuda_grid_features",
-        [](uintptr_t image, uintptr_t out, int64_t batch, std::vector<int64_t> spatial, std::vector<float> sdims,
-           int channels, std::vector<float> schan, bool channel_first, int device, uintptr_t stream) {
-          require_ptr(out, "out");
-          py::gil_scoped_release nogil;
-          dcrf::cuda::grid_features(reinterpret_cast<const float*>(image), as_fptr(out), batch, spatial, sdims,
-                                    channels, schan, channel_first, device, as_ptr(stream));
-        },
-        py::arg("image"), py::arg("out"), py::arg("batch"), py::arg("spatial"), py::arg("sdims"),
-        py::arg("channels"), py::arg("schan"), py::arg("channel_first") = false, py::arg("device") = 0,
-        py::arg("stream") = 0);
+  m.def(
+      "cuda_grid_features",
+      [](uintptr_t image, uintptr_t out, int64_t batch, std::vector<int64_t> spatial, std::vector<float> sdims,
+         int channels, std::vector<float> schan, bool channel_first, int device, uintptr_t stream) {
+        require_ptr(out, "out");
+        py::gil_scoped_release nogil;
+        dcrf::cuda::grid_features(reinterpret_cast<const float*>(image), as_fptr(out), batch, spatial, sdims, channels,
+                                  schan, channel_first, device, as_ptr(stream));
+      },
+      py::arg("image"), py::arg("out"), py::arg("batch"), py::arg("spatial"), py::arg("sdims"), py::arg("channels"),
+      py::arg("schan"), py::arg("channel_first") = false, py::arg("device") = 0, py::arg("stream") = 0);
 
-  m.def("cuda_unary_from_probs",
-        [](uintptr_t probs, uintptr_t unary, int64_t batch, int64_t s, int k, bool channel_first, float clip,
-           double scale, int device, uintptr_t stream) {
-          require_ptr(probs, "probs");
-          require_ptr(unary, "unary");
-          py::gil_scoped_release nogil;
-          dcrf::cuda::unary_from_probs(reinterpret_cast<const float*>(probs), as_fptr(unary), batch, s, k,
-                                       channel_first, clip, scale, device, as_ptr(stream));
-        },
-        py::arg("probs"), py::arg("unary"), py::arg("batch"), py::arg("s"), py::arg("k"),
-        py::arg("channel_first"), py::arg("clip"), py::arg("scale"), py::arg("device") = 0,
-        py::arg("stream") = 0);
+  m.def(
+      "cuda_unary_from_probs",
+      [](uintptr_t probs, uintptr_t unary, int64_t batch, int64_t s, int k, bool channel_first, float clip,
+         double scale, int device, uintptr_t stream) {
+        require_ptr(probs, "probs");
+        require_ptr(unary, "unary");
+        py::gil_scoped_release nogil;
+        dcrf::cuda::unary_from_probs(reinterpret_cast<const float*>(probs), as_fptr(unary), batch, s, k, channel_first,
+                                     clip, scale, device, as_ptr(stream));
+      },
+      py::arg("probs"), py::arg("unary"), py::arg("batch"), py::arg("s"), py::arg("k"), py::arg("channel_first"),
+      py::arg("clip"), py::arg("scale"), py::arg("device") = 0, py::arg("stream") = 0);
 
-  m.def("cuda_copy_labels_layout",
-        [](uintptr_t q, uintptr_t out, int64_t batch, int64_t s, int k, bool channel_first, int device,
-           uintptr_t stream) {
-          require_ptr(q, "Q");
-          require_ptr(out, "out");
-          py::gil_scoped_release nogil;
-          dcrf::cuda::copy_labels_layout(reinterpret_cast<const float*>(q), as_fptr(out), batch, s, k,
-                                         channel_first, device, as_ptr(stream));
-        },
-        py::arg("Q"), py::arg("out"), py::arg("batch"), py::arg("s"), py::arg("k"), py::arg("channel_first"),
-        py::arg("device") = 0, py::arg("stream") = 0);
+  m.def(
+      "cuda_copy_labels_layout",
+      [](uintptr_t q, uintptr_t out, int64_t batch, int64_t s, int k, bool channel_first, int device,
+         uintptr_t stream) {
+        require_ptr(q, "Q");
+        require_ptr(out, "out");
+        py::gil_scoped_release nogil;
+        dcrf::cuda::copy_labels_layout(reinterpret_cast<const float*>(q), as_fptr(out), batch, s, k, channel_first,
+                                       device, as_ptr(stream));
+      },
+      py::arg("Q"), py::arg("out"), py::arg("batch"), py::arg("s"), py::arg("k"), py::arg("channel_first"),
+      py::arg("device") = 0, py::arg("stream") = 0);
 }

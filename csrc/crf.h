@@ -51,17 +51,14 @@ class PairwiseTerm {
   // The slice's per-point scale [N] (where slice_weights is not null), or null.
   const float* slice_scale(bool transpose) const;
 
-  // logits[K] += -compat(s[K]) for one point.
-  void add_message(const float* s, float* logits) const;
-
  private:
   std::shared_ptr<const CpuLattice> lattice_;
   Normalization norm_type_;
   CompatKind kind_;
   std::vector<float> compat_;
   int k_;
-  std::vector<float> norm_;          // [N] filter of ones
-  UninitVector<float> scale_;         // [N] 1/sqrt(norm) or 1/norm, per mode
+  std::vector<float> norm_;    // [N] filter of ones
+  UninitVector<float> scale_;  // [N] 1/sqrt(norm) or 1/norm, per mode
   mutable std::once_flag slice_once_;
   mutable UninitVector<float> slice_scaled_;  // [N(d+1)] slice weights * scale, once used
 };
@@ -73,9 +70,8 @@ class PairwiseTerm {
 // With `start` non-null and holding a buffer, that channel-padded [N, cp]
 // start distribution (kernels' unary_rows) is used, and taken over, instead
 // of computing softmax(-U); q is then output only.
-bool mean_field(const float* unary, float* q, int64_t n, int k,
-                const std::vector<const PairwiseTerm*>& terms, int n_iter, int threads,
-                bool fresh = false, AlignedFloats* start = nullptr);
+bool mean_field(const float* unary, float* q, int64_t n, int k, const std::vector<const PairwiseTerm*>& terms,
+                int n_iter, int threads, bool fresh = false, AlignedFloats* start = nullptr);
 
 // out[N, K] = softmax(-U) per point (shifted by the row's max where a logit
 // lies outside [-64, 64]; see softmax_shift in kernels_impl.h).

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "compat_message.h"
 #include "crf.h"
 #include "kernels.h"
 #include "parallel.h"
@@ -14,21 +15,10 @@ constexpr int64_t kGrain = 2048;
 
 }  // namespace
 
-PairwiseTerm::PairwiseTerm(std::shared_ptr<const CpuLattice> lattice, Normalization norm,
-                           CompatKind kind, std::vector<float> compat, int n_labels, int threads)
-    : lattice_(std::move(lattice)), norm_type_(norm), kind_(kind), compat_(std::move(compat)),
-      k_(n_labels) {
-  const size_t want = kind == CompatKind::kPotts ? 1 : kind == CompatKind::kDiagonal
-                                                           ? static_cast<size_t>(k_)
-                                                           : static_cast<size_t>(k_) * k_;
-  if (compat_.size() != want) {
-    throw InvalidArgument("compatibility has " + std::to_string(compat_.size()) +
-                          " values, expected " + std::to_string(want) + " for " +
-                          std::to_string(k_) + " labels");
-  }
-  if (static_cast<int>(norm) < 0 || static_cast<int>(norm) > 3) {
-    throw InvalidArgument("normalization must be 0..3, got " + std::to_string(static_cast<int>(norm)));
-  }
+PairwiseTerm::PairwiseTerm(std::shared_ptr<const CpuLattice> lattice, Normalization norm, CompatKind kind,
+                           std::vector<float> compat, int n_labels, int threads)
+    : lattice_(std::move(lattice)), norm_type_(norm), kind_(kind), compat_(std::move(compat)), k_(n_labels) {
+  check_term_args(static_cast<int>(kind), static_cast<int>(norm), compat_.size(), k_);
   const int64_t n = lattice_->n_points();
   norm_.resize(n);
   lattice_->filter_ones(norm_.data(), threads);
@@ -37,22 +27,19 @@ PairwiseTerm::PairwiseTerm(std::shared_ptr<const CpuLattice> lattice, Normalizat
   const bool symmetric = norm_type_ == Normalization::kSymmetric;
   parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      const double v = static_cast<double>(norm_[i]) + 1e-20;
-      scale_[i] = static_cast<float>(symmetric ? 1.0 / std::sqrt(v) : 1.0 / v);
+      scale_[i] = normalization_scale(norm_[i], symmetric);
     }
   });
 }
 
 const float* PairwiseTerm::splat_scale(bool transpose) const {
-  const bool scaled = norm_type_ == Normalization::kSymmetric ||
-                      (!transpose && norm_type_ == Normalization::kBefore) ||
+  const bool scaled = norm_type_ == Normalization::kSymmetric || (!transpose && norm_type_ == Normalization::kBefore) ||
                       (transpose && norm_type_ == Normalization::kAfter);
   return scaled ? scale_.data() : nullptr;
 }
 
 const float* PairwiseTerm::slice_scale(bool transpose) const {
-  const bool scaled = norm_type_ == Normalization::kSymmetric ||
-                      (!transpose && norm_type_ == Normalization::kAfter) ||
+  const bool scaled = norm_type_ == Normalization::kSymmetric || (!transpose && norm_type_ == Normalization::kAfter) ||
                       (transpose && norm_type_ == Normalization::kBefore);
   return scaled ? scale_.data() : nullptr;
 }
@@ -64,31 +51,8 @@ const float* PairwiseTerm::slice_weights(bool transpose) const {
   return slice_scaled_.data();
 }
 
-void PairwiseTerm::filter(const float* in, float* out, int channels, bool transpose,
-                          int threads) const {
-  lattice_->filter(in, out, channels, transpose, threads, splat_scale(transpose),
-                   slice_weights(transpose));
-}
-
-void PairwiseTerm::add_message(const float* s, float* logits) const {
-  switch (kind_) {
-    case CompatKind::kPotts: {
-      const float w = compat_[0];
-      for (int c = 0; c < k_; ++c) logits[c] += w * s[c];
-      break;
-    }
-    case CompatKind::kDiagonal:
-      for (int c = 0; c < k_; ++c) logits[c] -= compat_[c] * s[c];
-      break;
-    case CompatKind::kMatrix:
-      for (int a = 0; a < k_; ++a) {
-        const float* row = compat_.data() + static_cast<size_t>(a) * k_;
-        float acc = 0.0f;
-        for (int b = 0; b < k_; ++b) acc += row[b] * s[b];
-        logits[a] -= acc;
-      }
-      break;
-  }
+void PairwiseTerm::filter(const float* in, float* out, int channels, bool transpose, int threads) const {
+  lattice_->filter(in, out, channels, transpose, threads, splat_scale(transpose), slice_weights(transpose));
 }
 
 void PairwiseTerm::apply(const float* q, float* out, bool transpose, int threads) const {
@@ -108,7 +72,7 @@ void PairwiseTerm::apply(const float* q, float* out, bool transpose, int threads
         continue;
       }
       std::fill(m.begin(), m.end(), 0.0f);
-      add_message(s.data(), m.data());  // m = -message
+      add_compat_message(static_cast<int>(kind_), compat_.data(), s.data(), m.data(), k_);  // m = -message
       for (int c = 0; c < k_; ++c) row[c] = -m[c];
     }
   });
@@ -127,9 +91,8 @@ void softmax_neg(const float* unary, float* out, int64_t n, int k, int threads) 
   });
 }
 
-bool mean_field(const float* unary, float* q, int64_t n, int k,
-                const std::vector<const PairwiseTerm*>& terms, int n_iter, int threads, bool fresh,
-                AlignedFloats* start) {
+bool mean_field(const float* unary, float* q, int64_t n, int k, const std::vector<const PairwiseTerm*>& terms,
+                int n_iter, int threads, bool fresh, AlignedFloats* start) {
   if (threads <= 0) threads = default_threads();
   if (n == 0 || k == 0) return true;
   const int cp = padded_channels(k);
@@ -151,16 +114,17 @@ bool mean_field(const float* unary, float* q, int64_t n, int k,
   // A channel-padded copy of Q, and two blur buffers per term
   // [(M_t+1), cp], allocated once for all iterations. U stays unpadded.
   AlignedFloats qp = given ? std::move(*start) : aligned_floats(static_cast<size_t>(n) * cp);
-  if (!given) parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
-    if (fresh) {
-      K.softmax_neg(unary, qp.get(), k, cp, n, b, e);
-      return;
-    }
-    for (int64_t i = b; i < e; ++i) {
-      std::memcpy(qp.get() + i * cp, q + i * k, sizeof(float) * k);
-      std::fill(qp.get() + i * cp + k, qp.get() + (i + 1) * cp, 0.0f);
-    }
-  });
+  if (!given)
+    parallel_for(n, threads, kGrain, [&](int64_t b, int64_t e) {
+      if (fresh) {
+        K.softmax_neg(unary, qp.get(), k, cp, n, b, e);
+        return;
+      }
+      for (int64_t i = b; i < e; ++i) {
+        std::memcpy(qp.get() + i * cp, q + i * k, sizeof(float) * k);
+        std::fill(qp.get() + i * cp + k, qp.get() + (i + 1) * cp, 0.0f);
+      }
+    });
   std::vector<AlignedFloats> buf_a, buf_b;
   std::vector<EpilogueTerm> ep(nt);
   for (size_t t = 0; t < nt; ++t) {

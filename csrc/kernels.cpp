@@ -95,14 +95,17 @@ bool cpu_has_avx512vbmi2() {
 
 const Kernels* pick() {
   // DENSECRF_KERNELS=baseline, =avx2 or =avx512vl caps the choice (tests
-  // run the other loops on AVX-512 machines this way); unset, the best the
-  // CPU supports.
+  // run the other loops on AVX-512 machines this way); =avx2-wide picks the
+  // test build of the 16-lane loops on AVX2; unset, the best the CPU
+  // supports.
   const char* env = std::getenv("DENSECRF_KERNELS");
   const std::string want = env ? env : "";
   if (want == "baseline") return &kernels_base::table;
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  // The 16-lane loops on 8-lane vectors: a test build (kernels_avx2wide.cpp).
+  if (avx2 && want == "avx2-wide") return &kernels_avx2wide::table;
   if (avx2 && want != "avx2" && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) {
     // The 16-lane loops where 512-bit arithmetic runs at full clock: CPUs
     // with AVX512-VBMI2 (Intel from Ice Lake, AMD from Zen 4). Skylake-SP

@@ -6,7 +6,8 @@
 // AVX2 + FMA, and twice with AVX-512F/VL (32 registers): on 256-bit vectors
 // only, and with mean field's loops on 512-bit vectors for 9-64 channels,
 // for CPUs that keep their clock under 512-bit arithmetic. kernels() picks
-// the best the CPU supports at run time. All are deterministic; the
+// the best the CPU supports at run time. A fifth build, of the 512-bit
+// loops on AVX2 (kernels_avx2wide.cpp), is for tests only. All are deterministic; the
 // baseline may differ from the others in the last bits (FMA contraction),
 // so results are bit-identical on a given machine.
 #pragma once
@@ -40,9 +41,9 @@ struct EpilogueTerm {
   const float* slice_w;      // [N, d+1] barycentric weights
   const float* slice_scale;  // [N] per-point scale of the slice (normalisation), or null
   float slice_mult;          // alpha: entry weight = w * (slice_mult * compat * slice_scale[i])
-  int dp1;                 // d + 1
-  int compat_kind;         // 0 Potts, 1 diagonal, 2 matrix
-  const float* compat;     // 1, K or K*K values
+  int dp1;                   // d + 1
+  int compat_kind;           // 0 Potts, 1 diagonal, 2 matrix
+  const float* compat;       // 1, K or K*K values
 };
 
 // Statistics gathered while computing a unary from probabilities.
@@ -59,8 +60,8 @@ struct Kernels {
   // [pb, pe) (which must include every point touching those vertices).
   // scale may be null (1). m: the lattice's vertex count ([0, m) skips the
   // per-entry range test).
-  void (*splat)(const int32_t* off, const float* w, const float* scale, int dp1, const float* in,
-                float* vals, int cp, int64_t pb, int64_t pe, int64_t vb, int64_t ve, int64_t m);
+  void (*splat)(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals, int cp,
+                int64_t pb, int64_t pe, int64_t vb, int64_t ve, int64_t m);
   // dst[v+1] = src[v+1] + (src[n1] + src[n2]) / 2, v in [vb, ve).
   void (*blur)(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb, int64_t ve);
   // out[i] = sum_r (mult * w[i(d+1)+r]) * vals[off[i(d+1)+r] + 1], i in [ib, ie).
@@ -71,8 +72,8 @@ struct Kernels {
   // With out ([n, k], unpadded) non-null the rows go there instead of q,
   // and the return value says whether all of them are finite (true
   // without out).
-  bool (*epilogue)(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms,
-                   int nterms, int64_t ib, int64_t ie, float* out);
+  bool (*epilogue)(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms,
+                   int64_t ib, int64_t ie, float* out);
   // q[i] = softmax(-u[i]) (pad lanes 0), i in [ib, ie); u is [n, k], q [n, cp].
   void (*softmax_neg)(const float* u, float* q, int k, int cp, int64_t n, int64_t ib, int64_t ie);
   // u[i] = -log(max(p[i], clip)) for rows [ib, ie) of p [N, k], with the
@@ -98,6 +99,9 @@ namespace kernels_avx512 {
 extern const Kernels table;
 }
 namespace kernels_avx512vl {
+extern const Kernels table;
+}
+namespace kernels_avx2wide {
 extern const Kernels table;
 }
 

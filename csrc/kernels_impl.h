@@ -4,10 +4,20 @@
 // two SSE registers or one AVX register.
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
+#include "compat_message.h"
 #include "kernels.h"
 #if defined(DCRF_WIDE_ROWS)
 #include <immintrin.h>
+#endif
+
+// Mean field's rows in registers (Blocks, Wide, softmax_rows) only stay in
+// registers when every step is inlined into the loop over rows; GCC's
+// heuristics otherwise leave some steps as calls, which pass the row through
+// memory.
+#ifndef DCRF_ALWAYS_INLINE
+#define DCRF_ALWAYS_INLINE inline __attribute__((always_inline))
 #endif
 
 namespace dcrf {
@@ -62,15 +72,26 @@ template <>
 struct VecInt<v16f> {
   typedef v16i type;
 };
+#if defined(__AVX512F__)
 // vmaxps on 16 lanes (all lanes selected: _mm512_max_ps's undefined pass-through
 // operand draws a false "uninitialised" warning from GCC 12).
 inline v16f vmax(v16f a, v16f b) {
-  return (v16f)__builtin_ia32_maxps512_mask((__v16sf)a, (__v16sf)b, (__v16sf)a, (__mmask16)-1, _MM_FROUND_CUR_DIRECTION);
+  return (v16f)__builtin_ia32_maxps512_mask((__v16sf)a, (__v16sf)b, (__v16sf)a, (__mmask16)-1,
+                                            _MM_FROUND_CUR_DIRECTION);
 }
 template <>
 inline v16f bcast<v16f>(float x) {
   return (v16f)_mm512_set1_ps(x);
 }
+#else
+// The 16-lane loops compiled for 8-lane hardware (kernels_avx2wide.cpp, a
+// test build): the compiler splits each 16-lane operation in two.
+inline v16f vmax(v16f a, v16f b) { return a > b ? a : b; }
+template <>
+inline v16f bcast<v16f>(float x) {
+  return v16f{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
+}
+#endif
 #endif
 
 // exp(x) per lane for x <= 88 (the softmax's arguments: a logit minus the
@@ -84,14 +105,14 @@ inline v16f bcast<v16f>(float x) {
 // max is subtracted); from there r >= 0.34, so exp(r) > 1 and the exponent
 // stays normal: the addition equals multiplying by 2^n exactly.
 template <class F>
-inline F vexp(F x) {
+DCRF_ALWAYS_INLINE F vexp(F x) {
   typedef typename VecInt<F>::type I;
-  x = vmax(bcast<F>(-87.0f), x);  // NaN stays NaN
+  x = vmax(bcast<F>(-87.0f), x);          // NaN stays NaN
   const F magic = bcast<F>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
   const F t = x * 1.44269504088896341f + magic;
   const F fn = t - magic;
   F r = x - fn * 0.693359375f;  // ln2 in a part exact in few bits ...
-  r = r + fn * 2.12194440e-4f;    // ... and a correction (Cody-Waite)
+  r = r + fn * 2.12194440e-4f;  // ... and a correction (Cody-Waite)
   F p = bcast<F>(0.0013836845755577087f);
   p = p * r + 0.008374815806746483f;
   p = p * r + 0.04166822507977486f;
@@ -128,7 +149,7 @@ inline v8f lane_mask(int k, int b) {
 // -u[0..k) into registers L[0..R), R = cp / 8. Where the row is followed by
 // at least cp - k more floats of the same array (overread), whole 8-lane
 // loads read past the row's end into the next rows: those pad lanes hold
-// garbage that the callers mask out (softmax_regs replaces the last block's
+// garbage that the callers mask out (softmax_rows replaces the last block's
 // pad lanes before the max). Otherwise the row goes through a zeroed stack
 // copy. Loading straight from u avoids a memcpy call and the failed
 // store-to-load forwarding of a scalar copy followed by vector loads.
@@ -180,26 +201,18 @@ inline void prefetch_ahead(const float* in, int64_t i, int cp) {
   __builtin_prefetch(in + (i + 16) * cp + cp - 1);
 }
 
-template <int NB, bool ALL>
-void splat_t(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals,
-             int cp_rt, int64_t pb, int64_t pe, int64_t vb, int64_t ve) {
-  const int cp = NB > 0 ? NB * 8 : cp_rt;  // a constant row stride where the width is
-  const int nb = NB > 0 ? NB : cp / 8;
+// The generic width (more than kMaxRowLabels channels): rows stay in memory.
+template <bool ALL>
+void splat_generic(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals,
+                   int cp, int64_t pb, int64_t pe, int64_t vb, int64_t ve) {
+  const int nb = cp / 8;
   for (int64_t v = vb; v < ve; ++v) {
     float* row = vals + (v + 1) * cp;
     for (int b = 0; b < nb; ++b) store(row + b * 8, splat1(0.0f));
   }
-  // With NB > 0 the point's values stay in registers across its d+1
-  // vertices (the stores into vertex rows could alias them for all the
-  // compiler knows); the generic width reads them from memory.
-  constexpr int R = NB > 0 ? NB : 1;
   for (int64_t i = pb; i < pe; ++i) {
     prefetch_ahead(in, i, cp);
     const float* x = in + i * cp;
-    v8f X[R];
-    if (NB > 0) {
-      for (int b = 0; b < R; ++b) X[b] = load(x + b * 8);
-    }
     const float s = scale ? scale[i] : 1.0f;
     for (int r = 0; r < dp1; ++r) {
       const int64_t en = i * dp1 + r;
@@ -207,19 +220,13 @@ void splat_t(const int32_t* off, const float* w, const float* scale, int dp1, co
       if (!ALL && (v < vb || v >= ve)) continue;  // ALL: this range holds every vertex
       const v8f wk = splat1(w[en] * s);
       float* row = vals + (v + 1) * cp;
-      if (NB > 0) {
-        for (int b = 0; b < R; ++b) store(row + b * 8, load(row + b * 8) + wk * X[b]);
-      } else {
-        for (int b = 0; b < nb; ++b) store(row + b * 8, load(row + b * 8) + wk * load(x + b * 8));
-      }
+      for (int b = 0; b < nb; ++b) store(row + b * 8, load(row + b * 8) + wk * load(x + b * 8));
     }
   }
 }
 
-template <int NB>
-void blur_t(const int32_t* nb_ids, const float* src, float* dst, int cp_rt, int64_t vb, int64_t ve) {
-  const int cp = NB > 0 ? NB * 8 : cp_rt;
-  const int nb = NB > 0 ? NB : cp / 8;
+inline void blur_generic(const int32_t* nb_ids, const float* src, float* dst, int cp, int64_t vb, int64_t ve) {
+  const int nb = cp / 8;
   const v8f half = splat1(0.5f);
   for (int64_t v = vb; v < ve; ++v) {
     const float* o = src + (v + 1) * cp;
@@ -277,70 +284,6 @@ inline v8f softmax_shift(const v8f* x, v8f mx, v8f lastmask) {
   return hmax_all(mx);
 }
 
-// Softmax over registers x[0..R) (R = NB blocks), first k lanes real.
-template <int R>
-inline void softmax_regs(v8f* x, int k) {
-  const v8f lastmask = lane_mask(k, R - 1);
-  x[R - 1] = lastmask > 0.5f ? x[R - 1] : splat1(-3.0e38f);  // pad lanes must not win the max
-  v8f mx = x[0];
-  for (int b = 1; b < R; ++b) mx = vmax(mx, x[b]);
-  const v8f m = softmax_shift<R>(x, mx, lastmask);
-  v8f acc = splat1(0.0f);
-  for (int b = 0; b < R; ++b) {
-    x[b] = vexp(x[b] - m);
-    if (b == R - 1) x[b] = x[b] * lastmask;
-    acc += x[b];
-  }
-  const v8f inv = 1.0f / hsum_all(acc);
-  for (int b = 0; b < R; ++b) x[b] = x[b] * inv;
-}
-
-// softmax_regs on two rows, step by step side by side (the same operations
-// per row as softmax_regs, so the same results).
-template <int R>
-inline void softmax_regs2(v8f* x, v8f* y, int k) {
-  const v8f lastmask = lane_mask(k, R - 1);
-  const v8f neg = splat1(-3.0e38f);
-  x[R - 1] = lastmask > 0.5f ? x[R - 1] : neg;
-  y[R - 1] = lastmask > 0.5f ? y[R - 1] : neg;
-  v8f mx = x[0], my = y[0];
-  for (int b = 1; b < R; ++b) {
-    mx = vmax(mx, x[b]);
-    my = vmax(my, y[b]);
-  }
-  const v8f m1 = softmax_shift<R>(x, mx, lastmask), m2 = softmax_shift<R>(y, my, lastmask);
-  v8f ax = splat1(0.0f), ay = splat1(0.0f);
-  for (int b = 0; b < R; ++b) {
-    x[b] = vexp(x[b] - m1);
-    y[b] = vexp(y[b] - m2);
-    if (b == R - 1) {
-      x[b] = x[b] * lastmask;
-      y[b] = y[b] * lastmask;
-    }
-    ax += x[b];
-    ay += y[b];
-  }
-  const v8f ix = 1.0f / hsum_all(ax), iy = 1.0f / hsum_all(ay);
-  for (int b = 0; b < R; ++b) {
-    x[b] = x[b] * ix;
-    y[b] = y[b] * iy;
-  }
-}
-
-// Adds -compat(s) for a diagonal or matrix compatibility to logits x[0..k).
-inline void add_general_message(const EpilogueTerm& T, const float* s, float* x, int k) {
-  if (T.compat_kind == 1) {
-    for (int c = 0; c < k; ++c) x[c] -= T.compat[c] * s[c];
-  } else {
-    for (int a = 0; a < k; ++a) {
-      const float* row = T.compat + static_cast<int64_t>(a) * k;
-      float m = 0.0f;
-      for (int c = 0; c < k; ++c) m += row[c] * s[c];
-      x[a] -= m;
-    }
-  }
-}
-
 // Stores the first k lanes of registers L[0..R) at out (unpadded). Whole
 // vectors, when the caller allows writing up to R*8 floats there (what
 // spills past k lands in the next row, which is written afterwards), else
@@ -356,77 +299,215 @@ inline void store_row(float* out, int k, const v8f* L, bool spill_ok) {
   std::memcpy(out, tmp, sizeof(float) * k);
 }
 
-template <int NB>
-bool epilogue_t(const float* u, float* q, int k, int cp_rt, int64_t n, const EpilogueTerm* terms, int nterms,
-                int64_t ib, int64_t ie, float* out) {
-  const int cp = NB > 0 ? NB * 8 : cp_rt;
+// ---------------------------------------------------------------------------
+// Rows in registers. Mean field's splat, blur and fused pass, and
+// softmax_neg, hold a row of cp = 8R floats (R = 1..8 blocks of 8 lanes,
+// K <= kMaxRowLabels) in registers. Blocks<R> is that row as R 8-lane
+// vectors; the AVX-512 build's Wide<R> (kernels_wide.h) is the same row as
+// 16-lane vectors plus, for odd R, an 8-lane tail. Both have the members
+// below, and the loops after them are written once for either: every lane
+// goes through the same operations, and the reductions across a row (the
+// softmax's max, range test and sum) take its 8-lane blocks in the same
+// order, so both give the same bits.
+template <int R>
+struct Blocks {
+  static constexpr int kBlocks = R;
+  v8f b[R];
+
+  // Which lanes of the row's last block hold channels (1.0) or padding (0.0).
+  struct Mask {
+    v8f last8;
+    DCRF_ALWAYS_INLINE explicit Mask(int k) : last8(lane_mask(k, R - 1)) {}
+  };
+
+  DCRF_ALWAYS_INLINE void zero() {
+    for (int i = 0; i < R; ++i) b[i] = splat1(0.0f);
+  }
+  // Rows of the channel-padded buffers start 32-byte aligned.
+  DCRF_ALWAYS_INLINE void load_from(const float* p) {
+    for (int i = 0; i < R; ++i) b[i] = load(p + 8 * i);
+  }
+  DCRF_ALWAYS_INLINE void store_to(float* p) const {
+    for (int i = 0; i < R; ++i) store(p + 8 * i, b[i]);
+  }
+  DCRF_ALWAYS_INLINE void load_neg_row_from(const float* u, int k, bool overread) {
+    load_neg_row<R>(u, k, overread, b);
+  }
+  DCRF_ALWAYS_INLINE void store_row_to(float* out, int k, bool spill_ok) const { store_row<R>(out, k, b, spill_ok); }
+  // this += w x, lane by lane (one fused multiply-add per lane where the
+  // build has FMA).
+  DCRF_ALWAYS_INLINE void fma(float w, const Blocks& x) {
+    const v8f wv = splat1(w);
+    for (int i = 0; i < R; ++i) b[i] += wv * x.b[i];
+  }
+  DCRF_ALWAYS_INLINE void add(const Blocks& x) {
+    for (int i = 0; i < R; ++i) b[i] += x.b[i];
+  }
+  // this + (a + c) / 2: one blur step.
+  DCRF_ALWAYS_INLINE void blur_with(const Blocks& a, const Blocks& c) {
+    const v8f half = splat1(0.5f);
+    for (int i = 0; i < R; ++i) b[i] = b[i] + half * (a.b[i] + c.b[i]);
+  }
+  DCRF_ALWAYS_INLINE v8f block(int i) const { return b[i]; }
+  DCRF_ALWAYS_INLINE float lane0() const { return b[0][0]; }
+  // The softmax's steps (softmax_rows).
+  DCRF_ALWAYS_INLINE void hide_padding(const Mask& m) { b[R - 1] = m.last8 > 0.5f ? b[R - 1] : splat1(-3.0e38f); }
+  DCRF_ALWAYS_INLINE void exp_minus(v8f m) {
+    for (int i = 0; i < R; ++i) b[i] = vexp(b[i] - m);
+  }
+  DCRF_ALWAYS_INLINE void zero_padding(const Mask& m) { b[R - 1] = b[R - 1] * m.last8; }
+  DCRF_ALWAYS_INLINE void scale(v8f s) {
+    for (int i = 0; i < R; ++i) b[i] = b[i] * s;
+  }
+};
+
+// Softmax of NR rows over their first k lanes, shifted by softmax_shift.
+// A row's softmax is one long chain of dependent steps (max, exp, sum,
+// divide): NR independent rows side by side, step by step, keep the core
+// busy. Each row's arithmetic does not depend on NR.
+template <class Row, int NR>
+DCRF_ALWAYS_INLINE void softmax_rows(Row* x, const typename Row::Mask& mk) {
+  constexpr int R = Row::kBlocks;
+  v8f blk[NR][R], mx[NR], m[NR], acc[NR];
+  for (int j = 0; j < NR; ++j) {
+    x[j].hide_padding(mk);  // pad lanes must not win the max
+    for (int b = 0; b < R; ++b) blk[j][b] = x[j].block(b);
+    mx[j] = blk[j][0];
+  }
+  for (int b = 1; b < R; ++b) {
+    for (int j = 0; j < NR; ++j) mx[j] = vmax(mx[j], blk[j][b]);
+  }
+  for (int j = 0; j < NR; ++j) m[j] = softmax_shift<R>(blk[j], mx[j], mk.last8);
+  for (int j = 0; j < NR; ++j) {
+    x[j].exp_minus(m[j]);
+    x[j].zero_padding(mk);
+    acc[j] = splat1(0.0f);
+    for (int b = 0; b < R; ++b) acc[j] += x[j].block(b);
+  }
+  for (int j = 0; j < NR; ++j) x[j].scale(1.0f / hsum_all(acc[j]));
+}
+
+#if defined(DCRF_WIDE_ROWS)
+#include "kernels_wide.h"
+// Mean field's rows of 2..8 blocks on 16-lane vectors, one block on 8.
+template <int R>
+using MeanFieldRow = typename std::conditional<(R >= 2), Wide<R>, Blocks<R>>::type;
+#else
+template <int R>
+using MeanFieldRow = Blocks<R>;
+#endif
+
+template <class Row, bool ALL>
+void splat_rows(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals,
+                int64_t pb, int64_t pe, int64_t vb, int64_t ve) {
+  constexpr int CP = 8 * Row::kBlocks;
+  Row zero;
+  zero.zero();
+  for (int64_t v = vb; v < ve; ++v) zero.store_to(vals + (v + 1) * CP);
+  for (int64_t i = pb; i < pe; ++i) {
+    prefetch_ahead(in, i, CP);
+    // The point's values stay in registers across its d+1 vertices (the
+    // stores into vertex rows could alias them for all the compiler knows).
+    Row X;
+    X.load_from(in + i * CP);
+    const float s = scale ? scale[i] : 1.0f;
+    for (int r = 0; r < dp1; ++r) {
+      const int64_t en = i * dp1 + r;
+      const int64_t v = off[en];
+      if (!ALL && (v < vb || v >= ve)) continue;  // ALL: this range holds every vertex
+      float* row = vals + (v + 1) * CP;
+      Row acc;
+      acc.load_from(row);
+      acc.fma(w[en] * s, X);
+      acc.store_to(row);
+    }
+  }
+}
+
+template <class Row>
+void blur_rows(const int32_t* nb_ids, const float* src, float* dst, int64_t vb, int64_t ve) {
+  constexpr int CP = 8 * Row::kBlocks;
+  for (int64_t v = vb; v < ve; ++v) {
+    Row o, a, c;
+    o.load_from(src + (v + 1) * CP);
+    a.load_from(src + static_cast<int64_t>(nb_ids[2 * v]) * CP);
+    c.load_from(src + static_cast<int64_t>(nb_ids[2 * v + 1]) * CP);
+    o.blur_with(a, c);
+    o.store_to(dst + (v + 1) * CP);
+  }
+}
+
+// The fused pass (Kernels::epilogue) with logits and slices in registers;
+// memory only for non-Potts terms.
+template <class Row>
+bool epilogue_rows(const float* u, float* q, int k, int64_t n, const EpilogueTerm* terms, int nterms, int64_t ib,
+                   int64_t ie, float* out) {
+  constexpr int CP = 8 * Row::kBlocks;
   // A row whose logits overflowed (an infinity or a NaN among them) comes
   // out all NaN from the softmax; its lane 0 tells.
   bool finite = true;
-  const int nb = NB > 0 ? NB : cp / 8;
+  const typename Row::Mask mk(k);
+  alignas(64) float s[CP], x[CP];  // a term's slice and the logits, for a non-Potts compatibility
+  auto logits = [&](int64_t i, Row& L) __attribute__((always_inline)) {
+    L.load_neg_row_from(u + i * k, k, i * k + CP <= n * k);
+    for (int t = 0; t < nterms; ++t) {
+      const EpilogueTerm& T = terms[t];
+      const bool potts = T.compat_kind == 0;
+      // One factor per point and term: alpha, a Potts weight and the
+      // point's normalisation scale; one multiplication per entry.
+      const float base = (potts ? T.compat[0] : 1.0f) * T.slice_mult;
+      const float scale = T.slice_scale ? base * T.slice_scale[i] : base;
+      Row S, V;
+      S.zero();
+      for (int r = 0; r < T.dp1; ++r) {
+        const int64_t en = i * T.dp1 + r;
+        V.load_from(T.blurred + (static_cast<int64_t>(T.offsets[en]) + 1) * CP);
+        S.fma(scale * T.slice_w[en], V);
+      }
+      if (potts) {
+        L.add(S);
+      } else {
+        S.store_to(s);
+        L.store_to(x);
+        add_compat_message(T.compat_kind, T.compat, s, x, k);
+        L.load_from(x);
+      }
+    }
+  };
+  auto finish = [&](int64_t i, const Row& L) __attribute__((always_inline)) {
+    if (out) {
+      finite = finite && L.lane0() == L.lane0();
+      L.store_row_to(out + i * k, k, i * k + CP <= ie * k);
+    } else {
+      L.store_to(q + i * CP);
+    }
+  };
+  int64_t i = ib;
+  for (; i + 1 < ie; i += 2) {  // two rows at a time (softmax_rows)
+    Row AB[2];
+    logits(i, AB[0]);
+    logits(i + 1, AB[1]);
+    softmax_rows<Row, 2>(AB, mk);
+    finish(i, AB[0]);
+    finish(i + 1, AB[1]);
+  }
+  if (i < ie) {
+    Row A[1];
+    logits(i, A[0]);
+    softmax_rows<Row, 1>(A, mk);
+    finish(i, A[0]);
+  }
+  return finite;
+}
+
+// The fused pass for the generic width: rows in memory.
+inline bool epilogue_generic(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms,
+                             int64_t ib, int64_t ie, float* out) {
+  (void)n;
+  bool finite = true;
+  const int nb = cp / 8;
   AlignedFloats sbuf = aligned_floats(cp);  // slice of one term, for non-Potts compatibilities
   float* s = sbuf.get();
-  if (NB > 0) {
-    // Logits and slices live in registers; memory only for non-Potts terms.
-    constexpr int R = NB > 0 ? NB : 1;
-    auto logits = [&](int64_t i, v8f* L) {
-      float* x = q + i * cp;
-      load_neg_row<R>(u + i * k, k, i * k + cp <= n * k, L);
-      for (int t = 0; t < nterms; ++t) {
-        const EpilogueTerm& T = terms[t];
-        const bool potts = T.compat_kind == 0;
-        // One factor per point and term: alpha, a Potts weight and the
-        // point's normalisation scale; one multiplication per entry.
-        const float base = (potts ? T.compat[0] : 1.0f) * T.slice_mult;
-        const float scale = T.slice_scale ? base * T.slice_scale[i] : base;
-        v8f S[R];
-        for (int b = 0; b < R; ++b) S[b] = splat1(0.0f);
-        for (int r = 0; r < T.dp1; ++r) {
-          const int64_t en = i * T.dp1 + r;
-          const v8f wr = splat1(scale * T.slice_w[en]);
-          const float* v = T.blurred + (static_cast<int64_t>(T.offsets[en]) + 1) * cp;
-          for (int b = 0; b < R; ++b) S[b] += wr * load(v + b * 8);
-        }
-        if (potts) {
-          for (int b = 0; b < R; ++b) L[b] += S[b];
-        } else {
-          for (int b = 0; b < R; ++b) {
-            store(s + b * 8, S[b]);
-            store(x + b * 8, L[b]);
-          }
-          add_general_message(T, s, x, k);
-          for (int b = 0; b < R; ++b) L[b] = load(x + b * 8);
-        }
-      }
-    };
-    auto finish = [&](int64_t i, const v8f* L) {
-      if (out) {
-        finite = finite && L[0][0] == L[0][0];
-        store_row<R>(out + i * k, k, L, i * k + R * 8 <= ie * k);
-      } else {
-        for (int b = 0; b < R; ++b) store(q + i * cp + b * 8, L[b]);
-      }
-    };
-    // Two rows at a time: a row's softmax is one long chain of dependent
-    // steps (max, exp, sum, divide); two independent chains side by side
-    // keep the core busy. Each row's arithmetic is unchanged.
-    int64_t i = ib;
-    for (; i + 1 < ie; i += 2) {
-      v8f A[R], B[R];
-      logits(i, A);
-      logits(i + 1, B);
-      softmax_regs2<R>(A, B, k);
-      finish(i, A);
-      finish(i + 1, B);
-    }
-    if (i < ie) {
-      v8f A[R];
-      logits(i, A);
-      softmax_regs<R>(A, k);
-      finish(i, A);
-    }
-    return finite;
-  }
   AlignedFloats ubuf = aligned_floats(cp);  // one row of U [N, k], padded with zeros
   std::fill(ubuf.get(), ubuf.get() + cp, 0.0f);
   for (int64_t i = ib; i < ie; ++i) {
@@ -449,9 +530,9 @@ bool epilogue_t(const float* u, float* q, int k, int cp_rt, int64_t n, const Epi
         const float* v = T.blurred + (static_cast<int64_t>(T.offsets[en]) + 1) * cp;
         for (int b = 0; b < nb; ++b) store(acc + b * 8, load(acc + b * 8) + wr * load(v + b * 8));
       }
-      if (!potts) add_general_message(T, s, x, k);
+      if (!potts) add_compat_message(T.compat_kind, T.compat, s, x, k);
     }
-    softmax_row<NB>(x, k, cp);
+    softmax_row<0>(x, k, cp);
     if (out) {
       finite = finite && x[0] == x[0];
       std::memcpy(out + i * k, x, sizeof(float) * k);
@@ -463,20 +544,20 @@ bool epilogue_t(const float* u, float* q, int k, int cp_rt, int64_t n, const Epi
 template <int NB>
 void softmax_neg_t(const float* u, float* q, int k, int cp_rt, int64_t n, int64_t ib, int64_t ie) {
   const int cp = NB > 0 ? NB * 8 : cp_rt;
-  if (NB > 0) {
-    constexpr int R = NB > 0 ? NB : 1;
+  if constexpr (NB > 0) {
+    const typename Blocks<NB>::Mask mk(k);
     for (int64_t i = ib; i < ie; ++i) {
-      v8f L[R];
-      load_neg_row<R>(u + i * k, k, i * k + cp <= n * k, L);
-      softmax_regs<R>(L, k);
-      for (int b = 0; b < R; ++b) store(q + i * cp + b * 8, L[b]);
+      Blocks<NB> L;
+      L.load_neg_row_from(u + i * k, k, i * k + cp <= n * k);
+      softmax_rows<Blocks<NB>, 1>(&L, mk);
+      L.store_to(q + i * cp);
     }
-    return;
-  }
-  for (int64_t i = ib; i < ie; ++i) {
-    float* x = q + i * cp;
-    for (int c = 0; c < cp; ++c) x[c] = c < k ? -u[i * k + c] : 0.0f;
-    softmax_row<NB>(x, k, cp);
+  } else {
+    for (int64_t i = ib; i < ie; ++i) {
+      float* x = q + i * cp;
+      for (int c = 0; c < cp; ++c) x[c] = c < k ? -u[i * k + c] : 0.0f;
+      softmax_row<0>(x, k, cp);
+    }
   }
 }
 
@@ -487,7 +568,7 @@ inline v8f vlog(v8f x) {
   const v8i bits = (v8i)x;
   v8i e = ((bits >> 23) & 0xff) - 127;
   v8f m = (v8f)((bits & 0x007fffff) | 0x3f800000);  // mantissa in [1, 2)
-  const v8i big = m > 1.41421356f;                   // fold to [sqrt(1/2), sqrt(2))
+  const v8i big = m > 1.41421356f;                  // fold to [sqrt(1/2), sqrt(2))
   m = big ? m * 0.5f : m;
   e = e + (big & 1);
   const v8f s = (m - 1.0f) / (m + 1.0f);
@@ -660,9 +741,9 @@ bool unary_rows_t(const float* p, float* u, float* q0, int k, float clip, int64_
   return true;
 }
 
-// Dispatch on the number of 8-lane blocks: unrolled for 1..8 blocks (K <=
-// kMaxRowLabels = 64), a loop above; the AVX-512 build takes 2..8 blocks
-// through its 16-lane loops first.
+// Dispatch on the number of 8-lane blocks: rows in registers for 1..8
+// blocks (K <= kMaxRowLabels = 64; MeanFieldRow: on 16-lane vectors in the
+// AVX-512 build), a loop over blocks above.
 #define DCRF_CASES_2_TO_8(fn, ...)   \
   case 2: return fn<2>(__VA_ARGS__); \
   case 3: return fn<3>(__VA_ARGS__); \
@@ -671,54 +752,55 @@ bool unary_rows_t(const float* p, float* u, float* q0, int k, float clip, int64_
   case 6: return fn<6>(__VA_ARGS__); \
   case 7: return fn<7>(__VA_ARGS__); \
   case 8: return fn<8>(__VA_ARGS__);
-#define DCRF_DISPATCH(fn, cp, ...)     \
-  switch ((cp) / 8) {                  \
-    case 1: return fn<1>(__VA_ARGS__); \
-    DCRF_CASES_2_TO_8(fn, __VA_ARGS__) \
-    default: return fn<0>(__VA_ARGS__); \
+#define DCRF_DISPATCH(fn, cp, ...)                                        \
+  switch ((cp) / 8) {                                                     \
+    case 1: return fn<1>(__VA_ARGS__); DCRF_CASES_2_TO_8(fn, __VA_ARGS__) \
+    default: return fn<0>(__VA_ARGS__);                                   \
   }
-#if defined(DCRF_WIDE_ROWS)
-#include "kernels_wide.h"
-#define DCRF_WIDE_DISPATCH(fn, cp, ...) \
-  switch ((cp) / 8) {                   \
-    DCRF_CASES_2_TO_8(fn, __VA_ARGS__)  \
-    default: break;                     \
-  }
-#else
-#define DCRF_WIDE_DISPATCH(fn, cp, ...)
-#endif
 
 template <int NB>
-void splat_any(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals, int cp,
-               int64_t pb, int64_t pe, int64_t vb, int64_t ve, int64_t m) {
-#if defined(DCRF_WIDE_ROWS)
-  if (NB >= 2) {
-    constexpr int RW = NB >= 2 ? NB : 2;
-    if (vb == 0 && ve == m) return splat_wide<RW, true>(off, w, scale, dp1, in, vals, pb, pe, vb, ve);
-    return splat_wide<RW, false>(off, w, scale, dp1, in, vals, pb, pe, vb, ve);
-  }
-#endif
-  if (vb == 0 && ve == m) {
-    splat_t<NB, true>(off, w, scale, dp1, in, vals, cp, pb, pe, vb, ve);
+void splat_t(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals, int cp,
+             int64_t pb, int64_t pe, int64_t vb, int64_t ve, int64_t m) {
+  const bool all = vb == 0 && ve == m;  // [0, m): no per-entry range test
+  if constexpr (NB > 0) {
+    if (all) return splat_rows<MeanFieldRow<NB>, true>(off, w, scale, dp1, in, vals, pb, pe, vb, ve);
+    return splat_rows<MeanFieldRow<NB>, false>(off, w, scale, dp1, in, vals, pb, pe, vb, ve);
   } else {
-    splat_t<NB, false>(off, w, scale, dp1, in, vals, cp, pb, pe, vb, ve);
+    if (all) return splat_generic<true>(off, w, scale, dp1, in, vals, cp, pb, pe, vb, ve);
+    return splat_generic<false>(off, w, scale, dp1, in, vals, cp, pb, pe, vb, ve);
   }
 }
+template <int NB>
+void blur_t(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb, int64_t ve) {
+  if constexpr (NB > 0) {
+    blur_rows<MeanFieldRow<NB>>(nb, src, dst, vb, ve);
+  } else {
+    blur_generic(nb, src, dst, cp, vb, ve);
+  }
+}
+template <int NB>
+bool epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms, int64_t ib,
+                int64_t ie, float* out) {
+  if constexpr (NB > 0) {
+    return epilogue_rows<MeanFieldRow<NB>>(u, q, k, n, terms, nterms, ib, ie, out);
+  } else {
+    return epilogue_generic(u, q, k, cp, n, terms, nterms, ib, ie, out);
+  }
+}
+
 void splat(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals, int cp,
            int64_t pb, int64_t pe, int64_t vb, int64_t ve, int64_t m) {
-  DCRF_DISPATCH(splat_any, cp, off, w, scale, dp1, in, vals, cp, pb, pe, vb, ve, m)
+  DCRF_DISPATCH(splat_t, cp, off, w, scale, dp1, in, vals, cp, pb, pe, vb, ve, m)
 }
 void blur(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb, int64_t ve) {
-  DCRF_WIDE_DISPATCH(blur_wide, cp, nb, src, dst, vb, ve)
   DCRF_DISPATCH(blur_t, cp, nb, src, dst, cp, vb, ve)
 }
-void slice(const int32_t* off, const float* w, float mult, int dp1, const float* vals, float* out, int cp,
-           int64_t ib, int64_t ie) {
+void slice(const int32_t* off, const float* w, float mult, int dp1, const float* vals, float* out, int cp, int64_t ib,
+           int64_t ie) {
   DCRF_DISPATCH(slice_t, cp, off, w, mult, dp1, vals, out, cp, ib, ie)
 }
-bool epilogue(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms,
-              int64_t ib, int64_t ie, float* out) {
-  DCRF_WIDE_DISPATCH(epilogue_wide, cp, u, q, k, n, terms, nterms, ib, ie, out)
+bool epilogue(const float* u, float* q, int k, int cp, int64_t n, const EpilogueTerm* terms, int nterms, int64_t ib,
+              int64_t ie, float* out) {
   DCRF_DISPATCH(epilogue_t, cp, u, q, k, cp, n, terms, nterms, ib, ie, out)
 }
 void softmax_neg(const float* u, float* q, int k, int cp, int64_t n, int64_t ib, int64_t ie) {
@@ -727,19 +809,19 @@ void softmax_neg(const float* u, float* q, int k, int cp, int64_t n, int64_t ib,
 bool unary_rows(const float* p, float* u, float* q0, int k, float clip, int64_t n, int64_t ib, int64_t ie,
                 UnaryStats* st) {
   switch (padded_channels(k) / 8) {
-    case 1: return unary_rows_t<1>(p, u, q0, k, clip, n, ib, ie, st);
-    DCRF_CASES_2_TO_8(unary_rows_t, p, u, q0, k, clip, n, ib, ie, st)
+    case 1:
+      return unary_rows_t<1>(p, u, q0, k, clip, n, ib, ie, st);
+      DCRF_CASES_2_TO_8(unary_rows_t, p, u, q0, k, clip, n, ib, ie, st)
     default: return false;
   }
 }
 #undef DCRF_DISPATCH
-#undef DCRF_WIDE_DISPATCH
 #undef DCRF_CASES_2_TO_8
 
 }  // namespace
 
-extern const Kernels table = {DCRF_KERNEL_NAME, splat, blur, slice, epilogue, softmax_neg, unary_from_probs,
-                               unary_rows};
+extern const Kernels table = {DCRF_KERNEL_NAME, splat,     blur, slice, epilogue, softmax_neg,
+                              unary_from_probs, unary_rows};
 
 }  // namespace DCRF_KERNEL_NS
 }  // namespace dcrf

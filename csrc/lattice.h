@@ -11,8 +11,8 @@
 #pragma once
 
 #include <cstdint>
-#include <stdexcept>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -46,27 +46,47 @@ template <class T>
 using UninitVector = std::vector<T, UninitAllocator<T>>;
 
 struct LatticeView {
-  int64_t n_points = 0;    // N
-  int dim = 0;             // d
-  int64_t n_vertices = 0;  // M
-  const int32_t* offsets = nullptr;      // [N, d+1] vertex id of each entry
-  const float* weights = nullptr;        // [N, d+1] barycentric weight of each entry
-  const int32_t* neighbours = nullptr;   // [d+1, M, 2] blur neighbours (row ids: id+1, 0 = none)
+  int64_t n_points = 0;                 // N
+  int dim = 0;                          // d
+  int64_t n_vertices = 0;               // M
+  const int32_t* offsets = nullptr;     // [N, d+1] vertex id of each entry
+  const float* weights = nullptr;       // [N, d+1] barycentric weight of each entry
+  const int32_t* neighbours = nullptr;  // [d+1, M, 2] blur neighbours (row ids: id+1, 0 = none)
   // Splat as a gather needs, per vertex, its entries in ascending point
   // order. A backend keeps either CSR lists (CUDA) or, where the vertices are
   // numbered by first appearance in point order (CPU), the first and last
   // point touching each vertex, so that the owner of a vertex range scans
   // just the points that can touch it, in order. Unused fields are null.
-  const int64_t* splat_begin = nullptr;        // [M+1] CSR row pointers
-  const int32_t* splat_point = nullptr;        // [N(d+1)] point of each CSR entry
-  const int32_t* vertex_first_point = nullptr; // [M] first point touching each vertex (non-decreasing)
-  const int32_t* vertex_last_point = nullptr;  // [M] last point touching each vertex
+  const int64_t* splat_begin = nullptr;         // [M+1] CSR row pointers
+  const int32_t* splat_point = nullptr;         // [N(d+1)] point of each CSR entry
+  const int32_t* vertex_first_point = nullptr;  // [M] first point touching each vertex (non-decreasing)
+  const int32_t* vertex_last_point = nullptr;   // [M] last point touching each vertex
 };
 
 // Error raised for invalid input; the bindings map it to ValueError.
 struct InvalidArgument : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
+
+// A pairwise term's arguments, checked alike by both backends: compat_kind
+// 0 (Potts: 1 value), 1 (diagonal: K values) or 2 (matrix: K*K values),
+// normalization 0..3, at least one label.
+inline void check_term_args(int compat_kind, int normalization, size_t n_compat, int n_labels) {
+  if (n_labels < 1) throw InvalidArgument("n_labels must be >= 1, got " + std::to_string(n_labels));
+  if (compat_kind < 0 || compat_kind > 2) {
+    throw InvalidArgument("compat_kind must be 0 (Potts), 1 (diagonal) or 2 (matrix), got " +
+                          std::to_string(compat_kind));
+  }
+  if (normalization < 0 || normalization > 3) {
+    throw InvalidArgument("normalization must be 0..3, got " + std::to_string(normalization));
+  }
+  const size_t k = static_cast<size_t>(n_labels);
+  const size_t want = compat_kind == 0 ? 1 : compat_kind == 1 ? k : k * k;
+  if (n_compat != want) {
+    throw InvalidArgument("compatibility has " + std::to_string(n_compat) + " values, expected " +
+                          std::to_string(want) + " for " + std::to_string(n_labels) + " labels");
+  }
+}
 
 // Which vertex table numbered a lattice's vertices (all give the same
 // lattice): kAuto picks the first that applies, a dense array (d <= 4, keys
@@ -78,8 +98,7 @@ enum class LatticeTable { kAuto, kDense, kPacked, kGeneral };
 class CpuLattice {
  public:
   // features: [N, d] float32, row-major, already divided by the bandwidths.
-  CpuLattice(const float* features, int64_t n_points, int dim, int threads,
-             LatticeTable table = LatticeTable::kAuto);
+  CpuLattice(const float* features, int64_t n_points, int dim, int threads, LatticeTable table = LatticeTable::kAuto);
 
   LatticeView view() const;
   int64_t n_points() const { return n_; }
@@ -97,8 +116,8 @@ class CpuLattice {
   // alpha included, or null for the plain weights) replaces the slice
   // weights. `reverse` blurs the axes in reverse order: the transpose of the
   // forward filter. in and out may alias.
-  void filter(const float* in, float* out, int channels, bool reverse, int threads,
-              const float* splat_scale = nullptr, const float* slice_w = nullptr) const;
+  void filter(const float* in, float* out, int channels, bool reverse, int threads, const float* splat_scale = nullptr,
+              const float* slice_w = nullptr) const;
   // out[N] = filter of a constant 1 (the normalisation's), the same bits as
   // filter() on ones; from the weight sums the build kept, when it ran as
   // one chunk.
@@ -118,7 +137,6 @@ class CpuLattice {
   void blur_slice_one(std::vector<float>& a, float* out, bool reverse, int threads, const float* slice_w) const;
 
  public:
-
   // Per-entry slice weights for a per-point scale s[N]: w_e * alpha * s[i].
   UninitVector<float> slice_weights(const float* point_scale, int threads = 0) const;
 
@@ -132,7 +150,7 @@ class CpuLattice {
   std::vector<int32_t> first_point_;  // [M] first point touching each vertex
   std::vector<int32_t> last_point_;   // [M] last point touching each vertex
   LatticeTable table_ = LatticeTable::kGeneral;
-  std::vector<float> weight_sums_;    // [M] per-vertex weight sums in point order, or empty
+  std::vector<float> weight_sums_;  // [M] per-vertex weight sums in point order, or empty
 };
 
 // Number of worker threads used when a call passes threads <= 0.

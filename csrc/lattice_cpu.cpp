@@ -554,8 +554,8 @@ constexpr int64_t kGrain = 2048;
 template <class Table, class... TableArgs>
 bool build_lattice(const float* features, int64_t n, int d, int threads, UninitVector<int32_t>& offsets,
                    UninitVector<float>& weights, int64_t& m, std::vector<int32_t>& first_point,
-                   std::vector<int32_t>& last_point, UninitVector<int32_t>& neighbours,
-                   std::vector<float>& weight_sums, const TableArgs&... table_args) {
+                   std::vector<int32_t>& last_point, UninitVector<int32_t>& neighbours, std::vector<float>& weight_sums,
+                   const TableArgs&... table_args) {
   const int dp1 = d + 1;
   float scale[kMaxDim];
   lattice_scale_factors(d, scale);
@@ -653,14 +653,14 @@ bool build_lattice(const float* features, int64_t n, int d, int threads, UninitV
 CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int threads, LatticeTable table)
     : n_(n_points), d_(dim) {
   if (dim < 1 || dim > kMaxDim) {
-    throw InvalidArgument("feature dimension must be in [1, " + std::to_string(kMaxDim) +
-                          "], got " + std::to_string(dim));
+    throw InvalidArgument("feature dimension must be in [1, " + std::to_string(kMaxDim) + "], got " +
+                          std::to_string(dim));
   }
   if (n_points < 0) throw InvalidArgument("number of points must be >= 0");
   const int dp1 = d_ + 1;
   if (n_points > (std::numeric_limits<int32_t>::max() - 1) / dp1) {
-    throw InvalidArgument("too many points for one lattice: N*(d+1) = " +
-                          std::to_string(n_points * dp1) + " exceeds 2^31-1");
+    throw InvalidArgument("too many points for one lattice: N*(d+1) = " + std::to_string(n_points * dp1) +
+                          " exceeds 2^31-1");
   }
   if (threads <= 0) threads = default_threads();
   const int64_t n_entries = n_ * dp1;
@@ -684,8 +684,8 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
     table_ = LatticeTable::kPacked;
     return;
   }
-  build_lattice<KeyTable>(features, n_, d_, threads, offsets_, weights_, m_, first_point_, last_point_,
-                          neighbours_, weight_sums_);
+  build_lattice<KeyTable>(features, n_, d_, threads, offsets_, weights_, m_, first_point_, last_point_, neighbours_,
+                          weight_sums_);
   table_ = LatticeTable::kGeneral;
 }
 
@@ -703,8 +703,8 @@ LatticeView CpuLattice::view() const {
 }
 
 size_t CpuLattice::memory_bytes() const {
-  return offsets_.size() * 4 + weights_.size() * 4 + neighbours_.size() * 4 +
-         first_point_.size() * 4 + last_point_.size() * 4 + weight_sums_.size() * 4;
+  return offsets_.size() * 4 + weights_.size() * 4 + neighbours_.size() * 4 + first_point_.size() * 4 +
+         last_point_.size() * 4 + weight_sums_.size() * 4;
 }
 
 UninitVector<float> CpuLattice::slice_weights(const float* s, int threads) const {
@@ -719,8 +719,7 @@ UninitVector<float> CpuLattice::slice_weights(const float* s, int threads) const
   return w;
 }
 
-void CpuLattice::splat_padded(const float* in, int cp, const float* splat_scale, float* vals,
-                              int threads) const {
+void CpuLattice::splat_padded(const float* in, int cp, const float* splat_scale, float* vals, int threads) const {
   std::fill(vals, vals + cp, 0.0f);  // the zero row
   if (m_ == 0) return;
   const Kernels& K = kernels();
@@ -756,9 +755,8 @@ void CpuLattice::slice_padded(const float* vals, int cp, const float* slice_w, f
   const float* w = slice_w ? slice_w : weights_.data();
   const float mult = slice_w ? 1.0f : lattice_alpha(d_);
   const Kernels& K = kernels();
-  parallel_for(n_, threads, kGrain, [&](int64_t b, int64_t e) {
-    K.slice(offsets_.data(), w, mult, d_ + 1, vals, out, cp, b, e);
-  });
+  parallel_for(n_, threads, kGrain,
+               [&](int64_t b, int64_t e) { K.slice(offsets_.data(), w, mult, d_ + 1, vals, out, cp, b, e); });
 }
 
 void CpuLattice::filter_ones(float* out, int threads) const {
@@ -831,8 +829,8 @@ void CpuLattice::blur_slice_one(std::vector<float>& a, float* out, bool reverse,
   });
 }
 
-void CpuLattice::filter(const float* in, float* out, int C, bool reverse, int threads,
-                        const float* splat_scale, const float* slice_w) const {
+void CpuLattice::filter(const float* in, float* out, int C, bool reverse, int threads, const float* splat_scale,
+                        const float* slice_w) const {
   if (C <= 0 || n_ == 0) return;
   if (threads <= 0) threads = default_threads();
   if (C == 1) {

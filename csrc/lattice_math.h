@@ -9,8 +9,8 @@
 // same points into the same simplices with the same weights.
 #pragma once
 
-#include <cstdint>
 #include <cmath>
+#include <cstdint>
 
 #if defined(__CUDACC__)
 #define DCRF_HOST_DEVICE __host__ __device__
@@ -31,17 +31,15 @@ constexpr int kMaxDim = 32;
 DCRF_HOST_DEVICE inline void lattice_scale_factors(int d, float* scale) {
   const float inv_std_dev = static_cast<float>(sqrt(2.0 / 3.0) * (d + 1));
   for (int i = 0; i < d; ++i) {
-    scale[i] = static_cast<float>(1.0 / sqrt(static_cast<double>((i + 2) * (i + 1))) *
-                                  static_cast<double>(inv_std_dev));
+    scale[i] =
+        static_cast<float>(1.0 / sqrt(static_cast<double>((i + 2) * (i + 1))) * static_cast<double>(inv_std_dev));
   }
 }
 
 // Slice normalisation: the blur kernel [1/2, 1, 1/2] applied along d+1 axes
 // has total mass 2^(d+1) at the origin ratio 1 + 2^-d; dividing by it makes a
 // constant signal come back unchanged on a uniform lattice.
-DCRF_HOST_DEVICE inline float lattice_alpha(int d) {
-  return 1.0f / (1.0f + powf(2.0f, static_cast<float>(-d)));
-}
+DCRF_HOST_DEVICE inline float lattice_alpha(int d) { return 1.0f / (1.0f + powf(2.0f, static_cast<float>(-d))); }
 
 // Locates one point with features f[0..d) in the lattice: the remainder-0
 // vertex rem0[d+1] (coordinates summing to zero) and the rank[d+1] of each
@@ -142,8 +140,7 @@ DCRF_HOST_DEVICE inline void simplex_keys(const int32_t* rem0, const int32_t* ra
 // Embeds one point: the keys [(d+1), d] of its simplex's vertices and its
 // barycentric weights [d+1] (locate_point + simplex_keys).
 template <int DC>
-DCRF_HOST_DEVICE inline bool embed_point(const float* f, int d_rt, const float* scale, int32_t* keys,
-                                         float* bary) {
+DCRF_HOST_DEVICE inline bool embed_point(const float* f, int d_rt, const float* scale, int32_t* keys, float* bary) {
   constexpr int cap = DC > 0 ? DC : kMaxDim;
   const int d = DC > 0 ? DC : d_rt;
   int32_t rem0[cap + 1];
@@ -169,10 +166,17 @@ DCRF_HOST_DEVICE inline uint32_t hash_key(const int32_t* key, int d) {
 
 // Key of the blur neighbour of `key` along axis j (0..d), direction +1 or -1:
 // the lattice vector along axis j is (d+1) e_j - 1 (p. 6).
-DCRF_HOST_DEVICE inline void neighbour_key(const int32_t* key, int d, int j, int dir,
-                                           int32_t* out) {
+DCRF_HOST_DEVICE inline void neighbour_key(const int32_t* key, int d, int j, int dir, int32_t* out) {
   for (int k = 0; k < d; ++k) out[k] = key[k] - dir;
   if (j < d) out[j] = key[j] + dir * d;
+}
+
+// A pairwise term's per-point normalisation scale from its filter of ones
+// n: 1 / sqrt(n) (symmetric) or 1 / n (before, after). In double, rounded
+// once; the 1e-20 keeps an isolated point (n = 0) finite.
+DCRF_HOST_DEVICE inline float normalization_scale(float filtered_one, bool symmetric) {
+  const double v = static_cast<double>(filtered_one) + 1e-20;
+  return static_cast<float>(symmetric ? 1.0 / sqrt(v) : 1.0 / v);
 }
 
 }  // namespace dcrf

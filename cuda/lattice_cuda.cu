@@ -54,8 +54,8 @@ namespace {
 
 [[noreturn]] void throw_cuda(cudaError_t e, const char* what, const char* file, int line) {
   std::ostringstream s;
-  s << "CUDA error " << cudaGetErrorName(e) << ": " << cudaGetErrorString(e) << " (in " << what
-    << " at " << file << ":" << line << ")";
+  s << "CUDA error " << cudaGetErrorName(e) << ": " << cudaGetErrorString(e) << " (in " << what << " at " << file << ":"
+    << line << ")";
   if (e == cudaErrorNoKernelImageForDevice) {
     s << ". This build of densecrf has no code for this GPU";
 #ifdef DENSECRF_CUDA_ARCHS
@@ -195,7 +195,7 @@ inline unsigned blocks_for(int64_t n) {
 // (The host emulation of tests/cuda_emu may predefine it to visit the range
 // in another order, to show that no result depends on the thread order.)
 #ifndef DCRF_GRID_STRIDE
-#define DCRF_GRID_STRIDE(i, n)                                                        \
+#define DCRF_GRID_STRIDE(i, n)                                                           \
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 #endif
@@ -248,8 +248,7 @@ constexpr int kErrTableFull = 2;
 // keys: [N, d+1, d]; weights: [N, d+1].
 template <int DC>
 __global__ void embed_kernel(const float* __restrict__ features, int64_t n, int d, ScaleArg scale,
-                             int32_t* __restrict__ keys, float* __restrict__ weights,
-                             int* __restrict__ error) {
+                             int32_t* __restrict__ keys, float* __restrict__ weights, int* __restrict__ error) {
   const int dp1 = d + 1;
   DCRF_GRID_STRIDE(i, n) {
     if (!embed_point<DC>(features + i * d, d, scale.v, keys + i * dp1 * d, weights + i * dp1)) {
@@ -268,9 +267,8 @@ __global__ void fill_kernel(T* __restrict__ p, int64_t n, T value) {
 // table: [cap] entry id owning each slot (-1 = empty); entry_slot: [E];
 // slot_min: [cap] smallest entry of each slot.
 __global__ void insert_kernel(const int32_t* __restrict__ keys, int64_t n_entries, int d,
-                              const int64_t* __restrict__ seg, int n_seg, int32_t* table,
-                              uint64_t mask, int32_t* __restrict__ entry_slot, int32_t* slot_min,
-                              int* __restrict__ error) {
+                              const int64_t* __restrict__ seg, int n_seg, int32_t* table, uint64_t mask,
+                              int32_t* __restrict__ entry_slot, int32_t* slot_min, int* __restrict__ error) {
   const int dp1 = d + 1;
   DCRF_GRID_STRIDE(e, n_entries) {
     const int32_t* key = keys + e * d;
@@ -298,18 +296,16 @@ __global__ void insert_kernel(const int32_t* __restrict__ keys, int64_t n_entrie
   }
 }
 
-__global__ void first_flag_kernel(const int32_t* __restrict__ entry_slot,
-                                  const int32_t* __restrict__ slot_min, int64_t n_entries,
-                                  int32_t* __restrict__ first) {
+__global__ void first_flag_kernel(const int32_t* __restrict__ entry_slot, const int32_t* __restrict__ slot_min,
+                                  int64_t n_entries, int32_t* __restrict__ first) {
   DCRF_GRID_STRIDE(e, n_entries) { first[e] = slot_min[entry_slot[e]] == e ? 1 : 0; }
 }
 
 // incl: inclusive scan of the first flags; vertex of entry e = incl[first
 // entry of its key] - 1. rep: [M] first entry of each vertex.
-__global__ void number_kernel(const int32_t* __restrict__ entry_slot,
-                              const int32_t* __restrict__ slot_min, const int32_t* __restrict__ incl,
-                              const int32_t* __restrict__ first, int64_t n_entries, int64_t m,
-                              int32_t* __restrict__ offsets, int32_t* __restrict__ rep) {
+__global__ void number_kernel(const int32_t* __restrict__ entry_slot, const int32_t* __restrict__ slot_min,
+                              const int32_t* __restrict__ incl, const int32_t* __restrict__ first, int64_t n_entries,
+                              int64_t m, int32_t* __restrict__ offsets, int32_t* __restrict__ rep) {
   DCRF_GRID_STRIDE(e, n_entries) {
     const int32_t v = incl[slot_min[entry_slot[e]]] - 1;
     offsets[e] = v;
@@ -319,9 +315,9 @@ __global__ void number_kernel(const int32_t* __restrict__ entry_slot,
 
 // neighbours: [d+1, M, 2] row ids (vertex + 1; 0 = no such vertex).
 __global__ void neighbour_kernel(const int32_t* __restrict__ keys, const int32_t* __restrict__ rep,
-                                 const int32_t* __restrict__ table, uint64_t mask,
-                                 const int32_t* __restrict__ offsets, const int64_t* __restrict__ seg,
-                                 int n_seg, int d, int64_t m, int32_t* __restrict__ neighbours) {
+                                 const int32_t* __restrict__ table, uint64_t mask, const int32_t* __restrict__ offsets,
+                                 const int64_t* __restrict__ seg, int n_seg, int d, int64_t m,
+                                 int32_t* __restrict__ neighbours) {
   const int dp1 = d + 1;
   int32_t nk[kMaxDim];
   DCRF_GRID_STRIDE(t, m * dp1) {
@@ -337,8 +333,7 @@ __global__ void neighbour_kernel(const int32_t* __restrict__ keys, const int32_t
       for (uint64_t probe = 0; probe <= mask; ++probe) {
         const int32_t owner = table[s];
         if (owner == -1) break;
-        if (segment_of(owner / dp1, seg, n_seg) == sg &&
-            same_key(keys + static_cast<int64_t>(owner) * d, nk, d)) {
+        if (segment_of(owner / dp1, seg, n_seg) == sg && same_key(keys + static_cast<int64_t>(owner) * d, nk, d)) {
           row = offsets[owner] + 1;
           break;
         }
@@ -355,10 +350,9 @@ __global__ void iota_kernel(int32_t* __restrict__ p, int64_t n) {
 
 // From the entries sorted by vertex (stable, so ascending entry id, hence
 // ascending point, within a vertex): the CSR arrays.
-__global__ void csr_kernel(const int32_t* __restrict__ sorted_vertex,
-                           const int32_t* __restrict__ sorted_entry, const float* __restrict__ weights,
-                           int64_t n_entries, int dp1, int64_t m, int64_t* __restrict__ begin,
-                           int32_t* __restrict__ point, float* __restrict__ weight) {
+__global__ void csr_kernel(const int32_t* __restrict__ sorted_vertex, const int32_t* __restrict__ sorted_entry,
+                           const float* __restrict__ weights, int64_t n_entries, int dp1, int64_t m,
+                           int64_t* __restrict__ begin, int32_t* __restrict__ point, float* __restrict__ weight) {
   DCRF_GRID_STRIDE(k, n_entries) {
     const int32_t v = sorted_vertex[k];
     const int32_t e = sorted_entry[k];
@@ -440,8 +434,8 @@ __global__ void splat_kernel(const float* __restrict__ in, int channels, const f
 }
 
 // One blur pass along one axis: dst = src + (n1 + n2) / 2 (p. 6).
-__global__ void blur_kernel(const float* __restrict__ src, const int32_t* __restrict__ nb,
-                            int channels, int64_t m, float* __restrict__ dst) {
+__global__ void blur_kernel(const float* __restrict__ src, const int32_t* __restrict__ nb, int channels, int64_t m,
+                            float* __restrict__ dst) {
   DCRF_GRID_STRIDE(t, m * channels) {
     const int64_t v = t / channels;
     const int c = static_cast<int>(t - v * channels);
@@ -453,10 +447,9 @@ __global__ void blur_kernel(const float* __restrict__ src, const int32_t* __rest
 }
 
 // out[i, c] = sum_r (w_r alpha) post[i] vals[offsets_r + 1, c].
-__global__ void slice_kernel(const float* __restrict__ vals, int channels,
-                             const float* __restrict__ post, const int32_t* __restrict__ offsets,
-                             const float* __restrict__ weights, float alpha, int dp1, int64_t n,
-                             float* __restrict__ out) {
+__global__ void slice_kernel(const float* __restrict__ vals, int channels, const float* __restrict__ post,
+                             const int32_t* __restrict__ offsets, const float* __restrict__ weights, float alpha,
+                             int dp1, int64_t n, float* __restrict__ out) {
   DCRF_GRID_STRIDE(t, n * channels) {
     const int64_t i = t / channels;
     const int c = static_cast<int>(t - i * channels);
@@ -477,9 +470,7 @@ __global__ void slice_kernel(const float* __restrict__ vals, int channels,
 __global__ void norm_scale_kernel(const float* __restrict__ norm, int64_t n, bool symmetric,
                                   float* __restrict__ scale) {
   DCRF_GRID_STRIDE(i, n) {
-    // As the CPU backend: in double, rounded once.
-    const double v = static_cast<double>(norm[i]) + 1e-20;
-    scale[i] = static_cast<float>(symmetric ? 1.0 / sqrt(v) : 1.0 / v);
+    scale[i] = normalization_scale(norm[i], symmetric);  // as the CPU backend
   }
 }
 
@@ -493,8 +484,7 @@ __device__ inline void softmax_row(float* x, int k) {
   for (int c = 0; c < k; ++c) x[c] *= inv;
 }
 
-__global__ void softmax_neg_kernel(const float* __restrict__ unary, int64_t n, int k,
-                                   float* __restrict__ q) {
+__global__ void softmax_neg_kernel(const float* __restrict__ unary, int64_t n, int k, float* __restrict__ q) {
   DCRF_GRID_STRIDE(i, n) {
     float* row = q + i * k;
     for (int c = 0; c < k; ++c) row[c] = -unary[i * k + c];
@@ -505,16 +495,16 @@ __global__ void softmax_neg_kernel(const float* __restrict__ unary, int64_t n, i
 constexpr int kMaxTerms = 16;
 
 struct TermArg {
-  const float* vals;        // [(M+1), K] blurred values
-  const int32_t* offsets;   // [N, d+1]
-  const float* weights;     // [N, d+1]
-  const float* post;        // [N] slice scale or nullptr
-  const float* compat;      // device [1], [K] or [K, K]
-  float* slice_out;         // [N, K] sliced values of a matrix term (else nullptr)
+  const float* vals;       // [(M+1), K] blurred values
+  const int32_t* offsets;  // [N, d+1]
+  const float* weights;    // [N, d+1]
+  const float* post;       // [N] slice scale or nullptr
+  const float* compat;     // device [1], [K] or [K, K]
+  float* slice_out;        // [N, K] sliced values of a matrix term (else nullptr)
   float alpha;
-  float potts;              // compat[0] for a Potts term
+  float potts;  // compat[0] for a Potts term
   int dp1;
-  int kind;                 // 0 Potts, 1 diagonal, 2 matrix
+  int kind;  // 0 Potts, 1 diagonal, 2 matrix
 };
 
 struct TermsArg {
@@ -565,8 +555,8 @@ __global__ void logits_kernel(const float* __restrict__ unary, TermsArg terms, i
 }
 
 // q[i, a] -= sum_b W[a, b] s[i, b] for one matrix term.
-__global__ void matrix_message_kernel(const float* __restrict__ s, const float* __restrict__ w, int64_t n,
-                                      int k, float* __restrict__ q) {
+__global__ void matrix_message_kernel(const float* __restrict__ s, const float* __restrict__ w, int64_t n, int k,
+                                      float* __restrict__ q) {
   DCRF_GRID_STRIDE(t_id, n * k) {
     const int64_t i = t_id / k;
     const int a = static_cast<int>(t_id - i * k);
@@ -594,9 +584,8 @@ struct GridArg {
 
 // out[p, :] = positions then channels, for a grid of shape spatial
 // (row-major) per image of the batch.
-__global__ void grid_features_kernel(const float* __restrict__ image, int64_t n_total, int64_t s,
-                                     int n_axes, GridArg g, int channels, bool channel_first,
-                                     float* __restrict__ out) {
+__global__ void grid_features_kernel(const float* __restrict__ image, int64_t n_total, int64_t s, int n_axes, GridArg g,
+                                     int channels, bool channel_first, float* __restrict__ out) {
   const int nf = n_axes + channels;
   DCRF_GRID_STRIDE(i, n_total) {
     int64_t rest = i % s;
@@ -618,8 +607,8 @@ __global__ void grid_features_kernel(const float* __restrict__ image, int64_t n_
   }
 }
 
-__global__ void unary_kernel(const float* __restrict__ probs, int64_t batch, int64_t s, int k,
-                             bool channel_first, float clip, double scale, float* __restrict__ unary) {
+__global__ void unary_kernel(const float* __restrict__ probs, int64_t batch, int64_t s, int k, bool channel_first,
+                             float clip, double scale, float* __restrict__ unary) {
   DCRF_GRID_STRIDE(t, batch * s * k) {
     const int64_t i = t / k;
     const int c = static_cast<int>(t - i * k);
@@ -631,8 +620,8 @@ __global__ void unary_kernel(const float* __restrict__ probs, int64_t batch, int
   }
 }
 
-__global__ void layout_kernel(const float* __restrict__ q, int64_t batch, int64_t s, int k,
-                              bool channel_first, float* __restrict__ out) {
+__global__ void layout_kernel(const float* __restrict__ q, int64_t batch, int64_t s, int k, bool channel_first,
+                              float* __restrict__ out) {
   DCRF_GRID_STRIDE(t, batch * s * k) {
     if (channel_first) {
       // t indexes out[b, c, p].
@@ -730,7 +719,9 @@ DeviceBuffer::~DeviceBuffer() {
 }
 
 void DeviceBuffer::copy_from_host(const void* src, size_t nbytes, void* stream) {
-  if (nbytes > nbytes_) throw InvalidArgument("copy of " + std::to_string(nbytes) + " bytes into a device buffer of " + std::to_string(nbytes_));
+  if (nbytes > nbytes_)
+    throw InvalidArgument("copy of " + std::to_string(nbytes) + " bytes into a device buffer of " +
+                          std::to_string(nbytes_));
   if (!nbytes) return;
   DeviceGuard g(device_);
   DCRF_CUDA_CHECK(cudaMemcpyAsync(ptr_, src, nbytes, cudaMemcpyHostToDevice, as_stream(stream)));
@@ -739,7 +730,9 @@ void DeviceBuffer::copy_from_host(const void* src, size_t nbytes, void* stream) 
 }
 
 void DeviceBuffer::copy_to_host(void* dst, size_t nbytes, void* stream) const {
-  if (nbytes > nbytes_) throw InvalidArgument("copy of " + std::to_string(nbytes) + " bytes out of a device buffer of " + std::to_string(nbytes_));
+  if (nbytes > nbytes_)
+    throw InvalidArgument("copy of " + std::to_string(nbytes) + " bytes out of a device buffer of " +
+                          std::to_string(nbytes_));
   if (!nbytes) return;
   DeviceGuard g(device_);
   DCRF_CUDA_CHECK(cudaMemcpyAsync(dst, ptr_, nbytes, cudaMemcpyDeviceToHost, as_stream(stream)));
@@ -749,8 +742,8 @@ void DeviceBuffer::copy_to_host(void* dst, size_t nbytes, void* stream) const {
 // ---------------------------------------------------------------------------
 // Lattice.
 
-CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim,
-                         const std::vector<int64_t>& segments, int device, void* stream_ptr)
+CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim, const std::vector<int64_t>& segments,
+                         int device, void* stream_ptr)
     : n_(n_points), d_(dim), device_(device) {
   if (dim < 1 || dim > kMaxDim) {
     throw InvalidArgument("feature dimension must be in [1, " + std::to_string(kMaxDim) + "], got " +
@@ -761,8 +754,8 @@ CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim,
   // Entry ids are int32 and the hash table holds at least 2 slots per entry
   // in at most 2^31 slots.
   if (n_points > (int64_t{1} << 30) / dp1) {
-    throw InvalidArgument("too many points for one CUDA lattice: N*(d+1) = " +
-                          std::to_string(n_points * dp1) + " exceeds 2^30");
+    throw InvalidArgument("too many points for one CUDA lattice: N*(d+1) = " + std::to_string(n_points * dp1) +
+                          " exceeds 2^30");
   }
   if (segments.empty()) {
     segments_ = {0, n_points};
@@ -803,10 +796,18 @@ CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim,
     lattice_scale_factors(d_, scale.v);
     const unsigned gb = blocks_for(n_);
     switch (d_) {
-      case 2: embed_kernel<2><<<gb, kThreads, 0, stream>>>(features, n_, d_, scale, keys.get(), weights_, error.get()); break;
-      case 3: embed_kernel<3><<<gb, kThreads, 0, stream>>>(features, n_, d_, scale, keys.get(), weights_, error.get()); break;
-      case 5: embed_kernel<5><<<gb, kThreads, 0, stream>>>(features, n_, d_, scale, keys.get(), weights_, error.get()); break;
-      default: embed_kernel<0><<<gb, kThreads, 0, stream>>>(features, n_, d_, scale, keys.get(), weights_, error.get()); break;
+      case 2:
+        embed_kernel<2><<<gb, kThreads, 0, stream>>>(features, n_, d_, scale, keys.get(), weights_, error.get());
+        break;
+      case 3:
+        embed_kernel<3><<<gb, kThreads, 0, stream>>>(features, n_, d_, scale, keys.get(), weights_, error.get());
+        break;
+      case 5:
+        embed_kernel<5><<<gb, kThreads, 0, stream>>>(features, n_, d_, scale, keys.get(), weights_, error.get());
+        break;
+      default:
+        embed_kernel<0><<<gb, kThreads, 0, stream>>>(features, n_, d_, scale, keys.get(), weights_, error.get());
+        break;
     }
     DCRF_CUDA_LAUNCHED("embed_kernel");
 
@@ -814,22 +815,21 @@ CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim,
     uint64_t cap = 64;
     while (cap < static_cast<uint64_t>(n_entries) * 2) cap <<= 1;
     const uint64_t mask = cap - 1;
-    Scratch<int32_t> table(cap, stream, device_);       // [cap] owner entry, -1 empty
-    Scratch<int32_t> slot_min(cap, stream, device_);    // [cap] smallest entry
+    Scratch<int32_t> table(cap, stream, device_);             // [cap] owner entry, -1 empty
+    Scratch<int32_t> slot_min(cap, stream, device_);          // [cap] smallest entry
     Scratch<int32_t> entry_slot(n_entries, stream, device_);  // [E]
     DCRF_CUDA_CHECK(cudaMemsetAsync(table.get(), 0xff, cap * sizeof(int32_t), stream));
     fill_kernel<int32_t><<<blocks_for(cap), kThreads, 0, stream>>>(slot_min.get(), cap, INT32_MAX);
     DCRF_CUDA_LAUNCHED("fill_kernel");
     insert_kernel<<<blocks_for(n_entries), kThreads, 0, stream>>>(
-        keys.get(), n_entries, d_, seg.get(), n_seg, table.get(), mask, entry_slot.get(),
-        slot_min.get(), error.get());
+        keys.get(), n_entries, d_, seg.get(), n_seg, table.get(), mask, entry_slot.get(), slot_min.get(), error.get());
     DCRF_CUDA_LAUNCHED("insert_kernel");
 
     // 3. Number the vertices by first appearance.
     Scratch<int32_t> first(n_entries, stream, device_);  // [E] 0/1
     Scratch<int32_t> incl(n_entries, stream, device_);   // [E] inclusive scan
-    first_flag_kernel<<<blocks_for(n_entries), kThreads, 0, stream>>>(entry_slot.get(), slot_min.get(),
-                                                                       n_entries, first.get());
+    first_flag_kernel<<<blocks_for(n_entries), kThreads, 0, stream>>>(entry_slot.get(), slot_min.get(), n_entries,
+                                                                      first.get());
     DCRF_CUDA_LAUNCHED("first_flag_kernel");
     {
       size_t temp_bytes = 0;
@@ -842,8 +842,8 @@ CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim,
     // The one host round trip of the build: the vertex count sizes the rest.
     int32_t host_m = 0;
     int host_error = 0;
-    DCRF_CUDA_CHECK(cudaMemcpyAsync(&host_m, incl.get() + (n_entries - 1), sizeof(int32_t),
-                                    cudaMemcpyDeviceToHost, stream));
+    DCRF_CUDA_CHECK(
+        cudaMemcpyAsync(&host_m, incl.get() + (n_entries - 1), sizeof(int32_t), cudaMemcpyDeviceToHost, stream));
     DCRF_CUDA_CHECK(cudaMemcpyAsync(&host_error, error.get(), sizeof(int), cudaMemcpyDeviceToHost, stream));
     DCRF_CUDA_CHECK(cudaStreamSynchronize(stream));
     if (host_error & kErrNonFinite) {
@@ -851,15 +851,16 @@ CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim,
           "features must be finite and within the lattice key range (|feature / bandwidth| "
           "up to about 1e8): a NaN, infinite or too large value was found");
     }
-    if (host_error & kErrTableFull) throw std::runtime_error("CUDA lattice build: hash table overflow (internal error)");
+    if (host_error & kErrTableFull)
+      throw std::runtime_error("CUDA lattice build: hash table overflow (internal error)");
     if (host_m < 1 || host_m > n_entries) {
       throw std::runtime_error("CUDA lattice build: bad vertex count " + std::to_string(host_m) + " (internal error)");
     }
     m_ = host_m;
 
     Scratch<int32_t> rep(m_, stream, device_);  // [M] first entry of each vertex
-    number_kernel<<<blocks_for(n_entries), kThreads, 0, stream>>>(
-        entry_slot.get(), slot_min.get(), incl.get(), first.get(), n_entries, m_, offsets_, rep.get());
+    number_kernel<<<blocks_for(n_entries), kThreads, 0, stream>>>(entry_slot.get(), slot_min.get(), incl.get(),
+                                                                  first.get(), n_entries, m_, offsets_, rep.get());
     DCRF_CUDA_LAUNCHED("number_kernel");
 
     // 4. Blur neighbours.
@@ -873,8 +874,8 @@ CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim,
       slab.add(&chunk_begin_, m_ + 1);
       slabs_[1] = slab.allocate();
     }
-    neighbour_kernel<<<blocks_for(m_ * dp1), kThreads, 0, stream>>>(
-        keys.get(), rep.get(), table.get(), mask, offsets_, seg.get(), n_seg, d_, m_, neighbours_);
+    neighbour_kernel<<<blocks_for(m_ * dp1), kThreads, 0, stream>>>(keys.get(), rep.get(), table.get(), mask, offsets_,
+                                                                    seg.get(), n_seg, d_, m_, neighbours_);
     DCRF_CUDA_LAUNCHED("neighbour_kernel");
 
     // 5. CSR splat lists: stable sort of the entries by vertex.
@@ -886,15 +887,12 @@ CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim,
       while (end_bit < 31 && (int64_t{1} << end_bit) <= m_) ++end_bit;
       size_t temp_bytes = 0;
       DCRF_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, offsets_, incl.get(), first.get(),
-                                                      splat_entry_, static_cast<int>(n_entries), 0, end_bit,
-                                                      stream));
+                                                      splat_entry_, static_cast<int>(n_entries), 0, end_bit, stream));
       Scratch<unsigned char> temp(temp_bytes, stream, device_);
       DCRF_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp.get(), temp_bytes, offsets_, incl.get(), first.get(),
-                                                      splat_entry_, static_cast<int>(n_entries), 0, end_bit,
-                                                      stream));
-      csr_kernel<<<blocks_for(n_entries), kThreads, 0, stream>>>(incl.get(), splat_entry_, weights_, n_entries,
-                                                                 dp1, m_, splat_begin_, splat_point_,
-                                                                 splat_weight_);
+                                                      splat_entry_, static_cast<int>(n_entries), 0, end_bit, stream));
+      csr_kernel<<<blocks_for(n_entries), kThreads, 0, stream>>>(incl.get(), splat_entry_, weights_, n_entries, dp1, m_,
+                                                                 splat_begin_, splat_point_, splat_weight_);
       DCRF_CUDA_LAUNCHED("csr_kernel");
     }
 
@@ -985,8 +983,7 @@ void CudaLattice::splat(const float* in, int channels, const float* pre, float* 
   DeviceGuard guard(device_);
   if (n_chunks_ > 0) {
     chunk_splat_kernel<<<blocks_for(n_chunks_ * channels), kThreads, 0, as_stream(stream)>>>(
-        in, channels, pre, splat_begin_, splat_point_, splat_weight_, chunk_begin_, chunk_vertex_, n_chunks_,
-        partial);
+        in, channels, pre, splat_begin_, splat_point_, splat_weight_, chunk_begin_, chunk_vertex_, n_chunks_, partial);
     DCRF_CUDA_LAUNCHED("chunk_splat_kernel");
   }
   splat_kernel<<<blocks_for(m_ * channels), kThreads, 0, as_stream(stream)>>>(
@@ -1010,17 +1007,17 @@ float* CudaLattice::blur(float* vals, float* tmp, int channels, bool reverse, vo
 void CudaLattice::slice(const float* vals, int channels, const float* post, float* out, void* stream) const {
   if (n_ == 0 || channels <= 0) return;
   DeviceGuard guard(device_);
-  slice_kernel<<<blocks_for(n_ * channels), kThreads, 0, as_stream(stream)>>>(
-      vals, channels, post, offsets_, weights_, lattice_alpha(d_), d_ + 1, n_, out);
+  slice_kernel<<<blocks_for(n_ * channels), kThreads, 0, as_stream(stream)>>>(vals, channels, post, offsets_, weights_,
+                                                                              lattice_alpha(d_), d_ + 1, n_, out);
   DCRF_CUDA_LAUNCHED("slice_kernel");
 }
 
-void CudaLattice::filter(const float* in, float* out, int channels, bool reverse, const float* pre,
-                         const float* post, void* stream) const {
+void CudaLattice::filter(const float* in, float* out, int channels, bool reverse, const float* pre, const float* post,
+                         void* stream) const {
   if (n_ == 0 || channels <= 0) return;
   DeviceGuard guard(device_);
   const size_t rows = static_cast<size_t>(m_ + 1) * channels;
-  Scratch<float> a(rows, as_stream(stream), device_), b(rows, as_stream(stream), device_);  // [(M+1), C]
+  Scratch<float> a(rows, as_stream(stream), device_), b(rows, as_stream(stream), device_);        // [(M+1), C]
   Scratch<float> partial(static_cast<size_t>(n_chunks_) * channels, as_stream(stream), device_);  // [chunks, C]
   zero_rows(a.get(), b.get(), channels, stream);
   splat(in, channels, pre, a.get(), partial.get(), stream);
@@ -1031,23 +1028,15 @@ void CudaLattice::filter(const float* in, float* out, int channels, bool reverse
 // ---------------------------------------------------------------------------
 // Pairwise terms and mean field.
 
-CudaPairwiseTerm::CudaPairwiseTerm(std::shared_ptr<const CudaLattice> lattice, int normalization,
-                                   int compat_kind, std::vector<float> compat, int n_labels, void* stream)
-    : lattice_(std::move(lattice)), norm_type_(normalization), kind_(compat_kind), compat_(std::move(compat)),
+CudaPairwiseTerm::CudaPairwiseTerm(std::shared_ptr<const CudaLattice> lattice, int normalization, int compat_kind,
+                                   std::vector<float> compat, int n_labels, void* stream)
+    : lattice_(std::move(lattice)),
+      norm_type_(normalization),
+      kind_(compat_kind),
+      compat_(std::move(compat)),
       k_(n_labels) {
   if (!lattice_) throw InvalidArgument("lattice must not be None");
-  if (n_labels < 1) throw InvalidArgument("n_labels must be >= 1, got " + std::to_string(n_labels));
-  if (kind_ < 0 || kind_ > 2) {
-    throw InvalidArgument("compat_kind must be 0 (Potts), 1 (diagonal) or 2 (matrix), got " + std::to_string(kind_));
-  }
-  if (norm_type_ < 0 || norm_type_ > 3) {
-    throw InvalidArgument("normalization must be 0..3, got " + std::to_string(norm_type_));
-  }
-  const size_t want = kind_ == 0 ? 1 : kind_ == 1 ? static_cast<size_t>(k_) : static_cast<size_t>(k_) * k_;
-  if (compat_.size() != want) {
-    throw InvalidArgument("compatibility has " + std::to_string(compat_.size()) + " values, expected " +
-                          std::to_string(want) + " for " + std::to_string(k_) + " labels");
-  }
+  check_term_args(kind_, norm_type_, compat_.size(), k_);
   const int64_t n = lattice_->n_points();
   DeviceGuard guard(lattice_->device());
   cudaStream_t s = as_stream(stream);
@@ -1104,8 +1093,8 @@ void CudaPairwiseTerm::filter(const float* in, float* out, int channels, bool tr
   lattice_->filter(in, out, channels, transpose, pre_scale(transpose), post_scale(transpose), stream);
 }
 
-void mean_field(const float* unary, float* q, int64_t n, int k,
-                const std::vector<const CudaPairwiseTerm*>& terms, int n_iter, bool fresh, void* stream_ptr) {
+void mean_field(const float* unary, float* q, int64_t n, int k, const std::vector<const CudaPairwiseTerm*>& terms,
+                int n_iter, bool fresh, void* stream_ptr) {
   if (n_iter < 0) throw InvalidArgument("n_iter must be >= 0, got " + std::to_string(n_iter));
   if (k < 1) throw InvalidArgument("the number of labels must be >= 1, got " + std::to_string(k));
   if (terms.size() > static_cast<size_t>(kMaxTerms)) {
@@ -1182,8 +1171,8 @@ void mean_field(const float* unary, float* q, int64_t n, int k,
     DCRF_CUDA_LAUNCHED("logits_kernel");
     for (size_t t = 0; t < nt; ++t) {
       if (terms[t]->compat_kind() != 2) continue;
-      matrix_message_kernel<<<blocks_for(n * k), kThreads, 0, stream>>>(sliced[t]->get(), terms[t]->device_compat(),
-                                                                         n, k, q);
+      matrix_message_kernel<<<blocks_for(n * k), kThreads, 0, stream>>>(sliced[t]->get(), terms[t]->device_compat(), n,
+                                                                        k, q);
       DCRF_CUDA_LAUNCHED("matrix_message_kernel");
     }
     softmax_kernel<<<blocks_for(n), kThreads, 0, stream>>>(n, k, q);
@@ -1196,8 +1185,8 @@ void mean_field(const float* unary, float* q, int64_t n, int k,
 // Layout helpers.
 
 void grid_features(const float* image, float* out, int64_t batch, const std::vector<int64_t>& spatial,
-                   const std::vector<float>& sdims, int channels, const std::vector<float>& schan,
-                   bool channel_first, int device, void* stream_ptr) {
+                   const std::vector<float>& sdims, int channels, const std::vector<float>& schan, bool channel_first,
+                   int device, void* stream_ptr) {
   const int n_axes = static_cast<int>(spatial.size());
   if (n_axes < 1) throw InvalidArgument("a grid needs at least one spatial axis");
   if (sdims.size() != spatial.size()) throw InvalidArgument("one position bandwidth per spatial axis is needed");
@@ -1224,23 +1213,23 @@ void grid_features(const float* image, float* out, int64_t batch, const std::vec
   }
   DeviceGuard guard(device);
   grid_features_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream_ptr)>>>(image, n, s, n_axes, g, channels,
-                                                                               channel_first, out);
+                                                                              channel_first, out);
   DCRF_CUDA_LAUNCHED("grid_features_kernel");
 }
 
-void unary_from_probs(const float* probs, float* unary, int64_t batch, int64_t s, int k, bool channel_first,
-                      float clip, double scale, int device, void* stream) {
+void unary_from_probs(const float* probs, float* unary, int64_t batch, int64_t s, int k, bool channel_first, float clip,
+                      double scale, int device, void* stream) {
   if (batch < 0 || s < 0 || k < 1) throw InvalidArgument("bad probability layout");
   const int64_t total = batch * s * k;
   if (total == 0) return;
   DeviceGuard guard(device);
-  unary_kernel<<<blocks_for(total), kThreads, 0, as_stream(stream)>>>(probs, batch, s, k, channel_first, clip,
-                                                                      scale, unary);
+  unary_kernel<<<blocks_for(total), kThreads, 0, as_stream(stream)>>>(probs, batch, s, k, channel_first, clip, scale,
+                                                                      unary);
   DCRF_CUDA_LAUNCHED("unary_kernel");
 }
 
-void copy_labels_layout(const float* q, float* out, int64_t batch, int64_t s, int k, bool channel_first,
-                        int device, void* stream) {
+void copy_labels_layout(const float* q, float* out, int64_t batch, int64_t s, int k, bool channel_first, int device,
+                        void* stream) {
   if (batch < 0 || s < 0 || k < 1) throw InvalidArgument("bad probability layout");
   const int64_t total = batch * s * k;
   if (total == 0) return;

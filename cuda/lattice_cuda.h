@@ -82,8 +82,8 @@ class CudaLattice {
   // segments: host [B+1] point offsets, segments[0] = 0, segments[B] = N,
   // non-decreasing; empty means one segment. Waits for the stream once (to
   // learn the vertex count); throws InvalidArgument for non-finite features.
-  CudaLattice(const float* features, int64_t n_points, int dim,
-              const std::vector<int64_t>& segments, int device, void* stream);
+  CudaLattice(const float* features, int64_t n_points, int dim, const std::vector<int64_t>& segments, int device,
+              void* stream);
   ~CudaLattice();
   CudaLattice(const CudaLattice&) = delete;
   CudaLattice& operator=(const CudaLattice&) = delete;
@@ -105,16 +105,15 @@ class CudaLattice {
   // device [N] per-point scales or nullptr (1). reverse blurs the axes in
   // reverse order (the transpose). in and out may alias. Scratch: two
   // [(M+1), C] buffers per call, stream-ordered (cudaMallocAsync).
-  void filter(const float* in, float* out, int channels, bool reverse, const float* pre,
-              const float* post, void* stream) const;
+  void filter(const float* in, float* out, int channels, bool reverse, const float* pre, const float* post,
+              void* stream) const;
 
   // Stages, for callers that keep their own buffers. vals and tmp: device
   // [(M+1), C]; row 0 of both must be zero (zero_rows does it). partial:
   // device [n_chunks(), C] scratch of the splat of heavy vertices (null when
   // n_chunks() is 0). Scales as in filter. blur returns vals or tmp (the result).
   void zero_rows(float* vals, float* tmp, int channels, void* stream) const;
-  void splat(const float* in, int channels, const float* pre, float* vals, float* partial,
-             void* stream) const;
+  void splat(const float* in, int channels, const float* pre, float* vals, float* partial, void* stream) const;
   float* blur(float* vals, float* tmp, int channels, bool reverse, void* stream) const;
   void slice(const float* vals, int channels, const float* post, float* out, void* stream) const;
 
@@ -125,16 +124,16 @@ class CudaLattice {
   int d_ = 0;
   int64_t m_ = 0;
   int device_ = 0;
-  std::vector<int64_t> segments_;  // host [B+1]
+  std::vector<int64_t> segments_;                 // host [B+1]
   void* slabs_[3] = {nullptr, nullptr, nullptr};  // owned cudaMalloc blocks holding the arrays below
   // Device arrays (in slabs_).
-  int32_t* offsets_ = nullptr;       // [N, d+1] vertex id of each entry
-  float* weights_ = nullptr;         // [N, d+1] barycentric weights
-  int32_t* neighbours_ = nullptr;    // [d+1, M, 2] row ids (vertex+1, 0 = none)
-  int64_t* splat_begin_ = nullptr;   // [M+1] CSR row pointers
-  int32_t* splat_point_ = nullptr;   // [N(d+1)] point of each CSR entry, ascending per vertex
-  int32_t* splat_entry_ = nullptr;   // [N(d+1)] entry of each CSR entry
-  float* splat_weight_ = nullptr;    // [N(d+1)] weight of each CSR entry
+  int32_t* offsets_ = nullptr;      // [N, d+1] vertex id of each entry
+  float* weights_ = nullptr;        // [N, d+1] barycentric weights
+  int32_t* neighbours_ = nullptr;   // [d+1, M, 2] row ids (vertex+1, 0 = none)
+  int64_t* splat_begin_ = nullptr;  // [M+1] CSR row pointers
+  int32_t* splat_point_ = nullptr;  // [N(d+1)] point of each CSR entry, ascending per vertex
+  int32_t* splat_entry_ = nullptr;  // [N(d+1)] entry of each CSR entry
+  float* splat_weight_ = nullptr;   // [N(d+1)] weight of each CSR entry
   int64_t n_chunks_ = 0;
   int32_t* chunk_begin_ = nullptr;   // [M+1] first splat chunk of each vertex (heavy vertices only)
   int32_t* chunk_vertex_ = nullptr;  // [n_chunks] vertex of each chunk
@@ -186,9 +185,8 @@ class CudaPairwiseTerm {
 // Scratch (per term two [(M_t+1), K] blur buffers, [chunks_t, K] splat
 // partial sums, and [N, K] for a matrix compatibility) is allocated once per
 // call, stream-ordered, and reused by every iteration.
-void mean_field(const float* unary, float* q, int64_t n, int k,
-                const std::vector<const CudaPairwiseTerm*>& terms, int n_iter, bool fresh,
-                void* stream);
+void mean_field(const float* unary, float* q, int64_t n, int k, const std::vector<const CudaPairwiseTerm*>& terms,
+                int n_iter, bool fresh, void* stream);
 
 // Layout helpers for the Python layer (no framework on the device path).
 //
@@ -198,20 +196,19 @@ void mean_field(const float* unary, float* q, int64_t n, int k,
 // x, y order], then the image channels (image: device float32
 // [B, prod(spatial), C], or [B, C, prod(spatial)] when channel_first; may be
 // null when C = 0) divided by schan[C]. n_axes + C <= kMaxDim.
-void grid_features(const float* image, float* out, int64_t batch,
-                   const std::vector<int64_t>& spatial, const std::vector<float>& sdims,
-                   int channels, const std::vector<float>& schan, bool channel_first, int device,
-                   void* stream);
+void grid_features(const float* image, float* out, int64_t batch, const std::vector<int64_t>& spatial,
+                   const std::vector<float>& sdims, int channels, const std::vector<float>& schan, bool channel_first,
+                   int device, void* stream);
 
 // unary[B*S, K] = -log(clip(p)) for probs laid out [B, K, S] (channel_first)
 // or [B, S, K]; scale in (0, 1] mixes with the uniform distribution first
 // (scale <= 0: none); clip <= 0: none.
-void unary_from_probs(const float* probs, float* unary, int64_t batch, int64_t s, int k,
-                      bool channel_first, float clip, double scale, int device, void* stream);
+void unary_from_probs(const float* probs, float* unary, int64_t batch, int64_t s, int k, bool channel_first, float clip,
+                      double scale, int device, void* stream);
 
 // Copies q[B*S, K] into out laid out [B, K, S] (channel_first) or [B, S, K].
-void copy_labels_layout(const float* q, float* out, int64_t batch, int64_t s, int k,
-                        bool channel_first, int device, void* stream);
+void copy_labels_layout(const float* q, float* out, int64_t batch, int64_t s, int k, bool channel_first, int device,
+                        void* stream);
 
 }  // namespace cuda
 }  // namespace dcrf

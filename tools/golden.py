@@ -14,10 +14,11 @@ Three suites, each in its own file under tools/golden/:
   scattered features). The hot loops are picked for the CPU at run time, so
   the suite runs once per loop set this CPU offers (``DENSECRF_KERNELS``, each
   in a fresh process) and is recorded per set, keyed by the name the build
-  reports (``densecrf.show_config()['kernels']``). A set with no record on
-  this machine (a CPU with AVX-512 against a record made on an AVX2 one) is
-  compared with the AVX2 record, which the project holds it equal to, and
-  said so.
+  reports (``densecrf.show_config()['kernels']``). ``DENSECRF_KERNELS=avx2-wide``
+  runs the AVX-512 build's 16-lane loops compiled for AVX2, so that their
+  bits are checked on machines without AVX-512 too. A set with no record on
+  this machine (the AVX-512 sets, or avx2-wide) is compared with the AVX2
+  record, which every SIMD set must equal, and the output says so.
 - ``emu`` (emu.json): the CUDA backend's source built for the host emulation
   of tests/cuda_emu (filter, mean field, refine). Deterministic on one machine
   and compiler; the compiler is recorded, and a different one is reported as
@@ -52,7 +53,7 @@ ROOT = os.path.dirname(HERE)
 GOLDEN_DIR = os.path.join(HERE, "golden")
 SUITES = ("cpu", "emu", "nn")
 # DENSECRF_KERNELS caps the loop set picked at run time ('' = the best the CPU has).
-KERNEL_CAPS = ("", "avx512vl", "avx2", "baseline")
+KERNEL_CAPS = ("", "avx512vl", "avx2", "avx2-wide", "baseline")
 # Every SIMD loop set is meant to give the AVX2 set's bits (benchmarks/RESULTS.md).
 SIMD_TWIN = "avx2+fma"
 
@@ -169,6 +170,22 @@ def suite_cpu() -> dict:
     q0 = crf.start_inference()
     out["start_inference K=21"] = _entry(q0, [u, f])
     out["step_inference K=21"] = _entry(crf.step_inference(q0), [u, f])
+    # Each term's message alone (PairwiseTerm::apply), every compatibility.
+    for k in (5, 21):
+        n = 700
+        u = _unary(n, k, seed=50 + k, scale=2.0)
+        f = (np.random.default_rng(50 + k).random((n, 3)) * 4).astype(np.float32)
+        crf = densecrf.DenseCRF(n, k, threads=1)
+        crf.set_unary(u)
+        for ckind in ("potts", "diagonal", "matrix"):
+            crf.add_pairwise(f, _compat(ckind, k, seed=k), normalization="after" if ckind == "matrix" else "symmetric")
+        q = crf.start_inference()
+        for ckind, m in zip(("potts", "diagonal", "matrix"), crf.pairwise_messages(q)):
+            out[f"pairwise_messages K={k} {ckind}"] = _entry(m, [u, f])
+    # Unaries from probabilities (the flat pass beyond 64 labels, the row pass below).
+    for k in (3, 21, 64, 70):
+        _, p = _scene(30, 40, k, seed=200 + k)
+        out[f"unary_from_softmax K={k}"] = _entry(densecrf.unary_from_softmax(p, channel_axis=-1), [p])
     # The reference workload.
     img, p, _ = reference_workload()
     for it, t in ((5, 1), (5, 2), (10, 2), (0, 1)):

@@ -6,7 +6,10 @@ struct DeviceRadixSort {
   template <class K, class V>
   static cudaError_t SortPairs(void* temp, size_t& bytes, const K* kin, K* kout, const V* vin, V* vout, int n,
                                int begin_bit, int end_bit, cudaStream_t) {
-    if (!temp) { bytes = 16; return cudaSuccess; }
+    if (!temp) {
+      bytes = 16;
+      return cudaSuccess;
+    }
     const unsigned long long mask = ((end_bit >= 64 ? ~0ull : ((1ull << end_bit) - 1)) >> begin_bit) << begin_bit;
     std::vector<int> idx(n);
     std::iota(idx.begin(), idx.end(), 0);
@@ -16,7 +19,10 @@ struct DeviceRadixSort {
     });
     std::vector<K> ko(n);
     std::vector<V> vo(n);
-    for (int i = 0; i < n; ++i) { ko[i] = kin[idx[i]]; vo[i] = vin[idx[i]]; }
+    for (int i = 0; i < n; ++i) {
+      ko[i] = kin[idx[i]];
+      vo[i] = vin[idx[i]];
+    }
     std::copy(ko.begin(), ko.end(), kout);
     std::copy(vo.begin(), vo.end(), vout);
     return cudaSuccess;
