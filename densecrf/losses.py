@@ -1,0 +1,342 @@
+r"""Regularised losses for weakly-supervised segmentation on the lattice filter.
+
+Tang et al. train segmentation networks from scribbles, points or boxes with
+partial cross-entropy on the labelled pixels plus a regulariser on the whole
+softmax output :math:`S` that rewards segmentations following image edges:
+
+* :class:`DenseCRFLoss` (Tang et al., ECCV 2018, "On Regularized Losses for
+  Weakly-supervised CNN Segmentation"): the relaxed dense-CRF (Potts) energy,
+
+  .. math:: L = -\frac{w}{B} \sum_{b=1}^{B} \sum_{k=1}^{K} S_{bk}^\top W_b S_{bk}
+
+* :class:`NormalizedCutLoss` (Tang et al., CVPR 2018, "Normalized Cut Loss for
+  Weakly-supervised CNN Segmentation"): the relaxed normalised cut,
+
+  .. math:: L = \frac{w}{B} \sum_{b} \sum_{k} \frac{S_{bk}^\top W_b (r_b - S_{bk})}{S_{bk}^\top W_b r_b}
+
+with :math:`W_b` the bilateral Gaussian affinity of image :math:`b` over
+pixel positions divided by ``sigma_xy`` and colours divided by ``sigma_rgb``,
+computed by the permutohedral lattice, and :math:`r_b` its region of
+interest (``S`` is masked by it first). Both use one lattice per image and
+step, built from the image only, and filter all K channels at once.
+
+This module imports torch; ``import densecrf`` does not import it. The
+classes are re-exported by :mod:`densecrf.nn`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["DenseCRFLoss", "NormalizedCutLoss"]
+
+_GRADIENTS = ("exact", "rloss")
+_INTERP = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def _nn():
+    # densecrf.nn re-exports this module's classes at its end, so it is
+    # imported here at call time, not at import time (no import cycle).
+    from . import nn as dnn
+
+    return dnn
+
+
+def _positive(x, name: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x) or x <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {x!r}")
+    return float(x)
+
+
+def _positive_seq(x, name: str) -> tuple[float, ...] | float:
+    """A positive number, or a non-empty sequence of them (one per axis or channel)."""
+    if isinstance(x, numbers.Real) and not isinstance(x, bool):
+        return _positive(x, name)
+    if isinstance(x, (str, bytes)) or not isinstance(x, Sequence) or len(x) == 0:
+        raise ValueError(f"{name} must be a positive number or a non-empty sequence of them, got {x!r}")
+    return tuple(_positive(v, f"{name}[{i}]") for i, v in enumerate(x))
+
+
+def _per(x, n: int, name: str, what: str) -> list[float]:
+    if isinstance(x, float):
+        return [x] * n
+    if len(x) != n:
+        raise ValueError(f"{name} has {len(x)} values but the input has {n} {what}")
+    return list(x)
+
+
+def _shape(t) -> str:
+    return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+class _PairwiseForms(torch.autograd.Function):
+    r"""Per image and class, the quadratic form :math:`q_{bk} = s_{bk}^\top W_b s_{bk}`
+    and (``assoc``) the linear form :math:`a_{bk} = s_{bk}^\top W_b r_b`.
+
+    ``apply(s [B, N, K], r [B, N] or None, features (B tensors [N, d]),
+    backend, gradient, assoc) -> (q [B, K], a [B, K] or None)``. ``r`` and
+    the features get no gradient. Backward:
+    :math:`\partial q_{bk} / \partial s_{bk} = (W_b + W_b^\top) s_{bk}` (the
+    transposed lattice filter: the exact adjoint) or, with ``gradient =
+    'rloss'``, :math:`2 W_b s_{bk}` (rloss's, which assumes a symmetric
+    kernel); :math:`\partial a_{bk} / \partial s_{bk} = W_b r_b`.
+
+    Each image's lattice is built once; when ``s`` needs a gradient the
+    filters backward needs run here too, while the lattice is at hand, and
+    only their sum ``[B, N, K]`` is kept (the lattice is freed after forward).
+    """
+
+    @staticmethod
+    def forward(ctx, s, r, features, backend, gradient, assoc):
+        ctx.set_materialize_grads(False)
+        need = ctx.needs_input_grad[0]
+        b, n, k = s.shape
+        q = s.new_zeros(b, k)
+        a = s.new_zeros(b, k) if assoc else None
+        grad_q = torch.empty_like(s) if need else None  # [B, N, K]: d q / d s
+        grad_a = s.new_empty(b, n, 1) if (need and assoc) else None  # [B, N, 1]: W r
+        for i in range(b):
+            si = s[i]  # [N, K]
+            lat = backend.lattice(features[i])
+            if assoc:
+                # W [s | r] in one filter: K + 1 channels.
+                out = backend.filter(lat, torch.cat([si, r[i][:, None]], dim=1), False).to(s.dtype)
+                ws, wr = out[:, :k], out[:, k:]
+                a[i] = (si * wr).sum(0)
+            else:
+                ws = backend.filter(lat, si, False).to(s.dtype)
+            q[i] = (si * ws).sum(0)
+            if need:
+                if gradient == "exact":
+                    grad_q[i] = ws + backend.filter(lat, si, True).to(s.dtype)
+                else:
+                    torch.mul(ws, 2, out=grad_q[i])
+                if assoc:
+                    grad_a[i] = wr
+            del lat
+        ctx.save_for_backward(grad_q, grad_a)
+        return q, a
+
+    @staticmethod
+    def backward(ctx, g_q, g_a):
+        if not ctx.needs_input_grad[0] or (g_q is None and g_a is None):
+            return None, None, None, None, None, None
+        grad_q, grad_a = ctx.saved_tensors
+        grad = None
+        if g_q is not None:
+            grad = grad_q * g_q[:, None, :]
+        if g_a is not None and grad_a is not None:
+            term = grad_a * g_a[:, None, :]
+            grad = term if grad is None else grad + term
+        return grad, None, None, None, None, None
+
+
+class _RegularizedLoss(nn.Module):
+    """Shared argument handling, down-scaling and features of the two losses."""
+
+    _assoc = False
+
+    def __init__(self, weight: float, sigma_rgb, sigma_xy, scale_factor=1.0, *,
+                 gradient: str = "exact", threads: int | None = None):
+        super().__init__()
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
+            raise ValueError(f"weight must be a finite number, got {weight!r}")
+        self.weight = float(weight)
+        self.sigma_rgb = _positive_seq(sigma_rgb, "sigma_rgb")
+        self.sigma_xy = _positive_seq(sigma_xy, "sigma_xy")
+        self.scale_factor = _positive_seq(scale_factor, "scale_factor")
+        if gradient not in _GRADIENTS:
+            raise ValueError(f"gradient must be one of {_GRADIENTS}, got {gradient!r}")
+        self.gradient = gradient
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+            raise ValueError(f"threads must be a non-negative integer or None, got {threads!r}")
+        self.threads = int(threads or 0)
+
+    def extra_repr(self) -> str:
+        return (f"weight={self.weight}, sigma_rgb={self.sigma_rgb}, sigma_xy={self.sigma_xy}, "
+                f"scale_factor={self.scale_factor}, gradient={self.gradient!r}")
+
+    # -- checks ---------------------------------------------------------------
+    def _check(self, images, segmentations, rois):
+        if not isinstance(segmentations, torch.Tensor) or not 3 <= segmentations.dim() <= 5:
+            raise ValueError("segmentations must be a tensor [B, K, *spatial] with 1 to 3 spatial axes, got "
+                             f"{_shape(segmentations)}")
+        if not segmentations.is_floating_point():
+            raise TypeError(f"segmentations must be floating point (softmax probabilities), got {segmentations.dtype}")
+        b, spatial = segmentations.shape[0], tuple(segmentations.shape[2:])
+        want = f"[{b}, C, {', '.join(map(str, spatial))}]"
+        if not isinstance(images, torch.Tensor) or images.dim() != segmentations.dim() \
+                or images.shape[0] != b or tuple(images.shape[2:]) != spatial:
+            raise ValueError(f"images must have shape {want} to match segmentations "
+                             f"{tuple(segmentations.shape)}, got {_shape(images)}")
+        if images.shape[1] < 1:
+            raise ValueError(f"images must have at least one channel, got shape {tuple(images.shape)}")
+        if images.is_complex() or images.dtype == torch.bool:
+            raise TypeError(f"images must be real numbers, got {images.dtype}")
+        if images.device != segmentations.device:
+            raise ValueError(f"images are on {images.device}, segmentations on {segmentations.device}")
+        if rois is not None:
+            if not isinstance(rois, torch.Tensor) or tuple(rois.shape) != (b, *spatial):
+                raise ValueError(f"rois must have shape {(b, *spatial)} (segmentations without the class axis), "
+                                 f"got {_shape(rois)}")
+            if rois.is_complex():
+                raise TypeError(f"rois must be real numbers, got {rois.dtype}")
+            if rois.device != segmentations.device:
+                raise ValueError(f"rois are on {rois.device}, segmentations on {segmentations.device}")
+        nd = len(spatial)
+        factors = _per(self.scale_factor, nd, "scale_factor", "spatial axes")
+        sxy = _per(self.sigma_xy, nd, "sigma_xy", "spatial axes")
+        srgb = _per(self.sigma_rgb, images.shape[1], "sigma_rgb", "image channels")
+        return factors, sxy, srgb
+
+    # -- the common part --------------------------------------------------------
+    def _forms(self, images, segmentations, rois):
+        """(q [B, K], a [B, K] or None, s [B, N, K] scaled and masked, the computation dtype)."""
+        factors, sxy, srgb = self._check(images, segmentations, rois)
+        dnn = _nn()
+        backend = dnn._backend(segmentations.device, self.threads)  # fails early on an unsupported device
+        dt = torch.float64 if segmentations.dtype == torch.float64 else torch.float32
+        with torch.autocast(segmentations.device.type, enabled=False):
+            seg = segmentations.to(dt)  # float16 / bfloat16 are computed in float32
+            img = images.detach().to(torch.float32)
+            roi = rois.detach().to(dt) if rois is not None else None
+            if any(f != 1.0 for f in factors):
+                # rloss: images and rois nearest, segmentations (bi/tri)linear
+                # without aligned corners, the spatial bandwidth scaled along.
+                nd = len(factors)
+                sf = factors[0] if len(set(factors)) == 1 else tuple(factors)
+                img = F.interpolate(img, scale_factor=sf)
+                seg = F.interpolate(seg, scale_factor=sf, mode=_INTERP[nd], align_corners=False)
+                if roi is not None:
+                    roi = F.interpolate(roi.unsqueeze(1), scale_factor=sf).squeeze(1)
+                # sigma_xy is in (x, y, z) order, factors in axis order
+                sxy = [s * f for s, f in zip(sxy, reversed(factors))]
+            b, k = seg.shape[:2]
+            spatial = tuple(seg.shape[2:])
+            n = math.prod(spatial)
+            if any(s == 0 for s in spatial) and n == 0 and math.prod(segmentations.shape[2:]) > 0:
+                raise ValueError(f"scale_factor {self.scale_factor} shrinks the spatial shape "
+                                 f"{tuple(segmentations.shape[2:])} to {spatial}")
+            s = seg.reshape(b, k, n)
+            if roi is not None:
+                s = s * roi.reshape(b, 1, n)
+            s = s.transpose(1, 2)  # [B, N, K]
+            if b == 0 or k == 0 or n == 0:
+                zero = s.sum(dim=1)  # [B, K] zeros, with a (zero) gradient path
+                return zero, (zero.detach() if self._assoc else None), dt
+            r = None
+            if self._assoc:
+                r = roi.reshape(b, n) if roi is not None else s.new_ones(b, n)
+            q, a = _pairwise(s, r, img, spatial, sxy, srgb, backend, self.gradient, self._assoc)
+        return q, a, dt
+
+
+def _features(img, spatial, sxy, srgb):
+    """Per image [N, nd + C] float32 features: positions / sigma_xy in (x, y, z)
+    order, then the channels / sigma_rgb (rloss's order: x, y, r, g, b)."""
+    dnn = _nn()
+    b, c = img.shape[:2]
+    n = math.prod(spatial)
+    pos = dnn._grid_positions(spatial, img) / torch.tensor(sxy, dtype=img.dtype, device=img.device)  # [N, nd]
+    col = img.reshape(b, c, n).transpose(1, 2) / torch.tensor(srgb, dtype=img.dtype, device=img.device)
+    return [torch.cat([pos, col[i]], dim=1) for i in range(b)]
+
+
+@torch.compiler.disable
+def _pairwise(s, r, img, spatial, sxy, srgb, backend, gradient, assoc):
+    # The lattice runs outside any compiled graph (a graph break here, as CRFasRNN has).
+    feats = _features(img, spatial, sxy, srgb)
+    return _PairwiseForms.apply(s.contiguous(), r, feats, backend, gradient, assoc)
+
+
+class DenseCRFLoss(_RegularizedLoss):
+    r"""The dense-CRF regularised loss of Tang et al. (ECCV 2018), rloss's
+    ``DenseCRFLoss`` on the permutohedral lattice, on CPU and CUDA tensors.
+
+    .. math:: L = -\frac{w}{B} \sum_{b=1}^{B} \sum_{k=1}^{K} (r_b S_{bk})^\top W_b\, (r_b S_{bk}),
+              \qquad (W_b)_{ij} \approx \exp\Bigl(-\frac{\lVert p_i - p_j \rVert^2}{2 \sigma_{xy}^2}
+              - \frac{\lVert I_i - I_j \rVert^2}{2 \sigma_{rgb}^2}\Bigr)
+
+    over the pixels :math:`i, j` of image :math:`b` (self pairs included), with
+    :math:`S` the segmentation (softmax) scaled by ``scale_factor`` and
+    :math:`r_b` the region of interest. :math:`W_b` is the lattice filter,
+    the same approximation (and scale) as rloss's ``bilateralfilter`` and
+    pydensecrf.
+
+    Same arguments and same down-scaling as rloss: images and ``rois``
+    nearest, segmentations bilinear (linear, trilinear) with
+    ``align_corners=False`` through ``F.interpolate(scale_factor=...)``, the
+    spatial bandwidth multiplied by ``scale_factor`` (so that it stays in
+    the pixels of the input), the colour bandwidth unchanged.
+
+    ``forward(images [B, C, *spatial], segmentations [B, K, *spatial],
+    rois [B, *spatial] or None)`` returns a 0-d tensor (rloss: shape ``[1]``;
+    ``.item()``, ``+`` and ``.backward()`` work the same). Gradients flow to
+    ``segmentations`` only (not to the images or the rois), through the
+    masking and the interpolation.
+
+    Beyond rloss: CPU and CUDA tensors (the caller's stream); any number of
+    image channels and 1 to 3 spatial axes (``[B, C, D, H, W]`` volumes);
+    float16 / bfloat16 segmentations (autocast) computed in float32, float64
+    kept for the products (the lattice is float32); a ``torch.compile``\ d
+    step runs with a graph break around the filter.
+
+    Args:
+        weight: :math:`w` (rloss trains with 2e-9 at sigma_xy 100 on PASCAL).
+        sigma_rgb: colour bandwidth, one number or one per image channel.
+        sigma_xy: spatial bandwidth in input pixels, one number or one per
+            spatial axis in (x, y, z) order.
+        scale_factor: down-scaling before the loss (rloss: 0.5 in training),
+            one number or one per spatial axis in the tensor's axis order.
+        gradient: ``'exact'`` (default): the exact gradient of :math:`L`,
+            :math:`-\frac{w}{B} r (W + W^\top)(r S)`, through the transposed
+            lattice filter; ``'rloss'``: rloss's :math:`-\frac{2w}{B} r W (r S)`,
+            which treats the lattice filter as symmetric (it is not: on a
+            512 x 512 image the two differ by a few percent) and costs one
+            filter less.
+        threads: native threads per filter (default: all cores).
+    """
+
+    def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
+                rois: torch.Tensor | None = None) -> torch.Tensor:
+        q, _, dt = self._forms(images, segmentations, rois)
+        b = q.shape[0]
+        if b == 0:
+            return q.sum()
+        return q.sum() * (-self.weight / b)
+
+
+class NormalizedCutLoss(_RegularizedLoss):
+    r"""The normalised-cut regularised loss of Tang et al. (CVPR 2018) on the
+    same filter as :class:`DenseCRFLoss`:
+
+    .. math:: L = \frac{w}{B} \sum_{b} \sum_{k:\ a_{bk} > 0} \frac{(r_b S_{bk})^\top W_b (r_b - r_b S_{bk})}{a_{bk}},
+              \qquad a_{bk} = (r_b S_{bk})^\top W_b\, r_b
+
+    the cut between each soft segment and the rest of the region of interest
+    over the segment's association with it; the graph is restricted to the
+    region of interest (pixels outside it carry no segment and no degree).
+    A class with no mass in the region (:math:`a_{bk} = 0`) adds nothing.
+    It costs one filter channel more than :class:`DenseCRFLoss` (the degree
+    :math:`W r`). Arguments, down-scaling and gradients are as for
+    :class:`DenseCRFLoss`; ``weight`` is positive for a loss to minimise.
+    """
+
+    _assoc = True
+
+    def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
+                rois: torch.Tensor | None = None) -> torch.Tensor:
+        q, a, dt = self._forms(images, segmentations, rois)
+        b = q.shape[0]
+        if b == 0:
+            return q.sum()
+        ok = a > 0
+        ratio = torch.where(ok, q / torch.where(ok, a, torch.ones_like(a)), torch.zeros_like(q))
+        # cut / assoc = (a - q) / a = 1 - q / a for every class present
+        return (ok.to(q.dtype) - ratio).sum() * (self.weight / b)
