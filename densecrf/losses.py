@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -77,64 +77,86 @@ def _shape(t) -> str:
 
 class _PairwiseForms(torch.autograd.Function):
     r"""Per image and class, the quadratic form :math:`q_{bk} = s_{bk}^\top W_b s_{bk}`
-    and (``assoc``) the linear form :math:`a_{bk} = s_{bk}^\top W_b r_b`.
+    and (``assoc``) the linear form :math:`a_{bk} = s_{bk}^\top W_b r_b` of the
+    masked segmentation :math:`s_{bk} = r_b \odot S_{bk}`.
 
-    ``apply(s [B, N, K], r [B, N] or None, features (B tensors [N, d]),
-    backend, gradient, assoc) -> (q [B, K], a [B, K] or None)``. ``r`` and
-    the features get no gradient. Backward:
-    :math:`\partial q_{bk} / \partial s_{bk} = (W_b + W_b^\top) s_{bk}` (the
-    transposed lattice filter: the exact adjoint) or, with ``gradient =
-    'rloss'``, :math:`2 W_b s_{bk}` (rloss's, which assumes a symmetric
-    kernel); :math:`\partial a_{bk} / \partial s_{bk} = W_b r_b`.
+    ``apply(seg [B, K, N], r [B, N] or None (all ones), features (B tensors
+    [N, d]), backend, gradient, assoc, need) -> (q [B, K], a [B, K] or None)``
+    (``need``: compute what backward needs).
+    Only ``seg`` gets a gradient:
 
-    Each image's lattice is built once; when ``s`` needs a gradient the
-    filters backward needs run here too, while the lattice is at hand, and
-    only their sum ``[B, N, K]`` is kept (the lattice is freed after forward).
+    .. math:: \frac{\partial q_{bk}}{\partial S_{bk}} = r_b \odot (W_b + W_b^\top) s_{bk},
+              \qquad \frac{\partial a_{bk}}{\partial S_{bk}} = r_b \odot W_b r_b
+
+    (:math:`W^\top` is the transposed lattice filter, the exact adjoint), or
+    with ``gradient = 'rloss'`` :math:`2 r_b \odot W_b s_{bk}` in place of
+    the first (rloss's, which takes the kernel as symmetric; one filter less).
+
+    Each image's lattice is built once; when ``seg`` needs a gradient the
+    filters backward needs run here, while the lattice is at hand, and only
+    their sum ``[B, K, N]`` (plus ``W r`` ``[B, N]``) is kept: the lattices
+    are freed when forward returns.
     """
 
     @staticmethod
-    def forward(ctx, s, r, features, backend, gradient, assoc):
+    def forward(ctx, seg, r, features, backend, gradient, assoc, need):
         ctx.set_materialize_grads(False)
-        need = ctx.needs_input_grad[0]
-        b, n, k = s.shape
-        q = s.new_zeros(b, k)
-        a = s.new_zeros(b, k) if assoc else None
-        grad_q = torch.empty_like(s) if need else None  # [B, N, K]: d q / d s
-        grad_a = s.new_empty(b, n, 1) if (need and assoc) else None  # [B, N, 1]: W r
+        # need: a gradient will be asked for (grad mode is off inside forward,
+        # and needs_input_grad ignores torch.no_grad() around apply)
+        b, k, n = seg.shape
+        c = k + 1 if assoc else k
+        q = seg.new_zeros(b, k)
+        a = seg.new_zeros(b, k) if assoc else None
+        dq = torch.empty_like(seg) if need else None  # [B, K, N]: (W + W^T) s, or W s ('rloss')
+        wr = seg.new_empty(b, n) if (need and assoc) else None  # [B, N]: W r
         for i in range(b):
-            si = s[i]  # [N, K]
-            lat = backend.lattice(features[i])
-            if assoc:
-                # W [s | r] in one filter: K + 1 channels.
-                out = backend.filter(lat, torch.cat([si, r[i][:, None]], dim=1), False).to(s.dtype)
-                ws, wr = out[:, :k], out[:, k:]
-                a[i] = (si * wr).sum(0)
+            # [N, K (+1)] points x channels, masked: [r S | r], one strided pass.
+            x = seg.new_empty(n, c)
+            if r is None:
+                x[:, :k] = seg[i].t()
+                if assoc:
+                    x[:, k] = 1
             else:
-                ws = backend.filter(lat, si, False).to(s.dtype)
-            q[i] = (si * ws).sum(0)
+                torch.mul(seg[i].t(), r[i][:, None], out=x[:, :k])
+                if assoc:
+                    x[:, k] = r[i]
+            s = x[:, :k]
+            lat = backend.lattice(features[i])
+            out = backend.filter(lat, x, False).to(seg.dtype)  # [N, C]: W [s | r]
+            ws = out[:, :k]
+            q[i] = (s * ws).sum(0)
+            if assoc:
+                a[i] = (s * out[:, k:]).sum(0)
             if need:
                 if gradient == "exact":
-                    grad_q[i] = ws + backend.filter(lat, si, True).to(s.dtype)
+                    wts = backend.filter(lat, x, True)[:, :k].to(seg.dtype)  # W^T s
+                    torch.add(ws.t(), wts.t(), out=dq[i])
                 else:
-                    torch.mul(ws, 2, out=grad_q[i])
+                    dq[i] = ws.t()
                 if assoc:
-                    grad_a[i] = wr
-            del lat
-        ctx.save_for_backward(grad_q, grad_a)
+                    wr[i] = out[:, k]
+            del lat, out, x
+        ctx.factor = 1.0 if gradient == "exact" else 2.0
+        ctx.save_for_backward(dq, wr, r)
         return q, a
 
     @staticmethod
     def backward(ctx, g_q, g_a):
         if not ctx.needs_input_grad[0] or (g_q is None and g_a is None):
-            return None, None, None, None, None, None
-        grad_q, grad_a = ctx.saved_tensors
-        grad = None
+            return None, None, None, None, None, None, None
+        dq, wr, r = ctx.saved_tensors
+        if dq is None:  # forward ran without wanting a gradient
+            return None, None, None, None, None, None, None
+        b, k, n = dq.shape
         if g_q is not None:
-            grad = grad_q * g_q[:, None, :]
-        if g_a is not None and grad_a is not None:
-            term = grad_a * g_a[:, None, :]
-            grad = term if grad is None else grad + term
-        return grad, None, None, None, None, None
+            grad = dq * (g_q * ctx.factor)[:, :, None]  # [B, K, N]
+        else:
+            grad = dq.new_zeros(b, k, n)
+        if g_a is not None and wr is not None:
+            grad.baddbmm_(g_a[:, :, None], wr[:, None, :])  # + g_a[b, k] * (W r)[b, n]
+        if r is not None:
+            grad.mul_(r[:, None, :])
+        return grad, None, None, None, None, None, None
 
 
 class _RegularizedLoss(nn.Module):
@@ -204,9 +226,16 @@ class _RegularizedLoss(nn.Module):
         dt = torch.float64 if segmentations.dtype == torch.float64 else torch.float32
         with torch.autocast(segmentations.device.type, enabled=False):
             seg = segmentations.to(dt)  # float16 / bfloat16 are computed in float32
-            img = images.detach().to(torch.float32)
+            img = images.detach().to(dt)  # features in dt too (the lattice itself is float32)
             roi = rois.detach().to(dt) if rois is not None else None
+            if seg.numel() == 0:  # no image, no class or no pixel: [B, K] zeros with a (zero) gradient path
+                zero = seg.sum(dim=tuple(range(2, seg.dim())))
+                return zero, (zero.detach() if self._assoc else None), dt
             if any(f != 1.0 for f in factors):
+                small = [math.floor(sz * f) for sz, f in zip(segmentations.shape[2:], factors)]
+                if any(sz == 0 for sz in small):
+                    raise ValueError(f"scale_factor {self.scale_factor} shrinks the spatial shape "
+                                     f"{tuple(segmentations.shape[2:])} to {tuple(small)}")
                 # rloss: images and rois nearest, segmentations (bi/tri)linear
                 # without aligned corners, the spatial bandwidth scaled along.
                 nd = len(factors)
@@ -220,20 +249,9 @@ class _RegularizedLoss(nn.Module):
             b, k = seg.shape[:2]
             spatial = tuple(seg.shape[2:])
             n = math.prod(spatial)
-            if any(s == 0 for s in spatial) and n == 0 and math.prod(segmentations.shape[2:]) > 0:
-                raise ValueError(f"scale_factor {self.scale_factor} shrinks the spatial shape "
-                                 f"{tuple(segmentations.shape[2:])} to {spatial}")
-            s = seg.reshape(b, k, n)
-            if roi is not None:
-                s = s * roi.reshape(b, 1, n)
-            s = s.transpose(1, 2)  # [B, N, K]
-            if b == 0 or k == 0 or n == 0:
-                zero = s.sum(dim=1)  # [B, K] zeros, with a (zero) gradient path
-                return zero, (zero.detach() if self._assoc else None), dt
-            r = None
-            if self._assoc:
-                r = roi.reshape(b, n) if roi is not None else s.new_ones(b, n)
-            q, a = _pairwise(s, r, img, spatial, sxy, srgb, backend, self.gradient, self._assoc)
+            seg = seg.reshape(b, k, n)
+            roi = roi.reshape(b, n) if roi is not None else None
+            q, a = _pairwise(seg, roi, img, spatial, sxy, srgb, backend, self.gradient, self._assoc)
         return q, a, dt
 
 
@@ -249,10 +267,12 @@ def _features(img, spatial, sxy, srgb):
 
 
 @torch.compiler.disable
-def _pairwise(s, r, img, spatial, sxy, srgb, backend, gradient, assoc):
+def _pairwise(seg, roi, img, spatial, sxy, srgb, backend, gradient, assoc):
     # The lattice runs outside any compiled graph (a graph break here, as CRFasRNN has).
     feats = _features(img, spatial, sxy, srgb)
-    return _PairwiseForms.apply(s.contiguous(), r, feats, backend, gradient, assoc)
+    r = roi.contiguous() if roi is not None else None
+    need = torch.is_grad_enabled() and seg.requires_grad
+    return _PairwiseForms.apply(seg.contiguous(), r, feats, backend, gradient, assoc, need)
 
 
 class DenseCRFLoss(_RegularizedLoss):
@@ -305,7 +325,7 @@ class DenseCRFLoss(_RegularizedLoss):
 
     def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
                 rois: torch.Tensor | None = None) -> torch.Tensor:
-        q, _, dt = self._forms(images, segmentations, rois)
+        q, _, _ = self._forms(images, segmentations, rois)
         b = q.shape[0]
         if b == 0:
             return q.sum()
@@ -332,7 +352,7 @@ class NormalizedCutLoss(_RegularizedLoss):
 
     def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
                 rois: torch.Tensor | None = None) -> torch.Tensor:
-        q, a, dt = self._forms(images, segmentations, rois)
+        q, a, _ = self._forms(images, segmentations, rois)
         b = q.shape[0]
         if b == 0:
             return q.sum()
