@@ -105,12 +105,12 @@ class _PairwiseForms(torch.autograd.Function):
         # and needs_input_grad ignores torch.no_grad() around apply)
         b, k, n = seg.shape
         c = k + 1 if assoc else k
-        q = seg.new_zeros(b, k)
-        a = seg.new_zeros(b, k) if assoc else None
-        dq = torch.empty_like(seg) if need else None  # [B, K, N]: (W + W^T) s, or W s ('rloss')
-        wr = seg.new_empty(b, n) if (need and assoc) else None  # [B, N]: W r
+        q = seg.new_empty(b, k)
+        a = seg.new_empty(b, k) if assoc else None
+        dq = []  # per image [N, K]: (W + W^T) s ('exact') or W s ('rloss'), in the filter's layout
+        wr = []  # per image [N]: W r
         for i in range(b):
-            # [N, K (+1)] points x channels, masked: [r S | r], one strided pass.
+            # [N, K (+1)] points x channels: [r S | r], one transposing pass.
             x = seg.new_empty(n, c)
             if r is None:
                 x[:, :k] = seg[i].t()
@@ -129,34 +129,37 @@ class _PairwiseForms(torch.autograd.Function):
                 a[i] = (s * out[:, k:]).sum(0)
             if need:
                 if gradient == "exact":
-                    wts = backend.filter(lat, x, True)[:, :k].to(seg.dtype)  # W^T s
-                    torch.add(ws.t(), wts.t(), out=dq[i])
-                else:
-                    dq[i] = ws.t()
+                    ws += backend.filter(lat, x, True)[:, :k].to(seg.dtype)  # + W^T s
+                dq.append(ws)
                 if assoc:
-                    wr[i] = out[:, k]
-            del lat, out, x
+                    wr.append(out[:, k])
+            del lat, x
         ctx.factor = 1.0 if gradient == "exact" else 2.0
-        ctx.save_for_backward(dq, wr, r)
+        # Intermediates, not inputs or outputs: kept on ctx (no copy into one tensor).
+        ctx.dq, ctx.wr = dq, wr
+        ctx.save_for_backward(r)
         return q, a
 
     @staticmethod
     def backward(ctx, g_q, g_a):
-        if not ctx.needs_input_grad[0] or (g_q is None and g_a is None):
-            return None, None, None, None, None, None, None
-        dq, wr, r = ctx.saved_tensors
-        if dq is None:  # forward ran without wanting a gradient
-            return None, None, None, None, None, None, None
-        b, k, n = dq.shape
-        if g_q is not None:
-            grad = dq * (g_q * ctx.factor)[:, :, None]  # [B, K, N]
-        else:
-            grad = dq.new_zeros(b, k, n)
-        if g_a is not None and wr is not None:
-            grad.baddbmm_(g_a[:, :, None], wr[:, None, :])  # + g_a[b, k] * (W r)[b, n]
-        if r is not None:
-            grad.mul_(r[:, None, :])
-        return grad, None, None, None, None, None, None
+        none = (None,) * 6
+        if not ctx.needs_input_grad[0] or (g_q is None and g_a is None) or not ctx.dq:
+            return (None,) + none
+        (r,) = ctx.saved_tensors
+        dq, wr = ctx.dq, ctx.wr
+        b, k = len(dq), dq[0].shape[1]
+        n = dq[0].shape[0]
+        grad = dq[0].new_empty(b, k, n)  # [B, K, N], the segmentation's layout
+        for i in range(b):
+            if g_q is not None:
+                torch.mul(dq[i].t(), (g_q[i] * ctx.factor)[:, None], out=grad[i])  # one transposing pass
+            else:
+                grad[i].zero_()
+            if g_a is not None and wr:
+                grad[i].addr_(g_a[i], wr[i])  # + g_a[k] (W r)[n]
+            if r is not None:
+                grad[i].mul_(r[i][None, :])
+        return (grad,) + none
 
 
 class _RegularizedLoss(nn.Module):
@@ -251,26 +254,35 @@ class _RegularizedLoss(nn.Module):
             n = math.prod(spatial)
             seg = seg.reshape(b, k, n)
             roi = roi.reshape(b, n) if roi is not None else None
-            q, a = _pairwise(seg, roi, img, spatial, sxy, srgb, backend, self.gradient, self._assoc)
+            q, a = _pairwise(seg, roi, img, spatial, sxy, srgb, backend, self.gradient, self._assoc,
+                             self.threads)
         return q, a, dt
 
 
-def _features(img, spatial, sxy, srgb):
-    """Per image [N, nd + C] float32 features: positions / sigma_xy in (x, y, z)
-    order, then the channels / sigma_rgb (rloss's order: x, y, r, g, b)."""
-    dnn = _nn()
+def _features(img, spatial, sxy, srgb, threads=0):
+    """Per image [N, nd + C] features in img's dtype: positions / sigma_xy in
+    (x, y, z) order, then the channels / sigma_rgb (rloss's order: x, y, r,
+    g, b). float32 host images take the native one-pass builder (the same
+    float32 quotients)."""
     b, c = img.shape[:2]
     n = math.prod(spatial)
-    pos = dnn._grid_positions(spatial, img) / torch.tensor(sxy, dtype=img.dtype, device=img.device)  # [N, nd]
-    col = img.reshape(b, c, n).transpose(1, 2) / torch.tensor(srgb, dtype=img.dtype, device=img.device)
+    col = img.reshape(b, c, n).transpose(1, 2)  # [B, N, C]
+    if img.device.type == "cpu" and img.dtype == torch.float32:
+        from ._native import _C
+
+        return [torch.from_numpy(_C.grid_features(list(spatial), list(sxy), col[i].contiguous().numpy(),
+                                                  list(srgb), threads)) for i in range(b)]
+    pos = _nn()._grid_positions(spatial, img) / torch.tensor(sxy, dtype=img.dtype, device=img.device)  # [N, nd]
+    col = col / torch.tensor(srgb, dtype=img.dtype, device=img.device)
     return [torch.cat([pos, col[i]], dim=1) for i in range(b)]
 
 
 @torch.compiler.disable
-def _pairwise(seg, roi, img, spatial, sxy, srgb, backend, gradient, assoc):
+def _pairwise(seg, roi, img, spatial, sxy, srgb, backend, gradient, assoc, threads):
     # The lattice runs outside any compiled graph (a graph break here, as CRFasRNN has).
-    feats = _features(img, spatial, sxy, srgb)
-    r = roi.contiguous() if roi is not None else None
+    feats = _features(img, spatial, sxy, srgb, threads)
+    # rois of ones (rloss's "no padding") mask nothing: skip the passes.
+    r = roi.contiguous() if roi is not None and not bool((roi == 1).all()) else None
     need = torch.is_grad_enabled() and seg.requires_grad
     return _PairwiseForms.apply(seg.contiguous(), r, feats, backend, gradient, assoc, need)
 

@@ -545,3 +545,20 @@ def test_cuda_source_in_host_emulation_matches_cpu(cls, monkeypatch):
     emu = _run(cls, images, seg, rois, "cpu")
     dl, dg = _agree(cpu, emu)
     assert dl < 1e-5 and dg < 1e-4, (dl, dg)
+
+
+def test_native_features_equal_the_torch_formula():
+    # float32 host images take densecrf._C.grid_features; other inputs the
+    # torch formula. Both divide float32 by float32: the same bits.
+    from densecrf import losses
+
+    g = torch.Generator().manual_seed(17)
+    for spatial, c in [((7, 9), 3), ((3, 4, 5), 2)]:
+        img = torch.rand(2, c, *spatial, generator=g) * 255
+        sxy = [3.0 + j for j in range(len(spatial))]
+        srgb = [10.0 + 5 * j for j in range(c)]
+        native = losses._features(img, spatial, sxy, srgb)
+        pos = dnn._grid_positions(spatial, img) / torch.tensor(sxy)
+        for i in range(2):
+            col = img[i].reshape(c, -1).t() / torch.tensor(srgb)
+            assert torch.equal(native[i], torch.cat([pos, col], dim=1))
