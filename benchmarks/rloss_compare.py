@@ -32,7 +32,8 @@ images of the batch), its backward ``-2 W S / N`` masked by the rois.
    segmentation tensor, for gradient='rloss' (rloss's -2 W S, must agree
    to 1e-3) and gradient='exact' (the exact adjoint: differs from rloss's by
    the lattice filter's asymmetry, (W - W^T) S; shown, not required).
-2. Speed of one forward + backward, 2 images 512 x 512, K = 21, scale 1:
+2. Speed of one forward + backward, 2 images 512 x 512, K = 21, scale 1,
+   rois all ones (rloss's training rois where a crop has no padding):
    one warm-up each, then --repeats rounds alternating rloss, densecrf
    exact, densecrf rloss-gradient; medians. rloss runs its filter with
    OpenMP (OMP_NUM_THREADS; 2 on the 2-core machine), densecrf with
@@ -138,21 +139,36 @@ def network_batch():
     return x, torch.softmax(logits, 1).contiguous(), torch.ones(1, *img.shape[:2]), name
 
 
-def rloss_call(rl, scale, images, probs, rois):
-    seg = probs.clone().requires_grad_()
+def rloss_call(rl, scale, images, probs, rois, seg=None):
+    seg = probs.clone().requires_grad_() if seg is None else seg
     mod = rl.DenseCRFLoss(weight=1.0, sigma_rgb=SIGMA_RGB, sigma_xy=SIGMA_XY, scale_factor=scale)
     with cuda_is_identity():
         loss = mod(images, seg, rois.clone())
         loss.backward()
-    return float(loss.reshape(())), seg.grad
+    return float(loss.detach().reshape(())), seg.grad
 
 
-def ours_call(scale, images, probs, rois, gradient, threads):
-    seg = probs.clone().requires_grad_()
+def ours_call(scale, images, probs, rois, gradient, threads, seg=None):
+    torch.set_num_threads(threads)  # rloss's omp_set_num_threads(B) also sets torch's OpenMP pool
+    seg = probs.clone().requires_grad_() if seg is None else seg
     mod = DenseCRFLoss(1.0, SIGMA_RGB, SIGMA_XY, scale, gradient=gradient, threads=threads)
     loss = mod(images, seg, rois)
     loss.backward()
-    return float(loss), seg.grad
+    return float(loss.detach()), seg.grad
+
+
+def rloss_value_in_float64(rl, scale, images, probs, rois):
+    """rloss's loss from its own filter output, summed in float64 (rloss sums
+    S . W S with a float32 np.dot over B K H W terms)."""
+    f = torch.nn.functional
+    img = f.interpolate(images, scale_factor=scale)
+    seg = f.interpolate(probs, scale_factor=scale, mode="bilinear", align_corners=False)
+    roi = f.interpolate(rois.unsqueeze(1), scale_factor=scale).squeeze(1)
+    b, k, h, w = seg.shape
+    s = (seg * roi[:, None]).numpy().ravel()
+    out = np.zeros(s.shape, np.float32)
+    rl.bilateralfilter_batch(img.numpy().ravel(), s, out, b, k, h, w, SIGMA_RGB, SIGMA_XY * scale)
+    return -float(np.dot(s.astype(np.float64), out.astype(np.float64))) / b
 
 
 def rel_l2(a, b):
@@ -168,36 +184,43 @@ def agreement(rl, threads) -> bool:
     for label, (images, probs, rois, src) in cases:
         for scale in (1.0, 0.5):
             ref_loss, ref_grad = rloss_call(rl, scale, images, probs, rois)
+            ref64 = rloss_value_in_float64(rl, scale, images, probs, rois)
+            print(f"  {label:32s} scale {scale:<4} rloss's value {ref_loss:.6e}, its own filter output summed "
+                  f"in float64 {ref64:.6e} (relative {abs(ref_loss - ref64) / abs(ref64):.1e})")
             for gradient in ("rloss", "exact"):
                 loss, grad = ours_call(scale, images, probs, rois, gradient, threads)
                 dl = abs(loss - ref_loss) / abs(ref_loss)
+                dl64 = abs(loss - ref64) / abs(ref64)
                 dg = rel_l2(grad, ref_grad)
                 need = gradient == "rloss"
                 good = dl <= LOSS_TOL and (dg <= GRAD_TOL or not need)
                 ok &= good or not need
-                print(f"  {label:32s} scale {scale:<4} gradient={gradient:6s} loss {loss:.6e} (rloss {ref_loss:.6e}) "
-                      f"dloss {dl:.2e}  dgrad {dg:.2e}  {'ok' if good else ('FAIL' if need else '(asymmetry of W)')}")
+                print(f"  {label:32s} scale {scale:<4} gradient={gradient:6s} loss {loss:.6e}  dloss {dl:.2e} "
+                      f"(vs float64 sum {dl64:.1e})  dgrad {dg:.2e}  "
+                      f"{'ok' if good else ('FAIL' if need else '(asymmetry of W)')}")
         print(f"    images: {src}")
     return ok
 
 
 def timing(rl, repeats, threads, scale):
-    images, probs, rois, src = synthetic_batch()
-    print(f"== forward + backward, 2 x 512 x 512, K = 21, scale_factor {scale} ({src}); "
+    images, probs, _, src = synthetic_batch()
+    rois = torch.ones(probs.shape[0], *probs.shape[2:])  # rloss's training rois: all ones where nothing is padded
+    print(f"== forward + backward, 2 x 512 x 512, K = 21, scale_factor {scale}, rois all ones ({src}); "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, densecrf threads {threads}, "
-          f"torch threads {torch.get_num_threads()}")
+          f"torch threads {threads} (set before each densecrf call)")
     runs = {
-        "rloss (bilateralfilter, OpenMP)": lambda: rloss_call(rl, scale, images, probs, rois),
-        "densecrf gradient='exact'": lambda: ours_call(scale, images, probs, rois, "exact", threads),
-        "densecrf gradient='rloss'": lambda: ours_call(scale, images, probs, rois, "rloss", threads),
+        "rloss (bilateralfilter, OpenMP)": lambda seg: rloss_call(rl, scale, images, probs, rois, seg),
+        "densecrf gradient='exact'": lambda seg: ours_call(scale, images, probs, rois, "exact", threads, seg),
+        "densecrf gradient='rloss'": lambda seg: ours_call(scale, images, probs, rois, "rloss", threads, seg),
     }
     times = {k: [] for k in runs}
     for f in runs.values():  # warm-up
-        f()
+        f(probs.clone().requires_grad_())
     for _ in range(repeats):
         for k, f in runs.items():
+            seg = probs.clone().requires_grad_()  # the network's output: not part of the timed call
             t0 = time.perf_counter()
-            f()
+            f(seg)
             times[k].append(time.perf_counter() - t0)
     base = statistics.median(times["rloss (bilateralfilter, OpenMP)"])
     for k, ts in times.items():

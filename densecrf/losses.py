@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import math
 import numbers
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 __all__ = ["DenseCRFLoss", "NormalizedCutLoss"]
 
@@ -81,8 +83,9 @@ class _PairwiseForms(torch.autograd.Function):
     masked segmentation :math:`s_{bk} = r_b \odot S_{bk}`.
 
     ``apply(seg [B, K, N], r [B, N] or None (all ones), features (B tensors
-    [N, d]), backend, gradient, assoc, need) -> (q [B, K], a [B, K] or None)``
-    (``need``: compute what backward needs).
+    [N, d]), backend, gradient, assoc, need, workers) -> (q [B, K], a [B, K]
+    or None)`` (``need``: compute what backward needs; ``workers``: images
+    at once on Python threads).
     Only ``seg`` gets a gradient:
 
     .. math:: \frac{\partial q_{bk}}{\partial S_{bk}} = r_b \odot (W_b + W_b^\top) s_{bk},
@@ -99,67 +102,84 @@ class _PairwiseForms(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, seg, r, features, backend, gradient, assoc, need):
+    def forward(ctx, seg, r, features, backend, gradient, assoc, need, workers):
         ctx.set_materialize_grads(False)
         # need: a gradient will be asked for (grad mode is off inside forward,
-        # and needs_input_grad ignores torch.no_grad() around apply)
+        # and needs_input_grad ignores torch.no_grad() around apply).
+        # workers: images filtered at once on Python threads (the native
+        # calls release the GIL; a busy native pool runs a call inline).
         b, k, n = seg.shape
         c = k + 1 if assoc else k
-        q = seg.new_empty(b, k)
-        a = seg.new_empty(b, k) if assoc else None
-        dq = []  # per image [N, K]: (W + W^T) s ('exact') or W s ('rloss'), in the filter's layout
-        wr = []  # per image [N]: W r
-        for i in range(b):
-            # [N, K (+1)] points x channels: [r S | r], one transposing pass.
+        ones = seg.new_ones(n)
+
+        def one(i):
+            # [N, K (+1)] points x channels: [r S | r], one transposing copy.
             x = seg.new_empty(n, c)
-            if r is None:
-                x[:, :k] = seg[i].t()
-                if assoc:
-                    x[:, k] = 1
-            else:
-                torch.mul(seg[i].t(), r[i][:, None], out=x[:, :k])
-                if assoc:
-                    x[:, k] = r[i]
             s = x[:, :k]
+            s.copy_(seg[i].t())
+            if r is not None:
+                s.mul_(r[i][:, None])
+            if assoc:
+                x[:, k] = 1 if r is None else r[i]
             lat = backend.lattice(features[i])
             out = backend.filter(lat, x, False).to(seg.dtype)  # [N, C]: W [s | r]
             ws = out[:, :k]
-            q[i] = (s * ws).sum(0)
-            if assoc:
-                a[i] = (s * out[:, k:]).sum(0)
-            if need:
-                if gradient == "exact":
-                    ws += backend.filter(lat, x, True)[:, :k].to(seg.dtype)  # + W^T s
-                dq.append(ws)
-                if assoc:
-                    wr.append(out[:, k])
-            del lat, x
+            qi = (s * ws).t().mv(ones)  # [K]: s_k . W s_k, summed by a matrix-vector product
+            ai = s.t().mv(out[:, k]) if assoc else None  # [K]: s_k . W r
+            if need and gradient == "exact":
+                ws += backend.filter(lat, x, True)[:, :k].to(seg.dtype)  # + W^T s
+            return qi, ai, (ws if need else None), (out[:, k] if need and assoc else None)
+
+        res = _map(one, b, workers)
+        q = torch.stack([t[0] for t in res])
+        a = torch.stack([t[1] for t in res]) if assoc else None
         ctx.factor = 1.0 if gradient == "exact" else 2.0
-        # Intermediates, not inputs or outputs: kept on ctx (no copy into one tensor).
-        ctx.dq, ctx.wr = dq, wr
+        ctx.workers = workers
+        # Intermediates, not inputs or outputs: kept on ctx, in the filter's
+        # layout [N, K] (no copy into one tensor).
+        ctx.dq = [t[2] for t in res] if need else []  # (W + W^T) s ('exact') or W s ('rloss')
+        ctx.wr = [t[3] for t in res] if need and assoc else []  # W r
         ctx.save_for_backward(r)
         return q, a
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g_q, g_a):
-        none = (None,) * 6
+        none = (None,) * 7
         if not ctx.needs_input_grad[0] or (g_q is None and g_a is None) or not ctx.dq:
             return (None,) + none
         (r,) = ctx.saved_tensors
         dq, wr = ctx.dq, ctx.wr
-        b, k = len(dq), dq[0].shape[1]
-        n = dq[0].shape[0]
+        b, (n, k) = len(dq), dq[0].shape
         grad = dq[0].new_empty(b, k, n)  # [B, K, N], the segmentation's layout
-        for i in range(b):
+
+        def one(i):
             if g_q is not None:
-                torch.mul(dq[i].t(), (g_q[i] * ctx.factor)[:, None], out=grad[i])  # one transposing pass
+                grad[i].copy_(dq[i].t())  # one transposing copy, then in-place passes
+                grad[i].mul_((g_q[i] * ctx.factor)[:, None])
             else:
                 grad[i].zero_()
             if g_a is not None and wr:
                 grad[i].addr_(g_a[i], wr[i])  # + g_a[k] (W r)[n]
             if r is not None:
                 grad[i].mul_(r[i][None, :])
+
+        _map(one, b, ctx.workers)
         return (grad,) + none
+
+
+def _map(fn, n: int, workers: int) -> list:
+    """[fn(0), ..., fn(n - 1)], on up to ``workers`` threads."""
+    if workers <= 1 or n <= 1:
+        return [fn(i) for i in range(n)]
+    grad_mode = torch.is_grad_enabled()  # thread-local: forward and backward run without a graph
+
+    def call(i):
+        with torch.set_grad_enabled(grad_mode):
+            return fn(i)
+
+    with ThreadPoolExecutor(min(workers, n)) as pool:
+        return list(pool.map(call, range(n)))
 
 
 class _RegularizedLoss(nn.Module):
@@ -224,8 +244,7 @@ class _RegularizedLoss(nn.Module):
     def _forms(self, images, segmentations, rois):
         """(q [B, K], a [B, K] or None, s [B, N, K] scaled and masked, the computation dtype)."""
         factors, sxy, srgb = self._check(images, segmentations, rois)
-        dnn = _nn()
-        backend = dnn._backend(segmentations.device, self.threads)  # fails early on an unsupported device
+        _nn()._backend(segmentations.device, self.threads)  # fails early on an unsupported device
         dt = torch.float64 if segmentations.dtype == torch.float64 else torch.float32
         with torch.autocast(segmentations.device.type, enabled=False):
             seg = segmentations.to(dt)  # float16 / bfloat16 are computed in float32
@@ -254,8 +273,7 @@ class _RegularizedLoss(nn.Module):
             n = math.prod(spatial)
             seg = seg.reshape(b, k, n)
             roi = roi.reshape(b, n) if roi is not None else None
-            q, a = _pairwise(seg, roi, img, spatial, sxy, srgb, backend, self.gradient, self._assoc,
-                             self.threads)
+            q, a = _pairwise(seg, roi, img, spatial, sxy, srgb, self.threads, self.gradient, self._assoc)
         return q, a, dt
 
 
@@ -278,13 +296,25 @@ def _features(img, spatial, sxy, srgb, threads=0):
 
 
 @torch.compiler.disable
-def _pairwise(seg, roi, img, spatial, sxy, srgb, backend, gradient, assoc, threads):
+def _pairwise(seg, roi, img, spatial, sxy, srgb, threads, gradient, assoc):
     # The lattice runs outside any compiled graph (a graph break here, as CRFasRNN has).
+    dnn = _nn()
+    device = seg.device
+    workers = 1
+    if device.type == "cpu" and seg.shape[0] > 1:
+        # Host: the images of the batch on parallel threads, the native
+        # threads shared out between them (rloss does this with OpenMP).
+        from ._native import get_num_threads
+
+        total = threads or get_num_threads()
+        workers = max(1, min(seg.shape[0], total))
+        threads = max(1, total // workers)
+    backend = dnn._backend(device, threads)
     feats = _features(img, spatial, sxy, srgb, threads)
     # rois of ones (rloss's "no padding") mask nothing: skip the passes.
     r = roi.contiguous() if roi is not None and not bool((roi == 1).all()) else None
     need = torch.is_grad_enabled() and seg.requires_grad
-    return _PairwiseForms.apply(seg.contiguous(), r, feats, backend, gradient, assoc, need)
+    return _PairwiseForms.apply(seg.contiguous(), r, feats, backend, gradient, assoc, need, workers)
 
 
 class DenseCRFLoss(_RegularizedLoss):

@@ -208,9 +208,10 @@ def test_one_lattice_per_image_and_step(dense):
     # needs run in forward, on the same lattice.
     images, seg, rois = case(b=3, spatial=(5, 6), seed=5)
     seg.requires_grad_(True)
+    # (Images may run on parallel threads: counts, not order.)
     DenseCRFLoss(1.0, 20.0, 3.0)(images, seg, rois).backward()
     assert dense.lattices == 3
-    assert dense.filters == [False, True] * 3
+    assert sorted(dense.filters) == [False] * 3 + [True] * 3
     dense.lattices, dense.filters = 0, []
     NormalizedCutLoss(1.0, 20.0, 3.0, gradient="rloss")(images, seg, rois).backward()
     assert dense.lattices == 3 and dense.filters == [False] * 3
