@@ -37,7 +37,8 @@ images of the batch), its backward ``-2 W S / N`` masked by the rois.
    one warm-up each, then --repeats rounds alternating rloss, densecrf
    exact, densecrf rloss-gradient; medians. rloss runs its filter with
    OpenMP (OMP_NUM_THREADS; 2 on the 2-core machine), densecrf with
-   --threads native threads.
+   --threads native threads. On a machine with a GPU, densecrf's loss is
+   timed there too (alone: rloss has no GPU path).
 """
 
 from __future__ import annotations
@@ -228,6 +229,32 @@ def timing(rl, repeats, threads, scale):
         print(f"  {k:34s} median {med * 1e3:8.1f} ms  min {min(ts) * 1e3:8.1f} ms  speed-up {base / med:5.2f}x")
 
 
+def timing_cuda(repeats):
+    """densecrf's loss alone on the GPU (rloss cannot run there), synchronised around each call."""
+    import densecrf
+
+    if not (torch.cuda.is_available() and densecrf.cuda_available()):
+        print("== GPU: none visible (or densecrf built without CUDA); skipped")
+        return
+    images, probs, _, src = synthetic_batch()
+    images, probs = images.cuda(), probs.cuda()
+    rois = torch.ones(probs.shape[0], *probs.shape[2:], device="cuda")
+    print(f"== GPU {torch.cuda.get_device_name()}: forward + backward, 2 x 512 x 512, K = 21, scale_factor 1 ({src})")
+    for gradient in ("exact", "rloss"):
+        mod = DenseCRFLoss(1.0, SIGMA_RGB, SIGMA_XY, 1.0, gradient=gradient)
+        ts = []
+        for r in range(repeats + 1):
+            seg = probs.clone().requires_grad_()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            mod(images, seg, rois).backward()
+            torch.cuda.synchronize()
+            if r:  # the first call is the warm-up
+                ts.append(time.perf_counter() - t0)
+        print(f"  densecrf gradient={gradient!r:8s} median {statistics.median(ts) * 1e3:8.2f} ms  "
+              f"min {min(ts) * 1e3:8.2f} ms")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rloss", required=True, help="rloss checkout with its bilateralfilter built (see the docstring)")
@@ -243,6 +270,7 @@ def main():
     if not args.skip_agreement:
         ok = agreement(rl, args.threads)
     timing(rl, args.repeats, args.threads, args.scale)
+    timing_cuda(args.repeats)
     if not ok:
         print("rloss-gradient agreement outside 1e-3: FAIL")
         sys.exit(1)

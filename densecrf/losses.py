@@ -311,8 +311,11 @@ def _pairwise(seg, roi, img, spatial, sxy, srgb, threads, gradient, assoc):
         threads = max(1, total // workers)
     backend = dnn._backend(device, threads)
     feats = _features(img, spatial, sxy, srgb, threads)
-    # rois of ones (rloss's "no padding") mask nothing: skip the passes.
-    r = roi.contiguous() if roi is not None and not bool((roi == 1).all()) else None
+    # rois of ones (rloss's "no padding") mask nothing: skip the passes (on
+    # the host; on a GPU the check would wait for the stream).
+    r = roi.contiguous() if roi is not None else None
+    if r is not None and device.type == "cpu" and bool((r == 1).all()):
+        r = None
     need = torch.is_grad_enabled() and seg.requires_grad
     return _PairwiseForms.apply(seg.contiguous(), r, feats, backend, gradient, assoc, need, workers)
 
