@@ -349,8 +349,9 @@ class DenseCRFLoss(_RegularizedLoss):
     Beyond rloss: CPU and CUDA tensors (the caller's stream); any number of
     image channels and 1 to 3 spatial axes (``[B, C, D, H, W]`` volumes);
     float16 / bfloat16 segmentations (autocast) computed in float32, float64
-    kept for the products (the lattice is float32); a ``torch.compile``\ d
-    step runs with a graph break around the filter.
+    kept for the products (the lattice is float32); a step compiled with
+    ``torch.compile`` runs with a graph break around the filter. On the
+    host the images of a batch are filtered on parallel threads.
 
     Args:
         weight: :math:`w` (rloss trains with 2e-9 at sigma_xy 100 on PASCAL).

@@ -169,7 +169,7 @@ def test_per_axis_and_per_channel_bandwidths(dense):
     torch.testing.assert_close(got, want, rtol=1e-10, atol=0)
     # the x bandwidth is the first: swapping them changes the value
     swapped = rloss_dense(images, seg, rois, 1.0, (10.0, 20.0, 40.0), (5.0, 2.0), 1.0)
-    assert abs(float(swapped - want.detach())) > 1e-3 * abs(float(want.detach()))
+    assert abs(float((swapped - want).detach())) > 1e-3 * abs(float(want.detach()))
 
 
 def test_rloss_gradient_mode_is_twice_the_forward_filter(monkeypatch):
