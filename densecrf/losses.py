@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -242,7 +242,8 @@ class _RegularizedLoss(nn.Module):
 
     # -- the common part --------------------------------------------------------
     def _forms(self, images, segmentations, rois):
-        """(q [B, K], a [B, K] or None, s [B, N, K] scaled and masked, the computation dtype)."""
+        """(q [B, K], a [B, K] or None, the computation dtype): the forms of
+        _PairwiseForms on the scaled, masked segmentation."""
         factors, sxy, srgb = self._check(images, segmentations, rois)
         _nn()._backend(segmentations.device, self.threads)  # fails early on an unsupported device
         dt = torch.float64 if segmentations.dtype == torch.float64 else torch.float32
