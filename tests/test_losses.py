@@ -563,3 +563,19 @@ def test_native_features_equal_the_torch_formula():
         for i in range(2):
             col = img[i].reshape(c, -1).t() / torch.tensor(srgb)
             assert torch.equal(native[i], torch.cat([pos, col], dim=1))
+
+
+def test_value_is_summed_accurately():
+    # The loss sums N K products: against the same lattice filter's output
+    # summed in float64, the module's value must agree to float32 rounding of
+    # the products and of the result (measured 1.9e-7); one float32
+    # matrix-vector product over all 90,000 points was off by 1.6e-6 here
+    # (and by 1.7e-4 at 512 x 512): the bound 1e-6 tells them apart.
+    images, seg, rois = case(b=1, k=4, spatial=(300, 301), seed=18, dtype=torch.float32)
+    sxy, srgb = 10.0, 15.0
+    loss = DenseCRFLoss(1.0, srgb, sxy)(images, seg, rois)
+    s = (seg[0] * rois[0]).reshape(4, -1).t().contiguous()  # [N, K]
+    feats = torch.cat([dnn._grid_positions((300, 301), s) / sxy, images[0].reshape(3, -1).t() / srgb], dim=1)
+    ws = dnn.gaussian_filter(s, feats)
+    want = -(s.double() * ws.double()).sum()
+    assert abs(float(loss) - float(want)) <= 1e-6 * abs(float(want)), abs(float(loss) / float(want) - 1)
