@@ -124,7 +124,7 @@ class _PairwiseForms(torch.autograd.Function):
             out = backend.filter(lat, x, False).to(seg.dtype)  # [N, C]: W [s | r]
             ws = out[:, :k]
             qi = _column_sums(s * ws)  # [K]: s_k . W s_k
-            ai = _column_sums(s, out[:, k]) if assoc else None  # [K]: s_k . W r
+            ai = _column_sums(s * out[:, k:]) if assoc else None  # [K]: s_k . W r
             if need and gradient == "exact":
                 ws += backend.filter(lat, x, True)[:, :k].to(seg.dtype)  # + W^T s
             return qi, ai, (ws if need else None), (out[:, k] if need and assoc else None)
@@ -167,19 +167,23 @@ class _PairwiseForms(torch.autograd.Function):
         return (grad,) + none
 
 
-def _column_sums(m, v=None, chunk: int = 16384):
-    """[K] float64: sum_n m[n, k] (times v[n]) for m [N, K], v [N]: matrix-vector
-    products over chunks of points, accumulated in float64. One float32
-    product over all N points would carry relative errors of 1e-4 at 512 x 512
-    (its accumulators grow large); torch's sum over the first axis is exact
-    enough but several times slower for K ~ 20 columns."""
-    n = m.shape[0]
-    out = torch.zeros(m.shape[1], dtype=torch.float64, device=m.device)
-    ones = m.new_ones(min(chunk, n)) if v is None else None
-    for start in range(0, n, chunk):
-        block = m[start:start + chunk]
-        w = ones[:block.shape[0]] if v is None else v[start:start + chunk]
-        out += block.t().mv(w)
+def _column_sums(m, length: int = 256):
+    """[K] float64: sum_n m[n, k] for a contiguous m [N, K].
+
+    The first ``length * R`` points, viewed as ``[length, R K]``, go through
+    one matrix-vector product (``R K`` float32 dot products of ``length``
+    terms), whose ``R`` partial sums per column are added in float64; the
+    remaining points are summed in float64. Relative error ~1e-7 at any N,
+    where one float32 matrix-vector product over all N points loses 1e-4 at
+    512 x 512, and several times faster than torch's sum over the first axis
+    of a [N, ~20] tensor.
+    """
+    n, k = m.shape
+    rows = n // length
+    out = m[rows * length:].sum(0, dtype=torch.float64)
+    if rows:
+        part = m[:rows * length].reshape(length, rows * k).t().mv(m.new_ones(length))  # [R K]
+        out += part.reshape(rows, k).sum(0, dtype=torch.float64)
     return out
 
 
