@@ -11,6 +11,7 @@ its ``bilateralfilter`` module from the build folder):
     LDFLAGS=-fopenmp python setup.py build      # its setup.py compiles with -fopenmp but does not link it
 
     OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/rloss_compare.py --rloss /tmp/rloss --repeats 11
+    python benchmarks/rloss_compare.py --repeats 20      # on a GPU machine: densecrf's loss on the GPU alone
 
 rloss's module calls ``.cuda()`` on the segmentation and on its gradient; the
 script replaces ``torch.Tensor.cuda`` by the identity while rloss runs (the
@@ -72,7 +73,8 @@ def load_rloss(root: str):
     """rloss's DenseCRFLoss module, imported from its own file."""
     builds = sorted(glob.glob(os.path.join(root, "pytorch", "wrapper", "bilateralfilter", "build", "lib*")))
     if not builds:
-        sys.exit(f"no built bilateralfilter under {root}/pytorch/wrapper/bilateralfilter/build: see this script's docstring")
+        sys.exit(f"no built bilateralfilter under {root}/pytorch/wrapper/bilateralfilter/build: "
+                 "see this script's docstring")
     sys.path.insert(0, builds[0])
     # DenseCRFLoss.py imports dataloaders.custom_transforms.denormalizeimage,
     # which the loss never calls; importing the real package would pull in
@@ -257,19 +259,23 @@ def timing_cuda(repeats):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rloss", required=True, help="rloss checkout with its bilateralfilter built (see the docstring)")
+    ap.add_argument("--rloss", help="rloss checkout with its bilateralfilter built (see the docstring); "
+                    "without it only the GPU timing runs")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2, help="densecrf's native threads")
     ap.add_argument("--scale", type=float, default=1.0, help="scale_factor of the timed call")
     ap.add_argument("--skip-agreement", action="store_true")
     args = ap.parse_args()
-    rl = load_rloss(args.rloss)
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-          f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}, torch {torch.__version__}")
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, torch {torch.__version__}")
     ok = True
-    if not args.skip_agreement:
-        ok = agreement(rl, args.threads)
-    timing(rl, args.repeats, args.threads, args.scale)
+    if args.rloss:
+        rl = load_rloss(args.rloss)
+        if not args.skip_agreement:
+            ok = agreement(rl, args.threads)
+        timing(rl, args.repeats, args.threads, args.scale)
+    else:
+        print("== no --rloss: the comparison with rloss is skipped")
     timing_cuda(args.repeats)
     if not ok:
         print("rloss-gradient agreement outside 1e-3: FAIL")

@@ -362,7 +362,8 @@ def test_batch_elements_are_independent(cls):
 
 
 @pytest.mark.parametrize("cls", LOSSES)
-@pytest.mark.parametrize("b,k,spatial", [(0, 3, (4, 5)), (2, 0, (4, 5)), (1, 1, (1, 1)), (2, 3, (1, 7)), (1, 2, (0, 4))])
+@pytest.mark.parametrize("b,k,spatial", [(0, 3, (4, 5)), (2, 0, (4, 5)), (1, 1, (1, 1)), (2, 3, (1, 7)),
+                                         (1, 2, (0, 4))])
 def test_degenerate_sizes(cls, b, k, spatial):
     images = torch.rand(b, 3, *spatial) * 255
     seg = torch.softmax(torch.rand(b, k, *spatial), 1) if k else torch.zeros(b, 0, *spatial)
