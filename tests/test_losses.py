@@ -264,7 +264,8 @@ def test_lattice_approximates_the_gaussian_loss(h, w, k, sxy, srgb):
 # --------------------------------------------------------------------------
 # 3. gradcheck on the real lattice
 # --------------------------------------------------------------------------
-def test_gradcheck_dense_crf_loss_on_the_lattice():
+@pytest.mark.parametrize("spatial,c", [((5, 6), 3), ((3, 4, 5), 2), ((9,), 1)])
+def test_gradcheck_dense_crf_loss_on_the_lattice(spatial, c):
     # The lattice's W is built from the image alone, so the loss is exactly
     # quadratic in the segmentation and central differences are exact for
     # any eps: eps = 0.1 keeps float32 rounding small against the step. The
@@ -272,7 +273,8 @@ def test_gradcheck_dense_crf_loss_on_the_lattice():
     # of ~1e-6 of |L| (about 30 here), i.e. ~3e-5 / (2 eps) = 1.5e-4 in a
     # difference quotient; atol 1e-3, rtol 1e-3 cover it with margin while a
     # wrong adjoint (W^T s replaced by W s: a few per cent of entries ~1) fails.
-    images, seg, rois = case(b=2, k=2, spatial=(5, 6), seed=6)
+    # 2-D, a 3-D volume with 2 channels, a 1-D signal with 1 channel.
+    images, seg, rois = case(b=2, k=2, spatial=spatial, c=c, seed=6)
     seg.requires_grad_(True)
     loss = DenseCRFLoss(1.0, 20.0, 3.0, 1.0)
     assert torch.autograd.gradcheck(lambda s: loss(images, s, rois), (seg,), eps=0.1, atol=1e-3, rtol=1e-3)
