@@ -709,3 +709,6 @@ def _crf_forward(mod: CRFasRNN, logits, image, features):
             z = _mean_field_grad(flat[i], kernels, weights, compat, mod.n_iter, mod.recompute)
         outs.append(z)
     return torch.stack(outs).transpose(1, 2).reshape(logits.shape)
+
+
+from .losses import DenseCRFLoss, NormalizedCutLoss  # noqa: E402,F401
