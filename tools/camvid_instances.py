@@ -1,0 +1,232 @@
+"""CamVid instance / panoptic evaluation of densecrf.refine_instances and refine_panoptic (issue 21).
+
+CamVid has no instance labels. They are built here from the semantic ground
+truth: thing instances are the 8-connected components of at least 300
+pixels of Car, Pedestrian and Bicyclist (people or cars that touch merge
+into one instance: CamVid's labels cannot separate them). Stuff is the other
+eight classes; Unlabelled (11) is void.
+
+Inputs come from the bundled network (``densecrf.models.pretrained()``, the
+one trained on all of CamVid train; issue 20's per-fold models do not exist
+yet, so on the train drives its probabilities are on frames it was trained
+on):
+
+1. detector-style: per ground-truth instance, its box with each side moved
+   by up to 8 % of the box's width (left/right) or height (top/bottom),
+   uniformly at random; inside it the network's probability of the
+   instance's class, reduced to 28 x 28 (area average) and pasted back
+   bilinearly (densecrf.paste_masks), score 0.9; plus one false positive per
+   image: a box of a typical size (width and height of a random true
+   instance of the whole split) at a random place, a random thing class's
+   probability inside, score 0.3. Seeded per frame.
+2. network: the network's own thing predictions (argmax), split into
+   8-connected components of at least 300 px; the mask is the network's
+   probability of that class inside the component's box, the score the
+   mean probability over the component.
+
+Subcommands:
+
+    python tools/camvid_instances.py cache ROOT        # network probabilities -> /tmp/inst_cache/<stem>.npz (float16)
+    python tools/camvid_instances.py fit ROOT DRIVE OUT.json [--frames N]
+    python tools/camvid_instances.py eval ROOT SPLIT PARAMS.json|none [--frames N]
+    python tools/camvid_instances.py pictures ROOT OUTDIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+CACHE = os.environ.get("DENSECRF_INST_CACHE", "/tmp/inst_cache")
+THING_CLASSES = (8, 9, 10)  # Car, Pedestrian, Bicyclist
+STUFF_CLASSES = tuple(range(8))
+IGNORE = 11
+MIN_AREA = 300
+
+
+def frames(root: str, which: str) -> list[tuple[str, str]]:
+    """(image, label) paths: 'val', or a train drive id such as '0006R0'."""
+    from densecrf.models import camvid
+
+    if which == "val":
+        return camvid.list_split(root, "val")
+    pairs = [p for p in camvid.list_split(root, "train") if os.path.basename(p[0]).startswith(which + "_")]
+    if not pairs:
+        raise SystemExit(f"no train frames of drive {which!r} in {root}")
+    return pairs
+
+
+def cache(root: str) -> int:
+    """The network's softmax at full resolution for val and the two held-out drives, float16 .npz."""
+    import torch
+
+    from densecrf.models import NET_SIZE, camvid, pretrained
+    from densecrf.models.deeplab import logits_at_size
+
+    os.makedirs(CACHE, exist_ok=True)
+    net = pretrained()
+    torch.set_num_threads(1)
+    done = 0
+    t0 = time.perf_counter()
+    for which in ("val", "0006R0", "0001TP"):
+        for img_path, lab_path in frames(root, which):
+            stem = os.path.splitext(os.path.basename(img_path))[0]
+            out = os.path.join(CACHE, stem + ".npz")
+            if os.path.exists(out):
+                continue
+            image, _ = camvid.load_pair(img_path, lab_path)
+            x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()[None] / 255.0
+            with torch.no_grad():
+                probs = torch.softmax(logits_at_size(net, x, NET_SIZE)[0], dim=0).permute(1, 2, 0).numpy()
+            tmp = out + ".tmp.npz"
+            np.savez_compressed(tmp, probs=probs.astype(np.float16))
+            os.replace(tmp, out)
+            done += 1
+    print(f"cached {done} probability maps in {CACHE} ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def load(root: str, which: str, limit: int | None = None, step: int = 1):
+    """[(stem, image uint8 [H, W, 3], labels int64 [H, W], probs float32 [H, W, 11])] of a split or drive."""
+    from densecrf.models import camvid
+
+    out = []
+    for img_path, lab_path in frames(root, which)[::step][:limit]:
+        stem = os.path.splitext(os.path.basename(img_path))[0]
+        image, labels = camvid.load_pair(img_path, lab_path)
+        with np.load(os.path.join(CACHE, stem + ".npz")) as z:
+            probs = z["probs"].astype(np.float32)
+        probs /= probs.sum(-1, keepdims=True)  # float16 storage: back to sums of one
+        out.append((stem, image, labels, probs))
+    return out
+
+
+def components(mask: np.ndarray, min_area: int = MIN_AREA) -> list[np.ndarray]:
+    """8-connected components of at least min_area pixels, as boolean masks."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return []
+    areas = np.bincount(lab.ravel(), minlength=n + 1)
+    return [lab == k for k in range(1, n + 1) if areas[k] >= min_area]
+
+
+def gt_instances(labels: np.ndarray):
+    """Ground truth: (masks [G, H, W] bool, classes [G]) of thing components >= 300 px."""
+    masks, classes = [], []
+    for c in THING_CLASSES:
+        for comp in components(labels == c):
+            masks.append(comp)
+            classes.append(c)
+    h, w = labels.shape
+    return np.array(masks, dtype=bool).reshape(-1, h, w), np.array(classes, dtype=np.int64)
+
+
+def box_of(mask: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+
+
+def reduce28(prob: np.ndarray, box: np.ndarray, size: int = 28) -> np.ndarray:
+    """The probability map's content of ``box`` reduced to size x size (area average,
+    sampled at 4 x 4 sub-pixel points per cell: a box may cut pixels)."""
+    h, w = prob.shape
+    x0, y0, x1, y1 = box
+    sub = 4
+    t = (np.arange(size * sub) + 0.5) / (size * sub)
+    xs = np.clip(np.floor(x0 + t * (x1 - x0)).astype(int), 0, w - 1)
+    ys = np.clip(np.floor(y0 + t * (y1 - y0)).astype(int), 0, h - 1)
+    inside_x = (x0 + t * (x1 - x0) >= 0) & (x0 + t * (x1 - x0) < w)
+    inside_y = (y0 + t * (y1 - y0) >= 0) & (y0 + t * (y1 - y0) < h)
+    v = prob[ys][:, xs] * (inside_y[:, None] & inside_x[None, :])  # outside the image: probability 0
+    return v.reshape(size, sub, size, sub).mean(axis=(1, 3))
+
+
+def detector_inputs(probs, gt_masks, gt_classes, typical_sizes, rng):
+    """Detector-style inputs: (low-res masks [M, 28, 28], boxes [M, 4], scores [M], classes [M])."""
+    h, w = probs.shape[:2]
+    lows, boxes, scores, classes = [], [], [], []
+    for m, c in zip(gt_masks, gt_classes):
+        b = box_of(m)
+        bw, bh = b[2] - b[0], b[3] - b[1]
+        jit = rng.uniform(-0.08, 0.08, size=4) * np.array([bw, bh, bw, bh])
+        b = b + jit
+        lows.append(reduce28(probs[..., c], b))
+        boxes.append(b)
+        scores.append(0.9)
+        classes.append(int(c))
+    # One false positive: a box of a typical size at a random place, a random thing class inside.
+    bw, bh = typical_sizes[rng.integers(len(typical_sizes))]
+    x0, y0 = rng.uniform(0, max(1.0, w - bw)), rng.uniform(0, max(1.0, h - bh))
+    b = np.array([x0, y0, x0 + bw, y0 + bh])
+    c = int(rng.choice(THING_CLASSES))
+    lows.append(reduce28(probs[..., c], b))
+    boxes.append(b)
+    scores.append(0.3)
+    classes.append(c)
+    return np.array(lows, dtype=np.float32), np.array(boxes), np.array(scores), np.array(classes, dtype=np.int64)
+
+
+def network_inputs(probs):
+    """The network's own thing predictions split into components >= 300 px:
+    (masks [M, H, W] soft: the class probability inside the component's box, scores, classes)."""
+    pred = probs.argmax(-1)
+    masks, scores, classes = [], [], []
+    for c in THING_CLASSES:
+        for comp in components(pred == c):
+            x0, y0, x1, y1 = box_of(comp).astype(int)
+            m = np.zeros(pred.shape, dtype=np.float32)
+            m[y0:y1, x0:x1] = probs[y0:y1, x0:x1, c]
+            masks.append(m)
+            scores.append(float(probs[..., c][comp].mean()))
+            classes.append(c)
+    h, w = pred.shape
+    return np.array(masks, dtype=np.float32).reshape(-1, h, w), np.array(scores), np.array(classes, dtype=np.int64)
+
+
+def typical_sizes(data) -> np.ndarray:
+    sizes = []
+    for _, _, labels, _ in data:
+        for m in gt_instances(labels)[0]:
+            b = box_of(m)
+            sizes.append((b[2] - b[0], b[3] - b[1]))
+    return np.array(sizes)
+
+
+def build(data, kind: str, seed: int = 0):
+    """Per frame: dict(stem, image, labels, probs, gt_masks, gt_classes, masks (full-res soft), scores, classes)."""
+    from densecrf.instances import paste_masks
+
+    sizes = typical_sizes(data)
+    items = []
+    for j, (stem, image, labels, probs) in enumerate(data):
+        gm, gc = gt_instances(labels)
+        if kind == "detector":
+            rng = np.random.default_rng([seed, j])
+            low, boxes, scores, classes = detector_inputs(probs, gm, gc, sizes, rng)
+            masks = paste_masks(low, boxes, labels.shape)
+        else:
+            masks, scores, classes = network_inputs(probs)
+        items.append(dict(stem=stem, image=image, labels=labels, probs=probs, gt_masks=gm, gt_classes=gc,
+                          masks=masks, scores=scores, classes=classes))
+    return items
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("cache")
+    c.add_argument("root")
+    a = ap.parse_args(argv)
+    if a.cmd == "cache":
+        return cache(a.root)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
