@@ -10,6 +10,8 @@ from ._native import get_num_threads, set_num_threads
 from .crf import DenseCRF, DenseCRF2D, KernelType, Normalization, grid_positions, refine
 from .features import bilateral_features, gaussian_features, unary_from_labels, unary_from_softmax
 from .fit import fit
+from .instances import InstanceParams, paste_masks, refine_instances, refine_panoptic
+from .instance_fit import fit_instances
 from .lattice import PermutohedralLattice
 from . import cuda  # the CUDA backend's API; importing it needs neither a GPU nor torch
 
@@ -42,6 +44,11 @@ __all__ = [
     "cuda",
     "cuda_available",
     "fit",
+    "fit_instances",
+    "InstanceParams",
+    "paste_masks",
+    "refine_instances",
+    "refine_panoptic",
     "gaussian_features",
     "get_num_threads",
     "grid_positions",

@@ -217,15 +217,139 @@ def build(data, kind: str, seed: int = 0):
     return items
 
 
+def gt_panoptic(labels, gm, gc):
+    """Ground truth in COCO panoptic form: stuff classes one segment each, thing
+    instances; Unlabelled and thing pixels of components < 300 px are void (0)."""
+    ids = np.zeros(labels.shape, dtype=np.int64)
+    info = []
+    for m, c in zip(gm, gc):
+        info.append({"id": len(info) + 1, "category_id": int(c), "iscrowd": 0})
+        ids[m] = len(info)
+    for c in STUFF_CLASSES:
+        region = labels == c
+        if region.any():
+            info.append({"id": len(info) + 1, "category_id": c, "iscrowd": 0})
+            ids[region] = len(info)
+    return ids, info
+
+
+def evaluate(items, params, *, panoptic: bool = False, threads=None, device="cpu") -> dict:
+    """AP (COCO, pycocotools), PQ / SQ / RQ of things and stuff (accumulated), seconds per image."""
+    from densecrf.coco import mask_ap
+    from densecrf.instances import instances_to_panoptic, refine_instances, refine_panoptic
+    from densecrf.metrics import PanopticQuality
+
+    cats = {c: c in THING_CLASSES for c in range(11)}
+    pq = PanopticQuality(cats)
+    preds, gts, secs, empties, confident = [], [], 0.0, 0, 0
+    for it in items:
+        t = time.perf_counter()
+        if panoptic:
+            ids, info = refine_panoptic(it["image"], it["probs"], {"masks": it["masks"], "classes": it["classes"],
+                                                                    "scores": it["scores"]}, THING_CLASSES,
+                                        params=params, threads=threads, device=device)
+            secs += time.perf_counter() - t
+            masks = np.zeros(it["masks"].shape, dtype=bool)
+            for s in info:
+                if s["isthing"]:
+                    masks[s["instance"]] = ids == s["id"]
+        else:
+            masks = refine_instances(it["image"], it["masks"], it["scores"], params=params, threads=threads,
+                                     device=device).masks
+            secs += time.perf_counter() - t
+            pred = it["probs"].argmax(-1)
+            stuff_map = np.where(np.isin(pred, THING_CLASSES), -1, pred)
+            ids, info = instances_to_panoptic(stuff_map, masks, it["classes"], it["scores"])
+        conf = (it["masks"] > 0.5).any(axis=(1, 2))
+        confident += int(conf.sum())
+        empties += int((conf & ~masks.any(axis=(1, 2))).sum())
+        gid, ginfo = gt_panoptic(it["labels"], it["gt_masks"], it["gt_classes"])
+        pq.update(ids, info, gid, ginfo)
+        preds.append({"masks": masks, "scores": it["scores"], "classes": it["classes"]})
+        gts.append({"masks": it["gt_masks"], "classes": it["gt_classes"]})
+    ap = mask_ap(preds, gts, categories=THING_CLASSES)
+    r = pq.compute()
+    return {"ap": ap["ap"], "ap50": ap["ap50"], "pq_th": r["things"]["pq"], "sq_th": r["things"]["sq"],
+            "rq_th": r["things"]["rq"], "pq_st": r["stuff"]["pq"], "sq_st": r["stuff"]["sq"], "rq_st": r["stuff"]["rq"],
+            "pq": r["all"]["pq"], "s_per_image": secs / max(1, len(items)), "n_images": len(items),
+            "n_instances": int(sum(len(g["masks"]) for g in gts)), "confident_emptied": empties,
+            "confident_inputs": confident}
+
+
+def fit(root, drive, kind, mode, out, step, n_random, n_local):
+    from densecrf.instance_fit import fit_instances
+
+    items = build(load(root, drive, step=step), kind)
+    p = fit_instances([it["image"] for it in items],
+                      [{"masks": it["masks"], "scores": it["scores"], "classes": it["classes"]} for it in items],
+                      [{"masks": it["gt_masks"], "classes": it["gt_classes"]} for it in items],
+                      mode=mode, n_random=n_random, n_local=n_local, log=lambda s: print(s, flush=True))
+    p.info.update({"drive": drive, "kind": kind, "frame_step": step})
+    p.save(out)
+    print(f"{out}: selected {p.info['selected']}, held-out input {p.info['held_out_input']}, "
+          f"selected {p.info['held_out_selected']} ({p.info['seconds']} s, {p.info['crf_runs']} CRF runs)")
+    return 0
+
+
 def main(argv=None) -> int:
+    import json
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("cache")
     c.add_argument("root")
+    f = sub.add_parser("fit")
+    f.add_argument("root")
+    f.add_argument("drive")
+    f.add_argument("kind", choices=("detector", "network"))
+    f.add_argument("mode", choices=("joint", "binary"))
+    f.add_argument("out")
+    f.add_argument("--step", type=int, default=3, help="use every STEP-th frame of the drive (default 3)")
+    f.add_argument("--n-random", type=int, default=20)
+    f.add_argument("--n-local", type=int, default=10)
+    e = sub.add_parser("eval")
+    e.add_argument("root")
+    e.add_argument("split", help="val, 0006R0 or 0001TP")
+    e.add_argument("kind", choices=("detector", "network"))
+    e.add_argument("params", nargs="+", help="NAME=PARAMS.json|none|textbook (the first is the table's reference)")
+    e.add_argument("--panoptic", nargs="*", default=[], help="names of the params also run through refine_panoptic")
+    e.add_argument("--step", type=int, default=1)
+    e.add_argument("--json", help="write the results here")
+    e.add_argument("--device", default="cpu")
     a = ap.parse_args(argv)
     if a.cmd == "cache":
         return cache(a.root)
-    return 1
+    if a.cmd == "fit":
+        return fit(a.root, a.drive, a.kind, a.mode, a.out, a.step, a.n_random, a.n_local)
+    from densecrf.instances import InstanceParams
+
+    items = build(load(a.root, a.split, step=a.step), a.kind)
+    results = {}
+    for spec in a.params:
+        name, _, path = spec.partition("=")
+        if path == "none":
+            prm = InstanceParams.no_refinement()
+        elif path == "textbook":
+            prm = InstanceParams()
+        else:
+            prm = InstanceParams.load(path.split(":")[0])
+            for kv in path.split(":")[1:]:  # overrides, e.g. file.json:n_iter=0
+                k, v = kv.split("=")
+                prm = prm.replace(**{k: type(getattr(prm, k))(v) if getattr(prm, k) is not None else float(v)})
+        runs = [(name, False)] + ([(name + "+panoptic", True)] if name in a.panoptic else [])
+        for label, pan in runs:
+            results[label] = evaluate(items, prm, panoptic=pan, device=a.device)
+            r = results[label]
+            print(f"{a.split} {a.kind} {label:28s} AP {100 * r['ap']:5.1f} AP50 {100 * r['ap50']:5.1f} "
+                  f"PQth {100 * r['pq_th']:5.1f} SQth {100 * r['sq_th']:5.1f} RQth {100 * r['rq_th']:5.1f} "
+                  f"PQst {100 * r['pq_st']:5.1f} PQ {100 * r['pq']:5.1f} {r['s_per_image']:.3f} s/img "
+                  f"emptied {r['confident_emptied']}/{r['confident_inputs']}", flush=True)
+    if a.json:
+        tmp = a.json + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"split": a.split, "kind": a.kind, "step": a.step, "results": results}, fh, indent=1)
+        os.replace(tmp, a.json)
+    return 0
 
 
 if __name__ == "__main__":
