@@ -14,6 +14,8 @@ until a function needs it, so ``import densecrf`` does not.
 - :func:`write_panoptic` / :func:`read_panoptic`: COCO's panoptic format, a
   PNG whose colour encodes the segment id (id = R + 256 G + 256^2 B) and a
   JSON annotation with ``segments_info``.
+- :func:`write_instance_pngs` / :func:`read_instance_pngs`: one 8-bit PNG per
+  instance and a small JSON listing scores and classes.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 from . import _checks
 
 __all__ = ["mask_ap", "encode_masks", "decode_masks", "read_instances_json", "write_instances_json",
-           "write_panoptic", "read_panoptic", "ids_to_rgb", "rgb_to_ids"]
+           "write_panoptic", "read_panoptic", "ids_to_rgb", "rgb_to_ids", "write_instance_pngs", "read_instance_pngs"]
 
 
 def _mask_util():
@@ -281,3 +283,70 @@ def read_panoptic(png_path, json_path):
         if ann is None:
             raise ValueError(f"{json_path} has no annotation for {name}")
     return ids, ann["segments_info"]
+
+
+# --------------------------------------------------------------------------
+# Per-instance PNGs
+# --------------------------------------------------------------------------
+def write_instance_pngs(directory, stem: str, masks, scores=None, classes=None) -> list[str]:
+    """Writes one 8-bit PNG per instance, ``<stem>_<k>.png`` (k from 0, three
+    digits; a soft mask as round(255 p), a boolean one as 0 / 255), and
+    ``<stem>_instances.json`` listing ``{"file", "score", "category_id"}``;
+    every file atomically. Returns the PNG paths."""
+    from PIL import Image
+
+    m = np.asarray(masks)
+    if m.ndim != 3:
+        raise ValueError(f"masks must be [M, H, W], got shape {_checks.shape_str(m.shape)}")
+    n = m.shape[0]
+    s = np.ones(n) if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
+    c = np.zeros(n, dtype=np.int64) if classes is None else np.asarray(classes).reshape(-1)
+    if s.shape[0] != n or c.shape[0] != n:
+        raise ValueError(f"{n} masks need {n} scores and classes, got {s.shape[0]} and {c.shape[0]}")
+    os.makedirs(directory, exist_ok=True)
+    paths, listing = [], []
+    for k in range(n):
+        mk = m[k]
+        if mk.dtype != bool and (mk.size and (mk.min() < 0 or mk.max() > 1)):
+            raise ValueError(f"mask {k} has values outside [0, 1]")
+        arr = (mk.astype(bool) * 255 if mk.dtype == bool else np.rint(mk.astype(np.float64) * 255)).astype(np.uint8)
+        name = f"{stem}_{k:03d}.png"
+        path = os.path.join(directory, name)
+        _atomic_write(path, lambda tmp, a=arr: Image.fromarray(a).save(tmp, format="PNG"))
+        paths.append(path)
+        listing.append({"file": name, "score": float(s[k]), "category_id": int(c[k])})
+
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            json.dump({"instances": listing}, fh, indent=1)
+
+    _atomic_write(os.path.join(directory, f"{stem}_instances.json"), write)
+    return paths
+
+
+def read_instance_pngs(directory, stem: str) -> dict:
+    """Reads what :func:`write_instance_pngs` writes (or bare ``<stem>_<k>.png``
+    files, then scores 1 and class 0): ``{"masks" [M, H, W] float32 in [0, 1],
+    "scores", "classes"}``."""
+    from PIL import Image
+
+    listing_path = os.path.join(directory, f"{stem}_instances.json")
+    if os.path.exists(listing_path):
+        with open(listing_path) as fh:
+            listing = json.load(fh)["instances"]
+    else:
+        names = sorted(n for n in os.listdir(directory)
+                       if n.startswith(stem + "_") and n.endswith(".png") and n[len(stem) + 1:-4].isdigit())
+        listing = [{"file": n} for n in names]
+    masks = []
+    for e in listing:
+        with Image.open(os.path.join(directory, e["file"])) as im:
+            if im.mode not in ("L", "1", "P", "I;16", "I"):
+                raise ValueError(f"{e['file']}: an instance PNG must be single-channel, got mode {im.mode}")
+            a = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        masks.append(a)
+    if masks and len({m.shape for m in masks}) > 1:
+        raise ValueError(f"instance PNGs of {stem} in {directory} have different sizes")
+    return {"masks": np.stack(masks) if masks else np.zeros((0, 0, 0), np.float32),
+            "scores": np.array([float(e.get("score", 1.0)) for e in listing]),
+            "classes": np.array([int(e.get("category_id", 0)) for e in listing], dtype=np.int64)}

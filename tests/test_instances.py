@@ -498,3 +498,18 @@ def test_instances_to_panoptic_drops_mostly_hidden():
     ids, info = instances_to_panoptic(np.zeros((4, 4), int), masks, [5, 5], [0.9, 0.8])
     assert [s["instance"] for s in info if s["isthing"]] == [0]
     assert (ids[:, 3] == 2).all() and info[1]["category_id"] == 0
+
+
+def test_instance_pngs_roundtrip(tmp_path, rng):
+    pytest.importorskip("PIL")
+    from densecrf.coco import read_instance_pngs, write_instance_pngs
+
+    img, gt, soft, _ = _scene(rng, n=3)
+    write_instance_pngs(tmp_path, "f", soft, [0.9, 0.5, 0.1], [1, 2, 3])
+    back = read_instance_pngs(tmp_path, "f")
+    np.testing.assert_allclose(back["masks"], soft, atol=0.5 / 255 + 1e-6)  # 8-bit quantisation: half a step
+    assert back["scores"].tolist() == [0.9, 0.5, 0.1] and back["classes"].tolist() == [1, 2, 3]
+    write_instance_pngs(tmp_path / "b", "g", gt)
+    np.testing.assert_array_equal(read_instance_pngs(tmp_path / "b", "g")["masks"] > 0.5, gt)
+    os.remove(tmp_path / "b" / "g_instances.json")  # bare PNGs: scores 1, class 0
+    assert read_instance_pngs(tmp_path / "b", "g")["scores"].tolist() == [1.0, 1.0, 1.0]

@@ -27,9 +27,9 @@ on):
 Subcommands:
 
     python tools/camvid_instances.py cache ROOT        # network probabilities -> /tmp/inst_cache/<stem>.npz (float16)
-    python tools/camvid_instances.py fit ROOT DRIVE OUT.json [--frames N]
-    python tools/camvid_instances.py eval ROOT SPLIT PARAMS.json|none [--frames N]
-    python tools/camvid_instances.py pictures ROOT OUTDIR
+    python tools/camvid_instances.py fit ROOT DRIVE KIND MODE OUT.json [--step 3]
+    python tools/camvid_instances.py eval ROOT SPLIT KIND NAME=PARAMS.json|none|textbook ... [--step N] [--json OUT]
+    python tools/camvid_instances.py pictures ROOT OUTDIR JOINT.json BINARY.json STEM [STEM ...]
 """
 
 from __future__ import annotations
@@ -291,6 +291,42 @@ def fit(root, drive, kind, mode, out, step, n_random, n_local):
     return 0
 
 
+def pictures(root, outdir, params_joint, params_binary, frames_wanted, kind="detector"):
+    """Side-by-side PNGs: input masks (pasted, > 0.5) | joint refinement | binary refinement,
+    instance outlines and fills on the frame, at half resolution, 128 colours (small files)."""
+    from PIL import Image
+    from scipy import ndimage
+
+    from densecrf.instances import InstanceParams, refine_instances
+
+    os.makedirs(outdir, exist_ok=True)
+    items = build(load(root, "val"), kind)
+    items = [it for it in items if it["stem"] in frames_wanted]
+    colours = np.array([[255, 60, 60], [60, 200, 255], [255, 220, 0], [120, 255, 120], [255, 120, 255],
+                        [255, 160, 60], [160, 120, 255], [0, 255, 200]], dtype=np.float64)
+    pj, pb = InstanceParams.load(params_joint), InstanceParams.load(params_binary)
+    written = []
+    for it in items:
+        panels = []
+        for masks in (it["masks"] > 0.5,
+                      refine_instances(it["image"], it["masks"], it["scores"], params=pj).masks,
+                      refine_instances(it["image"], it["masks"], it["scores"], params=pb).masks):
+            img = it["image"].astype(np.float64).copy()
+            for i, m in enumerate(masks):
+                c = colours[i % len(colours)]
+                img[m] = 0.55 * img[m] + 0.45 * c
+                edge = m & ~ndimage.binary_erosion(m)
+                img[edge] = c
+            panels.append(img[::2, ::2])
+        sep = np.full((panels[0].shape[0], 4, 3), 255.0)
+        row = np.concatenate([panels[0], sep, panels[1], sep, panels[2]], axis=1).clip(0, 255).astype(np.uint8)
+        path = os.path.join(outdir, f"instances_{kind}_{it['stem']}.png")
+        Image.fromarray(row).quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+        written.append(path)
+        print(path, os.path.getsize(path), "bytes")
+    return 0
+
+
 def main(argv=None) -> int:
     import json
 
@@ -307,6 +343,13 @@ def main(argv=None) -> int:
     f.add_argument("--step", type=int, default=3, help="use every STEP-th frame of the drive (default 3)")
     f.add_argument("--n-random", type=int, default=20)
     f.add_argument("--n-local", type=int, default=10)
+    pc = sub.add_parser("pictures")
+    pc.add_argument("root")
+    pc.add_argument("outdir")
+    pc.add_argument("params_joint")
+    pc.add_argument("params_binary")
+    pc.add_argument("frames", nargs="+", help="val frame stems, e.g. 0016E5_07965")
+    pc.add_argument("--kind", default="detector", choices=("detector", "network"))
     e = sub.add_parser("eval")
     e.add_argument("root")
     e.add_argument("split", help="val, 0006R0 or 0001TP")
@@ -319,6 +362,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "cache":
         return cache(a.root)
+    if a.cmd == "pictures":
+        return pictures(a.root, a.outdir, a.params_joint, a.params_binary, set(a.frames), a.kind)
     if a.cmd == "fit":
         return fit(a.root, a.drive, a.kind, a.mode, a.out, a.step, a.n_random, a.n_local)
     from densecrf.instances import InstanceParams
