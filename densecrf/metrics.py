@@ -215,6 +215,10 @@ def instance_average_precision(pred_masks, pred_scores, gt_masks, *, iou_thresho
 VOID = 0  # the segment id of unlabelled pixels in COCO's panoptic format
 
 
+def _dims(shape) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+
 def panoptic_from_labels(classes, instances, *, ignore_index: int | None = None, thing_classes=None):
     """A (class map, instance map) pair in COCO's panoptic form.
 
@@ -229,8 +233,8 @@ def panoptic_from_labels(classes, instances, *, ignore_index: int | None = None,
     """
     c, i = _labels(classes, "classes"), _labels(instances, "instances")
     if c.shape != i.shape:
-        raise ValueError(f"classes and instances must have one shape, got {_checks.shape_str(c.shape)} and "
-                         f"{_checks.shape_str(i.shape)}")
+        raise ValueError(f"classes and instances must have one shape, got {_dims(c.shape)} and "
+                         f"{_dims(i.shape)}")
     keep = np.ones(c.shape, dtype=bool) if ignore_index is None else c != ignore_index
     inst = i.copy()
     if thing_classes is not None:
@@ -316,8 +320,8 @@ class PanopticQuality:
         (dicts with ``id``, ``category_id`` and, for the ground truth, optionally ``iscrowd``)."""
         p, g = _labels(pred_ids, "pred_ids"), _labels(gt_ids, "gt_ids")
         if p.shape != g.shape:
-            raise ValueError(f"pred_ids and gt_ids must have one shape, got {_checks.shape_str(p.shape)} and "
-                             f"{_checks.shape_str(g.shape)}")
+            raise ValueError(f"pred_ids and gt_ids must have one shape, got {_dims(p.shape)} and "
+                             f"{_dims(g.shape)}")
         if (p.size and p.min() < 0) or (g.size and g.min() < 0):
             raise ValueError("segment ids must be >= 0 (0 is void)")
         pt = _segment_table(p, pred_segments, "pred", self.categories)
