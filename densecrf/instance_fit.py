@@ -178,9 +178,7 @@ def fit_instances(images, inputs, ground_truth, *, mode: str = "joint", metric: 
     held = _Scorer(images, inputs, ground_truth, hold, threads, device)
     say = log or (lambda s: None)
 
-    textbook = base.replace(power=1.0, score_power=1.0, fg_bias=0.0, confident_bonus=0.0, min_prob=1e-4,
-                            gaussian_sxy=3.0, gaussian_weight=3.0, bilateral_sxy=80.0, bilateral_srgb=13.0,
-                            bilateral_weight=10.0, instance_compat=1.0)
+    textbook = InstanceParams.textbook(n_iter=base.n_iter, mode=mode, crop_margin=base.crop_margin)
     tried = [(search(textbook), textbook)]
     say(f"textbook: {tried[0][0]}")
     for k in range(n_random):

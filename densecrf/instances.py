@@ -120,6 +120,16 @@ class InstanceParams:
             raise ValueError(f"info must be a dict, got {type(self.info).__name__}")
 
     @classmethod
+    def textbook(cls, **kw) -> "InstanceParams":
+        """pydensecrf's classic CRF on -log p: power 1, no bias or floor, Gaussian
+        (3 px, weight 3) and bilateral (80 px, 13, weight 10) Potts terms. It empties
+        weak instances (the module docstring); kept as a reference."""
+        base = dict(power=1.0, score_power=1.0, fg_bias=0.0, confident_bonus=0.0, min_prob=1e-4, gaussian_sxy=3.0,
+                    gaussian_weight=3.0, bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_weight=10.0,
+                    instance_compat=1.0)
+        return cls(**{**base, **kw})
+
+    @classmethod
     def no_refinement(cls, **kw) -> "InstanceParams":
         """The input masks as they are (thresholded at 0.5)."""
         return cls(refine=False, **kw)

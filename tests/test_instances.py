@@ -112,14 +112,15 @@ def _check_guarantees(res, soft, joint):
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("mode", ["joint", "binary"])
-@pytest.mark.parametrize("kw", [{}, GOOD, dict(power=0.3, bilateral_weight=40.0, gaussian_weight=20.0)],
+@pytest.mark.parametrize("prm", [InstanceParams.textbook(), InstanceParams(**GOOD),
+                                 InstanceParams(power=0.3, bilateral_weight=40.0, gaussian_weight=20.0)],
                          ids=["textbook", "fitted", "extreme"])
-def test_guarantees(seed, mode, kw):
+def test_guarantees(seed, mode, prm):
     rng = np.random.default_rng(seed)
     img, gt, soft, _ = _scene(rng, n=int(rng.integers(1, 5)))
     scores = rng.uniform(0.05, 1.0, size=len(soft))
     before = soft.copy()
-    res = refine_instances(img, soft, scores, mode=mode, **kw)
+    res = refine_instances(img, soft, scores, mode=mode, params=prm)
     np.testing.assert_array_equal(soft, before)  # the input is not modified
     _check_guarantees(res, soft, mode == "joint")
 
@@ -133,7 +134,7 @@ def test_textbook_empties_and_rescue_restores():
     img = rng.normal(128, 20, size=(h, w, 3)).clip(0, 255).astype(np.uint8)
     soft = np.zeros((1, h, w), dtype=np.float32)
     soft[0, 18:22, 18:22] = 0.6
-    res = refine_instances(img, soft, [0.5], n_iter=5, threads=1)
+    res = refine_instances(img, soft, [0.5], params=InstanceParams.textbook(), threads=1)
     assert res.masks[0].any()
     np.testing.assert_array_equal(res.masks[0], soft[0] > 0.5)  # nothing else claims them: all come back
 

@@ -375,7 +375,7 @@ def main(argv=None) -> int:
         if path == "none":
             prm = InstanceParams.no_refinement()
         elif path == "textbook":
-            prm = InstanceParams()
+            prm = InstanceParams.textbook()
         else:
             prm = InstanceParams.load(path.split(":")[0])
             for kv in path.split(":")[1:]:  # overrides, e.g. file.json:n_iter=0
