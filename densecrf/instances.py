@@ -75,20 +75,25 @@ class InstanceParams:
     0.5 are returned (what :func:`densecrf.fit_instances` returns when no
     candidate beats the input on its held-out images). A weight of None drops
     that pairwise term. See the module docstring for the formulas.
+
+    The defaults are :func:`densecrf.fit_instances`' choice for detector-style
+    inputs on CamVid (fitted on drive 0006R0, rounded to two digits; see
+    docs/instances.md), not pydensecrf's classic parameters, which empty weak
+    instances (:meth:`textbook`). Fit your own for another detector.
     """
 
     n_iter: int = 5
-    power: float = 1.0
-    score_power: float = 1.0
-    fg_bias: float = 0.0
+    power: float = 3.8
+    score_power: float = 1.3
+    fg_bias: float = 2.8
     confident_bonus: float = 0.0
-    min_prob: float = 1e-4
+    min_prob: float = 0.018
     class_power: float = 1.0
     gaussian_sxy: float = 3.0
-    gaussian_weight: float | None = 3.0
-    bilateral_sxy: float = 80.0
-    bilateral_srgb: float = 13.0
-    bilateral_weight: float | None = 10.0
+    gaussian_weight: float | None = 0.6
+    bilateral_sxy: float = 14.0
+    bilateral_srgb: float = 14.0
+    bilateral_weight: float | None = 3.7
     instance_compat: float = 1.0
     mode: str = "joint"
     crop_margin: float = 0.5
