@@ -29,6 +29,7 @@ Subcommands:
     python tools/camvid_instances.py cache ROOT        # network probabilities -> /tmp/inst_cache/<stem>.npz (float16)
     python tools/camvid_instances.py fit ROOT DRIVE KIND MODE OUT.json [--step 3]
     python tools/camvid_instances.py eval ROOT SPLIT KIND NAME=PARAMS.json|none|textbook ... [--step N] [--json OUT]
+    python tools/camvid_instances.py table EVAL.json ...
     python tools/camvid_instances.py pictures ROOT OUTDIR JOINT.json BINARY.json STEM [STEM ...]
 """
 
@@ -327,6 +328,27 @@ def pictures(root, outdir, params_joint, params_binary, frames_wanted, kind="det
     return 0
 
 
+def table(paths) -> int:
+    """Markdown tables of eval JSON files (figures in %, time in ms per image)."""
+    import json
+
+    for path in paths:
+        with open(path) as fh:
+            d = json.load(fh)
+        res = d["results"]
+        ref = res[next(iter(res))]
+        print(f"\n{d['split']}, {d['kind']} inputs, every {d['step']}. frame: {ref['n_images']} images, "
+              f"{ref['n_instances']} instances\n")
+        print("| run | AP | AP50 | PQ th | SQ th | RQ th | PQ st | PQ | ms/img | emptied |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for name, r in res.items():
+            delta = "" if r is ref else f" ({100 * (r['ap'] - ref['ap']):+.1f})"
+            print(f"| {name} | {100 * r['ap']:.1f}{delta} | {100 * r['ap50']:.1f} | {100 * r['pq_th']:.1f} | "
+                  f"{100 * r['sq_th']:.1f} | {100 * r['rq_th']:.1f} | {100 * r['pq_st']:.1f} | {100 * r['pq']:.1f} | "
+                  f"{1000 * r['s_per_image']:.0f} | {r['confident_emptied']}/{r['confident_inputs']} |")
+    return 0
+
+
 def main(argv=None) -> int:
     import json
 
@@ -350,6 +372,8 @@ def main(argv=None) -> int:
     pc.add_argument("params_binary")
     pc.add_argument("frames", nargs="+", help="val frame stems, e.g. 0016E5_07965")
     pc.add_argument("--kind", default="detector", choices=("detector", "network"))
+    tb = sub.add_parser("table")
+    tb.add_argument("json", nargs="+")
     e = sub.add_parser("eval")
     e.add_argument("root")
     e.add_argument("split", help="val, 0006R0 or 0001TP")
@@ -362,6 +386,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "cache":
         return cache(a.root)
+    if a.cmd == "table":
+        return table(a.json)
     if a.cmd == "pictures":
         return pictures(a.root, a.outdir, a.params_joint, a.params_binary, set(a.frames), a.kind)
     if a.cmd == "fit":
