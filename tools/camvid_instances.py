@@ -294,7 +294,7 @@ def fit(root, drive, kind, mode, out, step, n_random, n_local):
 
 def pictures(root, outdir, params_joint, params_binary, frames_wanted, kind="detector"):
     """Side-by-side PNGs: input masks (pasted, > 0.5) | joint refinement | binary refinement,
-    instance outlines and fills on the frame, at half resolution, 128 colours (small files)."""
+    instance outlines and fills on the region of the true instances, 128 colours (small files)."""
     from PIL import Image
     from scipy import ndimage
 
@@ -318,7 +318,14 @@ def pictures(root, outdir, params_joint, params_binary, frames_wanted, kind="det
                 img[m] = 0.55 * img[m] + 0.45 * c
                 edge = m & ~ndimage.binary_erosion(m)
                 img[edge] = c
-            panels.append(img[::2, ::2])
+            panels.append(img)
+        # The region of the true instances (padded), at full resolution, at most 320 px wide per panel.
+        ys, xs = np.nonzero(it["gt_masks"].any(axis=0))
+        h, w = it["labels"].shape
+        y0, y1 = max(0, ys.min() - 16), min(h, ys.max() + 17)
+        x0, x1 = max(0, xs.min() - 16), min(w, xs.max() + 17)
+        step = max(1, int(np.ceil((x1 - x0) / 320)))
+        panels = [pn[y0:y1:step, x0:x1:step] for pn in panels]
         sep = np.full((panels[0].shape[0], 4, 3), 255.0)
         row = np.concatenate([panels[0], sep, panels[1], sep, panels[2]], axis=1).clip(0, 255).astype(np.uint8)
         path = os.path.join(outdir, f"instances_{kind}_{it['stem']}.png")
