@@ -1,7 +1,7 @@
 """The implementations compared, each behind one function: the whole call from inputs to Q.
 
 Every peer takes the same inputs, ``image`` ``[H, W, 3]`` uint8 and ``probs``
-``[H, W, K]`` float32, and the parameters of :data:`workloads.CLASSIC`, and
+``[H, W, K]`` float32, and the parameters of :data:`densecrf.bench.CLASSIC`, and
 returns its natural output (timed as is); :func:`as_hwk` turns that into
 ``[H, W, K]`` probabilities (or ``[H, W]`` labels) for the comparison, outside
 the timed region. A peer's whole call includes the unary (-log p), the
@@ -15,6 +15,8 @@ package is skipped with a printed reason rather than an error.
 from __future__ import annotations
 
 import numpy as np
+
+from densecrf.bench import CLASSIC, pydensecrf_refine
 
 # Peers whose outputs must agree with densecrf's: the gate of side_by_side.py.
 GATED = ("pydensecrf",)
@@ -30,8 +32,6 @@ def _densecrf(image, probs, params, n_iter, threads):
 
 
 def _pydensecrf(image, probs, params, n_iter, threads):
-    from densecrf.bench import pydensecrf_refine
-
     return pydensecrf_refine(image, probs, n_iter, params)             # [H, W, K]
 
 
@@ -76,7 +76,7 @@ _CALLS = {"densecrf": _densecrf, "pydensecrf": _pydensecrf, "simplecrf": _simple
 
 def as_hwk(name: str, out, shape) -> np.ndarray:
     """A peer's output as ``[H, W, K]`` float probabilities, or ``[H, W]`` labels for SimpleCRF."""
-    h, w, k = shape
+    h, w, _ = shape
     out = np.asarray(out)
     if name in ("densecrf", "pydensecrf"):
         return out
@@ -97,11 +97,9 @@ def load_peer(name: str):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
     probs = rng.dirichlet(np.ones(3), (16, 16)).astype(np.float32)
-    from workloads import CLASSIC
-
     try:
         call(image, probs, CLASSIC, 1, 1)
-    except Exception as exc:  # noqa: BLE001 - any failure means "cannot run here"
+    except Exception as exc:  # any failure means "cannot run here"
         msg = str(exc).strip().splitlines()
         hint = f" [{HINTS[name]}]" if name in HINTS else ""
         return None, f"{type(exc).__name__}: {msg[0] if msg else ''}{hint}"

@@ -1,33 +1,35 @@
 """Deterministic inputs for the benchmarks: the reference workload and the sweep generators.
 
-The reference workload is the PASCAL-VOC-sized case of DESIGN.md ("Speed and
-memory"): a 500 x 375 photo, K = 21 labels, a Gaussian term (sxy 3, compat 3)
-and a bilateral term (sxy 80, srgb 13, compat 10). The photo is one CamVid
-frame (480 x 360, scaled by 25/24 to exactly 500 x 375) read at run time from
-``$DENSECRF_CAMVID`` (default ``/work/shared/data/camvid``); the data never
-enters the repository. Without it a synthetic image with regions, edges and
-texture stands in, and ``Workload.source`` says which one was used.
-
-Probabilities are softmax(logits) with logits = a per-region label preference
-(the CamVid annotation, or the synthetic regions, mapped onto K labels) plus
-smooth noise plus pixel noise: a confident but imperfect "network output"
-whose errors the CRF can fix along the image's edges.
+The reference workload (500 x 375, K = 21, classic parameters) is
+:func:`densecrf.bench.reference_workload`, the one ``densecrf bench``,
+``benchmarks/ab.py`` and ``tools/golden.py`` use: the bundled CamVid frame
+and a noisy "network output" made from its annotation. This module wraps it
+as a :class:`Workload` and adds what only the scripts here need: the sweeps
+over image size (N), label count (K) and feature dimension (d), built on the
+same photo (:func:`densecrf.bench.reference_photo` at 500 x 375, mirror-tiled
+or cropped to other sizes so that the statistics per pixel stay those of one
+photo), with probabilities computed in row blocks (:func:`probs_from_regions`)
+so that 2048^2 x 64 needs no float64 copy.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import glob
-import os
 
 import numpy as np
 
-# The classic parameters (pydensecrf's README, Kraehenbuehl and Koltun 2011):
-# one definition for the package's `densecrf bench` and these scripts.
-from densecrf.bench import CLASSIC
+from densecrf.bench import (
+    CLASSIC,
+    REF_HEIGHT,
+    REF_LABELS,
+    REF_WIDTH,
+    reference_photo,
+    reference_workload,
+    synthetic_scene,
+)
 
-CAMVID_DIR = os.environ.get("DENSECRF_CAMVID", "/work/shared/data/camvid")
-REF_WIDTH, REF_HEIGHT, REF_LABELS = 500, 375, 21
+__all__ = ["CLASSIC", "REF_HEIGHT", "REF_LABELS", "REF_WIDTH", "Workload", "by_feature_dim", "by_labels", "by_size",
+           "load", "photo", "probs_from_regions", "reference"]
 
 
 @dataclasses.dataclass
@@ -37,7 +39,7 @@ class Workload:
     image: ``[H, W, C]`` uint8 (C = 3 for photos; the d sweep uses other C).
     probs: ``[H, W, K]`` float32, rows summing to one.
     params: the CRF parameters (keys of :data:`CLASSIC`).
-    source: where the image came from ("camvid:<file>" or "synthetic").
+    source: where the image came from (densecrf.bench's source string).
     """
 
     name: str
@@ -74,29 +76,36 @@ class Workload:
 
 # -- images ------------------------------------------------------------------
 
-def _camvid_frame():
-    """(image [360, 480, 3] uint8, labels [360, 480] uint8, file name) or None."""
-    files = sorted(glob.glob(os.path.join(CAMVID_DIR, "val", "*.png")))
-    if not files:
-        return None
-    try:
-        from PIL import Image
-    except ImportError:
-        return None
-    # The 11th frame: a street with cars, poles and pavement, more edges than the first.
-    path = files[min(10, len(files) - 1)]
-    image = np.asarray(Image.open(path).convert("RGB"))
-    ann = os.path.join(CAMVID_DIR, "valannot", os.path.basename(path))
-    labels = np.asarray(Image.open(ann)) if os.path.exists(ann) else None
-    return image, labels, os.path.basename(path)
+def photo(width: int = REF_WIDTH, height: int = REF_HEIGHT):
+    """(image [H, W, 3] uint8, regions [H, W], source): the reference photo and its annotation.
+
+    densecrf.bench's photo at 500 x 375; for other sizes mirror-tiled
+    (larger) or cropped (smaller) from it. Without Pillow, densecrf.bench's
+    synthetic scene stands in.
+    """
+    ref = reference_photo(REF_WIDTH, REF_HEIGHT)
+    if ref is None:
+        image, labels, _ = synthetic_scene(REF_HEIGHT, REF_WIDTH, 256)
+        source = "synthetic scene"
+    else:
+        image, labels, source = ref
+    if (width, height) != (REF_WIDTH, REF_HEIGHT):
+        image, labels = _tile(image, height, width), _tile(labels, height, width)
+    # Copies: pydensecrf's bilateral term takes a writable uint8 buffer only.
+    return np.array(image, order="C"), np.array(labels, order="C"), source
 
 
-def _resize(a: np.ndarray, width: int, height: int, nearest: bool) -> np.ndarray:
-    from PIL import Image
+def _tile(a: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Mirror-tiles (numpy 'symmetric' padding, repeatedly) or crops ``a`` to height x width."""
+    while a.shape[0] < height or a.shape[1] < width:
+        ph = min(max(height - a.shape[0], 0), a.shape[0])
+        pw = min(max(width - a.shape[1], 0), a.shape[1])
+        pad = [(0, ph), (0, pw)] + [(0, 0)] * (a.ndim - 2)
+        a = np.pad(a, pad, mode="symmetric")
+    return a[:height, :width]
 
-    resample = Image.NEAREST if nearest else Image.BILINEAR
-    return np.asarray(Image.fromarray(a).resize((width, height), resample))
 
+# -- probabilities -----------------------------------------------------------
 
 def _bilinear_upsample(coarse: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear interpolation of ``[h, w, C]`` onto ``[height, width, C]`` (corners aligned)."""
@@ -114,72 +123,6 @@ def _bilinear_upsample(coarse: np.ndarray, height: int, width: int) -> np.ndarra
     bottom = c[y1][:, x0] * (1 - fx) + c[y1][:, x1] * fx
     return top * (1 - fy) + bottom * fy
 
-
-def synthetic_photo(height: int, width: int, seed: int = 0):
-    """A deterministic photo-like image: (image [H, W, 3] uint8, regions [H, W] uint8).
-
-    Sky-like gradient, a ground plane, overlapping rectangles and ellipses of
-    distinct colours (hard edges), a sinusoidal texture and mild noise.
-    """
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    img = np.empty((height, width, 3), np.float32)
-    img[..., 0] = 90 + 60 * yy / height
-    img[..., 1] = 120 + 40 * xx / width
-    img[..., 2] = 200 - 80 * yy / height
-    regions = np.zeros((height, width), np.uint8)
-    ground = yy > 0.6 * height
-    img[ground] = (110, 90, 100)
-    regions[ground] = 1
-    for r in range(2, 14):
-        cy, cx = rng.uniform(0.1, 0.95) * height, rng.uniform(0.0, 1.0) * width
-        ry, rx = rng.uniform(0.05, 0.25) * height, rng.uniform(0.03, 0.2) * width
-        if r % 2:
-            mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1.0
-        else:
-            mask = (np.abs(yy - cy) < ry) & (np.abs(xx - cx) < rx)
-        img[mask] = rng.uniform(20, 235, 3)
-        regions[mask] = r
-    img += 12 * np.sin(xx / 3.1 + 2 * np.sin(yy / 17.0))[..., None]
-    img += rng.normal(0, 5, img.shape).astype(np.float32)
-    return np.clip(img, 0, 255).astype(np.uint8), regions
-
-
-def photo(width: int = REF_WIDTH, height: int = REF_HEIGHT):
-    """(image [H, W, 3] uint8, regions [H, W] uint8, source).
-
-    The CamVid frame scaled to 500 x 375 when asked for that size; for other
-    sizes it is mirror-tiled (larger) or cropped (smaller) from the 500 x 375
-    version, so that the statistics per pixel (edges, colours, lattice
-    occupancy) stay those of one photo whatever the size.
-    """
-    frame = _camvid_frame()
-    if frame is not None and frame[1] is not None:
-        image, labels, name = frame
-        image = _resize(image, REF_WIDTH, REF_HEIGHT, nearest=False)
-        labels = _resize(labels, REF_WIDTH, REF_HEIGHT, nearest=True)
-        source = f"camvid:{name}"
-    else:
-        image, labels = synthetic_photo(REF_HEIGHT, REF_WIDTH)
-        source = "synthetic"
-    if (width, height) != (REF_WIDTH, REF_HEIGHT):
-        image, labels = _tile(image, height, width), _tile(labels, height, width)
-    # Copies: PIL's arrays are read-only, and pydensecrf's bilateral term
-    # takes a writable uint8 buffer only.
-    return np.array(image, order="C"), np.array(labels, order="C"), source
-
-
-def _tile(a: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Mirror-tiles (numpy 'symmetric' padding, repeatedly) or crops ``a`` to height x width."""
-    while a.shape[0] < height or a.shape[1] < width:
-        ph = min(max(height - a.shape[0], 0), a.shape[0])
-        pw = min(max(width - a.shape[1], 0), a.shape[1])
-        pad = [(0, ph), (0, pw)] + [(0, 0)] * (a.ndim - 2)
-        a = np.pad(a, pad, mode="symmetric")
-    return a[:height, :width]
-
-
-# -- probabilities -----------------------------------------------------------
 
 def probs_from_regions(regions: np.ndarray, n_labels: int, *, seed: int = 0,
                        preference: float = 3.5, smooth_noise: float = 1.0,
@@ -224,9 +167,8 @@ def probs_from_regions(regions: np.ndarray, n_labels: int, *, seed: int = 0,
 # -- workloads ---------------------------------------------------------------
 
 def reference(n_labels: int = REF_LABELS) -> Workload:
-    """The reference workload: 500 x 375 photo, K = 21, classic parameters."""
-    image, regions, source = photo()
-    probs = probs_from_regions(regions, n_labels)
+    """The reference workload: densecrf.bench.reference_workload as a Workload."""
+    image, probs, source = reference_workload(REF_WIDTH, REF_HEIGHT, n_labels)
     return Workload(f"ref-{REF_WIDTH}x{REF_HEIGHT}-K{n_labels}", image, probs, dict(CLASSIC), source)
 
 

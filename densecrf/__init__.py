@@ -4,16 +4,31 @@ Permutohedral-lattice Gaussian filtering (Adams et al. 2010) driving
 mean-field inference (Kraehenbuehl and Koltun 2011), in C++ with a numpy API.
 """
 
-from ._version import __version__
+from . import _checks, cuda  # cuda: the CUDA backend's API; importing it needs neither a GPU nor torch
+from ._native import _C, get_num_threads
 from ._native import build_info as _build_info
-from ._native import get_num_threads, set_num_threads
+from ._version import __version__
 from .crf import DenseCRF, DenseCRF2D, KernelType, Normalization, grid_positions, refine
 from .features import bilateral_features, gaussian_features, unary_from_labels, unary_from_softmax
 from .fit import fit
 from .instances import InstanceParams, paste_masks, refine_instances, refine_panoptic
 from .instance_fit import fit_instances
 from .lattice import PermutohedralLattice
-from . import cuda  # the CUDA backend's API; importing it needs neither a GPU nor torch
+
+
+def set_num_threads(n) -> None:
+    """Sets the default number of native worker threads; ``None`` or 0 means all cores."""
+    _C.set_num_threads(0 if n is None or (not isinstance(n, bool) and n == 0) else _checks.threads_arg(n))
+
+
+def __getattr__(name):
+    # densecrf.refine_dataset and densecrf.iter_refine (densecrf.dataset), imported on first use:
+    # the pipeline's modules (multiprocessing, concurrent.futures) stay out of `import densecrf`.
+    if name in ("refine_dataset", "iter_refine"):
+        from . import dataset
+
+        return getattr(dataset, name)
+    raise AttributeError(f"module 'densecrf' has no attribute {name!r}")
 
 
 def cuda_available() -> bool:
@@ -52,7 +67,9 @@ __all__ = [
     "gaussian_features",
     "get_num_threads",
     "grid_positions",
+    "iter_refine",
     "refine",
+    "refine_dataset",
     "set_num_threads",
     "show_config",
     "unary_from_labels",

@@ -1,7 +1,7 @@
 """Loads the compiled extension with an actionable error if it is missing."""
 
 try:
-    from . import _C  # noqa: F401
+    from . import _C
 except ImportError as exc:  # pragma: no cover - only on a broken install
     raise ImportError(
         "densecrf's compiled extension (densecrf._C) could not be imported. "
@@ -9,13 +9,6 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
         f"rather than importing it from a source checkout. Original error: {exc}"
     ) from exc
 
-from ._C import build_info, get_num_threads, hardware_threads  # noqa: E402,F401
-
-
-def set_num_threads(n) -> None:
-    """Sets the default number of native worker threads; ``None`` or 0 means all cores."""
-    from . import _checks
-
-    _C.set_num_threads(0 if n is None or (not isinstance(n, bool) and n == 0) else _checks.threads_arg(n))
+from ._C import build_info, get_num_threads, hardware_threads  # noqa: F401
 
 _C = _C

@@ -1,4 +1,4 @@
-r"""Fit a dense CRF's parameters to a model: ``densecrf.fit`` and ``densecrf fit``.
+r"""Fit a dense CRF's parameters to a model: ``densecrf.fit`` (the command line's ``densecrf fit`` calls it).
 
 Dense-CRF post-processing helps only when its parameters suit the network
 underneath: the classic ones (Gaussian sxy 3 compat 3, bilateral sxy 80
@@ -36,7 +36,6 @@ time and the settings. ``params.save(path)`` writes the JSON file that
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import numbers
 import os
@@ -44,14 +43,15 @@ import time
 
 import numpy as np
 
+from .io import IMAGE_EXTS, PROB_EXTS, InputError, read_image, read_labels, read_npy
 from .metrics import SegmentationMetrics
 from .params import CRFParams
 
-__all__ = ["fit", "default_grid", "add_parser"]
+__all__ = ["FolderMatch", "default_grid", "describe", "fit", "format_table", "load_folders", "match_folders"]
 
-_SEARCHES = ("gradient", "grid", "random")
-_COMPATS = ("potts", "diagonal", "matrix")
-_LOSSES = ("ce", "ce+softiou")
+SEARCHES = ("gradient", "grid", "random")
+COMPATS = ("potts", "diagonal", "matrix")
+LOSSES = ("ce", "ce+softiou")
 _CLIP = 1e-5  # refine's clip of the probabilities before the logarithm
 
 
@@ -99,7 +99,7 @@ def _check_inputs(images, probs, labels, ignore_index):
     if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral)):
         raise ValueError(f"ignore_index must be an integer or None, got {ignore_index!r}")
     k = None
-    for i, (im, p, lab) in enumerate(zip(images, probs, labels)):
+    for i, (im, p, lab) in enumerate(zip(images, probs, labels, strict=True)):
         im, p, lab = np.asarray(im), np.asarray(p), np.asarray(lab)
         if p.ndim != 3 or p.shape[2] < 2 or p.shape[0] < 1 or p.shape[1] < 1:
             raise ValueError(f"probs[{i}] must have shape [H, W, K] with K >= 2, got {p.shape}")
@@ -130,9 +130,10 @@ def _check_inputs(images, probs, labels, ignore_index):
 def _split(n: int, holdout, rng) -> tuple[list[int], list[int]]:
     """(fitting indices, held-out indices)."""
     if isinstance(holdout, numbers.Real) and not isinstance(holdout, bool):
-        if not 0 < holdout < 1:
+        frac = float(holdout)
+        if not 0 < frac < 1:
             raise ValueError(f"holdout must be a fraction in (0, 1) or a list of indices, got {holdout!r}")
-        n_hold = min(n - 1, max(1, int(round(holdout * n))))
+        n_hold = min(n - 1, max(1, round(frac * n)))
         perm = rng.permutation(n)
         hold = sorted(int(i) for i in perm[:n_hold])
     else:
@@ -160,7 +161,7 @@ class _Scorer:
         from .crf import refine
 
         m = SegmentationMetrics(self.k, ignore_index=self.ignore)
-        for im, p, lab in zip(self.images, self.probs, self.labels):
+        for im, p, lab in zip(self.images, self.probs, self.labels, strict=True):
             if params.gaussian_compat is None and params.bilateral_compat is None:
                 pred = np.asarray(p).argmax(-1)  # no terms: the network's own argmax
             else:
@@ -255,7 +256,7 @@ def _gradient(start: CRFParams, images, probs, labels, fit_idx, score, *, k, ign
             prm = layer.to_params()
             s = score(prm)
             history.append((s, prm, step))
-            log(f"  step {step}: loss {total:.4f}, held-out mIoU {100 * s:.2f}  {_describe(prm)}")
+            log(f"  step {step}: loss {total:.4f}, held-out mIoU {100 * s:.2f}  {describe(prm)}")
             if s > best + 1e-9:
                 best, since = s, 0
             else:
@@ -266,7 +267,7 @@ def _gradient(start: CRFParams, images, probs, labels, fit_idx, score, *, k, ign
     return history
 
 
-def _describe(p: CRFParams) -> str:
+def describe(p: CRFParams) -> str:
     def c(v):
         if v is None:
             return "off"
@@ -328,14 +329,14 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
         the settings. The inputs are not modified.
     """
     t0 = time.perf_counter()
-    if search not in _SEARCHES:
-        raise ValueError(f"search must be one of {_SEARCHES}, got {search!r}")
+    if search not in SEARCHES:
+        raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
     if isinstance(compat, bool):
         compat = "matrix" if compat else "potts"
-    if compat not in _COMPATS:
-        raise ValueError(f"compat must be one of {_COMPATS} (or a bool), got {compat!r}")
-    if loss not in _LOSSES:
-        raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
+    if compat not in COMPATS:
+        raise ValueError(f"compat must be one of {COMPATS} (or a bool), got {compat!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     for name, v, lo in (("crop", crop, 8), ("steps", steps, 1), ("batch", batch, 1), ("eval_every", eval_every, 1),
                         ("patience", patience, 1), ("n_random", n_random, 1), ("n_iter", n_iter, 1)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
@@ -371,9 +372,9 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
         cands.append((f"{'random' if search == 'random' else 'grid'}[{j}]", p, s))
         if best_grid is None or s > best_grid[1]:
             best_grid = (p, s)
-        log(f"  {'random' if search == 'random' else 'grid'}[{j}] {_describe(p)}: {100 * s:.2f}")
+        log(f"  {'random' if search == 'random' else 'grid'}[{j}] {describe(p)}: {100 * s:.2f}")
     scores["grid_best"] = best_grid[1]
-    log(f"{'grid best':>10}: held-out mIoU {100 * best_grid[1]:.2f}  {_describe(best_grid[0])}")
+    log(f"{'grid best':>10}: held-out mIoU {100 * best_grid[1]:.2f}  {describe(best_grid[0])}")
     if search == "gradient":
         start = max(((p, s) for name, p, s in cands if name != "network"), key=lambda t: t[1])[0]
         hist = _gradient(start, images, probs, labels, fit_idx, score, k=k, ignore_index=ignore_index,
@@ -423,97 +424,76 @@ def format_table(info: dict) -> str:
 
 
 # --------------------------------------------------------------------------
-# Command line: densecrf fit IMAGES PROBS LABELS -o params.json
+# Folders of images, probability maps and labels (what ``densecrf fit`` reads)
 # --------------------------------------------------------------------------
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Adds the ``fit`` subcommand to an argparse subparsers object."""
-    f = subparsers.add_parser("fit", help="learn CRF parameters for a model from labelled images (JSON out)",
-                              description="Fits dense-CRF parameters to a model from folders of images, "
-                                          "probability maps (.npy [H, W, K]) and label PNGs matched by file stem.")
-    f.add_argument("images", help="folder of images (PNG/JPEG)")
-    f.add_argument("probs", help="folder of probability maps, <stem>.npy of shape [H, W, K]")
-    f.add_argument("labels", help="folder of label images, <stem>.png, one class index per pixel")
-    f.add_argument("-o", "--output", required=True, help="parameter file to write (JSON)")
-    f.add_argument("--ignore-index", type=int, default=None)
-    f.add_argument("--search", choices=_SEARCHES, default="gradient")
-    f.add_argument("--holdout", type=float, default=0.3, help="fraction held out for selection (default 0.3)")
-    f.add_argument("--compat", choices=_COMPATS, default="potts")
-    f.add_argument("--loss", choices=_LOSSES, default="ce")
-    f.add_argument("--unbalanced", action="store_true", help="plain cross-entropy, no class weights")
-    f.add_argument("--crop", type=int, default=160)
-    f.add_argument("--iters", type=int, default=5, help="mean-field iterations")
-    f.add_argument("--steps", type=int, default=80)
-    f.add_argument("--batch", type=int, default=2)
-    f.add_argument("--lr", type=float, default=0.03)
-    f.add_argument("--n-random", type=int, default=24)
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--threads", type=int, default=None)
-    f.add_argument("-q", "--quiet", action="store_true")
-    f.set_defaults(func=run)
-    return f
-
-
-_IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-def _stems(folder: str, exts, what: str) -> dict:
+def _stems(folder: str, exts: tuple[str, ...], what: str) -> dict[str, str]:
     if not os.path.isdir(folder):
-        raise ValueError(f"{what} folder {folder} does not exist")
+        raise InputError(f"{what} folder {folder} does not exist")
     out = {}
     for n in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(n)
         if ext.lower() in exts:
             out[stem] = os.path.join(folder, n)
     if not out:
-        raise ValueError(f"{what} folder {folder} has no {'/'.join(exts)} files")
+        raise InputError(f"{what} folder {folder} has no {'/'.join(exts)} files")
     return out
 
 
-def load_folders(images_dir: str, probs_dir: str, labels_dir: str):
-    """(names, images, probs, labels) from three folders matched by file stem.
+@dataclasses.dataclass
+class FolderMatch:
+    """Files of three folders matched by stem: ``triples[i]`` = (image, probs, labels) paths of ``names[i]``.
 
-    Images and labels are read as the command line reads them
-    (:func:`densecrf.cli.read_image`: grey and RGBA to uint8 RGB;
-    :func:`densecrf.cli.read_labels`: palette or grey PNGs of class indices;
-    :func:`densecrf.cli.read_npy`: the probabilities, no pickled objects).
+    ``unused`` counts the files of the probs and labels folders whose stem
+    has no image: a labels folder may hold a whole dataset's annotations
+    while the images folder holds the subset to fit on.
     """
-    from .cli import read_image, read_labels, read_npy
 
-    ims = _stems(images_dir, _IMAGE_EXT, "images")
-    prs = _stems(probs_dir, (".npy",), "probs")
+    names: list[str]
+    triples: list[tuple[str, str, str]]
+    unused: dict[str, int]
+
+
+def match_folders(images_dir: str, probs_dir: str, labels_dir: str) -> FolderMatch:
+    """Matches the folders by file stem; every image needs its probability map and its label image.
+
+    Raises InputError naming the first image without one of them.
+    """
+    ims = _stems(images_dir, IMAGE_EXTS, "images")
+    prs = _stems(probs_dir, PROB_EXTS, "probs")
     labs = _stems(labels_dir, (".png",), "labels")
     names = sorted(ims)
     for other, what in ((prs, "probs"), (labs, "labels")):
         missing = [s for s in names if s not in other]
-        extra = [s for s in other if s not in ims]
-        if missing or extra:
-            s = (missing or extra)[0]
-            raise ValueError(f"unmatched file names: {s!r} is in {'images' if missing else what} but not in "
-                             f"{what if missing else 'images'} ({len(missing) + len(extra)} unmatched)")
+        if missing:
+            raise InputError(f"unmatched file names: {missing[0]!r} is in images but not in {what} "
+                             f"({len(missing)} of {len(names)} images have no {what} file)")
+    unused = {"probs": sum(s not in ims for s in prs), "labels": sum(s not in ims for s in labs)}
+    return FolderMatch(names, [(ims[s], prs[s], labs[s]) for s in names], unused)
+
+
+def load_folders(images_dir: str, probs_dir: str, labels_dir: str):
+    """(names, images, probs, labels) from three folders matched by file stem (:func:`match_folders`).
+
+    Read through :mod:`densecrf.io`: images as ``[H, W, 3]`` uint8 RGB (grey
+    and RGBA converted), label PNGs (palette or grey) as ``[H, W]`` class
+    indices, probability maps from ``.npy`` or ``.npz`` without pickled
+    objects. Files of the probs and labels folders without an image are not read.
+    """
+    return read_matched(match_folders(images_dir, probs_dir, labels_dir))
+
+
+def read_matched(match: FolderMatch):
+    """(names, images, probs, labels) of a :class:`FolderMatch`, each checked against its image's size."""
     images, probs, labels = [], [], []
-    for s in names:
-        im = read_image(ims[s], f"image of {s!r}")
-        lab = read_labels(labs[s], f"label image of {s!r}")
-        p = read_npy(prs[s], f"probabilities of {s!r}")
+    for s, (ip, pp, lp) in zip(match.names, match.triples, strict=True):
+        im = read_image(ip, f"image of {s!r}")
+        lab = read_labels(lp, f"label image of {s!r}")
+        p = read_npy(pp, f"probabilities of {s!r}")
         if p.ndim != 3 or p.shape[:2] != im.shape[:2]:
-            raise ValueError(f"{prs[s]} has shape {p.shape}, expected [H, W, K] with H, W = {im.shape[:2]} of its image")
+            raise InputError(f"{pp} has shape {p.shape}, expected [H, W, K] with H, W = {im.shape[:2]} of its image")
         if lab.shape != im.shape[:2]:
-            raise ValueError(f"{labs[s]} has shape {lab.shape}, expected {im.shape[:2]} (its image's size, one channel)")
-        images.append(np.ascontiguousarray(im))
+            raise InputError(f"{lp} has shape {lab.shape}, expected {im.shape[:2]} (its image's size, one channel)")
+        images.append(im)
         probs.append(p)
         labels.append(lab)
-    return names, images, probs, labels
-
-
-def run(args) -> int:
-    names, images, probs, labels = load_folders(args.images, args.probs, args.labels)
-    params = fit(images, probs, labels, ignore_index=args.ignore_index, search=args.search, holdout=args.holdout,
-                 compat=args.compat, loss=args.loss, balanced=not args.unbalanced, crop=args.crop, n_iter=args.iters, steps=args.steps,
-                 batch=args.batch, lr=args.lr, n_random=args.n_random, seed=args.seed, threads=args.threads,
-                 verbose=not args.quiet)
-    params.info["heldout_names"] = [names[i] for i in params.info["heldout_indices"]]
-    params.save(args.output)
-    if args.quiet:
-        print(format_table(params.info))
-    print(f"wrote {args.output}: {_describe(params)}")
-    return 0
+    return list(match.names), images, probs, labels

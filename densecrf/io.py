@@ -24,19 +24,19 @@ import warnings
 import numpy as np
 
 __all__ = [
+    "IMAGE_EXTS",
+    "PROB_EXTS",
     "InputError",
+    "atomic_path",
+    "labels_to_probs",
+    "palette",
     "read_image",
     "read_labels",
     "read_npy",
     "read_probs",
-    "labels_to_probs",
+    "voc_palette",
     "write_labels",
     "write_probs",
-    "atomic_path",
-    "voc_palette",
-    "palette",
-    "PROB_EXTS",
-    "IMAGE_EXTS",
 ]
 
 #: File endings read as probability maps (label maps may also be PNGs).
@@ -262,15 +262,22 @@ def voc_palette(n: int = 256) -> np.ndarray:
     return pal.astype(np.uint8)
 
 
-def palette(name: str) -> np.ndarray:
-    """A named colour map: ``"camvid"`` (the bundled network's classes) or ``"voc"``."""
-    if name == "camvid":
-        from .models.camvid import PALETTE
+def palette(colours: str | np.ndarray) -> np.ndarray:
+    """A colour map as ``[n, 3]`` uint8: ``"voc"``, or an ``[n, 3]`` array of 0..255 colours checked.
 
-        return PALETTE
-    if name == "voc":
-        return voc_palette()
-    raise InputError(f"palette must be 'voc' or 'camvid', got {name!r}")
+    Dataset palettes live with their datasets (``densecrf.models.camvid.PALETTE``):
+    this module sits below them and does not import them.
+    """
+    if isinstance(colours, str):
+        if colours == "voc":
+            return voc_palette()
+        raise InputError(f"palette must be 'voc' or an [n, 3] array of colours, got {colours!r}")
+    pal = np.asarray(colours)
+    if pal.ndim != 2 or pal.shape[1] != 3 or not pal.shape[0]:
+        raise InputError(f"palette must have shape [n, 3], got {pal.shape}")
+    if not np.issubdtype(pal.dtype, np.integer) or pal.min() < 0 or pal.max() > 255:
+        raise InputError("palette colours must be integers in 0..255")
+    return pal.astype(np.uint8)
 
 
 #: zlib level of written PNGs: zlib's default, which is what Pillow uses when none is given.

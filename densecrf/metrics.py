@@ -10,13 +10,34 @@ summed counts, not averaged per image.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
-from . import _checks
+# numpy only, by contract (pyproject.toml, [tool.importlinter]): these few checks are written here.
+_INT32_MAX = 2**31 - 1
+
+
+def _shape_str(shape) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _positive_int(x, name: str) -> int:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(x).__name__}")
+    v = int(x)
+    if v < 1:
+        raise ValueError(f"{name} must be >= 1, got {v}")
+    if v > _INT32_MAX:
+        raise ValueError(f"{name} = {v} exceeds the supported maximum 2^31-1")
+    return v
 
 
 def _labels(a, name: str) -> np.ndarray:
-    arr = _checks.as_array(a, name)
+    try:
+        arr = np.asarray(a)
+    except Exception as exc:  # a GPU tensor, an exotic array-like: say which argument
+        raise TypeError(f"{name} could not be converted to a numpy array: {exc}") from exc
     if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
         raise TypeError(f"{name} must be an integer label map, got dtype {arr.dtype}")
     return arr.astype(np.int64, copy=False)
@@ -28,10 +49,10 @@ def confusion_matrix(pred, target, n_classes: int, *, ignore_index: int | None =
     Ground-truth pixels equal to ``ignore_index`` are skipped. Any other value
     outside ``[0, n_classes)`` in either map raises ValueError.
     """
-    n = _checks.positive_int(n_classes, "n_classes")
+    n = _positive_int(n_classes, "n_classes")
     p, t = _labels(pred, "pred"), _labels(target, "target")
     if p.shape != t.shape:
-        raise ValueError(f"pred and target must have the same shape, got {_checks.shape_str(p.shape)} and {_checks.shape_str(t.shape)}")
+        raise ValueError(f"pred and target must have the same shape, got {_shape_str(p.shape)} and {_shape_str(t.shape)}")
     keep = np.ones(t.shape, dtype=bool) if ignore_index is None else t != ignore_index
     p, t = p[keep], t[keep]
     for arr, name in ((p, "pred"), (t, "target")):
@@ -52,7 +73,7 @@ class SegmentationMetrics:
     """
 
     def __init__(self, n_classes: int, *, ignore_index: int | None = None):
-        self.n_classes = _checks.positive_int(n_classes, "n_classes")
+        self.n_classes = _positive_int(n_classes, "n_classes")
         self.ignore_index = ignore_index
         self.confusion = np.zeros((self.n_classes, self.n_classes), dtype=np.int64)
 
@@ -112,12 +133,12 @@ def panoptic_quality(pred_classes, pred_instances, gt_classes, gt_instances, n_c
     Returns ``{"pq", "sq", "rq"}`` averaged over the classes that have a
     segment in either map, and ``"per_class"``: ``{class: (pq, sq, rq, tp, fp, fn)}``.
     """
-    n = _checks.positive_int(n_classes, "n_classes")
+    n = _positive_int(n_classes, "n_classes")
     pc, pi = _labels(pred_classes, "pred_classes"), _labels(pred_instances, "pred_instances")
     gc, gi = _labels(gt_classes, "gt_classes"), _labels(gt_instances, "gt_instances")
     if not (pc.shape == pi.shape == gc.shape == gi.shape):
         raise ValueError("the four maps must have one shape, got "
-                         + ", ".join(_checks.shape_str(a.shape) for a in (pc, pi, gc, gi)))
+                         + ", ".join(_shape_str(a.shape) for a in (pc, pi, gc, gi)))
     if not 0 < iou_threshold < 1:
         raise ValueError(f"iou_threshold must be in (0, 1), got {iou_threshold}")
     keep = np.ones(gc.shape, dtype=bool) if ignore_index is None else gc != ignore_index
@@ -180,7 +201,7 @@ def instance_average_precision(pred_masks, pred_scores, gt_masks, *, iou_thresho
     if pm.shape[0] != scores.shape[0]:
         raise ValueError(f"pred_masks has {pm.shape[0]} masks but pred_scores has {scores.shape[0]} values")
     if pm.shape[0] and gm.shape[0] and pm.shape[1:] != gm.shape[1:]:
-        raise ValueError(f"mask shapes differ: {_checks.shape_str(pm.shape[1:])} vs {_checks.shape_str(gm.shape[1:])}")
+        raise ValueError(f"mask shapes differ: {_shape_str(pm.shape[1:])} vs {_shape_str(gm.shape[1:])}")
     if not np.isfinite(scores).all():
         raise ValueError("pred_scores must be finite")
     n_gt = gm.shape[0]

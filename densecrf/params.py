@@ -25,9 +25,17 @@ import json
 import math
 import numbers
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
 import numpy as np
+
+#: A term's compatibility as given: a Potts weight, a [K] diagonal or a [K, K] matrix (None drops the term);
+#: stored as a float or nested lists of floats.
+Compat: TypeAlias = float | Sequence[float] | Sequence[Sequence[float]] | np.ndarray | None
+#: The bilateral colour bandwidth: one number, or one per channel (stored as a float or a list).
+Srgb: TypeAlias = float | Sequence[float] | np.ndarray
 
 FORMAT = "densecrf-params"
 VERSION = 1
@@ -77,12 +85,12 @@ class CRFParams:
 
     n_iter: int = 5
     gaussian_sxy: float = 3.0
-    gaussian_compat: object = 3.0
+    gaussian_compat: Compat = 3.0
     bilateral_sxy: float = 80.0
-    bilateral_srgb: object = 13.0
-    bilateral_compat: object = 10.0
+    bilateral_srgb: Srgb = 13.0
+    bilateral_compat: Compat = 10.0
     normalization: str = "symmetric"
-    info: dict = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if isinstance(self.n_iter, bool) or not isinstance(self.n_iter, numbers.Integral) or self.n_iter < 0:
@@ -123,7 +131,7 @@ class CRFParams:
                 "normalization": self.normalization, "info": self.info}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CRFParams":
+    def from_dict(cls, d: dict) -> CRFParams:
         if not isinstance(d, dict):
             raise ValueError(f"CRF parameters must be a JSON object, got {type(d).__name__}")
         if d.get("format", FORMAT) != FORMAT:
@@ -158,7 +166,7 @@ class CRFParams:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path) -> "CRFParams":
+    def load(cls, path) -> CRFParams:
         try:
             with open(path) as fh:
                 d = json.load(fh)
@@ -178,4 +186,4 @@ def as_params(params) -> CRFParams:
     raise TypeError(f"params must be a CRFParams, a dict or a path to a JSON file, got {type(params).__name__}")
 
 
-__all__ = ["CRFParams", "as_params"]
+__all__ = ["CRFParams", "Compat", "Srgb", "as_params"]

@@ -16,7 +16,9 @@ pytest.importorskip("matplotlib")
 Image = pytest.importorskip("PIL.Image")
 
 import densecrf  # noqa: E402
-from densecrf import cli  # noqa: E402
+from densecrf import cli, io  # noqa: E402
+from densecrf.cli import demo  # noqa: E402
+from densecrf.cli import eval as eval_cmd  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "camvid")
 
@@ -87,7 +89,7 @@ def test_refine_label_png(tmp_path, capsys):
     noisy[5:8, 3:6] = (noisy[5:8, 3:6] + 1) % 3  # a blob of wrong labels inside a band
     ip, lp = save_png(tmp_path / "im.png", image), save_png(tmp_path / "lab.png", noisy.astype(np.uint8), "L")
     before = digest(lp)
-    rc, out, err = run(capsys, "refine", ip, lp, "--n-labels", 3, "--gt-prob", 0.6, "-o", tmp_path / "o.png",
+    rc, _, err = run(capsys, "refine", ip, lp, "--n-labels", 3, "--gt-prob", 0.6, "-o", tmp_path / "o.png",
                        "--palette", "camvid")
     assert rc == 0, err
     q = np.load(tmp_path / "o.npy")
@@ -138,7 +140,7 @@ def test_grey_and_rgba_images_are_converted(tmp_path, capsys):
     rgba = save_png(tmp_path / "a.png", np.dstack([image, np.full(image.shape[:2], 255, np.uint8)]), "RGBA")
     for ip in (grey, rgba):
         assert run(capsys, "refine", ip, tmp_path / "p.npy", "-o", tmp_path / "o")[0] == 0
-    np.testing.assert_array_equal(cli.read_image(rgba), image)
+    np.testing.assert_array_equal(io.read_image(rgba), image)
 
 
 # -- demo ----------------------------------------------------------------------------
@@ -148,8 +150,8 @@ def test_demo_writes_figure(tmp_path, capsys):
     rc, text, err = run(capsys, "demo", "-o", out)
     assert rc == 0, err
     with Image.open(out) as im:
-        w, h = cli.DEMO_FIGSIZE
-        assert im.size == (round(w * cli.DEMO_DPI), round(h * cli.DEMO_DPI))
+        w, h = demo.DEMO_FIGSIZE
+        assert im.size == (round(w * demo.DEMO_DPI), round(h * demo.DEMO_DPI))
     for stage in ("network (240 x 180)", "dense CRF", "figure", "total"):
         assert stage in text
     assert re.search(r"network:\s+pixel accuracy \d+\.\d %", text)
@@ -231,12 +233,20 @@ def test_eval_save_probs_round_trip(tmp_path, capsys):
     np.testing.assert_allclose(m.sum(-1), 1.0, atol=1e-5)
     for cls in ("Sky", "Road", "Car", "Bicyclist", "mean IoU", "pixel accuracy"):
         assert re.search(rf"^{cls}\s", out1, re.M), out1
-    rc, out2, err = run(capsys, "eval", root, "--probs", tmp_path / "maps")
+    from densecrf import models
+
+    # With the parameters the first run used (the bundled network's), the
+    # saved maps are the network's: every figure of both rows is the same.
+    rc, out2, err = run(capsys, "eval", root, "--probs", tmp_path / "maps", "--params", models.CRF_PARAMS)
     assert rc == 0, err
-    # The saved maps are the network's: every figure of both rows is the same.
     assert _row(out1, "mean IoU") == _row(out2, "mean IoU")
     assert _row(out1, "pixel accuracy") == _row(out2, "pixel accuracy")
     assert "--probs evaluates another model" in out2
+    # Without --params, another model's maps get the classic parameters: the network row is unchanged.
+    rc, out3, err = run(capsys, "eval", root, "--probs", tmp_path / "maps")
+    assert rc == 0, err
+    assert _row(out1, "mean IoU")[0] == _row(out3, "mean IoU")[0]
+    assert "dense CRF: 5 iterations, gaussian sxy 3 compat 3, bilateral sxy 80 srgb 13 compat 10" in out3
 
 
 def test_eval_float16_maps_and_params(tmp_path, capsys):
@@ -269,7 +279,7 @@ def test_train_passes_arguments_through(tmp_path, capsys):
     pytest.importorskip("torch")
     root = fake_camvid(tmp_path / "cv", split="train", n=2)
     fake_camvid(root, split="val", n=1, seed=1)
-    rc, out, err = run(capsys, "train", "--data", root, "--out", tmp_path / "run", "--epochs", 1, "--batch", 2,
+    rc, _, err = run(capsys, "train", "--data", root, "--out", tmp_path / "run", "--epochs", 1, "--batch", 2,
                        "--width", 4, "--size", 48, 36, "--max-batches", 1)
     assert rc == 0, err
     assert (tmp_path / "run" / "log.csv").exists() and (tmp_path / "run" / "best.pt").exists()
@@ -299,13 +309,13 @@ def test_bench_suite_missing_folder(tmp_path, capsys):
 
 # -- helpers -------------------------------------------------------------------------
 def test_voc_palette_and_fixed_overlay_colours():
-    pal = cli.voc_palette()
+    pal = io.voc_palette()
     assert pal[1].tolist() == [128, 0, 0] and pal[2].tolist() == [0, 128, 0] and pal[15].tolist() == [192, 128, 128]
     from densecrf.models.camvid import PALETTE
 
     labels = np.array([[3, 8], [8, 3]])
     black = np.zeros((2, 2, 3), np.uint8)
-    rgb = cli._overlay(labels, black, PALETTE)
+    rgb = demo.overlay(labels, black, PALETTE)
     # over a black image the overlay is alpha * colour; 1e-9: float64 arithmetic on values of order 1
     np.testing.assert_allclose(rgb[0, 1], 0.75 * PALETTE[8] / 255.0, atol=1e-9)
     np.testing.assert_allclose(rgb[0, 0], 0.75 * PALETTE[3] / 255.0, atol=1e-9)
@@ -315,9 +325,9 @@ def test_missing_extra_names_it(tmp_path, capsys, monkeypatch):
     image, _, probs = scene(8, 9, 3)
     ip = save_png(tmp_path / "im.png", image)
     np.save(tmp_path / "p.npy", probs)
-    monkeypatch.setitem(sys.modules, "skimage.io", None)  # import fails as if scikit-image were absent
+    monkeypatch.setitem(sys.modules, "PIL.Image", None)  # import fails as if Pillow were absent
     rc, _, err = run(capsys, "refine", ip, tmp_path / "p.npy", "-o", tmp_path / "o")
-    assert rc == 2 and err.strip() == "densecrf refine: error: this command needs scikit-image: pip install 'densecrf[cli]'"
+    assert rc == 2 and err.strip() == "densecrf refine: error: this needs pillow: pip install 'densecrf[cli]'"
 
 
 # -- hostile input: one line naming the fault, no traceback, inputs untouched ------------
@@ -350,9 +360,9 @@ HOSTILE = [
      r"floating-point probabilities, got dtype int32"),
     ("size mismatch", lambda t: (np.save(t / "q.npy", scene(5, 7, 4)[2]),
                                  ("refine", t / "im.png", t / "q.npy", "-o", t / "o"))[1],
-     r"shape \(5, 7, 4\) but IMAGE is 6 x 7"),
+     r"shape \(5, 7, 4\) but the image is 6 x 7"),
     ("label png size mismatch", lambda t: ("refine", t / "im.png", save_png(t / "l.png", np.zeros((5, 7), np.uint8), "L"),
-                                           "--n-labels", 3, "-o", t / "o"), r"5 x 7 label map but IMAGE is 6 x 7"),
+                                           "--n-labels", 3, "-o", t / "o"), r"5 x 7 label map but the image is 6 x 7"),
     ("label png is RGB", lambda t: ("refine", t / "im.png", save_png(t / "l.png", np.zeros((6, 7, 3), np.uint8)),
                                     "--n-labels", 3, "-o", t / "o"), r"one class index per pixel.*RGB"),
     ("label out of range", lambda t: ("refine", t / "im.png", save_png(t / "l.png", np.full((6, 7), 5, np.uint8), "L"),
@@ -436,3 +446,169 @@ def test_console_entry_flushes_before_its_hard_exit(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "densecrf", "refine", "nope.png", "p.npy", "-o", "o"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr == "densecrf refine: error: IMAGE not found: nope.png\n"
+
+
+# -- argparse: one line, status 2; help in full ---------------------------------------------
+@pytest.mark.parametrize("argv", [("refine", "im.png", "p.npy", "-o", "o", "--frobnicate"), ("refine",),
+                                  ("demo", "--iters", "five"), ("fit", "a", "b"), ("bench", "--size", "1"),
+                                  ("nosuchcommand",), ()])
+def test_argparse_errors_are_one_line_with_status_2(capsys, argv):
+    rc, out, err = run(capsys, *argv)
+    assert rc == 2
+    lines = err.strip().splitlines()
+    prog = "densecrf" + (f" {argv[0]}" if argv and argv[0] != "nosuchcommand" else "")
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
+    assert "usage:" not in err and out == ""
+
+
+def test_train_argument_errors_are_one_line(capsys):
+    pytest.importorskip("torch")
+    rc, _, err = run(capsys, "train", "--epochs", "x")
+    assert rc == 2
+    assert err.strip().splitlines() == [
+        "densecrf train: error: argument --epochs: invalid int value: 'x' (see densecrf train --help)"]
+
+
+@pytest.mark.parametrize("command", ["demo", "refine", "eval", "fit", "bench"])
+def test_help_is_whole_and_exits_0(capsys, command):
+    with pytest.raises(SystemExit) as info:  # argparse's own --help exit, caught by main
+        cli.build_parser().parse_args([command, "--help"])
+    assert info.value.code == 0
+    rc, out, err = run(capsys, command, "--help")
+    assert rc == 0 and err == ""
+    assert out.startswith(f"usage: densecrf {command}") and "--help" in out and len(out.splitlines()) > 5
+
+
+def test_top_level_help_lists_every_command(capsys):
+    rc, out, _ = run(capsys, "--help")
+    assert rc == 0
+    listed = re.findall(r"^    (\w+)\s", out, re.M)
+    assert listed == ["demo", "refine", "eval", "fit", "train", "bench"], out
+    assert "demo, refine, eval, fit, train, bench" in out
+
+
+def test_fit_help_shows_defaults(capsys):
+    rc, out, _ = run(capsys, "fit", "--help")
+    assert rc == 0
+    text = " ".join(out.split())  # argparse wraps the help at the terminal's width
+    for flag, default in (("--search", "gradient"), ("--holdout", "0.3"), ("--compat", "potts"), ("--loss", "ce"),
+                          ("--crop", "160"), ("--iters", "5"), ("--steps", "80"), ("--batch", "2"),
+                          ("--lr", "0.03"), ("--n-random", "24"), ("--seed", "0")):
+        assert re.search(rf"{re.escape(flag)} \S+ .*?\(default: {re.escape(default)}\)", text), flag
+
+
+# -- eval --probs: another model's maps get the classic parameters ------------------------------
+def _random_maps(folder, names, h=36, w=48, k=11, seed=0):
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder)
+    for n in names:
+        p = rng.dirichlet(np.ones(k), (h, w)).astype(np.float32)
+        np.save(folder / f"{n}.npy", p)
+    return folder
+
+
+def test_eval_probs_uses_classic_parameters_unless_params(tmp_path, capsys):
+    from densecrf import models
+
+    assert os.path.exists(models.CRF_PARAMS)  # the case this test is about: fitted parameters are bundled
+    root = fake_camvid(tmp_path / "cv", n=2)
+    maps = _random_maps(tmp_path / "maps", ["f000", "f001"])
+    rc, out, err = run(capsys, "eval", root, "--probs", maps)
+    assert rc == 0, err
+    assert "dense CRF: 5 iterations, gaussian sxy 3 compat 3, bilateral sxy 80 srgb 13 compat 10" in out
+    assert "fitted" not in out and "classic parameters" in out
+    # The figures are those of refine() with the classic parameters, computed here independently.
+    from densecrf.metrics import SegmentationMetrics
+
+    m = SegmentationMetrics(11, ignore_index=11)
+    for n in ("f000", "f001"):
+        image = np.asarray(Image.open(root / "val" / f"{n}.png").convert("RGB"))
+        truth = np.asarray(Image.open(root / "valannot" / f"{n}.png"), dtype=np.int64)
+        m.update(densecrf.refine(image, np.load(maps / f"{n}.npy")).argmax(-1), truth)
+    assert _row(out, "mean IoU")[1] == round(100 * m.mean_iou(), 1)
+    # --params FILE replaces them.
+    (tmp_path / "p.json").write_text(json.dumps({"n_iter": 2, "gaussian": {"sxy": 4.0, "compat": 1.0}}))
+    rc, out, err = run(capsys, "eval", root, "--probs", maps, "--params", tmp_path / "p.json")
+    assert rc == 0, err
+    assert "dense CRF: 2 iterations, gaussian sxy 4 compat 1" in out
+
+
+def test_eval_defaults_per_source_and_help_says_so(capsys):
+    from densecrf import models
+    from densecrf.params import CRFParams, as_params
+
+    args = cli.build_parser().parse_args(["eval", "data"])
+    assert eval_cmd.eval_params(args) == as_params(models.CRF_PARAMS)  # the bundled network: its fitted ones
+    args = cli.build_parser().parse_args(["eval", "data", "--probs", "maps"])
+    assert eval_cmd.eval_params(args) == CRFParams()  # another model's maps: the classic ones
+    args = cli.build_parser().parse_args(["eval", "data", "--probs", "maps", "--no-crf"])
+    assert eval_cmd.eval_params(args) is None
+    rc, out, _ = run(capsys, "eval", "--help")
+    assert rc == 0
+    text = " ".join(out.split())
+    assert "with --probs (another model's maps), pydensecrf's classic parameters" in text
+    assert "for the bundled network, the parameters fitted to it" in text
+
+
+# -- fit: folders matched by stem ---------------------------------------------------------------
+def _fit_folders(root, n=4, extra_labels=0, extra_probs=0):
+    dirs = [root / d for d in ("img", "prob", "lab")]
+    for d in dirs:
+        d.mkdir(parents=True)
+    for i in range(n + max(extra_labels, extra_probs)):
+        image, truth, probs = scene(16, 20, 3, seed=i)
+        if i < n:
+            save_png(dirs[0] / f"f{i}.png", image)
+        if i < n + extra_probs:
+            np.save(dirs[1] / f"f{i}.npy", probs)
+        if i < n + extra_labels:
+            save_png(dirs[2] / f"f{i}.png", truth.astype(np.uint8), "L")
+    return [str(d) for d in dirs]
+
+
+def test_fit_matches_a_larger_labels_folder_by_stem(tmp_path, capsys):
+    img, prob, lab = _fit_folders(tmp_path, n=4, extra_labels=3, extra_probs=1)
+    out = tmp_path / "p.json"
+    rc, text, err = run(capsys, "fit", img, prob, lab, "-o", out, "--search", "grid", "--holdout", "0.5", "-q")
+    assert rc == 0, err
+    assert "note: 3 files of the labels folder without an image left out" in text
+    assert "note: 1 file of the probs folder without an image left out" in text
+    from densecrf.params import CRFParams
+
+    assert CRFParams.load(out).info["n_images"] == 4
+    from densecrf.fit import load_folders
+
+    names, images, probs, labels = load_folders(img, prob, lab)
+    assert names == ["f0", "f1", "f2", "f3"] and len(images) == len(probs) == len(labels) == 4
+
+
+def test_fit_still_refuses_an_image_without_labels(tmp_path, capsys):
+    img, prob, lab = _fit_folders(tmp_path, n=3)
+    os.remove(os.path.join(lab, "f1.png"))
+    rc, _, err = run(capsys, "fit", img, prob, lab, "-o", tmp_path / "p.json", "--search", "grid")
+    assert rc == 2
+    assert err.strip() == ("densecrf fit: error: unmatched file names: 'f1' is in images but not in labels "
+                           "(1 of 3 images have no labels file)")
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_library_import_loads_neither_cli_nor_torch(tmp_path):
+    # The library never imports the command line; the command line itself imports torch only in the
+    # commands that run a network (refine, fit --search grid and bench stay light).
+    import subprocess
+
+    code = ("import sys, densecrf; assert 'densecrf.cli' not in sys.modules, 'cli'; "
+            "import densecrf.cli, densecrf.fit, densecrf.bench, densecrf.io, densecrf.models.infer; "
+            "assert 'torch' not in sys.modules, 'torch'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+def test_eval_progress_bar_on_request(tmp_path, capsys):
+    pytest.importorskip("tqdm")
+    root = fake_camvid(tmp_path / "cv", n=2)
+    maps = _random_maps(tmp_path / "maps", ["f000", "f001"])
+    rc, _, err = run(capsys, "eval", root, "--probs", maps, "--no-crf", "--progress")
+    assert rc == 0, err
+    assert "2/2" in err  # tqdm's count on stderr, forced without a terminal
+    rc, _, err = run(capsys, "eval", root, "--probs", maps, "--no-crf", "--no-progress")
+    assert rc == 0 and err == ""

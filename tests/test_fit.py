@@ -291,7 +291,7 @@ def test_cli_fit_hostile(tmp_path, capsys):
     with open(os.path.join(prob, "f2.npy"), "wb") as fh:
         fh.write(b"not a numpy file")
     msg = _one_line_error(capsys, ["fit", img, prob, lab, "-o", out])
-    assert "could not read probabilities of 'f2'" in msg and "f2.npy (expected a .npy array)" in msg
+    assert "could not read probabilities of 'f2'" in msg and "f2.npy (expected a .npy or .npz array)" in msg
     assert not os.path.exists(out)
 
 

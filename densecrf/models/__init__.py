@@ -59,4 +59,4 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["CRF_PARAMS", "CRF_WEIGHTS", "DeepLabCRF", "DeepLabLite", "NET_SIZE", "WEIGHTS", "pretrained"]
+__all__ = ["CRF_PARAMS", "CRF_WEIGHTS", "NET_SIZE", "WEIGHTS", "DeepLabCRF", "DeepLabLite", "pretrained"]

@@ -31,6 +31,41 @@ def list_split(root: str, split: str) -> list[tuple[str, str]]:
     return pairs
 
 
+#: The three drives of CamVid's train and val splits (file names start with them).
+DRIVES = ("0001TP", "0006R0", "0016E5")
+
+#: Fixed cross-drive folds (issue "A bundled network that holds up"): each
+#: trains on two drives of the train split and holds the third out for
+#: reporting only. Val (101 frames of 0016E5, whose other 204 frames are in
+#: train) never trains a fold model; its figures are near-domain ones.
+FOLDS = {
+    "A": {"train": ("0001TP", "0016E5"), "heldout": "0006R0"},
+    "B": {"train": ("0006R0", "0016E5"), "heldout": "0001TP"},
+}
+
+
+def drive_of(path: str) -> str:
+    """The drive id of a CamVid frame (the file name's prefix before '_')."""
+    name = os.path.basename(path)
+    drive = name.split("_", 1)[0]
+    if drive not in DRIVES:
+        raise ValueError(f"{path}: file name does not start with a CamVid drive id {DRIVES}")
+    return drive
+
+
+def fold_split(root: str, fold: str, part: str) -> list[tuple[str, str]]:
+    """(image, label) pairs of a fold's ``part``: 'train' (its two drives of the train split),
+    'heldout' (its held-out drive, from the train split) or 'val' (the val split, unchanged)."""
+    if fold not in FOLDS:
+        raise ValueError(f"fold must be one of {sorted(FOLDS)}, got {fold!r}")
+    if part == "val":
+        return list_split(root, "val")
+    if part not in ("train", "heldout"):
+        raise ValueError(f"part must be 'train', 'heldout' or 'val', got {part!r}")
+    drives = FOLDS[fold]["train"] if part == "train" else (FOLDS[fold]["heldout"],)
+    return [pair for pair in list_split(root, "train") if drive_of(pair[0]) in drives]
+
+
 def load_pair(image_path: str, label_path: str, size: tuple[int, int] | None = None):
     """uint8 RGB image [H, W, 3] and int64 labels [H, W]; resized to size = (W, H) if given."""
     from PIL import Image

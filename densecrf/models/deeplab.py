@@ -134,7 +134,7 @@ class DeepLabCRF(nn.Module):
         self.net_size = tuple(net_size) if net_size is not None else None
 
     @classmethod
-    def from_training_args(cls, n_classes: int, args: dict, crf_init: dict | None = None) -> "DeepLabCRF":
+    def from_training_args(cls, n_classes: int, args: dict, crf_init: dict | None = None) -> DeepLabCRF:
         """The model ``python -m densecrf.models.train --crf`` builds from its
         arguments (``vars(args)``; missing ones take that command's defaults),
         with the head from the parameter dict ``crf_init`` when given."""

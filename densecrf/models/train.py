@@ -35,7 +35,7 @@ def evaluate(model, data, *, output: str | None = None, batch: int = 4,
     model.eval()
     with torch.no_grad():
         for i in range(0, len(data), batch):
-            xs, ys = zip(*[data[j] for j in range(i, min(i + batch, len(data)))])
+            xs, ys = zip(*[data[j] for j in range(i, min(i + batch, len(data)))], strict=True)
             x, y = torch.stack(xs), torch.stack(ys)
             net = model if output is None else (lambda t: model(t, output=output))
             logits = logits_at_size(net, x, input_size)
@@ -45,8 +45,9 @@ def evaluate(model, data, *, output: str | None = None, batch: int = 4,
     return m
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="densecrf train", description=__doc__.split("\n")[0])
+def main(argv=None, *, parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> int:
+    """Trains as the module docstring says; ``parser_class`` lets ``densecrf train`` print its errors its way."""
+    ap = parser_class(prog="densecrf train", description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, help="CamVid folder (train/, trainannot/, val/, valannot/)")
     ap.add_argument("--out", required=True, help="folder for checkpoints and the log")
     ap.add_argument("--epochs", type=int, default=60)
@@ -133,7 +134,7 @@ def main(argv=None) -> int:
         for b, i in enumerate(range(0, len(order), args.batch)):
             if args.max_batches and b >= args.max_batches:
                 break
-            xs, ys = zip(*[train[int(j)] for j in order[i:i + args.batch]])
+            xs, ys = zip(*[train[int(j)] for j in order[i:i + args.batch]], strict=True)
             x, y = torch.stack(xs), torch.stack(ys)
             out = ddp(x, output="crf") if args.crf else ddp(x)
             loss = F.cross_entropy(out, y, ignore_index=camvid.IGNORE_INDEX)

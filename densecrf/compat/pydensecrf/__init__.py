@@ -22,7 +22,19 @@ from .densecrf import (
 )
 
 __all__ = [
-    "CONST_KERNEL", "DIAG_KERNEL", "FULL_KERNEL", "NO_NORMALIZATION", "NORMALIZE_AFTER",
-    "NORMALIZE_BEFORE", "NORMALIZE_SYMMETRIC", "ConstUnary", "DenseCRF", "DenseCRF2D",
-    "KernelType", "NormalizationType", "Unary", "densecrf", "utils",
+    "CONST_KERNEL",
+    "DIAG_KERNEL",
+    "FULL_KERNEL",
+    "NORMALIZE_AFTER",
+    "NORMALIZE_BEFORE",
+    "NORMALIZE_SYMMETRIC",
+    "NO_NORMALIZATION",
+    "ConstUnary",
+    "DenseCRF",
+    "DenseCRF2D",
+    "KernelType",
+    "NormalizationType",
+    "Unary",
+    "densecrf",
+    "utils",
 ]
