@@ -11,8 +11,8 @@ from ._version import __version__
 from .crf import DenseCRF, DenseCRF2D, KernelType, Normalization, grid_positions, refine
 from .features import bilateral_features, gaussian_features, unary_from_labels, unary_from_softmax
 from .fit import fit
-from .instances import InstanceParams, paste_masks, refine_instances, refine_panoptic
 from .instance_fit import fit_instances
+from .instances import InstanceParams, paste_masks, refine_instances, refine_panoptic
 from .lattice import PermutohedralLattice
 
 
@@ -51,6 +51,7 @@ def show_config() -> dict:
 __all__ = [
     "DenseCRF",
     "DenseCRF2D",
+    "InstanceParams",
     "KernelType",
     "Normalization",
     "PermutohedralLattice",
@@ -60,16 +61,15 @@ __all__ = [
     "cuda_available",
     "fit",
     "fit_instances",
-    "InstanceParams",
-    "paste_masks",
-    "refine_instances",
-    "refine_panoptic",
     "gaussian_features",
     "get_num_threads",
     "grid_positions",
     "iter_refine",
+    "paste_masks",
     "refine",
     "refine_dataset",
+    "refine_instances",
+    "refine_panoptic",
     "set_num_threads",
     "show_config",
     "unary_from_labels",

@@ -29,8 +29,19 @@ import numpy as np
 
 from . import _checks
 
-__all__ = ["mask_ap", "encode_masks", "decode_masks", "read_instances_json", "write_instances_json",
-           "write_panoptic", "read_panoptic", "ids_to_rgb", "rgb_to_ids", "write_instance_pngs", "read_instance_pngs"]
+__all__ = [
+    "decode_masks",
+    "encode_masks",
+    "ids_to_rgb",
+    "mask_ap",
+    "read_instance_pngs",
+    "read_instances_json",
+    "read_panoptic",
+    "rgb_to_ids",
+    "write_instance_pngs",
+    "write_instances_json",
+    "write_panoptic",
+]
 
 
 def _mask_util():
@@ -71,7 +82,9 @@ def decode_masks(rles, shape=None) -> np.ndarray:
         elif isinstance(r, list) and shape is not None:  # polygons
             out.append(mu.decode(mu.merge(mu.frPyObjects(r, int(shape[0]), int(shape[1])))).astype(bool))
         else:
-            raise ValueError(f"segmentation {k} is neither an RLE dict nor a polygon list (with a shape given): {str(r)[:80]}")
+            raise ValueError(
+                f"segmentation {k} is neither an RLE dict nor a polygon list (with a shape given): {str(r)[:80]}"
+            )
     if not out:
         return np.zeros((0,) + tuple(shape or (0, 0)), dtype=bool)
     shapes = {m.shape for m in out}
@@ -82,7 +95,9 @@ def decode_masks(rles, shape=None) -> np.ndarray:
 
 def _image_masks(item, name: str, k: int, with_scores: bool):
     if not isinstance(item, dict) or "masks" not in item or "classes" not in item:
-        raise ValueError(f"{name}[{k}] must be a dict with 'masks' and 'classes'" + (" and 'scores'" if with_scores else ""))
+        raise ValueError(
+            f"{name}[{k}] must be a dict with 'masks' and 'classes'" + (" and 'scores'" if with_scores else "")
+        )
     m = np.asarray(item["masks"])
     if m.ndim != 3:
         raise ValueError(f"{name}[{k}]['masks'] must be [M, H, W], got shape {_checks.shape_str(m.shape)}")
@@ -125,10 +140,12 @@ def mask_ap(predictions, ground_truth, *, categories=None) -> dict:
         raise ImportError("mask_ap needs pycocotools: pip install pycocotools") from None
     mu = _mask_util()
     if len(predictions) != len(ground_truth):
-        raise ValueError(f"predictions and ground_truth must have one entry per image, got {len(predictions)} and "
-                         f"{len(ground_truth)}")
+        raise ValueError(
+            f"predictions and ground_truth must have one entry per image, got {len(predictions)} and "
+            f"{len(ground_truth)}"
+        )
     images, gt_anns, dt_anns, cats = [], [], [], set()
-    for k, (pred, gt) in enumerate(zip(predictions, ground_truth)):
+    for k, (pred, gt) in enumerate(zip(predictions, ground_truth, strict=False)):
         gm, gc, crowd = _image_masks(gt, "ground_truth", k, False)
         pm, pc, ps = _image_masks(pred, "predictions", k, True)
         if pm.shape[0] and gm.shape[0] and pm.shape[1:] != gm.shape[1:]:
@@ -136,10 +153,22 @@ def mask_ap(predictions, ground_truth, *, categories=None) -> dict:
         h, w = (gm.shape[1:] if gm.shape[0] else pm.shape[1:]) or (1, 1)
         images.append({"id": k + 1, "height": int(h), "width": int(w)})
         for anns, masks, classes, extra in ((gt_anns, gm, gc, crowd), (dt_anns, pm, pc, ps)):
-            for r, c, e in zip(mu.encode(np.asfortranarray(np.moveaxis(masks.astype(bool), 0, -1).astype(np.uint8)))
-                               if masks.shape[0] else [], classes, extra):
-                ann = {"id": len(anns) + 1, "image_id": k + 1, "category_id": int(c), "segmentation": r,
-                       "area": float(mu.area(r)), "bbox": [float(v) for v in mu.toBbox(r)]}
+            for r, c, e in zip(
+                mu.encode(np.asfortranarray(np.moveaxis(masks.astype(bool), 0, -1).astype(np.uint8)))
+                if masks.shape[0]
+                else [],
+                classes,
+                extra,
+                strict=False,
+            ):
+                ann = {
+                    "id": len(anns) + 1,
+                    "image_id": k + 1,
+                    "category_id": int(c),
+                    "segmentation": r,
+                    "area": float(mu.area(r)),
+                    "bbox": [float(v) for v in mu.toBbox(r)],
+                }
                 if anns is gt_anns:
                     ann["iscrowd"] = int(e)
                 else:
@@ -161,7 +190,7 @@ def mask_ap(predictions, ground_truth, *, categories=None) -> dict:
         ev.accumulate()
         ev.summarize()
     names = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
-    out = {n: (float(v) if v >= 0 else float("nan")) for n, v in zip(names, ev.stats[:6])}
+    out = {n: (float(v) if v >= 0 else float("nan")) for n, v in zip(names, ev.stats[:6], strict=False)}
     out["ar100"] = float(ev.stats[8]) if ev.stats[8] >= 0 else float("nan")
     return out
 
@@ -190,7 +219,7 @@ def write_instances_json(path, results) -> None:
         if "image_id" not in r:
             raise ValueError(f"results[{k}] needs an 'image_id'")
         m, c, s = _image_masks(r, "results", k, True)
-        for rle, ci, si in zip(encode_masks(m), c, s):
+        for rle, ci, si in zip(encode_masks(m), c, s, strict=False):
             anns.append({"image_id": r["image_id"], "category_id": int(ci), "segmentation": rle, "score": float(si)})
 
     def write(tmp):
@@ -227,18 +256,31 @@ def read_instances_json(path, image_id=None) -> dict:
     out = {}
     for iid, anns in by_image.items():
         masks = decode_masks([a["segmentation"] for a in anns], sizes.get(iid))
-        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in
-                          ([_mask_util().toBbox(_mask_util().encode(np.asfortranarray(m.astype(np.uint8)))).tolist()
-                            for m in masks])], dtype=np.float64).reshape(-1, 4)
-        out[iid] = {"masks": masks, "scores": np.array([float(a.get("score", 1.0)) for a in anns]),
-                    "classes": np.array([int(a.get("category_id", 0)) for a in anns], dtype=np.int64), "boxes": boxes}
+        boxes = np.array(
+            [
+                [x, y, x + w, y + h]
+                for x, y, w, h in (
+                    [
+                        _mask_util().toBbox(_mask_util().encode(np.asfortranarray(m.astype(np.uint8)))).tolist()
+                        for m in masks
+                    ]
+                )
+            ],
+            dtype=np.float64,
+        ).reshape(-1, 4)
+        out[iid] = {
+            "masks": masks,
+            "scores": np.array([float(a.get("score", 1.0)) for a in anns]),
+            "classes": np.array([int(a.get("category_id", 0)) for a in anns], dtype=np.int64),
+            "boxes": boxes,
+        }
     return out
 
 
 def ids_to_rgb(ids) -> np.ndarray:
     """Segment ids ``[H, W]`` -> COCO panoptic colours ``[H, W, 3]`` uint8 (id = R + 256 G + 256^2 B)."""
     a = np.asarray(ids).astype(np.int64)
-    if a.size and (a.min() < 0 or a.max() >= 256 ** 3):
+    if a.size and (a.min() < 0 or a.max() >= 256**3):
         raise ValueError(f"segment ids must be in [0, 256^3), got {int(a.min())}..{int(a.max())}")
     return np.stack([a % 256, a // 256 % 256, a // 65536], axis=-1).astype(np.uint8)
 
@@ -335,8 +377,11 @@ def read_instance_pngs(directory, stem: str) -> dict:
         with open(listing_path) as fh:
             listing = json.load(fh)["instances"]
     else:
-        names = sorted(n for n in os.listdir(directory)
-                       if n.startswith(stem + "_") and n.endswith(".png") and n[len(stem) + 1:-4].isdigit())
+        names = sorted(
+            n
+            for n in os.listdir(directory)
+            if n.startswith(stem + "_") and n.endswith(".png") and n[len(stem) + 1 : -4].isdigit()
+        )
         listing = [{"file": n} for n in names]
     masks = []
     for e in listing:
@@ -347,6 +392,8 @@ def read_instance_pngs(directory, stem: str) -> dict:
         masks.append(a)
     if masks and len({m.shape for m in masks}) > 1:
         raise ValueError(f"instance PNGs of {stem} in {directory} have different sizes")
-    return {"masks": np.stack(masks) if masks else np.zeros((0, 0, 0), np.float32),
-            "scores": np.array([float(e.get("score", 1.0)) for e in listing]),
-            "classes": np.array([int(e.get("category_id", 0)) for e in listing], dtype=np.int64)}
+    return {
+        "masks": np.stack(masks) if masks else np.zeros((0, 0, 0), np.float32),
+        "scores": np.array([float(e.get("score", 1.0)) for e in listing]),
+        "classes": np.array([int(e.get("category_id", 0)) for e in listing], dtype=np.int64),
+    }

@@ -39,8 +39,15 @@ __all__ = ["fit_instances", "score_instances"]
 
 _BACKGROUND = 2**31 - 1  # the category of everything that is not an instance, in the things-only PQ
 _METRICS = ("ap", "ap50", "pq")
-_LOG_PARAMS = ("power", "min_prob", "gaussian_weight", "bilateral_sxy", "bilateral_srgb", "bilateral_weight",
-               "instance_compat")
+_LOG_PARAMS = (
+    "power",
+    "min_prob",
+    "gaussian_weight",
+    "bilateral_sxy",
+    "bilateral_srgb",
+    "bilateral_weight",
+    "instance_compat",
+)
 _ADD_PARAMS = ("score_power", "fg_bias", "confident_bonus")
 
 
@@ -62,7 +69,7 @@ def score_instances(predictions, ground_truth) -> dict:
     cats.update({int(c): True for p in predictions for c in np.asarray(p["classes"]).reshape(-1)})
     cats[_BACKGROUND] = False
     pq = PanopticQuality(cats)
-    for p, g in zip(predictions, ground_truth):
+    for p, g in zip(predictions, ground_truth, strict=False):
         gm = np.asarray(g["masks"], dtype=bool)
         shape = gm.shape[1:] if gm.ndim == 3 and gm.shape[0] else np.asarray(p["masks"]).shape[1:]
         pid, pinfo = _thing_panoptic(np.asarray(p["masks"], dtype=bool), p["classes"], p["scores"], shape)
@@ -81,11 +88,23 @@ class _Scorer:
     def __call__(self, prm: InstanceParams) -> dict:
         preds, gts = [], []
         for im, inp, gt in self.items:
-            r = refine_instances(im, inp["masks"], inp.get("scores"), boxes=inp.get("boxes"), params=prm,
-                                 threads=self.threads, device=self.device)
+            r = refine_instances(
+                im,
+                inp["masks"],
+                inp.get("scores"),
+                boxes=inp.get("boxes"),
+                params=prm,
+                threads=self.threads,
+                device=self.device,
+            )
             n = r.masks.shape[0]
-            preds.append({"masks": r.masks, "classes": inp["classes"],
-                          "scores": np.ones(n) if inp.get("scores") is None else inp["scores"]})
+            preds.append(
+                {
+                    "masks": r.masks,
+                    "classes": inp["classes"],
+                    "scores": np.ones(n) if inp.get("scores") is None else inp["scores"],
+                }
+            )
             gts.append(gt)
             self.n_runs += 1
         return score_instances(preds, gts)
@@ -95,11 +114,20 @@ def _random_point(base: InstanceParams, rng) -> InstanceParams:
     def lu(lo, hi):
         return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
-    return base.replace(power=lu(0.5, 6.0), score_power=float(rng.uniform(0.0, 2.0)), fg_bias=float(rng.uniform(-1.0, 3.0)),
-                        confident_bonus=float(rng.uniform(0.0, 3.0)) if rng.random() < 0.5 else 0.0,
-                        min_prob=lu(1e-4, 0.1), gaussian_weight=None if rng.random() < 0.25 else lu(0.3, 5.0),
-                        bilateral_sxy=lu(10.0, 100.0), bilateral_srgb=lu(3.0, 30.0), bilateral_weight=lu(0.3, 10.0),
-                        instance_compat=lu(0.5, 3.0), refine=True, info={})
+    return base.replace(
+        power=lu(0.5, 6.0),
+        score_power=float(rng.uniform(0.0, 2.0)),
+        fg_bias=float(rng.uniform(-1.0, 3.0)),
+        confident_bonus=float(rng.uniform(0.0, 3.0)) if rng.random() < 0.5 else 0.0,
+        min_prob=lu(1e-4, 0.1),
+        gaussian_weight=None if rng.random() < 0.25 else lu(0.3, 5.0),
+        bilateral_sxy=lu(10.0, 100.0),
+        bilateral_srgb=lu(3.0, 30.0),
+        bilateral_weight=lu(0.3, 10.0),
+        instance_compat=lu(0.5, 3.0),
+        refine=True,
+        info={},
+    )
 
 
 def _neighbours(p: InstanceParams, rng, n: int) -> list[InstanceParams]:
@@ -123,10 +151,24 @@ def _key(s: dict, metric: str) -> float:
     return -np.inf if np.isnan(v) else v
 
 
-def fit_instances(images, inputs, ground_truth, *, mode: str = "joint", metric: str = "ap",
-                  guard=("ap", "ap50", "pq"), holdout=0.3, n_random: int = 24, n_local: int = 12, top: int = 4,
-                  base: InstanceParams | None = None, seed: int = 0, threads: int | None = None, device="cpu",
-                  log=None) -> InstanceParams:
+def fit_instances(
+    images,
+    inputs,
+    ground_truth,
+    *,
+    mode: str = "joint",
+    metric: str = "ap",
+    guard=("ap", "ap50", "pq"),
+    holdout=0.3,
+    n_random: int = 24,
+    n_local: int = 12,
+    top: int = 4,
+    base: InstanceParams | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    device="cpu",
+    log=None,
+) -> InstanceParams:
     """Fits :func:`densecrf.refine_instances`' parameters to a detector on labelled images.
 
     Args:
@@ -155,8 +197,10 @@ def fit_instances(images, inputs, ground_truth, *, mode: str = "joint", metric: 
     t0 = time.perf_counter()
     n = len(images)
     if not (len(inputs) == len(ground_truth) == n):
-        raise ValueError(f"images, inputs and ground_truth must have one entry per image, got {n}, {len(inputs)}, "
-                         f"{len(ground_truth)}")
+        raise ValueError(
+            f"images, inputs and ground_truth must have one entry per image, got {n}, {len(inputs)}, "
+            f"{len(ground_truth)}"
+        )
     if n < 2:
         raise ValueError(f"fit_instances needs at least 2 labelled images (a search and a held-out part), got {n}")
     for name in (metric, *guard):
@@ -166,7 +210,7 @@ def fit_instances(images, inputs, ground_truth, *, mode: str = "joint", metric: 
     if isinstance(holdout, float):
         if not 0 < holdout < 1:
             raise ValueError(f"holdout must be a fraction in (0, 1) or a list of indices, got {holdout!r}")
-        n_hold = min(n - 1, max(1, int(round(holdout * n))))
+        n_hold = min(n - 1, max(1, round(holdout * n)))
         hold = sorted(int(i) for i in rng.permutation(n)[:n_hold])
     else:
         hold = sorted({int(i) for i in holdout})
@@ -211,9 +255,20 @@ def fit_instances(images, inputs, ground_truth, *, mode: str = "joint", metric: 
         ok = all(_key(hs, g) >= _key(input_held, g) for g in guard)
         if ok and _key(hs, metric) > _key(chosen_s, metric):
             chosen, chosen_s = p, hs
-    info = {"method": "fit_instances", "metric": metric, "guard": list(guard), "mode": mode,
-            "n_images": n, "held_out_indices": hold, "held_out_input": input_held, "held_out_selected": chosen_s,
-            "held_out_textbook": held(textbook), "search_best": tried[0][0], "finalists": rows,
-            "selected": "no refinement" if not chosen.refine else "search",
-            "crf_runs": search.n_runs + held.n_runs, "seconds": round(time.perf_counter() - t0, 1)}
+    info = {
+        "method": "fit_instances",
+        "metric": metric,
+        "guard": list(guard),
+        "mode": mode,
+        "n_images": n,
+        "held_out_indices": hold,
+        "held_out_input": input_held,
+        "held_out_selected": chosen_s,
+        "held_out_textbook": held(textbook),
+        "search_best": tried[0][0],
+        "finalists": rows,
+        "selected": "no refinement" if not chosen.refine else "search",
+        "crf_runs": search.n_runs + held.n_runs,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     return chosen.replace(info=info)

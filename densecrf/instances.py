@@ -56,8 +56,14 @@ import numpy as np
 
 from . import _checks
 
-__all__ = ["InstanceParams", "InstanceResult", "paste_masks", "refine_instances", "refine_panoptic",
-           "instances_to_panoptic"]
+__all__ = [
+    "InstanceParams",
+    "InstanceResult",
+    "instances_to_panoptic",
+    "paste_masks",
+    "refine_instances",
+    "refine_panoptic",
+]
 
 FORMAT = "densecrf-instance-params"
 VERSION = 1
@@ -125,21 +131,31 @@ class InstanceParams:
             raise ValueError(f"info must be a dict, got {type(self.info).__name__}")
 
     @classmethod
-    def textbook(cls, **kw) -> "InstanceParams":
+    def textbook(cls, **kw) -> InstanceParams:
         """pydensecrf's classic CRF on -log p: power 1, no bias or floor, Gaussian
         (3 px, weight 3) and bilateral (80 px, 13, weight 10) Potts terms. It empties
         weak instances (the module docstring); kept as a reference."""
-        base = dict(power=1.0, score_power=1.0, fg_bias=0.0, confident_bonus=0.0, min_prob=1e-4, gaussian_sxy=3.0,
-                    gaussian_weight=3.0, bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_weight=10.0,
-                    instance_compat=1.0)
+        base = {
+            "power": 1.0,
+            "score_power": 1.0,
+            "fg_bias": 0.0,
+            "confident_bonus": 0.0,
+            "min_prob": 1e-4,
+            "gaussian_sxy": 3.0,
+            "gaussian_weight": 3.0,
+            "bilateral_sxy": 80.0,
+            "bilateral_srgb": 13.0,
+            "bilateral_weight": 10.0,
+            "instance_compat": 1.0,
+        }
         return cls(**{**base, **kw})
 
     @classmethod
-    def no_refinement(cls, **kw) -> "InstanceParams":
+    def no_refinement(cls, **kw) -> InstanceParams:
         """The input masks as they are (thresholded at 0.5)."""
         return cls(refine=False, **kw)
 
-    def replace(self, **kw) -> "InstanceParams":
+    def replace(self, **kw) -> InstanceParams:
         return dataclasses.replace(self, **kw)
 
     def to_dict(self) -> dict:
@@ -147,13 +163,15 @@ class InstanceParams:
         return {"format": FORMAT, "version": VERSION, **d}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "InstanceParams":
+    def from_dict(cls, d: dict) -> InstanceParams:
         if not isinstance(d, dict):
             raise ValueError(f"instance CRF parameters must be a JSON object, got {type(d).__name__}")
         if d.get("format", FORMAT) != FORMAT:
             raise ValueError(f"not a densecrf instance parameter file (format {d.get('format')!r})")
         if d.get("version", VERSION) != VERSION:
-            raise ValueError(f"instance parameter file version {d.get('version')!r} is not supported (this is {VERSION})")
+            raise ValueError(
+                f"instance parameter file version {d.get('version')!r} is not supported (this is {VERSION})"
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names - {"format", "version"}
         if unknown:
@@ -169,7 +187,7 @@ class InstanceParams:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path) -> "InstanceParams":
+    def load(cls, path) -> InstanceParams:
         try:
             with open(path) as fh:
                 d = json.load(fh)
@@ -188,7 +206,9 @@ def _as_instance_params(params, overrides: dict) -> InstanceParams:
     elif isinstance(params, (str, os.PathLike)):
         p = InstanceParams.load(params)
     else:
-        raise TypeError(f"params must be an InstanceParams, a dict or a path to its JSON file, got {type(params).__name__}")
+        raise TypeError(
+            f"params must be an InstanceParams, a dict or a path to its JSON file, got {type(params).__name__}"
+        )
     overrides = {k: v for k, v in overrides.items() if v is not None}
     return p.replace(**overrides) if overrides else p
 
@@ -236,7 +256,9 @@ def paste_masks(masks, boxes, image_shape) -> np.ndarray:
     if m.ndim != 3:
         raise ValueError(f"masks must be [M, h, w], got shape {_checks.shape_str(m.shape)}")
     if b.ndim != 2 or b.shape != (m.shape[0], 4):
-        raise ValueError(f"boxes must be [M, 4] = ({m.shape[0]}, 4) (x0, y0, x1, y1), got shape {_checks.shape_str(b.shape)}")
+        raise ValueError(
+            f"boxes must be [M, 4] = ({m.shape[0]}, 4) (x0, y0, x1, y1), got shape {_checks.shape_str(b.shape)}"
+        )
     if m.shape[0] and min(m.shape[1:]) < 1:
         raise ValueError(f"masks must have at least one pixel, got shape {_checks.shape_str(m.shape)}")
     if not np.isfinite(b).all():
@@ -292,8 +314,10 @@ def _instance_inputs(im, masks, scores, boxes, name="masks"):
     else:
         m = _checks.as_array(masks, name)
         if m.ndim != 3 or m.shape[1:] != (h, w):
-            raise ValueError(f"{name} must be [M, H, W] = (M, {h}, {w}) matching the image (or pass boxes= with "
-                             f"low-resolution masks), got shape {_checks.shape_str(m.shape)}")
+            raise ValueError(
+                f"{name} must be [M, H, W] = (M, {h}, {w}) matching the image (or pass boxes= with "
+                f"low-resolution masks), got shape {_checks.shape_str(m.shape)}"
+            )
         p = m.astype(np.float32)  # a copy: never the caller's buffer
         _check_unit_range(p, name)
         b = None
@@ -303,7 +327,9 @@ def _instance_inputs(im, masks, scores, boxes, name="masks"):
     else:
         s = _checks.as_array(scores, "scores").astype(np.float64).reshape(-1)
         if s.shape[0] != n:
-            raise ValueError(f"scores must have one value per mask ({n}), got shape {_checks.shape_str(np.shape(scores))}")
+            raise ValueError(
+                f"scores must have one value per mask ({n}), got shape {_checks.shape_str(np.shape(scores))}"
+            )
         _check_unit_range(s, "scores")
     return p, s, b
 
@@ -343,8 +369,9 @@ def _mean_field(im: np.ndarray, unary: np.ndarray, n_first: int, prm: InstancePa
     if prm.gaussian_weight:
         crf.add_pairwise_gaussian(prm.gaussian_sxy, _compat(k, n_first, prm.instance_compat, prm.gaussian_weight))
     if prm.bilateral_weight:
-        crf.add_pairwise_bilateral(prm.bilateral_sxy, prm.bilateral_srgb, im,
-                                   _compat(k, n_first, prm.instance_compat, prm.bilateral_weight))
+        crf.add_pairwise_bilateral(
+            prm.bilateral_sxy, prm.bilateral_srgb, im, _compat(k, n_first, prm.instance_compat, prm.bilateral_weight)
+        )
     q = np.asarray(crf.inference(prm.n_iter, device=device))
     return q.T.reshape(k, h, w)
 
@@ -384,7 +411,9 @@ class InstanceResult(NamedTuple):
     """What :func:`refine_instances` returns."""
 
     masks: np.ndarray  #: [M, H, W] bool, the refined masks
-    ids: np.ndarray  #: [H, W] int32, 0 for background, i + 1 where instance i is (the highest score on top in binary mode)
+    ids: (
+        np.ndarray
+    )  #: [H, W] int32, 0 for background, i + 1 where instance i is (the highest score on top in binary mode)
 
 
 def _box_of(mask: np.ndarray):
@@ -431,7 +460,7 @@ def _refine_one(im, masks, scores, boxes, prm: InstanceParams, threads, device) 
             continue  # the box lies outside the image
         pc = p[i, r0:r1, c0:c1]
         bg = -prm.power * np.log(np.maximum(1.0 - pc, prm.min_prob))
-        unary = np.stack([bg, _instance_energies(pc[None], s[i:i + 1], prm)[0]])
+        unary = np.stack([bg, _instance_energies(pc[None], s[i : i + 1], prm)[0]])
         lab = np.argmax(_mean_field(np.ascontiguousarray(im[r0:r1, c0:c1]), unary, 1, prm, threads, device), axis=0)
         if not lab.any():
             lab = (pc > 0.5).astype(lab.dtype)  # confident pixels come back (nothing competes in this mode)
@@ -439,8 +468,18 @@ def _refine_one(im, masks, scores, boxes, prm: InstanceParams, threads, device) 
     return InstanceResult(out, _paint(out, s))
 
 
-def refine_instances(image, masks, scores=None, *, boxes=None, params=None, mode: str | None = None,
-                     threads: int | None = None, device="cpu", **overrides):
+def refine_instances(
+    image,
+    masks,
+    scores=None,
+    *,
+    boxes=None,
+    params=None,
+    mode: str | None = None,
+    threads: int | None = None,
+    device="cpu",
+    **overrides,
+):
     """Refines instance masks along the image's edges with a dense CRF.
 
     Args:
@@ -478,10 +517,22 @@ def refine_instances(image, masks, scores=None, *, boxes=None, params=None, mode
     n = len(image)
     for name, v in (("masks", masks), ("scores", scores), ("boxes", boxes)):
         if v is not None and (not hasattr(v, "__len__") or len(v) != n):
-            raise ValueError(f"a batch of {n} images needs {name} as a list of {n} entries, got "
-                             f"{type(v).__name__}" + (f" of length {len(v)}" if hasattr(v, "__len__") else ""))
-    return [_refine_one(_check_image(image[j]), masks[j], None if scores is None else scores[j],
-                        None if boxes is None else boxes[j], prm, threads, device) for j in range(n)]
+            raise ValueError(
+                f"a batch of {n} images needs {name} as a list of {n} entries, got "
+                f"{type(v).__name__}" + (f" of length {len(v)}" if hasattr(v, "__len__") else "")
+            )
+    return [
+        _refine_one(
+            _check_image(image[j]),
+            masks[j],
+            None if scores is None else scores[j],
+            None if boxes is None else boxes[j],
+            prm,
+            threads,
+            device,
+        )
+        for j in range(n)
+    ]
 
 
 # --------------------------------------------------------------------------
@@ -490,12 +541,20 @@ def refine_instances(image, masks, scores=None, *, boxes=None, params=None, mode
 def _segment_info(seg_id: int, category: int, mask: np.ndarray, isthing: bool, instance) -> dict:
     ys, xs = np.nonzero(mask)
     bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
-    return {"id": seg_id, "category_id": int(category), "iscrowd": 0, "area": int(ys.size), "bbox": bbox,
-            "isthing": bool(isthing), "instance": instance}
+    return {
+        "id": seg_id,
+        "category_id": int(category),
+        "iscrowd": 0,
+        "area": int(ys.size),
+        "bbox": bbox,
+        "isthing": bool(isthing),
+        "instance": instance,
+    }
 
 
-def instances_to_panoptic(stuff_map, masks, classes, scores=None, *, void: int | None = None,
-                          overlap_threshold: float = 0.5):
+def instances_to_panoptic(
+    stuff_map, masks, classes, scores=None, *, void: int | None = None, overlap_threshold: float = 0.5
+):
     """A COCO-style panoptic map from a stuff label map and instance masks, without a CRF.
 
     The usual merge (detectron2's ``combine_semantic_and_instance_outputs``):
@@ -517,8 +576,10 @@ def instances_to_panoptic(stuff_map, masks, classes, scores=None, *, void: int |
     m = np.asarray(masks, dtype=bool)
     cls = np.asarray(classes).reshape(-1).astype(np.int64)
     if m.ndim != 3 or m.shape[1:] != st.shape or cls.shape[0] != m.shape[0]:
-        raise ValueError(f"masks must be [M, H, W] = (M, {', '.join(map(str, st.shape))}) with one class each, got "
-                         f"masks {_checks.shape_str(m.shape)} and classes {_checks.shape_str(cls.shape)}")
+        raise ValueError(
+            f"masks must be [M, H, W] = (M, {', '.join(map(str, st.shape))}) with one class each, got "
+            f"masks {_checks.shape_str(m.shape)} and classes {_checks.shape_str(cls.shape)}"
+        )
     s = np.ones(m.shape[0]) if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
     ids = np.zeros(st.shape, dtype=np.int32)
     info = []
@@ -541,8 +602,17 @@ def instances_to_panoptic(stuff_map, masks, classes, scores=None, *, void: int |
     return ids, info
 
 
-def refine_panoptic(image, semantic_probs, instances, thing_classes, *, params=None, threads: int | None = None,
-                    device="cpu", **overrides):
+def refine_panoptic(
+    image,
+    semantic_probs,
+    instances,
+    thing_classes,
+    *,
+    params=None,
+    threads: int | None = None,
+    device="cpu",
+    **overrides,
+):
     r"""Refines a panoptic prediction with one dense CRF over stuff classes and thing instances.
 
     Labels: the stuff classes (every class of ``semantic_probs`` not in
@@ -580,8 +650,9 @@ def refine_panoptic(image, semantic_probs, instances, thing_classes, *, params=N
     sp = _checks.as_f32(semantic_probs, "semantic_probs")
     h, w = im.shape[:2]
     if sp.ndim != 3 or sp.shape[:2] != (h, w) or sp.shape[2] < 1:
-        raise ValueError(f"semantic_probs must be [H, W, K] = ({h}, {w}, K) matching the image, got "
-                         f"{_checks.shape_str(sp.shape)}")
+        raise ValueError(
+            f"semantic_probs must be [H, W, K] = ({h}, {w}, K) matching the image, got {_checks.shape_str(sp.shape)}"
+        )
     _check_unit_range(sp, "semantic_probs")
     k = sp.shape[2]
     if not isinstance(instances, dict) or "masks" not in instances or "classes" not in instances:

@@ -349,7 +349,7 @@ class PanopticQuality:
         gt = _segment_table(g, gt_segments, "gt", self.categories)
         # Joint counts of (gt id, pred id) over all pixels, void included.
         pairs, inter = np.unique(np.stack([g.ravel(), p.ravel()]), axis=1, return_counts=True)
-        overlap = {(int(a), int(b)): int(n) for a, b, n in zip(pairs[0], pairs[1], inter)}
+        overlap = {(int(a), int(b)): int(n) for a, b, n in zip(pairs[0], pairs[1], inter, strict=True)}
         parea = np.bincount(p.ravel()) if p.size else np.zeros(1, dtype=np.int64)
         garea = np.bincount(g.ravel()) if g.size else np.zeros(1, dtype=np.int64)
         matched_g, matched_p = set(), set()

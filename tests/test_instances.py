@@ -22,7 +22,14 @@ DEVICES = ["cpu"] + (["cuda"] if densecrf.cuda_available() else [])
 
 # Parameters that suit the synthetic scenes (a calibrated unary: the textbook
 # ones empty weak instances, which is what the rescue tests rely on).
-GOOD = dict(power=2.0, fg_bias=1.0, gaussian_weight=1.0, bilateral_sxy=10.0, bilateral_srgb=20.0, bilateral_weight=4.0)
+GOOD = {
+    "power": 2.0,
+    "fg_bias": 1.0,
+    "gaussian_weight": 1.0,
+    "bilateral_sxy": 10.0,
+    "bilateral_srgb": 20.0,
+    "bilateral_weight": 4.0,
+}
 
 
 def _scene(rng, h=48, w=64, n=3, blur=True):
@@ -36,7 +43,7 @@ def _scene(rng, h=48, w=64, n=3, blur=True):
     for i in range(n):
         bh, bw = rng.integers(h // 4, h // 2), rng.integers(w // 5, w // 2)
         y0, x0 = rng.integers(0, h - bh), rng.integers(0, w - bw)
-        owner[y0:y0 + bh, x0:x0 + bw] = i + 1
+        owner[y0 : y0 + bh, x0 : x0 + bw] = i + 1
         boxes.append((x0, y0, x0 + bw, y0 + bh))
     colours = rng.uniform(0, 255, size=(n + 1, 3))
     colours[0] = 120.0
@@ -75,8 +82,15 @@ def test_paste_matches_grid_sample(rng):
     F = torch.nn.functional
     h, w = 37, 53
     masks = rng.uniform(size=(5, 28, 28))
-    boxes = np.array([[3.2, 4.7, 30.1, 20.0], [-5.0, -3.0, 12.0, 40.0], [40.5, 30.2, 70.0, 50.0],
-                      [0.0, 0.0, 53.0, 37.0], [10.0, 10.0, 11.5, 12.0]])
+    boxes = np.array(
+        [
+            [3.2, 4.7, 30.1, 20.0],
+            [-5.0, -3.0, 12.0, 40.0],
+            [40.5, 30.2, 70.0, 50.0],
+            [0.0, 0.0, 53.0, 37.0],
+            [10.0, 10.0, 11.5, 12.0],
+        ]
+    )
     out = paste_masks(masks, boxes, (h, w))
     for i, (x0, y0, x1, y1) in enumerate(boxes):
         # detectron2's paste: normalised sample coordinates of pixel centres, grid_sample(align_corners=False)
@@ -112,12 +126,18 @@ def _check_guarantees(res, soft, joint):
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("mode", ["joint", "binary"])
-@pytest.mark.parametrize("prm", [InstanceParams.textbook(), InstanceParams(**GOOD),
-                                 InstanceParams(power=0.3, bilateral_weight=40.0, gaussian_weight=20.0)],
-                         ids=["textbook", "fitted", "extreme"])
+@pytest.mark.parametrize(
+    "prm",
+    [
+        InstanceParams.textbook(),
+        InstanceParams(**GOOD),
+        InstanceParams(power=0.3, bilateral_weight=40.0, gaussian_weight=20.0),
+    ],
+    ids=["textbook", "fitted", "extreme"],
+)
 def test_guarantees(seed, mode, prm):
     rng = np.random.default_rng(seed)
-    img, gt, soft, _ = _scene(rng, n=int(rng.integers(1, 5)))
+    img, _gt, soft, _ = _scene(rng, n=int(rng.integers(1, 5)))
     scores = rng.uniform(0.05, 1.0, size=len(soft))
     before = soft.copy()
     res = refine_instances(img, soft, scores, mode=mode, params=prm)
@@ -186,13 +206,13 @@ def test_refinement_sharpens_blobby_masks(seed):
     low = np.stack([s[::4, ::4] for s in soft])  # 12 x 16 "detector" masks of the whole image
     pasted = paste_masks(low, [[0, 0, 64, 48]] * len(low), (48, 64))
     res = refine_instances(img, pasted, None, **GOOD)
-    before = np.mean([_iou(p > 0.5, g) for p, g in zip(pasted, gt)])
-    after = np.mean([_iou(r, g) for r, g in zip(res.masks, gt)])
+    before = np.mean([_iou(p > 0.5, g) for p, g in zip(pasted, gt, strict=False)])
+    after = np.mean([_iou(r, g) for r, g in zip(res.masks, gt, strict=False)])
     assert after > before + 0.02  # 2 points: well above the run-to-run identity of a deterministic CRF
 
 
 def test_detector_style_equals_pasting_first(rng):
-    img, gt, soft, boxes = _scene(rng, n=3)
+    img, _gt, _soft, boxes = _scene(rng, n=3)
     low = rng.uniform(0, 1, size=(3, 28, 28)).astype(np.float32)
     a = refine_instances(img, low, [0.9, 0.5, 0.7], boxes=boxes, **GOOD)
     b = refine_instances(img, paste_masks(low, boxes, img.shape), [0.9, 0.5, 0.7], **GOOD)
@@ -215,7 +235,7 @@ def test_binary_mode_crops_and_may_overlap():
 
 
 def test_no_refinement_is_the_thresholded_input(rng):
-    img, gt, soft, _ = _scene(rng)
+    img, _gt, soft, _ = _scene(rng)
     res = refine_instances(img, soft, params=InstanceParams.no_refinement())
     np.testing.assert_array_equal(res.masks, soft > 0.5)
 
@@ -223,7 +243,7 @@ def test_no_refinement_is_the_thresholded_input(rng):
 def test_batch_equals_single(rng):
     scenes = [_scene(np.random.default_rng(s)) for s in range(2)]
     batch = refine_instances([s[0] for s in scenes], [s[2] for s in scenes], None, **GOOD)
-    for s, r in zip(scenes, batch):
+    for s, r in zip(scenes, batch, strict=False):
         one = refine_instances(s[0], s[2], **GOOD)
         np.testing.assert_array_equal(one.masks, r.masks)
 
@@ -254,7 +274,7 @@ def test_params_json_roundtrip(tmp_path):
 
 @pytest.mark.skipif(len(DEVICES) < 2, reason="no CUDA device")
 def test_cuda_matches_cpu(rng):
-    img, gt, soft, _ = _scene(rng, h=96, w=128, n=4)
+    img, _gt, soft, _ = _scene(rng, h=96, w=128, n=4)
     a = refine_instances(img, soft, **GOOD)
     b = refine_instances(img, soft, device="cuda", **GOOD)
     _check_guarantees(b, soft, True)
@@ -354,7 +374,9 @@ def test_pq_accumulated_differs_from_per_image_mean():
     assert r["all"]["pq"] == pytest.approx(2 / 3)
     # The per-image function averaged over images: image 1 scores 1 on its
     # classes, image 2 scores 0 on its two classes: 0.5, not 2/3.
-    per_image = [M.panoptic_quality(p, np.zeros_like(p), g, np.zeros_like(g), 4)["pq"] for p, g in ((cls1, cls1), (p2, g2))]
+    per_image = [
+        M.panoptic_quality(p, np.zeros_like(p), g, np.zeros_like(g), 4)["pq"] for p, g in ((cls1, cls1), (p2, g2))
+    ]
     assert per_image == [1.0, 0.0]
     assert np.mean(per_image) == pytest.approx(0.5) != r["all"]["pq"]
 
@@ -410,22 +432,36 @@ def test_mask_ap_matches_cocoeval_directly(rng):
 
     preds, gts = [], []
     for k in range(3):
-        img, gt, soft, _ = _scene(np.random.default_rng(100 + k), n=3)
+        _img, gt, soft, _ = _scene(np.random.default_rng(100 + k), n=3)
         preds.append({"masks": soft > rng.uniform(0.3, 0.7), "scores": rng.uniform(size=3), "classes": [1, 2, 1]})
         gts.append({"masks": gt, "classes": [1, 2, 1]})
     ours = mask_ap(preds, gts)
     ds = {"images": [], "annotations": [], "categories": [{"id": 1}, {"id": 2}]}
     res = []
-    for k, (p, g) in enumerate(zip(preds, gts)):
+    for k, (p, g) in enumerate(zip(preds, gts, strict=False)):
         ds["images"].append({"id": k + 1, "height": 48, "width": 64})
-        for m, c in zip(g["masks"], g["classes"]):
+        for m, c in zip(g["masks"], g["classes"], strict=False):
             r = mu.encode(np.asfortranarray(m.astype(np.uint8)))
-            ds["annotations"].append({"id": len(ds["annotations"]) + 1, "image_id": k + 1, "category_id": c,
-                                      "segmentation": r, "area": float(mu.area(r)), "iscrowd": 0,
-                                      "bbox": list(mu.toBbox(r))})
-        for m, c, s in zip(p["masks"], p["classes"], p["scores"]):
-            res.append({"image_id": k + 1, "category_id": c, "score": float(s),
-                        "segmentation": mu.encode(np.asfortranarray(m.astype(np.uint8)))})
+            ds["annotations"].append(
+                {
+                    "id": len(ds["annotations"]) + 1,
+                    "image_id": k + 1,
+                    "category_id": c,
+                    "segmentation": r,
+                    "area": float(mu.area(r)),
+                    "iscrowd": 0,
+                    "bbox": list(mu.toBbox(r)),
+                }
+            )
+        for m, c, s in zip(p["masks"], p["classes"], p["scores"], strict=False):
+            res.append(
+                {
+                    "image_id": k + 1,
+                    "category_id": c,
+                    "score": float(s),
+                    "segmentation": mu.encode(np.asfortranarray(m.astype(np.uint8))),
+                }
+            )
     with contextlib.redirect_stdout(io.StringIO()):
         cg = COCO()
         cg.dataset = ds
@@ -441,7 +477,7 @@ def test_instances_json_roundtrip(tmp_path, rng):
     pytest.importorskip("pycocotools")
     from densecrf.coco import read_instances_json, write_instances_json
 
-    img, gt, soft, _ = _scene(rng, n=2)
+    _img, gt, _soft, _ = _scene(rng, n=2)
     write_instances_json(tmp_path / "r.json", [{"image_id": 3, "masks": gt, "scores": [0.5, 0.25], "classes": [1, 4]}])
     back = read_instances_json(tmp_path / "r.json")[3]
     np.testing.assert_array_equal(back["masks"], gt)
@@ -478,17 +514,20 @@ def test_fit_returns_no_refinement_for_perfect_inputs():
     # beat them, so the fit must say "no refinement".
     pytest.importorskip("pycocotools")
     images, inputs, gts = _fit_data(4, blur=False)
-    for inp, g in zip(inputs, gts):
+    for inp, g in zip(inputs, gts, strict=False):
         inp["masks"] = g["masks"].astype(np.float32)
     p = densecrf.fit_instances(images, inputs, gts, n_random=2, n_local=0, top=2, holdout=0.5)
     assert not p.refine and p.info["selected"] == "no refinement"
 
 
 def test_import_stays_light():
-    code = ("import sys, densecrf, densecrf.instances, densecrf.instance_fit, densecrf.coco, densecrf.metrics; "
-            "print('torch' in sys.modules, 'pycocotools' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=dict(os.environ, PYTHONPATH=ROOT)).stdout.split()
+    code = (
+        "import sys, densecrf, densecrf.instances, densecrf.instance_fit, densecrf.coco, densecrf.metrics; "
+        "print('torch' in sys.modules, 'pycocotools' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=ROOT)
+    ).stdout.split()
     assert out == ["False", "False"]
 
 
@@ -505,7 +544,7 @@ def test_instance_pngs_roundtrip(tmp_path, rng):
     pytest.importorskip("PIL")
     from densecrf.coco import read_instance_pngs, write_instance_pngs
 
-    img, gt, soft, _ = _scene(rng, n=3)
+    _img, gt, soft, _ = _scene(rng, n=3)
     write_instance_pngs(tmp_path, "f", soft, [0.9, 0.5, 0.1], [1, 2, 3])
     back = read_instance_pngs(tmp_path, "f")
     np.testing.assert_allclose(back["masks"], soft, atol=0.5 / 255 + 1e-6)  # 8-bit quantisation: half a step

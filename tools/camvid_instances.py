@@ -152,7 +152,7 @@ def detector_inputs(probs, gt_masks, gt_classes, typical_sizes, rng):
     """Detector-style inputs: (low-res masks [M, 28, 28], boxes [M, 4], scores [M], classes [M])."""
     h, w = probs.shape[:2]
     lows, boxes, scores, classes = [], [], [], []
-    for m, c in zip(gt_masks, gt_classes):
+    for m, c in zip(gt_masks, gt_classes, strict=False):
         b = box_of(m)
         bw, bh = b[2] - b[0], b[3] - b[1]
         jit = rng.uniform(-0.08, 0.08, size=4) * np.array([bw, bh, bw, bh])
@@ -213,8 +213,19 @@ def build(data, kind: str, seed: int = 0):
             masks = paste_masks(low, boxes, labels.shape)
         else:
             masks, scores, classes = network_inputs(probs)
-        items.append(dict(stem=stem, image=image, labels=labels, probs=probs, gt_masks=gm, gt_classes=gc,
-                          masks=masks, scores=scores, classes=classes))
+        items.append(
+            {
+                "stem": stem,
+                "image": image,
+                "labels": labels,
+                "probs": probs,
+                "gt_masks": gm,
+                "gt_classes": gc,
+                "masks": masks,
+                "scores": scores,
+                "classes": classes,
+            }
+        )
     return items
 
 
@@ -223,7 +234,7 @@ def gt_panoptic(labels, gm, gc):
     instances; Unlabelled and thing pixels of components < 300 px are void (0)."""
     ids = np.zeros(labels.shape, dtype=np.int64)
     info = []
-    for m, c in zip(gm, gc):
+    for m, c in zip(gm, gc, strict=False):
         info.append({"id": len(info) + 1, "category_id": int(c), "iscrowd": 0})
         ids[m] = len(info)
     for c in STUFF_CLASSES:
@@ -246,17 +257,24 @@ def evaluate(items, params, *, panoptic: bool = False, threads=None, device="cpu
     for it in items:
         t = time.perf_counter()
         if panoptic:
-            ids, info = refine_panoptic(it["image"], it["probs"], {"masks": it["masks"], "classes": it["classes"],
-                                                                    "scores": it["scores"]}, THING_CLASSES,
-                                        params=params, threads=threads, device=device)
+            ids, info = refine_panoptic(
+                it["image"],
+                it["probs"],
+                {"masks": it["masks"], "classes": it["classes"], "scores": it["scores"]},
+                THING_CLASSES,
+                params=params,
+                threads=threads,
+                device=device,
+            )
             secs += time.perf_counter() - t
             masks = np.zeros(it["masks"].shape, dtype=bool)
             for s in info:
                 if s["isthing"]:
                     masks[s["instance"]] = ids == s["id"]
         else:
-            masks = refine_instances(it["image"], it["masks"], it["scores"], params=params, threads=threads,
-                                     device=device).masks
+            masks = refine_instances(
+                it["image"], it["masks"], it["scores"], params=params, threads=threads, device=device
+            ).masks
             secs += time.perf_counter() - t
             pred = it["probs"].argmax(-1)
             stuff_map = np.where(np.isin(pred, THING_CLASSES), -1, pred)
@@ -270,25 +288,43 @@ def evaluate(items, params, *, panoptic: bool = False, threads=None, device="cpu
         gts.append({"masks": it["gt_masks"], "classes": it["gt_classes"]})
     ap = mask_ap(preds, gts, categories=THING_CLASSES)
     r = pq.compute()
-    return {"ap": ap["ap"], "ap50": ap["ap50"], "pq_th": r["things"]["pq"], "sq_th": r["things"]["sq"],
-            "rq_th": r["things"]["rq"], "pq_st": r["stuff"]["pq"], "sq_st": r["stuff"]["sq"], "rq_st": r["stuff"]["rq"],
-            "pq": r["all"]["pq"], "s_per_image": secs / max(1, len(items)), "n_images": len(items),
-            "n_instances": int(sum(len(g["masks"]) for g in gts)), "confident_emptied": empties,
-            "confident_inputs": confident}
+    return {
+        "ap": ap["ap"],
+        "ap50": ap["ap50"],
+        "pq_th": r["things"]["pq"],
+        "sq_th": r["things"]["sq"],
+        "rq_th": r["things"]["rq"],
+        "pq_st": r["stuff"]["pq"],
+        "sq_st": r["stuff"]["sq"],
+        "rq_st": r["stuff"]["rq"],
+        "pq": r["all"]["pq"],
+        "s_per_image": secs / max(1, len(items)),
+        "n_images": len(items),
+        "n_instances": int(sum(len(g["masks"]) for g in gts)),
+        "confident_emptied": empties,
+        "confident_inputs": confident,
+    }
 
 
 def fit(root, drive, kind, mode, out, step, n_random, n_local):
     from densecrf.instance_fit import fit_instances
 
     items = build(load(root, drive, step=step), kind)
-    p = fit_instances([it["image"] for it in items],
-                      [{"masks": it["masks"], "scores": it["scores"], "classes": it["classes"]} for it in items],
-                      [{"masks": it["gt_masks"], "classes": it["gt_classes"]} for it in items],
-                      mode=mode, n_random=n_random, n_local=n_local, log=lambda s: print(s, flush=True))
+    p = fit_instances(
+        [it["image"] for it in items],
+        [{"masks": it["masks"], "scores": it["scores"], "classes": it["classes"]} for it in items],
+        [{"masks": it["gt_masks"], "classes": it["gt_classes"]} for it in items],
+        mode=mode,
+        n_random=n_random,
+        n_local=n_local,
+        log=lambda s: print(s, flush=True),
+    )
     p.info.update({"drive": drive, "kind": kind, "frame_step": step})
     p.save(out)
-    print(f"{out}: selected {p.info['selected']}, held-out input {p.info['held_out_input']}, "
-          f"selected {p.info['held_out_selected']} ({p.info['seconds']} s, {p.info['crf_runs']} CRF runs)")
+    print(
+        f"{out}: selected {p.info['selected']}, held-out input {p.info['held_out_input']}, "
+        f"selected {p.info['held_out_selected']} ({p.info['seconds']} s, {p.info['crf_runs']} CRF runs)"
+    )
     return 0
 
 
@@ -303,15 +339,28 @@ def pictures(root, outdir, params_joint, params_binary, frames_wanted, kind="det
     os.makedirs(outdir, exist_ok=True)
     items = build(load(root, "val"), kind)
     items = [it for it in items if it["stem"] in frames_wanted]
-    colours = np.array([[255, 60, 60], [60, 200, 255], [255, 220, 0], [120, 255, 120], [255, 120, 255],
-                        [255, 160, 60], [160, 120, 255], [0, 255, 200]], dtype=np.float64)
+    colours = np.array(
+        [
+            [255, 60, 60],
+            [60, 200, 255],
+            [255, 220, 0],
+            [120, 255, 120],
+            [255, 120, 255],
+            [255, 160, 60],
+            [160, 120, 255],
+            [0, 255, 200],
+        ],
+        dtype=np.float64,
+    )
     pj, pb = InstanceParams.load(params_joint), InstanceParams.load(params_binary)
     written = []
     for it in items:
         panels = []
-        for masks in (it["masks"] > 0.5,
-                      refine_instances(it["image"], it["masks"], it["scores"], params=pj).masks,
-                      refine_instances(it["image"], it["masks"], it["scores"], params=pb).masks):
+        for masks in (
+            it["masks"] > 0.5,
+            refine_instances(it["image"], it["masks"], it["scores"], params=pj).masks,
+            refine_instances(it["image"], it["masks"], it["scores"], params=pb).masks,
+        ):
             img = it["image"].astype(np.float64).copy()
             for i, m in enumerate(masks):
                 c = colours[i % len(colours)]
@@ -344,15 +393,19 @@ def table(paths) -> int:
             d = json.load(fh)
         res = d["results"]
         ref = res[next(iter(res))]
-        print(f"\n{d['split']}, {d['kind']} inputs, every {d['step']}. frame: {ref['n_images']} images, "
-              f"{ref['n_instances']} instances\n")
+        print(
+            f"\n{d['split']}, {d['kind']} inputs, every {d['step']}. frame: {ref['n_images']} images, "
+            f"{ref['n_instances']} instances\n"
+        )
         print("| run | AP | AP50 | PQ th | SQ th | RQ th | PQ st | PQ | ms/img | emptied |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for name, r in res.items():
             delta = "" if r is ref else f" ({100 * (r['ap'] - ref['ap']):+.1f})"
-            print(f"| {name} | {100 * r['ap']:.1f}{delta} | {100 * r['ap50']:.1f} | {100 * r['pq_th']:.1f} | "
-                  f"{100 * r['sq_th']:.1f} | {100 * r['rq_th']:.1f} | {100 * r['pq_st']:.1f} | {100 * r['pq']:.1f} | "
-                  f"{1000 * r['s_per_image']:.0f} | {r['confident_emptied']}/{r['confident_inputs']} |")
+            print(
+                f"| {name} | {100 * r['ap']:.1f}{delta} | {100 * r['ap50']:.1f} | {100 * r['pq_th']:.1f} | "
+                f"{100 * r['sq_th']:.1f} | {100 * r['rq_th']:.1f} | {100 * r['pq_st']:.1f} | {100 * r['pq']:.1f} | "
+                f"{1000 * r['s_per_image']:.0f} | {r['confident_emptied']}/{r['confident_inputs']} |"
+            )
     return 0
 
 
@@ -418,10 +471,13 @@ def main(argv=None) -> int:
         for label, pan in runs:
             results[label] = evaluate(items, prm, panoptic=pan, device=a.device)
             r = results[label]
-            print(f"{a.split} {a.kind} {label:28s} AP {100 * r['ap']:5.1f} AP50 {100 * r['ap50']:5.1f} "
-                  f"PQth {100 * r['pq_th']:5.1f} SQth {100 * r['sq_th']:5.1f} RQth {100 * r['rq_th']:5.1f} "
-                  f"PQst {100 * r['pq_st']:5.1f} PQ {100 * r['pq']:5.1f} {r['s_per_image']:.3f} s/img "
-                  f"emptied {r['confident_emptied']}/{r['confident_inputs']}", flush=True)
+            print(
+                f"{a.split} {a.kind} {label:28s} AP {100 * r['ap']:5.1f} AP50 {100 * r['ap50']:5.1f} "
+                f"PQth {100 * r['pq_th']:5.1f} SQth {100 * r['sq_th']:5.1f} RQth {100 * r['rq_th']:5.1f} "
+                f"PQst {100 * r['pq_st']:5.1f} PQ {100 * r['pq']:5.1f} {r['s_per_image']:.3f} s/img "
+                f"emptied {r['confident_emptied']}/{r['confident_inputs']}",
+                flush=True,
+            )
     if a.json:
         tmp = a.json + ".tmp"
         with open(tmp, "w") as fh:
