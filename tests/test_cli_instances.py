@@ -48,7 +48,7 @@ def scene(tmp_path):
 
 
 def test_refine_instances_pngs(capsys, scene):
-    tmp, img, soft = scene
+    tmp, _img, soft = scene
     rc, out, err = _run(
         capsys, "refine-instances", tmp / "frame.png", tmp / "in", "-o", tmp / "out", "--params", _params(tmp)
     )
@@ -71,8 +71,8 @@ def _params(tmp):
 
 
 def test_refine_instances_json(capsys, scene):
-    tmp, img, soft = scene
-    rc, out, err = _run(
+    tmp, _img, soft = scene
+    rc, _out, err = _run(
         capsys, "refine-instances", tmp / "frame.png", tmp / "in.json", "-o", tmp / "out.json", "--mode", "binary"
     )
     assert rc == 0, err
@@ -82,13 +82,13 @@ def test_refine_instances_json(capsys, scene):
 
 
 def test_refine_panoptic(capsys, scene):
-    tmp, img, soft = scene
+    tmp, img, _soft = scene
     h, w = img.shape[:2]
     probs = np.full((h, w, 3), 1 / 3, dtype=np.float32)  # class 0 stuff, 1 and 2 things
     probs[..., 0] += 0.2
     probs[..., 1:] -= 0.1
     np.save(tmp / "probs.npy", probs)
-    rc, out, err = _run(
+    rc, _out, err = _run(
         capsys,
         "refine-panoptic",
         tmp / "frame.png",
@@ -111,14 +111,14 @@ def test_refine_panoptic(capsys, scene):
 
 
 def test_errors_are_one_line(capsys, scene):
-    tmp, img, soft = scene
+    tmp, _img, _soft = scene
     rc, out, err = _run(capsys, "refine-instances", tmp / "frame.png", tmp / "missing.json", "-o", tmp / "o.json")
     assert rc == 2 and err.count("\n") == 1 and "missing.json" in err
     small = np.zeros((10, 10, 3), np.uint8)
     Image.fromarray(small).save(tmp / "small.png")
     rc, out, err = _run(capsys, "refine-instances", tmp / "small.png", tmp / "in", "-o", tmp / "o", "--stem", "frame")
     assert rc == 2 and "40 x 56" in err and err.count("\n") == 1
-    rc, out, err = _run(
+    rc, _out, err = _run(
         capsys, "refine-panoptic", tmp / "frame.png", tmp / "in", tmp / "in", "-o", tmp / "p.png", "--things", 1
     )
     assert rc == 2 and err.count("\n") == 1
