@@ -112,11 +112,11 @@ def test_refine_panoptic(capsys, scene):
 
 def test_errors_are_one_line(capsys, scene):
     tmp, _img, _soft = scene
-    rc, out, err = _run(capsys, "refine-instances", tmp / "frame.png", tmp / "missing.json", "-o", tmp / "o.json")
+    rc, _out, err = _run(capsys, "refine-instances", tmp / "frame.png", tmp / "missing.json", "-o", tmp / "o.json")
     assert rc == 2 and err.count("\n") == 1 and "missing.json" in err
     small = np.zeros((10, 10, 3), np.uint8)
     Image.fromarray(small).save(tmp / "small.png")
-    rc, out, err = _run(capsys, "refine-instances", tmp / "small.png", tmp / "in", "-o", tmp / "o", "--stem", "frame")
+    rc, _out, err = _run(capsys, "refine-instances", tmp / "small.png", tmp / "in", "-o", tmp / "o", "--stem", "frame")
     assert rc == 2 and "40 x 56" in err and err.count("\n") == 1
     rc, _out, err = _run(
         capsys, "refine-panoptic", tmp / "frame.png", tmp / "in", tmp / "in", "-o", tmp / "p.png", "--things", 1
