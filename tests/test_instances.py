@@ -553,3 +553,15 @@ def test_instance_pngs_roundtrip(tmp_path, rng):
     np.testing.assert_array_equal(read_instance_pngs(tmp_path / "b", "g")["masks"] > 0.5, gt)
     os.remove(tmp_path / "b" / "g_instances.json")  # bare PNGs: scores 1, class 0
     assert read_instance_pngs(tmp_path / "b", "g")["scores"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_fit_checks_its_arguments():
+    images, inputs, gts = _fit_data(3, blur=True)
+    with pytest.raises(ValueError, match="holdout"):
+        densecrf.fit_instances(images, inputs, gts, holdout=1)
+    with pytest.raises(ValueError, match="holdout"):
+        densecrf.fit_instances(images, inputs, gts, holdout=[0, 1, 2])
+    with pytest.raises(ValueError, match="one entry per image"):
+        densecrf.fit_instances(images, inputs[:2], gts)
+    with pytest.raises(ValueError, match="metrics must be"):
+        densecrf.fit_instances(images, inputs, gts, metric="iou")
