@@ -12,6 +12,8 @@ from .backends.cuda import cuda_available
 from .crf import DenseCRF, DenseCRF2D, KernelType, Normalization, grid_positions, refine, refine_batch
 from .features import bilateral_features, gaussian_features, unary_from_labels, unary_from_softmax
 from .fit import fit
+from .instance_fit import fit_instances
+from .instances import InstanceParams, paste_masks, refine_instances, refine_panoptic
 from .lattice import PermutohedralLattice
 
 
@@ -43,6 +45,7 @@ def show_config() -> dict:
 __all__ = [
     "DenseCRF",
     "DenseCRF2D",
+    "InstanceParams",
     "KernelType",
     "Normalization",
     "PermutohedralLattice",
@@ -51,13 +54,17 @@ __all__ = [
     "cuda",
     "cuda_available",
     "fit",
+    "fit_instances",
     "gaussian_features",
     "get_num_threads",
     "grid_positions",
     "iter_refine",
+    "paste_masks",
     "refine",
     "refine_batch",
     "refine_dataset",
+    "refine_instances",
+    "refine_panoptic",
     "set_num_threads",
     "show_config",
     "unary_from_labels",

@@ -1,4 +1,5 @@
-"""Segmentation metrics: pixel and class accuracy, IoU, panoptic quality, instance AP.
+"""Segmentation metrics: pixel and class accuracy, IoU, panoptic quality (per image and
+accumulated over a dataset as COCO does), instance AP.
 
 Conventions: label maps are integer arrays of any shape; ``ignore_index``
 pixels of the ground truth are left out of every count. Semantic metrics are
@@ -227,3 +228,176 @@ def instance_average_precision(pred_masks, pred_scores, gt_masks, *, iou_thresho
     p = np.concatenate([[1.0], precision, [0.0]])
     p = np.maximum.accumulate(p[::-1])[::-1]
     return float(np.sum((r[1:] - r[:-1]) * p[1:]))
+
+
+# --------------------------------------------------------------------------
+# Panoptic quality over a dataset, as COCO's panoptic evaluation counts it
+# --------------------------------------------------------------------------
+VOID = 0  # the segment id of unlabelled pixels in COCO's panoptic format
+
+
+def _dims(shape) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+
+def panoptic_from_labels(classes, instances, *, ignore_index: int | None = None, thing_classes=None):
+    """A (class map, instance map) pair in COCO's panoptic form.
+
+    Every distinct (class, instance id) pair becomes one segment (for
+    classes not in ``thing_classes``, when that is given, the instance id is
+    ignored: one segment per stuff class). Pixels of class ``ignore_index``
+    get segment id 0 (void).
+
+    Returns:
+        ``(ids [*spatial] int64, segments)``: segment ids from 1 and
+        ``[{"id", "category_id", "iscrowd": 0, "area"}]``.
+    """
+    c, i = _labels(classes, "classes"), _labels(instances, "instances")
+    if c.shape != i.shape:
+        raise ValueError(f"classes and instances must have one shape, got {_dims(c.shape)} and "
+                         f"{_dims(i.shape)}")
+    keep = np.ones(c.shape, dtype=bool) if ignore_index is None else c != ignore_index
+    inst = i.copy()
+    if thing_classes is not None:
+        inst[~np.isin(c, np.asarray(list(thing_classes), dtype=np.int64))] = 0
+    seg, cls = _segments(c, inst, keep)
+    ids = seg + 1  # -1 (not kept) becomes 0, void
+    areas = np.bincount(seg[keep], minlength=len(cls))
+    return ids, [{"id": k + 1, "category_id": int(cls[k]), "iscrowd": 0, "area": int(areas[k])} for k in range(len(cls))]
+
+
+def _segment_table(ids, segments, name: str, categories) -> dict:
+    """{segment id: (category, iscrowd)} checked against the id map (as COCO's evaluation checks it)."""
+    table = {}
+    for s in segments:
+        if not isinstance(s, dict) or "id" not in s or "category_id" not in s:
+            raise ValueError(f"{name} segments must be dicts with 'id' and 'category_id', got {s!r}")
+        sid, cat = int(s["id"]), int(s["category_id"])
+        if sid == VOID:
+            raise ValueError(f"{name} segment id 0 is reserved for void pixels")
+        if sid in table:
+            raise ValueError(f"{name} segment id {sid} is listed twice")
+        if cat not in categories:
+            raise ValueError(f"{name} segment {sid} has category {cat}, which is not one of the categories {sorted(categories)}")
+        table[sid] = (cat, int(bool(s.get("iscrowd", 0))))
+    present = set(np.unique(ids).tolist()) - {VOID}
+    missing = present - set(table)
+    if missing:
+        raise ValueError(f"{name} id map has segment {min(missing)} that its segments list does not describe")
+    absent = set(table) - present
+    if absent and name == "pred":
+        raise ValueError(f"pred segment {min(absent)} is listed but has no pixel in the id map")
+    return table
+
+
+class PanopticQuality:
+    r"""PQ, SQ and RQ accumulated over a dataset, things and stuff apart, as COCO's panoptic evaluation.
+
+    Per category, counts are summed over all images: a true positive is a
+    (ground truth, prediction) pair of the same category whose IoU exceeds
+    0.5, where the union leaves out the prediction's pixels on void (ground
+    truth id 0); ground-truth segments marked ``iscrowd`` are never matched
+    nor counted; an unmatched prediction is a false positive unless more than
+    half of it lies on void or on a crowd region of its category; an
+    unmatched, non-crowd ground-truth segment is a false negative. Then
+    :math:`PQ_c = \sum_{TP} IoU / (TP + FP/2 + FN/2)`,
+    :math:`SQ_c = \sum_{TP} IoU / TP` (0 when TP = 0),
+    :math:`RQ_c = TP / (TP + FP/2 + FN/2)`, averaged over the categories with
+    any TP, FP or FN (in all, things only, stuff only).
+
+    This differs from :func:`panoptic_quality`, which scores one image and
+    averages per-class figures over the classes present there: averaging
+    that per image over a dataset weights an image with one small segment
+    like one with many, and gives a class a 0 on every image where it has
+    only a false positive. The accumulated figures are the ones papers
+    report.
+
+    Args:
+        categories: ``{category_id: isthing}`` for every category that may
+            appear (ids as in the segments' ``category_id``).
+
+    >>> pq = PanopticQuality({1: True, 2: False})
+    >>> ids = np.array([[1, 1, 2, 2]])
+    >>> pq.update(ids, [{"id": 1, "category_id": 1}, {"id": 2, "category_id": 2}],
+    ...           ids, [{"id": 1, "category_id": 1}, {"id": 2, "category_id": 2}])
+    >>> pq.compute()["all"]["pq"]
+    1.0
+    """
+
+    def __init__(self, categories: dict):
+        if not isinstance(categories, dict) or not categories:
+            raise ValueError(f"categories must be a non-empty dict {{category_id: isthing}}, got {categories!r}")
+        self.categories = {int(k): bool(v) for k, v in categories.items()}
+        n = len(self.categories)
+        self._index = {c: k for k, c in enumerate(sorted(self.categories))}
+        self.iou = np.zeros(n)  # summed IoU of true positives per category
+        self.tp = np.zeros(n, dtype=np.int64)
+        self.fp = np.zeros(n, dtype=np.int64)
+        self.fn = np.zeros(n, dtype=np.int64)
+        self.n_images = 0
+
+    def update(self, pred_ids, pred_segments, gt_ids, gt_segments) -> None:
+        """Adds one image in COCO's panoptic form: id maps (0 = void) and segment lists
+        (dicts with ``id``, ``category_id`` and, for the ground truth, optionally ``iscrowd``)."""
+        p, g = _labels(pred_ids, "pred_ids"), _labels(gt_ids, "gt_ids")
+        if p.shape != g.shape:
+            raise ValueError(f"pred_ids and gt_ids must have one shape, got {_dims(p.shape)} and "
+                             f"{_dims(g.shape)}")
+        if (p.size and p.min() < 0) or (g.size and g.min() < 0):
+            raise ValueError("segment ids must be >= 0 (0 is void)")
+        pt = _segment_table(p, pred_segments, "pred", self.categories)
+        gt = _segment_table(g, gt_segments, "gt", self.categories)
+        # Joint counts of (gt id, pred id) over all pixels, void included.
+        pairs, inter = np.unique(np.stack([g.ravel(), p.ravel()]), axis=1, return_counts=True)
+        overlap = {(int(a), int(b)): int(n) for a, b, n in zip(pairs[0], pairs[1], inter, strict=True)}
+        parea = np.bincount(p.ravel()) if p.size else np.zeros(1, dtype=np.int64)
+        garea = np.bincount(g.ravel()) if g.size else np.zeros(1, dtype=np.int64)
+        matched_g, matched_p = set(), set()
+        for (gi, pi), n in overlap.items():
+            if gi == VOID or pi == VOID or gt[gi][1] or gt[gi][0] != pt[pi][0]:
+                continue
+            union = parea[pi] + garea[gi] - n - overlap.get((VOID, pi), 0)
+            iou = n / union
+            if iou > 0.5:
+                k = self._index[gt[gi][0]]
+                self.tp[k] += 1
+                self.iou[k] += iou
+                matched_g.add(gi)
+                matched_p.add(pi)
+        crowd = {}
+        for gi, (cat, iscrowd) in gt.items():
+            if iscrowd:
+                crowd[cat] = gi
+            elif gi not in matched_g:
+                self.fn[self._index[cat]] += 1
+        for pi, (cat, _) in pt.items():
+            if pi in matched_p:
+                continue
+            ignored = overlap.get((VOID, pi), 0) + (overlap.get((crowd[cat], pi), 0) if cat in crowd else 0)
+            if ignored / parea[pi] > 0.5:
+                continue
+            self.fp[self._index[cat]] += 1
+        self.n_images += 1
+
+    def per_class(self) -> dict:
+        """``{category: {"pq", "sq", "rq", "tp", "fp", "fn"}}`` from the summed counts."""
+        out = {}
+        for c, k in self._index.items():
+            tp, fp, fn = int(self.tp[k]), int(self.fp[k]), int(self.fn[k])
+            denom = tp + 0.5 * fp + 0.5 * fn
+            out[c] = {"pq": float(self.iou[k] / denom) if denom else 0.0, "sq": float(self.iou[k] / tp) if tp else 0.0,
+                      "rq": tp / denom if denom else 0.0, "tp": tp, "fp": fp, "fn": fn}
+        return out
+
+    def compute(self) -> dict:
+        """``{"all", "things", "stuff"}`` each ``{"pq", "sq", "rq", "n"}`` (n: categories
+        averaged, NaN figures when none), and ``"per_class"``."""
+        per = self.per_class()
+        res = {"per_class": per}
+        for name, want in (("all", None), ("things", True), ("stuff", False)):
+            rows = [v for c, v in per.items() if (want is None or self.categories[c] == want) and v["tp"] + v["fp"] + v["fn"]]
+            if rows:
+                res[name] = {m: float(np.mean([r[m] for r in rows])) for m in ("pq", "sq", "rq")} | {"n": len(rows)}
+            else:
+                res[name] = {"pq": float("nan"), "sq": float("nan"), "rq": float("nan"), "n": 0}
+        return res

@@ -1,4 +1,4 @@
-"""Command line: ``densecrf demo | refine | eval | fit | train | bench``.
+"""Command line: ``densecrf demo | refine | eval | fit | train | bench | refine-instances | refine-panoptic``.
 
 One module per command (``add_parser`` and ``run``), the shared dense-CRF
 flags in :mod:`densecrf.cli.common`. Commands call the library; no library
@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-from . import bench, demo, eval, fit, refine, train
+from . import bench, demo, eval, fit, refine, refine_instances, refine_panoptic, train
 from .common import CLIError, OneLineParser
 
 __all__ = ["CLIError", "build_parser", "main", "run"]
@@ -35,6 +35,8 @@ def build_parser() -> OneLineParser:
     fit.add_parser(sub)
     train.add_parser(sub)
     bench.add_parser(sub)
+    refine_instances.add_parser(sub)
+    refine_panoptic.add_parser(sub)
     return p
 
 
