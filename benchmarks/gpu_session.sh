@@ -14,7 +14,7 @@
 #  5. benchmarks/thread_scaling.py on all cores (2048 x 2048 and the reference workload);
 #  6. the dataset pipeline on the GPU (benchmarks/dataset_throughput.py --cuda)
 #     when CamVid is at $DENSECRF_CAMVID;
-#  7. DenseCRFLoss forward + backward on the GPU (benchmarks/bench_loss.py --device cuda);
+#  7. DenseCRFLoss forward + backward on the GPU (benchmarks/rloss_compare.py without --rloss);
 #  8. racecheck last (slow: RACECHECK_S seconds, default 45).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,10 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 T0=$(date +%s)
+BUDGET=${BUDGET_S:-540}   # the whole run's seconds: every step's limit is cut to what is left
 step() { echo; echo "== $1 ($(( $(date +%s) - T0 )) s)"; }
+# lim N: N seconds, or what is left of the budget if less (at least 1)
+lim() { local left=$(( BUDGET - ($(date +%s) - T0) )); [ $left -lt 1 ] && left=1; [ $1 -lt $left ] && echo $1 || echo $left; }
 
 step "machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
@@ -33,7 +36,7 @@ if ! $PY -c "import densecrf, sys; sys.exit(0 if densecrf.cuda_available() else 
   step "build"
   rm -f densecrf/_C*.so
   unset PYTHONPATH
-  timeout 240 $PY -m pip install -q --no-build-isolation --no-deps -e . \
+  timeout $(lim 240) $PY -m pip install -q --no-build-isolation --no-deps -e . \
       -C "cmake.define.DENSECRF_CUDA_ARCHITECTURES=90-real" > "$OUT/build.txt" 2>&1
   echo "build exit $?"; tail -3 "$OUT/build.txt"
 fi
@@ -42,38 +45,37 @@ $PY -c "import densecrf; densecrf.show_config(); print('GPU:', densecrf.cuda.dev
 step "CUDA tests"
 tests="tests/test_cuda.py"
 for f in tests/test_dataset.py tests/test_losses.py tests/test_instances.py; do [ -f $f ] && tests="$tests $f"; done
-timeout 150 $PY -m pytest -q -rs -p no:cacheprovider --timeout 60 $tests -k "not emu and (cuda or gpu or GPU)" \
+timeout $(lim 150) $PY -m pytest -q -rs -p no:cacheprovider --timeout 60 $tests -k "not emu and (cuda or gpu or GPU)" \
     2>&1 | tee "$OUT/tests_cuda.txt" | tail -15
-timeout 60 $PY -m pytest -q -rs -p no:cacheprovider --timeout 60 \
+timeout $(lim 60) $PY -m pytest -q -rs -p no:cacheprovider --timeout 60 \
     tests/test_nn.py tests/test_hostile.py -k "cuda or gpu or GPU" 2>&1 | tee "$OUT/tests_nn.txt" | tail -6
 
 step "memcheck"
-timeout 60 compute-sanitizer --tool memcheck --error-exitcode 3 $PY benchmarks/bench_cuda.py --smoke \
+timeout $(lim 60) compute-sanitizer --tool memcheck --error-exitcode 3 $PY benchmarks/bench_cuda.py --smoke \
     > "$OUT/sanitizer_memcheck.txt" 2>&1
 echo "memcheck exit $?"; tail -2 "$OUT/sanitizer_memcheck.txt"
 
 step "bench_cuda"
-timeout 90 $PY benchmarks/bench_cuda.py --quick --out "$OUT/bench_cuda.md" 2>&1 | tee "$OUT/bench_cuda.txt" | tail -20
+timeout $(lim 90) $PY benchmarks/bench_cuda.py --quick --out "$OUT/bench_cuda.md" 2>&1 | tee "$OUT/bench_cuda.txt" | tail -20
 step "bench_nn_cuda"
-timeout 60 $PY benchmarks/bench_nn_cuda.py --repeats 10 2>&1 | tee "$OUT/bench_nn_cuda.txt" | tail -8
+timeout $(lim 60) $PY benchmarks/bench_nn_cuda.py --repeats 10 2>&1 | tee "$OUT/bench_nn_cuda.txt" | tail -8
 
 step "thread scaling"
-timeout 90 $PY benchmarks/thread_scaling.py --repeats 3 --json "$OUT/thread_scaling.json" 2>&1 \
+timeout $(lim 90) $PY benchmarks/thread_scaling.py --repeats 3 --json "$OUT/thread_scaling.json" 2>&1 \
     | tee "$OUT/thread_scaling.txt"
 
 if [ -n "${DENSECRF_CAMVID:-}" ] && [ -d "$DENSECRF_CAMVID/val" ] && [ -f benchmarks/dataset_throughput.py ]; then
   step "dataset pipeline on the GPU"
-  timeout 150 $PY benchmarks/dataset_throughput.py --cuda --skip dask ray --layouts f16 --repeats 2 \
+  timeout $(lim 150) $PY benchmarks/dataset_throughput.py --cuda --skip pydensecrf dask ray --layouts f16 --repeats 2 \
+      --limit ${DATASET_FRAMES:-48} --workers $(nproc) \
       --data /tmp/densecrf_ds --json "$OUT/dataset_cuda.json" 2>&1 | tee "$OUT/dataset_cuda.txt" | tail -25
 fi
 
-if [ -f benchmarks/bench_loss.py ]; then
-  step "DenseCRFLoss on the GPU"
-  timeout 60 $PY benchmarks/bench_loss.py --device cuda --repeats 20 2>&1 | tee "$OUT/loss_cuda.txt" | tail -8
-fi
+step "DenseCRFLoss on the GPU"
+timeout $(lim 60) $PY benchmarks/rloss_compare.py --repeats 20 2>&1 | tee "$OUT/loss_cuda.txt" | tail -6
 
 step "racecheck"
-timeout ${RACECHECK_S:-45} compute-sanitizer --tool racecheck --error-exitcode 3 $PY benchmarks/bench_cuda.py --smoke \
+timeout $(lim ${RACECHECK_S:-45}) compute-sanitizer --tool racecheck --error-exitcode 3 $PY benchmarks/bench_cuda.py --smoke \
     > "$OUT/sanitizer_racecheck.txt" 2>&1
 echo "racecheck exit $? ($(grep -c 'RACECHECK SUMMARY: 0 hazards' "$OUT/sanitizer_racecheck.txt") clean summaries)"
 step "done"
