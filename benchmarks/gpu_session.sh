@@ -40,7 +40,7 @@ if ! $PY -c "import densecrf, sys; sys.exit(0 if densecrf.cuda_available() else 
       -C "cmake.define.DENSECRF_CUDA_ARCHITECTURES=90-real" > "$OUT/build.txt" 2>&1
   echo "build exit $?"; tail -3 "$OUT/build.txt"
 fi
-$PY -c "import densecrf; densecrf.show_config(); print('GPU:', densecrf.cuda.device_name(0))" 2>&1 | tee -a "$OUT/gpu.txt"
+$PY -X faulthandler -c "import densecrf; densecrf.show_config(); print('GPU:', densecrf.cuda.device_name(0))" 2>&1 | tee -a "$OUT/gpu.txt"
 
 step "CUDA tests"
 tests="tests/test_cuda.py"

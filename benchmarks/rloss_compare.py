@@ -103,18 +103,25 @@ def cuda_is_identity():
         torch.Tensor.cuda = orig
 
 
+# CamVid, read where it lies (never copied): $DENSECRF_CAMVID, else the shared folder beside the checkout.
+CAMVID_DIR = os.environ.get(
+    "DENSECRF_CAMVID",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "camvid"),
+)
+
+
 def camvid_frames(n: int, size: tuple[int, int] | None):
     """n val frames (image [H, W, 3] uint8, labels [H, W] uint8, name), resized to size=(W, H)."""
     from PIL import Image
 
-    files = sorted(glob.glob(os.path.join(workloads.CAMVID_DIR, "val", "*.png")))
+    files = sorted(glob.glob(os.path.join(CAMVID_DIR, "val", "*.png")))
     if len(files) < n:
-        sys.exit(f"need {n} CamVid val frames under {workloads.CAMVID_DIR}/val, found {len(files)}")
+        sys.exit(f"need {n} CamVid val frames under {CAMVID_DIR}/val, found {len(files)}")
     picks = [files[(10 + 30 * i) % len(files)] for i in range(n)]
     out = []
     for p in picks:
         img = Image.open(p).convert("RGB")
-        lab = Image.open(os.path.join(workloads.CAMVID_DIR, "valannot", os.path.basename(p)))
+        lab = Image.open(os.path.join(CAMVID_DIR, "valannot", os.path.basename(p)))
         if size is not None:
             img, lab = img.resize(size, Image.BILINEAR), lab.resize(size, Image.NEAREST)
         out.append((np.asarray(img), np.asarray(lab), os.path.basename(p)))

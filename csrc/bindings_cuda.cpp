@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -114,7 +115,16 @@ void buffer_download(const DeviceBuffer& b, py::array host, uintptr_t stream) {
 void register_cuda(py::module_& m) {
   m.def("cuda_device_count", &dcrf::cuda::device_count,
         "Number of visible CUDA devices (0 without a driver or device; never raises).");
-  m.def("cuda_device_name", &dcrf::cuda::device_name, py::arg("device") = 0);
+  m.def(
+      "cuda_device_name",
+      [](int device) {
+        dcrf::cuda::DeviceInfo info{};
+        dcrf::cuda::device_info(device, &info);
+        std::ostringstream s;
+        s << info.name << " (sm_" << info.major << info.minor << ", " << info.total_gib << " GiB)";
+        return s.str();
+      },
+      py::arg("device") = 0);
 
   m.def(
       "cuda_synchronize",

@@ -38,6 +38,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstring>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -655,13 +656,14 @@ int device_count() {
   return n;
 }
 
-std::string device_name(int device) {
+void device_info(int device, DeviceInfo* out) {
   cudaDeviceProp prop;
   DCRF_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-  std::ostringstream s;
-  s << prop.name << " (sm_" << prop.major << prop.minor << ", "
-    << static_cast<double>(prop.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0) << " GiB)";
-  return s.str();
+  std::memset(out->name, 0, sizeof(out->name));
+  std::memcpy(out->name, prop.name, std::min(sizeof(out->name) - 1, sizeof(prop.name)));
+  out->major = prop.major;
+  out->minor = prop.minor;
+  out->total_gib = static_cast<double>(prop.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0);
 }
 
 void synchronize(int device) {

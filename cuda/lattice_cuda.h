@@ -32,8 +32,15 @@ namespace cuda {
 // Number of visible CUDA devices; 0 (never an exception) when the driver or
 // device is missing.
 int device_count();
-// "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)"; throws on a bad ordinal.
-std::string device_name(int device);
+// Name, compute capability and memory of a device, as plain data; throws on a bad ordinal.
+// (It returned a std::string until 2026-12-04, when that call alone segfaulted on an H200
+// machine while every other CUDA call worked; the binding now formats the string itself.)
+struct DeviceInfo {
+  char name[256];
+  int major, minor;
+  double total_gib;
+};
+void device_info(int device, DeviceInfo* out);
 
 // Blocks the host until all work on `device` is done.
 void synchronize(int device);
