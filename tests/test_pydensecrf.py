@@ -181,3 +181,44 @@ def test_nd_utils_pipeline_matches(rng):
     # the classic weights through the utils features: the README's
     # definition (measured max |dQ| 1.4e-6 to 1.6e-6, baseline and AVX2)
     assert_exact_to_pydensecrf(outs[1].T, outs[0].T)
+
+
+def test_set_unary_takes_a_const_unary(rng):
+    # pydensecrf's setUnary(ConstUnary(u)) is setUnaryEnergy(u) on both sides
+    n, k = 400, 4
+    feats = (rng.random((3, n)) * 4).astype(np.float32)
+    u = rng.normal(size=(k, n)).astype(np.float32)
+    out = {}
+    for mod in (dcrf, cdcrf):
+        for how in ("energy", "const"):
+            d = mod.DenseCRF(n, k)
+            if how == "energy":
+                d.setUnaryEnergy(u.copy())
+            else:
+                d.setUnary(mod.ConstUnary(u.copy()))
+            d.addPairwiseEnergy(feats.copy(), compat=3.0)
+            out[mod.__name__, how] = np.array(d.inference(4))
+        assert np.array_equal(out[mod.__name__, "energy"], out[mod.__name__, "const"])  # the same call inside
+    # and the two libraries agree as everywhere else (as test_compat_module_matches_pydensecrf: 5e-7)
+    assert np.abs(out[dcrf.__name__, "const"] - out[cdcrf.__name__, "const"]).max() <= 5e-7
+    with pytest.raises(TypeError, match="ConstUnary"):
+        cdcrf.DenseCRF(n, k).setUnary(u)
+
+
+def test_deprecated_utils_match(rng, caplog):
+    # softmax_to_unary and compute_unary: pydensecrf's deprecated aliases, same arrays and the same warning
+    sm = rng.dirichlet(np.ones(4), size=(5, 6)).transpose(2, 0, 1).astype(np.float32)
+    for gt in (1, 0.8):
+        ours, theirs = cutils.softmax_to_unary(sm, gt), putils.softmax_to_unary(sm, gt)
+        assert ours.shape == theirs.shape == (4, 30)
+        # float32 -log of the same (scaled) probabilities: 1 ulp of each
+        # side's log (rtol 3e-7 as test_utils_identical)
+        np.testing.assert_allclose(ours, theirs, rtol=3e-7, atol=1e-7)
+        p = sm.reshape(4, -1).astype(np.float64)
+        if gt != 1:
+            p = gt * p + (1 - gt) / 4
+        np.testing.assert_allclose(ours, -np.log(p), rtol=3e-7, atol=1e-7)  # the definition, unclipped
+    assert "softmax_to_unary is deprecated" in caplog.text
+    labels = rng.integers(0, 4, size=(5, 6))
+    assert np.array_equal(cutils.compute_unary(labels, 3, 0.6), putils.compute_unary(labels, 3, 0.6))
+    assert "compute_unary is deprecated" in caplog.text
