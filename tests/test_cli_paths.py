@@ -55,9 +55,15 @@ FLAGS = [
     (["--bilateral-compat", "none"], {"bilateral_compat": None}),
     (["--normalization", "before"], {"normalization": "before"}),
     (["--normalization", "after"], {"normalization": "after"}),
-    pytest.param(["--normalization", "none"], {"normalization": "none"}, marks=pytest.mark.xfail(
-        strict=True, reason="the CLI turns every flag's 'none' into None (meant for the compat flags only), so "
-                            "--normalization none is refused: a bug, reported; remove this mark with the fix")),
+    pytest.param(
+        ["--normalization", "none"],
+        {"normalization": "none"},
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="the CLI turns every flag's 'none' into None (meant for the compat flags only), so "
+            "--normalization none is refused: a bug, reported; remove this mark with the fix",
+        ),
+    ),
 ]
 
 
@@ -66,7 +72,7 @@ def test_refine_flag_reaches_refine(tmp_path, capsys, flags, fields):
     image, probs = scene()
     Image.fromarray(image).save(tmp_path / "im.png")
     np.save(tmp_path / "p.npy", probs)
-    rc, out, err = run(capsys, "refine", tmp_path / "im.png", tmp_path / "p.npy", "-o", tmp_path / "out", *flags)
+    rc, _, err = run(capsys, "refine", tmp_path / "im.png", tmp_path / "p.npy", "-o", tmp_path / "out", *flags)
     assert rc == 0, err
     got = np.load(tmp_path / "out.npy")
     want = densecrf.refine(image, probs, params=dataclasses.replace(CRFParams(), **fields))
@@ -80,14 +86,28 @@ def test_flags_override_a_params_file(tmp_path, capsys):
     image, probs = scene(seed=1)
     Image.fromarray(image).save(tmp_path / "im.png")
     np.save(tmp_path / "p.npy", probs)
-    base = CRFParams(n_iter=3, gaussian_sxy=2.0, bilateral_sxy=20.0, bilateral_srgb=6.0, bilateral_compat=4.0,
-                     normalization="after")
+    base = CRFParams(
+        n_iter=3, gaussian_sxy=2.0, bilateral_sxy=20.0, bilateral_srgb=6.0, bilateral_compat=4.0, normalization="after"
+    )
     base.save(tmp_path / "p.json")
-    rc, _, err = run(capsys, "refine", tmp_path / "im.png", tmp_path / "p.npy", "-o", tmp_path / "out",
-                     "--params", tmp_path / "p.json", "--bilateral-srgb", "11", "--normalization", "symmetric")
+    rc, _, err = run(
+        capsys,
+        "refine",
+        tmp_path / "im.png",
+        tmp_path / "p.npy",
+        "-o",
+        tmp_path / "out",
+        "--params",
+        tmp_path / "p.json",
+        "--bilateral-srgb",
+        "11",
+        "--normalization",
+        "symmetric",
+    )
     assert rc == 0, err
-    want = densecrf.refine(image, probs, params=dataclasses.replace(base, bilateral_srgb=11.0,
-                                                                    normalization="symmetric"))
+    want = densecrf.refine(
+        image, probs, params=dataclasses.replace(base, bilateral_srgb=11.0, normalization="symmetric")
+    )
     assert np.array_equal(np.load(tmp_path / "out.npy"), want)
     assert json.loads((tmp_path / "p.json").read_text())["normalization"] == "after"  # the file is not modified
 
@@ -102,9 +122,9 @@ def fake_camvid(root, n=3, h=36, w=48, seed=0):
     frames = []
     for i in range(n):
         labels = np.zeros((h, w), np.uint8)
-        labels[h // 2:] = 3
-        labels[h // 3: h // 2, rng.integers(0, w // 2):] = 8
-        labels[h // 2:, : w // 5] = 4
+        labels[h // 2 :] = 3
+        labels[h // 3 : h // 2, rng.integers(0, w // 2) :] = 8
+        labels[h // 2 :, : w // 5] = 4
         labels[0, :3] = 11
         image = np.clip(PALETTE[labels].astype(float) + rng.normal(0, 10, (h, w, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(image).save(root / "val" / f"f{i:03d}.png")
@@ -116,7 +136,7 @@ def fake_camvid(root, n=3, h=36, w=48, seed=0):
 def mean_iou(preds, truths, n=11, ignore=11):
     """Mean IoU (%) over the classes present in either map, one confusion matrix for all frames; plain numpy."""
     conf = np.zeros((n, n), np.int64)
-    for p, t in zip(preds, truths):
+    for p, t in zip(preds, truths, strict=True):
         keep = t != ignore
         conf += np.bincount(t[keep] * n + p[keep], minlength=n * n).reshape(n, n)
     tp = np.diag(conf)
@@ -145,12 +165,15 @@ def test_eval_crf_as_rnn_row_and_no_crf(tmp_path, capsys):
     net, model = pretrained(), pretrained(crf=True)
     truths = [t for _, t in frames]
     with torch.no_grad():
-        probs = [torch.softmax(logits_at_size(net, _net_inputs(im), NET_SIZE), 1)[0].permute(1, 2, 0).numpy()
-                 for im, _ in frames]
+        probs = [
+            torch.softmax(logits_at_size(net, _net_inputs(im), NET_SIZE), 1)[0].permute(1, 2, 0).numpy()
+            for im, _ in frames
+        ]
         rnn = [model(_net_inputs(im), output="crf")[0].argmax(0).numpy() for im, _ in frames]
     want_net = mean_iou([p.argmax(-1) for p in probs], truths)
-    want_crf = mean_iou([densecrf.refine(im, p, params=CRF_PARAMS).argmax(-1) for (im, _), p in zip(frames, probs)],
-                        truths)
+    want_crf = mean_iou(
+        [densecrf.refine(im, p, params=CRF_PARAMS).argmax(-1) for (im, _), p in zip(frames, probs, strict=True)], truths
+    )
     want_rnn = mean_iou(rnn, truths)
 
     rc, out, err = run(capsys, "eval", tmp_path / "cv", "--no-progress")
@@ -158,7 +181,7 @@ def test_eval_crf_as_rnn_row_and_no_crf(tmp_path, capsys):
     net_row = table_row(out, "mean IoU")
     assert len(net_row) == 3, out  # network, network + dense CRF, CRF-as-RNN
     # printed to 0.1: within half a unit (and the same computation on the same machine)
-    for got, want in zip(net_row, (want_net, want_crf, want_rnn)):
+    for got, want in zip(net_row, (want_net, want_crf, want_rnn), strict=True):
         assert abs(got - want) <= 0.05 + 1e-9, (out, want_net, want_crf, want_rnn)
     assert "CRF-as-RNN" in out
 
@@ -174,10 +197,13 @@ def test_eval_crf_as_rnn_row_and_no_crf(tmp_path, capsys):
     assert len(table_row(out, "mean IoU")) == 1 and "CRF-as-RNN" not in out, out
 
 
-@pytest.mark.parametrize("flags, fields", [(["--normalization", "after", "--iters", "2"],
-                                            {"normalization": "after", "n_iter": 2}),
-                                           (["--gaussian-compat", "none", "--bilateral-srgb", "3"],
-                                            {"gaussian_compat": None, "bilateral_srgb": 3.0})])
+@pytest.mark.parametrize(
+    "flags, fields",
+    [
+        (["--normalization", "after", "--iters", "2"], {"normalization": "after", "n_iter": 2}),
+        (["--gaussian-compat", "none", "--bilateral-srgb", "3"], {"gaussian_compat": None, "bilateral_srgb": 3.0}),
+    ],
+)
 def test_eval_crf_flags_reach_refine(tmp_path, capsys, flags, fields):
     # eval --probs --params FILE: the dense CRF row is the maps refined with the flags over the file's parameters
     rng = np.random.default_rng(4)
@@ -194,9 +220,20 @@ def test_eval_crf_flags_reach_refine(tmp_path, capsys, flags, fields):
     base.save(tmp_path / "p.json")
     params = dataclasses.replace(base, **fields)
     truths = [t for _, t in frames]
-    want = mean_iou([densecrf.refine(im, p, params=params).argmax(-1) for (im, _), p in zip(frames, probs)], truths)
-    rc, out, err = run(capsys, "eval", tmp_path / "cv", "--no-progress", "--probs", tmp_path / "maps",
-                       "--params", tmp_path / "p.json", *flags)
+    want = mean_iou(
+        [densecrf.refine(im, p, params=params).argmax(-1) for (im, _), p in zip(frames, probs, strict=True)], truths
+    )
+    rc, out, err = run(
+        capsys,
+        "eval",
+        tmp_path / "cv",
+        "--no-progress",
+        "--probs",
+        tmp_path / "maps",
+        "--params",
+        tmp_path / "p.json",
+        *flags,
+    )
     assert rc == 0, err
     net, crf = table_row(out, "mean IoU")
     assert abs(net - mean_iou([p.argmax(-1) for p in probs], truths)) <= 0.05 + 1e-9, out

@@ -24,7 +24,6 @@ that for CPUs not tried.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
@@ -36,6 +35,7 @@ Image = pytest.importorskip("PIL.Image")
 
 import densecrf  # noqa: E402
 from conftest import camvid_dir  # noqa: E402
+from reference import confusion_numpy  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_CLASSES, IGNORE = 11, 11
@@ -47,9 +47,7 @@ N_FIT = 50  # the fitted parameters were fitted on the first 50 val frames by na
 # -- plain numpy scores ------------------------------------------------------------
 def confusion(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """[11, 11] int64, rows: truth, columns: prediction; pixels labelled 11 ignored."""
-    keep = truth != IGNORE
-    idx = truth[keep].astype(np.int64) * N_CLASSES + pred[keep].astype(np.int64)
-    return np.bincount(idx, minlength=N_CLASSES * N_CLASSES).reshape(N_CLASSES, N_CLASSES)
+    return confusion_numpy(pred, truth, N_CLASSES, IGNORE)
 
 
 def iou(conf: np.ndarray) -> np.ndarray:
@@ -64,16 +62,21 @@ def scores(conf: np.ndarray) -> dict:
     per_class = iou(conf)
     gt = conf.sum(1)
     class_acc = np.diag(conf)[gt > 0] / gt[gt > 0]
-    return {"miou": float(np.nanmean(per_class)), "pixel": float(100 * np.trace(conf) / conf.sum()),
-            "class": float(100 * class_acc.mean()), "per_class": per_class}
+    return {
+        "miou": float(np.nanmean(per_class)),
+        "pixel": float(100 * np.trace(conf) / conf.sum()),
+        "class": float(100 * class_acc.mean()),
+        "per_class": per_class,
+    }
 
 
 def assert_figure(stated: str, value: float, what: str):
     """The page's figure ``stated`` (as printed) against the recomputed ``value`` (%)."""
     decimals = len(stated.split(".")[1]) if "." in stated else 0
-    margin = 0.5 * 10.0 ** -decimals + NONDET
-    assert abs(float(stated) - value) <= margin, f"{what}: the page says {stated}, recomputed {value:.4f} " \
-                                                 f"(allowed +-{margin:.3f})"
+    margin = 0.5 * 10.0**-decimals + NONDET
+    assert abs(float(stated) - value) <= margin, (
+        f"{what}: the page says {stated}, recomputed {value:.4f} (allowed +-{margin:.3f})"
+    )
 
 
 # -- the pages' tables ---------------------------------------------------------------
@@ -129,12 +132,17 @@ def compute_val(data: str) -> dict:
     fitted = as_params(CRF_PARAMS)
     grid = as_params(fitted.info["grid_best_params"])
     heldout = {int(i) for i in fitted.info["heldout_indices"]}
-    crf_init = torch.load(os.path.join(os.path.dirname(CRF_PARAMS), "deeplab_crf_camvid_w32.pt"),
-                          map_location="cpu", weights_only=False)["crf_init"]
+    crf_init = torch.load(
+        os.path.join(os.path.dirname(CRF_PARAMS), "deeplab_crf_camvid_w32.pt"), map_location="cpu", weights_only=False
+    )["crf_init"]
     train_fit, train_grid = as_params(crf_init), as_params(crf_init["info"]["grid_best_params"])
-    parameter_sets = {"classic": (CRFParams(), range(101)), "fitted": (fitted, range(101)),
-                      "grid": (grid, [i for i in range(101) if i >= N_FIT or i in heldout]),
-                      "train fitted": (train_fit, range(N_FIT, 101)), "train grid": (train_grid, range(N_FIT, 101))}
+    parameter_sets = {
+        "classic": (CRFParams(), range(101)),
+        "fitted": (fitted, range(101)),
+        "grid": (grid, [i for i in range(101) if i >= N_FIT or i in heldout]),
+        "train fitted": (train_fit, range(N_FIT, 101)),
+        "train grid": (train_grid, range(N_FIT, 101)),
+    }
     net, model = pretrained(), pretrained(crf=True)
     rows = ("network", "crf-as-rnn", "crf-as-rnn network", *parameter_sets)
     conf = {r: np.zeros((101, N_CLASSES, N_CLASSES), np.int64) for r in rows}
@@ -157,3 +165,257 @@ def compute_val(data: str) -> dict:
     finally:
         torch.set_num_threads(threads)
     return {"names": names, "conf": conf, "heldout": sorted(heldout)}
+
+
+def rows_of(val, row, frames=None):
+    """Summed confusion of ``row`` over ``frames`` (indices; all 101 by default)."""
+    c = val["conf"][row]
+    return c.sum(0) if frames is None else c[list(frames)].sum(0)
+
+
+TEST = range(N_FIT, 101)  # the 51 frames the fitted parameters were not fitted on
+
+
+def tables(text: str) -> list:
+    """The markdown tables of a page: [(header cells, {first cell: other cells})]."""
+    out, block = [], []
+    for line in [*text.splitlines(), ""]:
+        line = line.strip()
+        if line.startswith("|") and line.endswith("|"):
+            block.append([c.strip() for c in line.strip("|").split("|")])
+        elif block:
+            header, body = block[0], [r for r in block[1:] if not set("".join(r)) <= set("-: ")]
+            out.append((header, {r[0]: r[1:] for r in body}))
+            block = []
+    return out
+
+
+def find_table(text: str, first_header: str, second_header: str):
+    hits = [t for t in tables(text) if t[0][:2] == [first_header, second_header]]
+    assert len(hits) == 1, f"one table headed {first_header!r} | {second_header!r} expected, found {len(hits)}"
+    return hits[0]
+
+
+# -- README.md ---------------------------------------------------------------------------
+def test_readme_model_table(val):
+    _, rows = find_table(page("README.md"), "model", "mean IoU (%)")
+    recomputed = {
+        "network alone": "network",
+        "network + dense CRF, classic parameters": "classic",
+        "network + dense CRF, parameters fitted on the first 50 of these frames": "fitted",
+        "CRF-as-RNN, trained end to end": "crf-as-rnn",
+    }
+    # every row is one that a shipped model recomputes (a row without one fails here)
+    assert set(rows) == set(recomputed), set(rows) ^ set(recomputed)
+    for label, cells in rows.items():
+        assert_figure(number(cells[0]), scores(rows_of(val, recomputed[label]))["miou"], f"README: {label}")
+
+
+def test_readme_fit_table(val):
+    header, rows = find_table(page("README.md"), "network alone", "classic defaults")
+    assert header == ["network alone", "classic defaults", "best grid point", "fitted (matrix compat)"]
+    ((first, rest),) = rows.items()
+    for stated, row in zip([first, *rest], ("network", "classic", "grid", "fitted"), strict=True):
+        assert_figure(number(stated), scores(rows_of(val, row, TEST))["miou"], f"README fit table: {row}")
+    m = re.search(r"lower mean IoU \((\d+\.\d+) to (\d+\.\d+) on 51 val frames\)", page("README.md"))
+    assert m, "README's sentence on the classic parameters' loss"
+    assert_figure(m.group(1), scores(rows_of(val, "network", TEST))["miou"], "README text: network")
+    assert_figure(m.group(2), scores(rows_of(val, "classic", TEST))["miou"], "README text: classic")
+
+
+# -- docs/models.md ----------------------------------------------------------------------
+def test_models_page(val):
+    text = page("docs/models.md")
+    header, rows = find_table(text, "model", "mean IoU (%)")
+    assert header == ["model", "mean IoU (%)", "pixel acc. (%)"]
+    recomputed = {
+        "network alone (`pretrained()`)": "network",
+        "network + dense CRF, pydensecrf's classic parameters": "classic",
+        "CRF-as-RNN, fine-tuned end to end (`pretrained(crf=True)`)": "crf-as-rnn",
+    }
+    assert set(rows) == set(recomputed), set(rows) ^ set(recomputed)
+    for label, (miou, pixel) in rows.items():
+        s = scores(rows_of(val, recomputed[label]))
+        assert_figure(number(miou), s["miou"], f"models.md: {label}")
+        assert_figure(number(pixel), s["pixel"], f"models.md: {label}, pixel accuracy")
+    m = re.search(r'\(`output="network"`\) score (\d+\.\d+) %', text)
+    assert m
+    assert_figure(m.group(1), scores(rows_of(val, "crf-as-rnn network"))["miou"], "models.md: fine-tuned network")
+    m = re.search(
+        r"(\d+\.\d+) % for the network alone on those\s+frames, (\d+\.\d+) % with the classic parameters, "
+        r"(\d+\.\d+) % with the fitted ones",
+        text,
+    )
+    assert m
+    for stated, row in zip(m.groups(), ("network", "classic", "fitted"), strict=True):
+        assert_figure(stated, scores(rows_of(val, row, TEST))["miou"], f"models.md text: {row}")
+    m = re.search(r"gives (\d+\.\d+) % on those 51 val frames", text)
+    assert m
+    assert_figure(m.group(1), scores(rows_of(val, "train fitted", TEST))["miou"], "models.md text: fitted on train")
+
+
+def test_weights_readme(val):
+    text = page("densecrf/models/weights/README.md")
+    m = re.search(r"mean IoU (\d+\.\d+) %, pixel accuracy (\d+\.\d+) %, mean class accuracy (\d+\.\d+) %", text)
+    assert m
+    s = scores(rows_of(val, "network"))
+    for stated, key in zip(m.groups(), ("miou", "pixel", "class"), strict=True):
+        assert_figure(stated, s[key], f"weights README: network {key}")
+    m = re.search(r"Per class IoU: (.*?)\.\s", text, re.S)
+    assert m
+    from densecrf.models import camvid
+
+    per_class = dict(re.findall(r"(\w+) (\d+\.\d)", m.group(1)))
+    assert list(per_class) == list(camvid.CLASSES)
+    for name, stated in per_class.items():
+        assert_figure(stated, s["per_class"][camvid.CLASSES.index(name)], f"weights README: {name}")
+    m = re.search(r"CRF-as-RNN model\s+(\d+\.\d+) % \(pixel accuracy (\d+\.\d+) %\)", text)
+    assert m
+    s = scores(rows_of(val, "crf-as-rnn"))
+    assert_figure(m.group(1), s["miou"], "weights README: CRF-as-RNN")
+    assert_figure(m.group(2), s["pixel"], "weights README: CRF-as-RNN pixel accuracy")
+
+
+# -- docs/fit.md -------------------------------------------------------------------------
+def test_fit_page_tables(val):
+    from densecrf.models import camvid
+
+    text = page("docs/fit.md")
+    header, rows = find_table(text, "parameters", "mIoU")
+    short = {"Sign": "SignSymbol"}
+    classes = [short.get(c, c) for c in header[2:]]
+    assert classes == list(camvid.CLASSES)
+    recomputed = {
+        "network alone": "network",
+        "classic defaults": "classic",
+        "best grid point": "grid",
+        "fitted": "fitted",
+    }
+    assert set(rows) == set(recomputed)
+    for label, cells in rows.items():
+        s = scores(rows_of(val, recomputed[label], TEST))
+        assert_figure(number(cells[0]), s["miou"], f"fit.md: {label}")
+        for name, cell in zip(classes, cells[1:], strict=True):
+            assert_figure(number(cell), s["per_class"][camvid.CLASSES.index(name)], f"fit.md: {label}, {name}")
+
+    header, rows = find_table(text, "parameters (mean IoU %, 51 val frames)", "mIoU")
+    classes = [short.get(c, c) for c in header[2:]]
+    recomputed = {
+        "network alone": "network",
+        "classic defaults": "classic",
+        "best grid point, selected on train": "train grid",
+        "fitted on train": "train fitted",
+    }
+    assert set(rows) == set(recomputed)
+    for label, cells in rows.items():
+        s = scores(rows_of(val, recomputed[label], TEST))
+        assert_figure(number(cells[0]), s["miou"], f"fit.md (train): {label}")
+        for name, cell in zip(classes, cells[1:], strict=True):
+            assert_figure(number(cell), s["per_class"][camvid.CLASSES.index(name)], f"fit.md (train): {label}, {name}")
+
+    # the held-out part of the fitting frames (15 of the first 50, listed in the parameter file)
+    m = re.search(
+        r"(\d+\.\d+)\s+\(network\), (\d+\.\d+) \(defaults\), (\d+\.\d+) \(best grid point\) and "
+        r"(\d+\.\d+)\s+\(gradient",
+        text,
+    )
+    assert m
+    for stated, row in zip(m.groups(), ("network", "classic", "grid", "fitted"), strict=True):
+        assert_figure(stated, scores(rows_of(val, row, val["heldout"]))["miou"], f"fit.md held-out: {row}")
+
+
+# -- docs/cli.md -------------------------------------------------------------------------
+def test_cli_page_eval_table(val):
+    from densecrf.models import camvid
+
+    text = page("docs/cli.md")
+    header, rows = find_table(text, "", "network")
+    assert header == ["", "network", "network + dense CRF"]
+    keys = {"mean IoU": "miou", "pixel accuracy": "pixel", "mean class accuracy": "class"}
+    assert set(rows) == set(keys)
+    net, classic = scores(rows_of(val, "network")), scores(rows_of(val, "classic"))
+    for label, (a, b) in rows.items():
+        assert_figure(number(a), net[keys[label]], f"cli.md: network {label}")
+        assert_figure(number(b), classic[keys[label]], f"cli.md: classic {label}")
+    changes = re.findall(r"(Building|Car|Pedestrian|Pole|SignSymbol) (\d+\.\d) -> (\d+\.\d)", text)
+    assert len(changes) == 5
+    for name, before, after in changes:
+        i = camvid.CLASSES.index(name)
+        assert_figure(before, net["per_class"][i], f"cli.md: {name} (network)")
+        assert_figure(after, classic["per_class"][i], f"cli.md: {name} (classic)")
+
+
+def test_eval_prints_what_this_module_computes(val, capsys):
+    # densecrf eval, the command the pages cite, against this module's
+    # computation on the first 3 frames (all three rows; the bundled fitted
+    # parameters named with --params, eval's default for the bundled network)
+    from densecrf import cli
+    from densecrf.models import CRF_PARAMS
+
+    rc = cli.main(["eval", camvid_dir(), "--limit", "3", "--no-progress", "--params", CRF_PARAMS])
+    out = capsys.readouterr().out
+    assert rc == 0
+    m = re.search(r"^mean IoU\s+(.*)$", out, re.M)
+    assert m, out
+    printed = m.group(1).split()
+    assert len(printed) == 3, out
+    for stated, row in zip(printed, ("network", "fitted", "crf-as-rnn"), strict=True):
+        assert_figure(stated, scores(rows_of(val, row, range(3)))["miou"], f"eval --limit 3: {row}")
+
+
+# -- densecrf demo (the frame ships with the package: checked everywhere) ------------------
+def test_demo_figures(tmp_path, capsys):
+    pytest.importorskip("skimage")
+    pytest.importorskip("matplotlib")
+    from densecrf import cli
+    from densecrf.models import CRF_PARAMS, NET_SIZE, pretrained
+    from densecrf.models.deeplab import logits_at_size
+
+    data = os.path.join(os.path.dirname(densecrf.__file__), "data")
+    image = _read(os.path.join(data, "camvid_0016E5_08093.png"))
+    truth = _read(os.path.join(data, "camvid_0016E5_08093_labels.png"), labels=True)
+    with torch.no_grad():
+        x = _image_tensor(image)
+        probs = torch.softmax(logits_at_size(pretrained(), x, NET_SIZE), 1)[0].permute(1, 2, 0).contiguous().numpy()
+        rnn = pretrained(crf=True)(x, output="crf")[0].argmax(0).numpy()
+    want = {
+        "network": scores(confusion(probs.argmax(-1), truth)),
+        "fitted": scores(confusion(densecrf.refine(image, probs, params=CRF_PARAMS).argmax(-1), truth)),
+        "crf-as-rnn": scores(confusion(rnn, truth)),
+        "classic": scores(confusion(densecrf.refine(image, probs).argmax(-1), truth)),
+    }
+
+    # what the demo prints (the same frame, the same models): within the rounding of its last digit
+    def printed(argv):
+        assert cli.main(argv) == 0
+        out = capsys.readouterr().out
+        return {
+            name: (acc, miou)
+            for name, acc, miou in re.findall(
+                r"^\s+(network|network \+ dense CRF|CRF-as-RNN):\s+pixel accuracy (\d+\.\d) %, mean IoU (\d+\.\d) %",
+                out,
+                re.M,
+            )
+        }
+
+    shown = printed(["demo", "-o", str(tmp_path / "demo.png")])
+    assert set(shown) == {"network", "network + dense CRF", "CRF-as-RNN"}
+    for name, row in (("network", "network"), ("network + dense CRF", "fitted"), ("CRF-as-RNN", "crf-as-rnn")):
+        assert_figure(shown[name][0], want[row]["pixel"], f"demo prints: {name} pixel accuracy")
+        assert_figure(shown[name][1], want[row]["miou"], f"demo prints: {name} mean IoU")
+    (tmp_path / "classic.json").write_text("{}")
+    shown = printed(
+        ["demo", "-o", str(tmp_path / "demo2.png"), "--params", str(tmp_path / "classic.json"), "--no-crf-rnn"]
+    )
+    assert_figure(shown["network + dense CRF"][1], want["classic"]["miou"], "demo prints: classic mean IoU")
+
+    # and what docs/cli.md says it prints
+    m = re.search(
+        r"the network scores (\d+\.\d) % mean IoU, the dense CRF with the fitted\s+parameters (\d+\.\d) %, "
+        r"the CRF-as-RNN model (\d+\.\d) %; with the classic parameters.*?the dense CRF gives (\d+\.\d) %",
+        page("docs/cli.md"),
+        re.S,
+    )
+    assert m
+    for stated, row in zip(m.groups(), ("network", "fitted", "crf-as-rnn", "classic"), strict=True):
+        assert_figure(stated, want[row]["miou"], f"cli.md demo: {row}")

@@ -286,7 +286,7 @@ def test_runs_without_torch():
                          env=env, cwd=here, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     summary = res.stdout.strip().splitlines()
-    counts = dict((word, int(n)) for n, word in re.findall(r"(\d+) (passed|skipped|failed|error)", res.stdout))
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|skipped|failed|error)", res.stdout)}
     assert counts.get("failed", 0) == 0 and counts.get("error", 0) == 0, summary[-3:]
     assert counts["passed"] >= 20 and counts["skipped"] >= 20, counts  # the torch-free part ran
     assert "gradient search:" in res.stdout and "torch" in res.stdout.split("gradient search:")[1]

@@ -28,7 +28,7 @@ def test_prebuilt_lattice_gives_the_same_bits(mode, feature_grad):
         grads = torch.autograd.grad(out, [v, f] if feature_grad else [v], go)
         outs.append((out.detach(), *grads))
     for other in outs[1:]:
-        assert all(torch.equal(a, b) for a, b in zip(outs[0], other))
+        assert all(torch.equal(a, b) for a, b in zip(outs[0], other, strict=True))
 
 
 def test_prebuilt_lattice_filters_like_the_exact_gaussian():
@@ -40,8 +40,11 @@ def test_prebuilt_lattice_filters_like_the_exact_gaussian():
     f = rng.random((300, 2)) * 2.0
     v = np.stack([np.sin(f.sum(1)), np.cos(f[:, 0])], axis=1)
     ft = torch.from_numpy(f).float()
-    got = dnn.gaussian_filter(torch.from_numpy(v).float(), ft, normalization="after",
-                              lattice=dnn.build_lattice(ft)).double().numpy()
+    got = (
+        dnn.gaussian_filter(torch.from_numpy(v).float(), ft, normalization="after", lattice=dnn.build_lattice(ft))
+        .double()
+        .numpy()
+    )
     exact = gaussian_filter_exact(f, v) / gaussian_filter_exact(f, np.ones((300, 1)))
     assert np.abs(got - exact).mean() / np.abs(exact - v).mean() < 0.1
 
@@ -56,16 +59,19 @@ def test_build_lattice_accepts_float64_and_threads():
     assert torch.equal(one, dnn.gaussian_filter(v, f))
 
 
-@pytest.mark.parametrize("features, exc, match", [
-    (np.zeros((10, 2), np.float32), TypeError, "features must be a torch.Tensor, got ndarray"),
-    (torch.zeros(10), ValueError, r"features must have shape \[N, d\] with 1 <= d <= 32, got \(10,\)"),
-    (torch.zeros(10, 0), ValueError, r"got \(10, 0\)"),
-    (torch.zeros(10, 33), ValueError, r"got \(10, 33\)"),
-    (torch.zeros(10, 2, dtype=torch.float16), TypeError, "features must be float32 or float64, got torch.float16"),
-    (torch.zeros(10, 2, dtype=torch.int32), TypeError, "got torch.int32"),
-    (torch.full((10, 2), float("nan")), ValueError, "features must be finite"),
-    (torch.zeros(10, 2, device="meta"), RuntimeError, "supports CPU .* got a tensor on meta"),
-])
+@pytest.mark.parametrize(
+    "features, exc, match",
+    [
+        (np.zeros((10, 2), np.float32), TypeError, "features must be a torch.Tensor, got ndarray"),
+        (torch.zeros(10), ValueError, r"features must have shape \[N, d\] with 1 <= d <= 32, got \(10,\)"),
+        (torch.zeros(10, 0), ValueError, r"got \(10, 0\)"),
+        (torch.zeros(10, 33), ValueError, r"got \(10, 33\)"),
+        (torch.zeros(10, 2, dtype=torch.float16), TypeError, "features must be float32 or float64, got torch.float16"),
+        (torch.zeros(10, 2, dtype=torch.int32), TypeError, "got torch.int32"),
+        (torch.full((10, 2), float("nan")), ValueError, "features must be finite"),
+        (torch.zeros(10, 2, device="meta"), RuntimeError, "supports CPU .* got a tensor on meta"),
+    ],
+)
 def test_build_lattice_errors(features, exc, match):
     with pytest.raises(exc, match=match):
         dnn.build_lattice(features)
@@ -73,8 +79,11 @@ def test_build_lattice_errors(features, exc, match):
 
 def test_gaussian_filter_errors():
     f = torch.rand(100, 3)
-    with pytest.raises(ValueError, match=r"normalization must be one of \['after', 'before', 'none', "
-                                         r"'symmetric'\], got 'bogus'"):
+    with pytest.raises(
+        ValueError,
+        match=r"normalization must be one of \['after', 'before', 'none', "
+        r"'symmetric'\], got 'bogus'",
+    ):
         dnn.gaussian_filter(torch.rand(100, 2), f, normalization="bogus")
     with pytest.raises(ValueError, match=r"values must be a tensor of shape \[N, C\] with N = 100, got \(99, 2\)"):
         dnn.gaussian_filter(torch.rand(99, 2), f)
@@ -84,7 +93,7 @@ def test_gaussian_filter_errors():
         dnn.gaussian_filter([1.0, 2.0], f)
     with pytest.raises(ValueError, match="values are on meta, features on cpu"):
         dnn.gaussian_filter(torch.rand(100, 2, device="meta"), f)
-    with pytest.raises(TypeError, match="features must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"features must be a torch\.Tensor"):
         dnn.gaussian_filter(torch.rand(100, 2), f.numpy())
     # a lattice built for other points: refused (the native filter checks the point count)
     other = dnn.build_lattice(torch.rand(150, 3))
@@ -106,7 +115,7 @@ def test_crf_as_rnn_errors():
     image = torch.rand(1, 3, 5, 5) * 255
     with pytest.raises(ValueError, match=r"logits must have 3 channels \(classes\), got shape \(1, 4, 5, 5\)"):
         crf(torch.rand(1, 4, 5, 5), image)
-    with pytest.raises(TypeError, match="logits must be float32 or float64, got torch.int32"):
+    with pytest.raises(TypeError, match=r"logits must be float32 or float64, got torch\.int32"):
         crf(torch.zeros(1, 3, 5, 5, dtype=torch.int32), image)
     with pytest.raises(ValueError, match=r"the bilateral term needs an image \[B, C, \*spatial\]"):
         crf(torch.rand(1, 3, 5, 5))
