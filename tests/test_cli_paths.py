@@ -190,6 +190,7 @@ def test_eval_crf_as_rnn_row_and_no_crf(tmp_path, capsys):
     row = table_row(out, "mean IoU")
     assert len(row) == 2, out  # network, CRF-as-RNN: no dense CRF column
     assert "dense CRF" not in out
+    # printed to 0.1: half a unit (+1e-9 for the float comparison of the printed value)
     assert abs(row[0] - want_net) <= 0.05 + 1e-9 and abs(row[1] - want_rnn) <= 0.05 + 1e-9, out
 
     rc, out, err = run(capsys, "eval", tmp_path / "cv", "--no-progress", "--no-crf", "--no-crf-rnn")
@@ -236,5 +237,6 @@ def test_eval_crf_flags_reach_refine(tmp_path, capsys, flags, fields):
     )
     assert rc == 0, err
     net, crf = table_row(out, "mean IoU")
+    # printed to 0.1: half a unit, as above
     assert abs(net - mean_iou([p.argmax(-1) for p in probs], truths)) <= 0.05 + 1e-9, out
     assert abs(crf - want) <= 0.05 + 1e-9, (out, want)

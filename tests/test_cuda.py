@@ -378,7 +378,7 @@ def test_device_array_roundtrip(backend):
     dp = dcuda.DeviceArray.from_numpy(p)
     out = dcuda.refine(di, dp, n_iter=3)
     assert isinstance(out, dcuda.DeviceArray) and out.shape == p.shape
-    assert np.abs(out.numpy() - densecrf.refine(img, p, n_iter=3)).max() < 1e-5
+    assert np.abs(out.numpy() - densecrf.refine(img, p, n_iter=3)).max() < 1e-5  # as test_mean_field_matches_cpu
     assert out.__cuda_array_interface__["typestr"] == "<f4"
 
 
@@ -406,7 +406,7 @@ def test_torch_tensors_stay_on_device():
     assert np.abs(np.moveaxis(out[0].cpu().numpy(), 0, -1) - ref).max() < 1e-5  # as test_mean_field_matches_cpu
     single = densecrf.refine(torch.from_numpy(img).cuda(), torch.from_numpy(p).cuda(), n_iter=5, device="cuda")
     assert single.is_cuda
-    assert np.abs(single.cpu().numpy() - ref).max() < 1e-5
+    assert np.abs(single.cpu().numpy() - ref).max() < 1e-5  # as test_mean_field_matches_cpu
 
 
 def test_cupy_arrays_stay_on_device():
@@ -417,4 +417,4 @@ def test_cupy_arrays_stay_on_device():
     p = label_probs(32, 40, 5)
     out = dcuda.refine(cp.asarray(img), cp.asarray(p), n_iter=5)
     assert isinstance(out, cp.ndarray)
-    assert np.abs(cp.asnumpy(out) - densecrf.refine(img, p, n_iter=5)).max() < 1e-5
+    assert np.abs(cp.asnumpy(out) - densecrf.refine(img, p, n_iter=5)).max() < 1e-5  # as test_mean_field_matches_cpu

@@ -25,6 +25,7 @@ def test_shapes_scales_and_size():
         y = net(x)
         assert y.shape == (2, 11, 45, 61)
         pyramid = net(x, scales=(0.5, 1.0))
+        # the pyramid averages in a half-scale pass: not the plain forward (by far more than allclose's 1e-5)
         assert pyramid.shape == y.shape and not torch.allclose(pyramid, y)
         # a single scale of 1.0 is the plain forward
         assert torch.equal(net(x, scales=(1.0,)), y)
