@@ -222,3 +222,39 @@ def test_deprecated_utils_match(rng, caplog):
     labels = rng.integers(0, 4, size=(5, 6))
     assert np.array_equal(cutils.compute_unary(labels, 3, 0.6), putils.compute_unary(labels, 3, 0.6))
     assert "compute_unary is deprecated" in caplog.text
+
+
+def test_deliberate_differences():
+    # The list in docs/guide.rst ("Where the drop-in deliberately differs"):
+    # each case as pydensecrf answers it and as the drop-in does.
+    def crf(mod, unary=None):
+        d = mod.DenseCRF2D(10, 10, 2)
+        d.setUnaryEnergy(np.ones((2, 100), np.float32) if unary is None else unary)
+        return d
+
+    image = np.zeros((10, 10, 3), np.uint8)
+    ro_image = image.copy()
+    ro_image.setflags(write=False)
+    cases = {
+        "float64 unary": lambda mod: crf(mod, np.ones((2, 100))).inference(1),
+        "float64 compat (pydensecrf's test_compact_wrong)": lambda mod: crf(mod).addPairwiseBilateral(
+            sxy=(3, 3), srgb=(3, 3, 3), rgbim=image, compat=np.array([1.0, 2.0])),
+        "non-contiguous unary": lambda mod: crf(mod, np.asfortranarray(np.ones((2, 100), np.float32))).inference(1),
+        "read-only image": lambda mod: crf(mod).addPairwiseBilateral(sxy=3, srgb=3, rgbim=ro_image, compat=3),
+    }
+    for name, call in cases.items():
+        with pytest.raises(ValueError):
+            call(dcrf)
+        call(cdcrf)  # accepted, converted once
+    with pytest.raises(ValueError, match="dtype mismatch"):
+        crf(dcrf).addPairwiseBilateral(sxy=3, srgb=3, rgbim=image.astype(np.float32), compat=3)
+    with pytest.raises(TypeError, match="uint8"):
+        crf(cdcrf).addPairwiseBilateral(sxy=3, srgb=3, rgbim=image.astype(np.float32), compat=3)
+    crf(dcrf).setUnaryEnergy(np.ones((2, 100), np.float32), np.ones((3, 100), np.float32))  # LogisticUnaryEnergy
+    with pytest.raises(NotImplementedError, match="LogisticUnaryEnergy"):
+        crf(cdcrf).setUnaryEnergy(np.ones((2, 100), np.float32), np.ones((3, 100), np.float32))
+    # the zero_unsure trap, kept: label 0 is "unsure" (uniform) by default on both sides
+    labels = np.array([[0, 1], [2, 1]])
+    for utils in (putils, cutils):
+        u = utils.unary_from_labels(labels, 2, 0.7)
+        assert u[0, 0] == u[1, 0] and u[0, 1] < u[1, 1]  # pixel 0 uniform; label 1 is class 0
