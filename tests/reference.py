@@ -3,6 +3,8 @@
 - ``gaussian_filter_exact``: the O(N^2) Gaussian filter the lattice approximates.
 - ``mean_field_numpy``: Kraehenbuehl's mean-field loop written plainly in numpy
   around any filter function.
+- ``confusion_numpy``: a segmentation confusion matrix by np.bincount (the
+  figure tests score with it, not with densecrf.metrics).
 """
 
 from __future__ import annotations
@@ -89,3 +91,12 @@ def label_probs(h, w, k, seed=0, sharpness=2.0):
     logits[yy, xx, pref] += sharpness
     e = np.exp(logits - logits.max(-1, keepdims=True))
     return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def confusion_numpy(pred, truth, n_classes, ignore_index=None) -> np.ndarray:
+    """[n, n] int64, rows: truth, columns: prediction; pixels whose truth is ignore_index left out."""
+    truth = np.asarray(truth).ravel().astype(np.int64)
+    pred = np.asarray(pred).ravel().astype(np.int64)
+    keep = truth != ignore_index if ignore_index is not None else np.ones(truth.shape, bool)
+    return np.bincount(truth[keep] * n_classes + pred[keep], minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes)
