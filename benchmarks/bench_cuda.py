@@ -42,7 +42,7 @@ import densecrf.cuda as dcuda  # noqa: E402
 from densecrf._native import _C  # noqa: E402
 from reference import label_probs, smooth_image  # noqa: E402
 
-REF = dict(gaussian_sxy=3.0, gaussian_compat=3.0, bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0)
+REF = {"gaussian_sxy": 3.0, "gaussian_compat": 3.0, "bilateral_sxy": 80.0, "bilateral_srgb": 13.0, "bilateral_compat": 10.0}
 
 
 def time_call(fn, repeats: int, warmup: int = 3, device: int = 0) -> dict:
@@ -81,7 +81,14 @@ def main() -> int:
     side = 64 if args.smoke else 512
     vside = 16 if args.smoke else 128
     dev = args.device
-    gpu = _C.cuda_device_name(dev)
+    # torch's name when torch is there: densecrf's own cuda_device_name segfaulted on the H200
+    # machine on 2026-12-04 (see cuda/lattice_cuda.cu, device_info) and a benchmark must not.
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(dev)
+    except Exception:
+        gpu = _C.cuda_device_name(dev)
     print(f"GPU: {gpu}")
     rows = []
 
@@ -103,7 +110,7 @@ def main() -> int:
         if agree < 0.999 or not deterministic:
             print("bench_cuda: CHECK FAILED (agreement < 99.9% or non-deterministic)", file=sys.stderr)
             return 1
-        t = time_call(lambda: dcuda.refine(d_img, d_probs, n_iter=n_iter, **REF), reps, device=dev)
+        t = time_call(lambda n_iter=n_iter: dcuda.refine(d_img, d_probs, n_iter=n_iter, **REF), reps, device=dev)
         rows.append((f"reference {ref_hw[1]}x{ref_hw[0]} K=21, {n_iter} it", 1, t,
                      f"agree {agree:.4%}; CPU backend {cpu_s * 1e3:.0f} ms ({densecrf.get_num_threads()} threads)"))
         print(rows[-1])
@@ -117,7 +124,8 @@ def main() -> int:
         out = dcuda.refine_batch(d_ib, d_pb, channels_first=False, n_iter=10, **REF).numpy()
         ref0 = densecrf.refine(ib[0], pb[0], n_iter=10, **REF)
         agree = float((out[0].argmax(-1) == ref0.argmax(-1)).mean())
-        t = time_call(lambda: dcuda.refine_batch(d_ib, d_pb, channels_first=False, n_iter=10, **REF), reps, device=dev)
+        t = time_call(lambda d_ib=d_ib, d_pb=d_pb: dcuda.refine_batch(d_ib, d_pb, channels_first=False, n_iter=10, **REF),
+                      reps, device=dev)
         rows.append((f"batch {b} x {side}x{side} K=21, 10 it", b, t, f"image 0 agree {agree:.4%}"))
         print(rows[-1])
 
@@ -130,7 +138,7 @@ def main() -> int:
     logits[..., 0] += 1.5 * ((xx // 32 + yy // 32 + zz // 32) % 2)
     pv = np.exp(logits - logits.max(-1, keepdims=True))
     pv /= pv.sum(-1, keepdims=True)
-    vkw = dict(gaussian_sxy=3.0, gaussian_compat=3.0, bilateral_sxy=10.0, bilateral_srgb=(20.0, 20.0), bilateral_compat=5.0)
+    vkw = {"gaussian_sxy": 3.0, "gaussian_compat": 3.0, "bilateral_sxy": 10.0, "bilateral_srgb": (20.0, 20.0), "bilateral_compat": 5.0}
     d_vol = dcuda.DeviceArray.from_numpy(vol, dev)
     d_pv = dcuda.DeviceArray.from_numpy(pv.astype(np.float32), dev)
     t = time_call(lambda: dcuda.refine(d_vol, d_pv, n_iter=10, volume=True, **vkw), max(3, reps // 4), device=dev)

@@ -25,7 +25,7 @@ import densecrf
 from densecrf.nn import CRFasRNN
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_nn  # noqa: E402
+import bench_nn
 
 
 def make_inputs(b, k, s, device):
@@ -97,13 +97,13 @@ def main() -> int:
             print(f"bench_nn_cuda: CHECK FAILED ({name}: {worst:.2e})", file=sys.stderr)
             return 1
 
-        def fwd():
+        def fwd(mod=mod):
             with torch.no_grad():
                 mod(logits, image)
 
         x = logits.detach().requires_grad_(True)
 
-        def fwd_bwd():
+        def fwd_bwd(mod=mod, x=x):
             mod.zero_grad()
             mod(x, image).sum().backward()
 

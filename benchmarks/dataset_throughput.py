@@ -218,6 +218,19 @@ def per_image_costs(dirs, layout, stems) -> dict:
     return {k: statistics.median(v) * 1e3 for k, v in rows.items()}
 
 
+def _gpu_name() -> str:
+    """torch's name of device 0 when torch is there (densecrf's device_name segfaulted on the H200 machine
+    on 2026-12-04, at the end of this report), else densecrf's."""
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    except Exception:
+        from densecrf import cuda as dcuda
+
+        return dcuda.device_name(0)
+
+
 def cuda_report(dirs, layout, workers, batch_size, scratch, repeats) -> dict:
     """The cuda executor on the same files, and what bounds it: decoding on the CPUs or the GPU."""
     import densecrf.cuda as dcuda
@@ -256,7 +269,7 @@ def cuda_report(dirs, layout, workers, batch_size, scratch, repeats) -> dict:
         big.append((time.perf_counter() - t0) / 16)
     return {"agreement_with_local": agree, "median_s": statistics.median(runs),
             "images_per_s": n / statistics.median(runs), "gpu_alone_per_s": n / statistics.median(gpu),
-            "batch512_ms_per_image": statistics.median(big) * 1e3, "device": dcuda.device_name(0)}
+            "batch512_ms_per_image": statistics.median(big) * 1e3, "device": _gpu_name()}
 
 
 def main_bench(args) -> int:

@@ -71,7 +71,7 @@ def machine_info() -> dict:
         from importlib.metadata import version
 
         info["pydensecrf2"] = version("pydensecrf2")
-    except Exception:  # noqa: BLE001
+    except Exception:
         info["pydensecrf2"] = None
     return info
 

@@ -82,7 +82,7 @@ def plot(rows, path, stat="median"):
     sweeps = [s for s in ("N", "K", "d", "iters") if any(r["sweep"] == s for r in rows)]
     fig, axes = plt.subplots(1, len(sweeps), figsize=(4.2 * len(sweeps), 3.6), squeeze=False)
     xlabel = {"N": "pixels N", "K": "labels K", "d": "bilateral feature dimension d", "iters": "iterations"}
-    for ax, s in zip(axes[0], sweeps):
+    for ax, s in zip(axes[0], sweeps, strict=True):
         sel = [r for r in rows if r["sweep"] == s and r.get(stat + "_s")]
         for key in sorted({(r["peer"], r["threads"]) for r in sel}):
             pts = sorted((r["n_pixels"] if s == "N" else r["x"], 1e9 * r[stat + "_s"] / r["n_pixels"]) for r in sel if (r["peer"], r["threads"]) == key)

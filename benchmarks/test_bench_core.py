@@ -25,8 +25,8 @@ pytest.importorskip("pytest_benchmark")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import densecrf  # noqa: E402
-import workloads  # noqa: E402
+import densecrf
+import workloads
 
 ROUNDS = int(os.environ.get("DENSECRF_BENCH_ROUNDS", "5"))
 THREADS = [1, 2]

@@ -42,6 +42,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "lattice_cuda.h"
 #include "lattice_math.h"
@@ -657,13 +658,23 @@ int device_count() {
 }
 
 void device_info(int device, DeviceInfo* out) {
-  cudaDeviceProp prop;
-  DCRF_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-  std::memset(out->name, 0, sizeof(out->name));
-  std::memcpy(out->name, prop.name, std::min(sizeof(out->name) - 1, sizeof(prop.name)));
-  out->major = prop.major;
-  out->minor = prop.minor;
-  out->total_gib = static_cast<double>(prop.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0);
+  std::memset(out, 0, sizeof(*out));
+  DCRF_CUDA_CHECK(cudaDeviceGetAttribute(&out->major, cudaDevAttrComputeCapabilityMajor, device));
+  DCRF_CUDA_CHECK(cudaDeviceGetAttribute(&out->minor, cudaDevAttrComputeCapabilityMinor, device));
+  {
+    DeviceGuard g(device);
+    size_t free_bytes = 0, total = 0;
+    DCRF_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
+    out->total_gib = static_cast<double>(total) / (1024.0 * 1024.0 * 1024.0);
+  }
+  // The name is the first field of cudaDeviceProp in every CUDA version. The properties go
+  // into a buffer far larger than this header's struct: cudaGetDeviceProperties segfaulted
+  // on the H200 machine (2026-12-04), as a runtime writing a larger struct than the
+  // headers' would (not established); the other fields come from the calls above.
+  std::vector<unsigned char> buf(sizeof(cudaDeviceProp) + (64u << 10), 0);
+  auto* prop = reinterpret_cast<cudaDeviceProp*>(buf.data());
+  DCRF_CUDA_CHECK(cudaGetDeviceProperties(prop, device));
+  std::memcpy(out->name, prop->name, std::min(sizeof(out->name) - 1, sizeof(prop->name)));
 }
 
 void synchronize(int device) {

@@ -33,8 +33,8 @@ namespace cuda {
 // device is missing.
 int device_count();
 // Name, compute capability and memory of a device, as plain data; throws on a bad ordinal.
-// (It returned a std::string until 2026-12-04, when that call alone segfaulted on an H200
-// machine while every other CUDA call worked; the binding now formats the string itself.)
+// (It returned a std::string from one cudaGetDeviceProperties call until 2026-12-04, when that
+// call alone segfaulted on an H200 machine while every other CUDA call worked: see the .cu.)
 struct DeviceInfo {
   char name[256];
   int major, minor;

@@ -145,7 +145,7 @@ def mask_ap(predictions, ground_truth, *, categories=None) -> dict:
             f"{len(ground_truth)}"
         )
     images, gt_anns, dt_anns, cats = [], [], [], set()
-    for k, (pred, gt) in enumerate(zip(predictions, ground_truth, strict=False)):
+    for k, (pred, gt) in enumerate(zip(predictions, ground_truth, strict=True)):
         gm, gc, crowd = _image_masks(gt, "ground_truth", k, False)
         pm, pc, ps = _image_masks(pred, "predictions", k, True)
         if pm.shape[0] and gm.shape[0] and pm.shape[1:] != gm.shape[1:]:
@@ -159,7 +159,7 @@ def mask_ap(predictions, ground_truth, *, categories=None) -> dict:
                 else [],
                 classes,
                 extra,
-                strict=False,
+                strict=True,
             ):
                 ann = {
                     "id": len(anns) + 1,
@@ -190,7 +190,7 @@ def mask_ap(predictions, ground_truth, *, categories=None) -> dict:
         ev.accumulate()
         ev.summarize()
     names = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
-    out = {n: (float(v) if v >= 0 else float("nan")) for n, v in zip(names, ev.stats[:6], strict=False)}
+    out = {n: (float(v) if v >= 0 else float("nan")) for n, v in zip(names, ev.stats[:6], strict=True)}
     out["ar100"] = float(ev.stats[8]) if ev.stats[8] >= 0 else float("nan")
     return out
 
@@ -219,7 +219,7 @@ def write_instances_json(path, results) -> None:
         if "image_id" not in r:
             raise ValueError(f"results[{k}] needs an 'image_id'")
         m, c, s = _image_masks(r, "results", k, True)
-        for rle, ci, si in zip(encode_masks(m), c, s, strict=False):
+        for rle, ci, si in zip(encode_masks(m), c, s, strict=True):
             anns.append({"image_id": r["image_id"], "category_id": int(ci), "segmentation": rle, "score": float(si)})
 
     def write(tmp):

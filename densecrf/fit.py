@@ -37,6 +37,7 @@ time and the settings. ``params.save(path)`` writes the JSON file that
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import numbers
 import os
 import time
@@ -331,6 +332,10 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
     t0 = time.perf_counter()
     if search not in SEARCHES:
         raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+    if search == "gradient" and importlib.util.find_spec("torch") is None:
+        # said before the grid search runs, not after it
+        raise ImportError("fit(search='gradient') needs torch (pip install 'densecrf[torch]'); "
+                          "search='grid' or 'random' run without it")
     if isinstance(compat, bool):
         compat = "matrix" if compat else "potts"
     if compat not in COMPATS:

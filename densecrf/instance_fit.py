@@ -70,7 +70,7 @@ def score_instances(predictions, ground_truth) -> dict:
     cats.update({int(c): True for p in predictions for c in np.asarray(p["classes"]).reshape(-1)})
     cats[_BACKGROUND] = False
     pq = PanopticQuality(cats)
-    for p, g in zip(predictions, ground_truth, strict=False):
+    for p, g in zip(predictions, ground_truth, strict=True):
         gm = np.asarray(g["masks"], dtype=bool)
         shape = gm.shape[1:] if gm.ndim == 3 and gm.shape[0] else np.asarray(p["masks"]).shape[1:]
         pid, pinfo = _thing_panoptic(np.asarray(p["masks"], dtype=bool), p["classes"], p["scores"], shape)

@@ -274,7 +274,7 @@ class _RegularizedLoss(nn.Module):
                 zero = seg.sum(dim=tuple(range(2, seg.dim())))
                 return zero, (zero.detach() if self._assoc else None), dt
             if any(f != 1.0 for f in factors):
-                small = [math.floor(sz * f) for sz, f in zip(segmentations.shape[2:], factors)]
+                small = [math.floor(sz * f) for sz, f in zip(segmentations.shape[2:], factors, strict=True)]
                 if any(sz == 0 for sz in small):
                     raise ValueError(f"scale_factor {self.scale_factor} shrinks the spatial shape "
                                      f"{tuple(segmentations.shape[2:])} to {tuple(small)}")
@@ -287,7 +287,7 @@ class _RegularizedLoss(nn.Module):
                 if roi is not None:
                     roi = F.interpolate(roi.unsqueeze(1), scale_factor=sf).squeeze(1)
                 # sigma_xy is in (x, y, z) order, factors in axis order
-                sxy = [s * f for s, f in zip(sxy, reversed(factors))]
+                sxy = [s * f for s, f in zip(sxy, reversed(factors), strict=True)]
             b, k = seg.shape[:2]
             spatial = tuple(seg.shape[2:])
             n = math.prod(spatial)

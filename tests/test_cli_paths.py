@@ -55,15 +55,7 @@ FLAGS = [
     (["--bilateral-compat", "none"], {"bilateral_compat": None}),
     (["--normalization", "before"], {"normalization": "before"}),
     (["--normalization", "after"], {"normalization": "after"}),
-    pytest.param(
-        ["--normalization", "none"],
-        {"normalization": "none"},
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="the CLI turns every flag's 'none' into None (meant for the compat flags only), so "
-            "--normalization none is refused: a bug, reported; remove this mark with the fix",
-        ),
-    ),
+    (["--normalization", "none"], {"normalization": "none"}),
 ]
 
 

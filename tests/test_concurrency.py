@@ -115,8 +115,8 @@ def test_worker_processes_after_parent_used_the_pool(method):
         got = pool.map_async(_child, [[0, 1], [2, 3]]).get(timeout=TIMEOUT_S)
         # A second round in the same workers: their own pools are reused.
         again = pool.map_async(_child, [[3, 2], [1, 0]]).get(timeout=TIMEOUT_S)
-    assert all(np.array_equal(a, b) for a, b in zip(got[0] + got[1], want))
-    assert all(np.array_equal(a, b) for a, b in zip(again[0] + again[1], want[::-1]))
+    assert all(np.array_equal(a, b) for a, b in zip(got[0] + got[1], want, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(again[0] + again[1], want[::-1], strict=True))
 
 
 def test_fork_while_another_thread_is_inside_native_code():

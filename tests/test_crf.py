@@ -1,5 +1,7 @@
 """DenseCRF mean field against a plain numpy loop, and the exact-filter truth."""
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 
@@ -45,7 +47,7 @@ def test_mean_field_matches_numpy_loop_with_lattice_filter(rng, compat, normaliz
     crf.add_pairwise(f2, c, normalization=normalization)
     q = crf.inference(5)
     terms = []
-    for info, cc in zip(crf.terms, [1.5 if compat == "potts" else c / 2, c]):
+    for info, cc in zip(crf.terms, [1.5 if compat == "potts" else c / 2, c], strict=True):
         lat = info["lattice"]
         terms.append((normalized_filter(lambda v, lat=lat: lat.filter(v).astype(np.float64), n, normalization), cc))
     ref = mean_field_numpy(u, terms, 5)
@@ -291,12 +293,12 @@ def test_refine_batch_is_refine_per_image():
     sizes = [(20, 24), (11, 30), (25, 9)]
     imgs = [smooth_image(h, w, seed=i) for i, (h, w) in enumerate(sizes)]
     probs = [label_probs(h, w, 4, seed=i) for i, (h, w) in enumerate(sizes)]
-    want = [densecrf.refine(im, p, n_iter=3) for im, p in zip(imgs, probs)]
+    want = [densecrf.refine(im, p, n_iter=3) for im, p in zip(imgs, probs, strict=True)]
     got = densecrf.refine_batch(imgs, probs, n_iter=3)
-    assert isinstance(got, list) and all(np.array_equal(g, w) for g, w in zip(got, want))
+    assert isinstance(got, list) and all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
     got = densecrf.refine_batch([np.moveaxis(im, -1, 0) for im in imgs], [np.moveaxis(p, -1, 0) for p in probs],
                                 channels_first=True, n_iter=3, threads=1)
-    assert all(np.array_equal(g, np.moveaxis(w, -1, 0)) for g, w in zip(got, want))
+    assert all(np.array_equal(g, np.moveaxis(w, -1, 0)) for g, w in zip(got, want, strict=True))
     ib = np.stack([smooth_image(16, 18, seed=s) for s in range(3)])
     pb = np.stack([label_probs(16, 18, 4, seed=s) for s in range(3)])
     params = {"n_iter": 2, "gaussian": {"sxy": 2.0, "compat": 4.0}, "bilateral": None}
@@ -340,7 +342,7 @@ def test_refine_batch_reports_non_finite_probs_in_the_callers_layout():
 
 def test_gpu_array_on_the_cpu_path_names_device_cuda():
     class FakeGpuArray:  # what a CUDA array library exposes; refine(device='cpu') cannot read it
-        __cuda_array_interface__ = {"shape": (6, 7, 3), "typestr": "<f4", "data": (0, False), "version": 3}
+        __cuda_array_interface__: ClassVar[dict] = {"shape": (6, 7, 3), "typestr": "<f4", "data": (0, False), "version": 3}
         shape = (6, 7, 3)
 
     with pytest.raises(TypeError, match=r"probs is a GPU array.*pass device='cuda'"):

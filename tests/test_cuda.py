@@ -35,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 try:
     sys.path.insert(0, os.path.join(HERE, "cuda_emu"))
-    import emulate  # noqa: E402
+    import emulate
 finally:
     sys.path.pop(0)
 
@@ -109,7 +109,7 @@ def test_cuda_request_without_backend_raises_clear_error(monkeypatch):
 
 @pytest.mark.skipif(densecrf.cuda_available(), reason="a CUDA device is present")
 def test_cuda_request_without_device_raises_clear_error():
-    with pytest.raises(RuntimeError, match="without CUDA support|no CUDA device is visible"):
+    with pytest.raises(RuntimeError, match=r"without CUDA support|no CUDA device is visible"):
         densecrf.refine(smooth_image(6, 5), label_probs(6, 5, 3), device="cuda")
 
 
@@ -294,8 +294,8 @@ def test_refine_matches_cpu(backend):
 def test_refine_channel_axis_and_options(backend):
     img = smooth_image(30, 40)
     p = np.moveaxis(label_probs(30, 40, 5), -1, 0).copy()
-    kw = dict(channel_axis=0, n_iter=3, bilateral_srgb=(10.0, 13.0, 20.0), gaussian_sxy=(3.0, 2.0),
-              scale=0.9, normalization="after")
+    kw = {"channel_axis": 0, "n_iter": 3, "bilateral_srgb": (10.0, 13.0, 20.0), "gaussian_sxy": (3.0, 2.0),
+              "scale": 0.9, "normalization": "after"}
     ref = densecrf.refine(img, p, **kw)
     out = densecrf.refine(img, p, device="cuda", **kw)
     assert out.shape == p.shape
@@ -317,7 +317,7 @@ def test_refine_batch_array_and_list(backend):
     probs = [np.moveaxis(label_probs(h, w, 6, seed=i), -1, 0).copy() for i, (h, w) in enumerate(sizes)]
     outs = dcuda.refine_batch(imgs, probs, n_iter=5)
     assert isinstance(outs, list) and len(outs) == 3
-    for im, pr, o in zip(imgs, probs, outs):
+    for im, pr, o in zip(imgs, probs, outs, strict=True):
         ref = densecrf.refine(np.moveaxis(im, 0, -1), pr, channel_axis=0, n_iter=5)
         assert o.shape == pr.shape
         assert np.abs(o - ref).max() < 1e-5  # as test_mean_field_matches_cpu
@@ -369,7 +369,7 @@ def test_results_do_not_depend_on_thread_order(monkeypatch):
                      dcuda.refine_batch([img, img[:20]], [p, p[:20]], channels_first=False)))
     (a1, a2, a3), (b1, b2, b3) = outs
     assert np.array_equal(a1, b1) and np.array_equal(a2, b2)
-    assert all(np.array_equal(x, y) for x, y in zip(a3, b3))
+    assert all(np.array_equal(x, y) for x, y in zip(a3, b3, strict=True))
 
 
 def test_device_array_roundtrip(backend):
@@ -431,7 +431,7 @@ def test_refine_batch_device_cuda_matches_cpu(backend):
     probs = [label_probs(h, w, 5, seed=i) for i, (h, w) in enumerate(sizes)]
     ref = densecrf.refine_batch(imgs, probs, n_iter=4)
     out = densecrf.refine_batch(imgs, probs, n_iter=4, device="cuda")
-    for o, r in zip(out, ref):
+    for o, r in zip(out, ref, strict=True):
         assert o.shape == r.shape
         assert np.abs(o - r).max() < 1e-5  # as test_mean_field_matches_cpu
     ib = np.stack([np.moveaxis(smooth_image(18, 21, seed=s), -1, 0) for s in range(3)])

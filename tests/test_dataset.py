@@ -19,11 +19,11 @@ import time
 
 import numpy as np
 import pytest
-from reference import label_probs, smooth_image
 
 import densecrf
 from densecrf import io
 from densecrf.dataset import MANIFEST_NAME, iter_refine, refine_dataset
+from reference import label_probs, smooth_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAMVID_VAL = os.path.join(ROOT, "..", "..", "shared", "data", "camvid", "val")
@@ -404,7 +404,7 @@ def test_outputs_never_overwrite_inputs(tmp_path):
 def test_two_images_with_one_stem_are_refused(tmp_path):
     img_dir, map_dir = make_folder(str(tmp_path), n=2)
     Image.fromarray(smooth_image(40, 56)).save(os.path.join(img_dir, "im00.jpg"))
-    with pytest.raises(io.InputError, match="same output im00.png"):
+    with pytest.raises(io.InputError, match=r"same output im00\.png"):
         refine_dataset(img_dir, map_dir, str(tmp_path / "out"))
 
 
@@ -416,7 +416,7 @@ def test_generator_yields_in_input_order(tmp_path):
     got = list(iter_refine(items, workers=2))
     assert [r.index for r in got] == list(range(len(items)))
     assert [r.key for r in got] == [f"k{i}" for i in range(len(items))]
-    for (img, p, _), r in zip(items, got):
+    for (img, p, _), r in zip(items, got, strict=True):
         assert np.array_equal(r.labels, densecrf.refine(img, p).argmax(-1))
 
 
@@ -429,7 +429,7 @@ def test_sources_globs_pairs_lists_and_datasets(tmp_path):
     runs = {
         "glob": (os.path.join(img_dir, "im*.png"), os.path.join(map_dir, "*.npy")),
         "lists": (imgs, maps),
-        "pairs": (list(zip(imgs, maps)), None),
+        "pairs": (list(zip(imgs, maps, strict=True)), None),
     }
     for name, (a, b) in runs.items():
         out = str(tmp_path / name)
@@ -491,7 +491,7 @@ def cuda_backend(request, monkeypatch):
         sys.path.pop(0)
     try:
         mod = emulate.build()
-    except Exception as exc:  # noqa: BLE001 - no compiler or no pybind11 headers
+    except Exception as exc:
         pytest.skip(f"CUDA host emulation unavailable: {exc}")
     monkeypatch.setattr(cuda_native, "_C", mod)
     monkeypatch.setattr(cuda_native, "_built_with_cuda", lambda: True)
@@ -533,7 +533,7 @@ def test_cuda_executor_psa_scores(cuda_backend, tmp_path):
         items.append((img, p, f"k{i}"))
     gpu = list(iter_refine(items, preset="psa", executor="cuda", workers=1, batch_size=3))
     cpu = list(iter_refine(items, preset="psa", workers=1))
-    for g, c in zip(gpu, cpu):
+    for g, c in zip(gpu, cpu, strict=True):
         assert g.status == c.status == "done"
         assert (g.labels == c.labels).mean() >= 0.999
 
@@ -639,6 +639,6 @@ def test_cuda_executor_many_sizes_never_stalls(cuda_backend):
     items = [(smooth_image(8 + i, 9 + i, seed=i), label_probs(8 + i, 9 + i, 3, seed=i)) for i in range(12)]
     got = list(iter_refine(items, executor="cuda", workers=1, batch_size=4))
     assert [r.status for r in got] == ["done"] * 12
-    for (img, p), r in zip(items, got):
+    for (img, p), r in zip(items, got, strict=True):
         # the CUDA tests' criterion against the CPU backend
         assert (r.labels == densecrf.refine(img, p).argmax(-1)).mean() >= 0.999

@@ -206,8 +206,8 @@ def test_refinement_sharpens_blobby_masks(seed):
     low = np.stack([s[::4, ::4] for s in soft])  # 12 x 16 "detector" masks of the whole image
     pasted = paste_masks(low, [[0, 0, 64, 48]] * len(low), (48, 64))
     res = refine_instances(img, pasted, None, **GOOD)
-    before = np.mean([_iou(p > 0.5, g) for p, g in zip(pasted, gt, strict=False)])
-    after = np.mean([_iou(r, g) for r, g in zip(res.masks, gt, strict=False)])
+    before = np.mean([_iou(p > 0.5, g) for p, g in zip(pasted, gt, strict=True)])
+    after = np.mean([_iou(r, g) for r, g in zip(res.masks, gt, strict=True)])
     assert after > before + 0.02  # 2 points: well above the run-to-run identity of a deterministic CRF
 
 
@@ -243,7 +243,7 @@ def test_no_refinement_is_the_thresholded_input(rng):
 def test_batch_equals_single(rng):
     scenes = [_scene(np.random.default_rng(s)) for s in range(2)]
     batch = refine_instances([s[0] for s in scenes], [s[2] for s in scenes], None, **GOOD)
-    for s, r in zip(scenes, batch, strict=False):
+    for s, r in zip(scenes, batch, strict=True):
         one = refine_instances(s[0], s[2], **GOOD)
         np.testing.assert_array_equal(one.masks, r.masks)
 
@@ -438,9 +438,9 @@ def test_mask_ap_matches_cocoeval_directly(rng):
     ours = mask_ap(preds, gts)
     ds = {"images": [], "annotations": [], "categories": [{"id": 1}, {"id": 2}]}
     res = []
-    for k, (p, g) in enumerate(zip(preds, gts, strict=False)):
+    for k, (p, g) in enumerate(zip(preds, gts, strict=True)):
         ds["images"].append({"id": k + 1, "height": 48, "width": 64})
-        for m, c in zip(g["masks"], g["classes"], strict=False):
+        for m, c in zip(g["masks"], g["classes"], strict=True):
             r = mu.encode(np.asfortranarray(m.astype(np.uint8)))
             ds["annotations"].append(
                 {
@@ -453,7 +453,7 @@ def test_mask_ap_matches_cocoeval_directly(rng):
                     "bbox": list(mu.toBbox(r)),
                 }
             )
-        for m, c, s in zip(p["masks"], p["classes"], p["scores"], strict=False):
+        for m, c, s in zip(p["masks"], p["classes"], p["scores"], strict=True):
             res.append(
                 {
                     "image_id": k + 1,
@@ -514,7 +514,7 @@ def test_fit_returns_no_refinement_for_perfect_inputs():
     # beat them, so the fit must say "no refinement".
     pytest.importorskip("pycocotools")
     images, inputs, gts = _fit_data(4, blur=False)
-    for inp, g in zip(inputs, gts, strict=False):
+    for inp, g in zip(inputs, gts, strict=True):
         inp["masks"] = g["masks"].astype(np.float32)
     p = densecrf.fit_instances(images, inputs, gts, n_random=2, n_local=0, top=2, holdout=0.5)
     assert not p.refine and p.info["selected"] == "no refinement"

@@ -209,7 +209,7 @@ def test_mean_field_start_is_taken_once_and_checked(rng):
     assert np.abs(given - fresh).max() < 2e-6
     with pytest.raises(ValueError, match="used already"):
         _C.mean_field(u, [term], 4, start=start)
-    u2, *_, other = _C.unary_from_probs(p[:100], 1e-5, 1, True)
+    _, *_, other = _C.unary_from_probs(p[:100], 1e-5, 1, True)
     with pytest.raises(ValueError, match="start distribution is for 100 points"):
         _C.mean_field(u, [term], 4, start=other)
     with pytest.raises(ValueError, match="not both"):

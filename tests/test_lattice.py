@@ -281,7 +281,7 @@ def test_vectorised_point_location_is_bit_identical(rng, d):
         f = np.ascontiguousarray(f, dtype=np.float32)
         scalar = _C._locate_points(f, False)
         vector = _C._locate_points(f, True)
-        for name, a, b in zip(("remainder-0 vertex", "ranks", "barycentric weights"), scalar, vector):
+        for name, a, b in zip(("remainder-0 vertex", "ranks", "barycentric weights"), scalar, vector, strict=True):
             assert np.array_equal(a, b), name
 
 

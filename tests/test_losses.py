@@ -83,7 +83,7 @@ def positions(spatial, sxy):
     """[N, nd] pixel coordinates in (x, y, z) order over sigma_xy (one per axis, (x, y, z))."""
     axes = torch.meshgrid(*[torch.arange(s, dtype=torch.float64) for s in spatial], indexing="ij")
     cols = [a.reshape(-1) for a in reversed(axes)]
-    return torch.stack([c / s for c, s in zip(cols, sxy)], dim=1)
+    return torch.stack([c / s for c, s in zip(cols, sxy, strict=True)], dim=1)
 
 
 def rloss_dense(images, seg, rois, weight, srgb, sxy, scale, kind="crf"):
@@ -419,7 +419,7 @@ def test_inputs_are_not_modified_and_image_gets_no_gradient():
     for cls in LOSSES:
         loss = cls(1.0, 20.0, 4.0, 0.5)(images, seg, rois)
         loss.backward()
-    for t, c in zip((images, seg, rois), copies):
+    for t, c in zip((images, seg, rois), copies, strict=True):
         assert torch.equal(t.detach(), c)
     assert images.grad is None and rois.grad is None and seg.grad is not None
 

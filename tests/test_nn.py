@@ -169,7 +169,7 @@ def _module_fn(mod, image, features=None):
     names = [n for n, _ in mod.named_parameters()]
 
     def fn(logits, *params):
-        return torch.func.functional_call(mod, dict(zip(names, params)), (logits, image, features))
+        return torch.func.functional_call(mod, dict(zip(names, params, strict=True)), (logits, image, features))
 
     return fn, [p.detach().clone().requires_grad_(True) for p in mod.parameters()]
 
@@ -416,7 +416,7 @@ def test_recompute_gives_same_gradients(learn):
         logits.grad = None
         (mod(logits, image) ** 2).sum().backward()
         grads.append([logits.grad.clone()] + [p.grad.clone() for p in mod.parameters()])
-    for x, y in zip(*grads):
+    for x, y in zip(*grads, strict=True):
         # Recompute re-runs the same deterministic filters: identical results.
         torch.testing.assert_close(x, y, rtol=0, atol=0)
 
@@ -455,7 +455,7 @@ def test_cuda_gradients_match_cpu(learn):
         loss = torch.nn.functional.cross_entropy(mod(x, image.to(device)), target.to(device))
         loss.backward()
         grads.append([x.grad.cpu()] + [p.grad.cpu() for p in mod.parameters() if p.grad is not None])
-    for a, c in zip(*grads):
+    for a, c in zip(*grads, strict=True):
         torch.testing.assert_close(c, a, rtol=1e-3, atol=1e-4)
 
 

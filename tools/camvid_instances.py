@@ -152,7 +152,7 @@ def detector_inputs(probs, gt_masks, gt_classes, typical_sizes, rng):
     """Detector-style inputs: (low-res masks [M, 28, 28], boxes [M, 4], scores [M], classes [M])."""
     h, w = probs.shape[:2]
     lows, boxes, scores, classes = [], [], [], []
-    for m, c in zip(gt_masks, gt_classes, strict=False):
+    for m, c in zip(gt_masks, gt_classes, strict=True):
         b = box_of(m)
         bw, bh = b[2] - b[0], b[3] - b[1]
         jit = rng.uniform(-0.08, 0.08, size=4) * np.array([bw, bh, bw, bh])
@@ -234,7 +234,7 @@ def gt_panoptic(labels, gm, gc):
     instances; Unlabelled and thing pixels of components < 300 px are void (0)."""
     ids = np.zeros(labels.shape, dtype=np.int64)
     info = []
-    for m, c in zip(gm, gc, strict=False):
+    for m, c in zip(gm, gc, strict=True):
         info.append({"id": len(info) + 1, "category_id": int(c), "iscrowd": 0})
         ids[m] = len(info)
     for c in STUFF_CLASSES:

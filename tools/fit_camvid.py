@@ -36,7 +36,7 @@ def load(root, probs_dir):
 
 def score(params, images, probs, labels):
     m = SegmentationMetrics(len(CLASSES), ignore_index=IGNORE_INDEX)
-    for im, p, lab in zip(images, probs, labels):
+    for im, p, lab in zip(images, probs, labels, strict=True):
         if params is None:
             pred = p.argmax(-1)
         else:
@@ -87,7 +87,7 @@ def main(root, probs_dir, out, *extra):
         c = np.asarray(c)
         c = np.diag(c) if c.ndim == 1 else c
         print(f"{name} compat diagonal (-: attraction to the same label): "
-              + " ".join(f"{cl[:6]} {v:+.2f}" for cl, v in zip(CLASSES, np.diag(c))))
+              + " ".join(f"{cl[:6]} {v:+.2f}" for cl, v in zip(CLASSES, np.diag(c), strict=True)))
         off = c - np.diag(np.diag(c))
         order = np.argsort(-np.abs(off).ravel())[:6]
         print(f"{name} compat largest off-diagonal entries (row receives, column sends): "

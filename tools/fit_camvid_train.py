@@ -20,7 +20,7 @@ from densecrf.models.camvid import IGNORE_INDEX
 from densecrf.params import CRFParams
 
 sys.path.insert(0, os.path.dirname(__file__))
-from fit_camvid import N_FIT, load, print_table, score  # noqa: E402
+from fit_camvid import N_FIT, load, print_table, score
 
 
 def main(root, train_probs, val_probs, out):

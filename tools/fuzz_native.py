@@ -144,7 +144,7 @@ def one_input(data: bytes) -> None:
 
 def main() -> None:
     argv = list(sys.argv)
-    if not any(a.startswith("-max_total_time") or a.startswith("-runs") for a in argv[1:]) and \
+    if not any(a.startswith(("-max_total_time", "-runs")) for a in argv[1:]) and \
             not any(not a.startswith("-") for a in argv[1:]):
         argv.append("-max_total_time=60")
     atheris.Setup(argv, one_input)

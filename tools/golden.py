@@ -180,7 +180,7 @@ def suite_cpu() -> dict:
         for ckind in ("potts", "diagonal", "matrix"):
             crf.add_pairwise(f, _compat(ckind, k, seed=k), normalization="after" if ckind == "matrix" else "symmetric")
         q = crf.start_inference()
-        for ckind, m in zip(("potts", "diagonal", "matrix"), crf.pairwise_messages(q)):
+        for ckind, m in zip(("potts", "diagonal", "matrix"), crf.pairwise_messages(q), strict=True):
             out[f"pairwise_messages K={k} {ckind}"] = _entry(m, [u, f])
     # Unaries from probabilities (the flat pass beyond 64 labels, the row pass below).
     for k in (3, 21, 64, 70):

@@ -143,12 +143,19 @@ def crf_params(args: argparse.Namespace, default_file: str | None = None) -> CRF
             raise CLIError(msg if path in msg else f"params file {path}: {msg}") from None
     else:
         base = CRFParams()
+    over = flag_overrides(args)
+    return dataclasses.replace(base, **over) if over else base
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The CRFParams fields given by CRF flags on the command line (the flags not given are absent)."""
     over: dict[str, Any] = {}
     for flag, fld in _FLAG_FIELDS.items():
         value = getattr(args, flag, None)
         if value is not None:
-            over[fld] = None if value == "none" else value
-    return dataclasses.replace(base, **over) if over else base
+            # "none" drops a term for the compat flags only; --normalization none is a normalisation
+            over[fld] = None if value == "none" and fld.endswith("_compat") else value
+    return over
 
 
 def describe(params: CRFParams) -> str:

@@ -10,7 +10,7 @@ import time
 
 from .. import io
 from ..crf import refine
-from .common import _FLAG_FIELDS, CLIError, add_crf_flags, crf_params, describe
+from .common import CLIError, add_crf_flags, crf_params, describe, flag_overrides
 
 CLASSIC = "pydensecrf's classic parameters unless --params FILE is given; the flags override either"
 
@@ -165,11 +165,7 @@ def run_dataset(args: argparse.Namespace) -> int:
         raise CLIError("--device and --batch-size are for --executor cuda")
     if args.scheduler is not None and args.executor not in ("dask", "ray"):
         raise CLIError("--scheduler is for --executor dask or ray")
-    over = {}
-    for flag, fld in _FLAG_FIELDS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            over[fld] = None if value == "none" else value
+    over = flag_overrides(args)
     if args.params is not None:
         io.check_file(args.params, "params file")
     summary = refine_dataset(

@@ -166,7 +166,7 @@ class LocalExecutor:
                         task = pending.pop(fut)
                         try:
                             yield fut.result()
-                        except Exception as exc:  # noqa: BLE001 - a worker process died (BrokenProcessPool)
+                        except Exception as exc:
                             yield _lost(task, exc)
             finally:
                 for fut in pending:
@@ -310,7 +310,7 @@ class CudaExecutor:
                             task = reading.pop(fut)
                             try:
                                 got = fut.result()
-                            except Exception as exc:  # noqa: BLE001 - a reader process died
+                            except Exception as exc:
                                 yield _lost(task, exc)
                                 continue
                             if isinstance(got, ItemResult):
@@ -322,7 +322,7 @@ class CudaExecutor:
                             task = writing.pop(fut)
                             try:
                                 yield fut.result()
-                            except Exception as exc:  # noqa: BLE001
+                            except Exception as exc:
                                 yield _lost(task, exc)
             finally:
                 for fut in list(reading) + list(writing):
@@ -343,12 +343,12 @@ class CudaExecutor:
                 labels = [work.labels_of(q) for q in qs]
                 if not keep:
                     qs = [None] * len(qs)
-        except Exception as exc:  # noqa: BLE001 - the batch failed: each of its items is reported
+        except Exception as exc:
             for b in batch:
                 yield work.failed(b[0], exc)
             return
         dt = (time.perf_counter() - t0) / len(batch)
-        for (t, _, _, seconds), lab, q in zip(batch, labels, qs):
+        for (t, _, _, seconds), lab, q in zip(batch, labels, qs, strict=True):
             seconds["crf"] = dt
             writing[pool.submit(_write_for_gpu, t, lab, q, seconds)] = t
 
@@ -374,7 +374,7 @@ class _TorchFeeder:
             if not torch.cuda.is_available():
                 return None
             return cls(torch, device if device != "cuda" else "cuda:0")
-        except Exception:  # noqa: BLE001 - a torch without CUDA, or a broken install: the numpy path
+        except Exception:
             return None
 
     def refine(self, batch, job: Job, keep_probs: bool):
@@ -474,7 +474,7 @@ class DaskExecutor:
                 task = pending.pop(fut)
                 try:
                     yield fut.result()
-                except Exception as exc:  # noqa: BLE001 - KilledWorker, a lost connection
+                except Exception as exc:
                     yield _lost(task, exc)
                 finally:
                     fut.release()
@@ -558,7 +558,7 @@ class RayExecutor:
                     task = pending.pop(ref)
                     try:
                         yield ray.get(ref)
-                    except Exception as exc:  # noqa: BLE001 - a worker died, a lost node
+                    except Exception as exc:
                         yield _lost(task, exc)
                     submit()
         finally:

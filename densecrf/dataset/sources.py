@@ -116,7 +116,7 @@ def plan(images, probs=None, out_dir=None, *, save_npy: bool = False) -> Plan:
     images, probs = [os.fspath(x) for x in images], [os.fspath(x) for x in probs]
     if len(images) != len(probs):
         raise io.InputError(f"got {len(images)} images and {len(probs)} maps: two lists are matched by position")
-    return _path_plan([(a, b, None) for a, b in zip(images, probs)], out_dir, save_npy)
+    return _path_plan([(a, b, None) for a, b in zip(images, probs, strict=True)], out_dir, save_npy)
 
 
 def _outputs(out_dir, key, save_npy):

@@ -284,7 +284,7 @@ def refine_items(images: list, probs: list, job: Job) -> list[np.ndarray]:
         from ..crf import refine
 
         out = []
-        for im, p in zip(images, probs):
+        for im, p in zip(images, probs, strict=True):
             try:
                 out.append(refine(im, p, threads=job.threads, **kw))
             except ValueError as exc:
@@ -301,9 +301,9 @@ def refine_items(images: list, probs: list, job: Job) -> list[np.ndarray]:
         probs = [q for q, _ in pairs]
         if len(clips) > 1:  # a mixed batch: split it so that each part has one clip
             keep = [c == job.clip for _, c in pairs]
-            a = refine_items([i for i, k in zip(images, keep) if k], [p for p, k in zip(probs, keep) if k],
+            a = refine_items([i for i, k in zip(images, keep, strict=True) if k], [p for p, k in zip(probs, keep, strict=True) if k],
                              dataclasses.replace(job, scores=False))
-            b = refine_items([i for i, k in zip(images, keep) if not k], [p for p, k in zip(probs, keep) if not k],
+            b = refine_items([i for i, k in zip(images, keep, strict=True) if not k], [p for p, k in zip(probs, keep, strict=True) if not k],
                              dataclasses.replace(job, scores=False, clip=_TINY))
             ia, ib = iter(a), iter(b)
             return [next(ia) if k else next(ib) for k in keep]
@@ -364,7 +364,7 @@ def load(task: Task, job: Job):
     t0 = time.perf_counter()
     try:
         image, probs = read_item(task, job)
-    except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
+    except Exception as exc:
         return failed(task, exc)
     return image, probs, {"read": time.perf_counter() - t0}
 
@@ -374,7 +374,7 @@ def refine_and_write(task: Task, image: np.ndarray, probs: np.ndarray, seconds: 
     t0 = time.perf_counter()
     try:
         (q,) = refine_items([image], [probs], job)
-    except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
+    except Exception as exc:
         return failed(task, exc)
     seconds["crf"] = time.perf_counter() - t0
     return finish(task, q, job, seconds)
