@@ -121,3 +121,24 @@ def threads_arg(threads) -> int:
     if n > MAX_THREADS:
         raise ValueError(f"threads = {n} exceeds the supported maximum {MAX_THREADS}")
     return n
+
+
+def holdout_split(n: int, holdout, rng) -> tuple[list[int], list[int]]:
+    """(fitting indices, held-out indices) of n items: ``holdout`` a fraction in (0, 1), drawn with ``rng``,
+    or a list of held-out indices (densecrf.fit and densecrf.fit_instances)."""
+    if isinstance(holdout, numbers.Real) and not isinstance(holdout, bool):
+        frac = float(holdout)
+        if not 0 < frac < 1:
+            raise ValueError(f"holdout must be a fraction in (0, 1) or a list of indices, got {holdout!r}")
+        n_hold = min(n - 1, max(1, round(frac * n)))
+        perm = rng.permutation(n)
+        hold = sorted(int(i) for i in perm[:n_hold])
+    else:
+        try:
+            hold = sorted({int(i) for i in holdout})
+        except TypeError:
+            raise ValueError(f"holdout must be a fraction in (0, 1) or a list of indices, got {holdout!r}") from None
+        if not hold or len(hold) >= n or hold[0] < 0 or hold[-1] >= n:
+            raise ValueError(f"holdout indices must be a non-empty proper subset of 0..{n - 1}, got {holdout!r}")
+    fit_idx = [i for i in range(n) if i not in set(hold)]
+    return fit_idx, hold

@@ -44,6 +44,7 @@ import time
 
 import numpy as np
 
+from . import _checks
 from .io import IMAGE_EXTS, PROB_EXTS, InputError, read_image, read_labels, read_npy
 from .metrics import SegmentationMetrics
 from .params import CRFParams
@@ -126,26 +127,6 @@ def _check_inputs(images, probs, labels, ignore_index):
         if not np.isfinite(p).all():
             raise ValueError(f"probs[{i}] has non-finite values")
     return k
-
-
-def _split(n: int, holdout, rng) -> tuple[list[int], list[int]]:
-    """(fitting indices, held-out indices)."""
-    if isinstance(holdout, numbers.Real) and not isinstance(holdout, bool):
-        frac = float(holdout)
-        if not 0 < frac < 1:
-            raise ValueError(f"holdout must be a fraction in (0, 1) or a list of indices, got {holdout!r}")
-        n_hold = min(n - 1, max(1, round(frac * n)))
-        perm = rng.permutation(n)
-        hold = sorted(int(i) for i in perm[:n_hold])
-    else:
-        try:
-            hold = sorted({int(i) for i in holdout})
-        except TypeError:
-            raise ValueError(f"holdout must be a fraction in (0, 1) or a list of indices, got {holdout!r}") from None
-        if not hold or len(hold) >= n or hold[0] < 0 or hold[-1] >= n:
-            raise ValueError(f"holdout indices must be a non-empty proper subset of 0..{n - 1}, got {holdout!r}")
-    fit_idx = [i for i in range(n) if i not in set(hold)]
-    return fit_idx, hold
 
 
 # --------------------------------------------------------------------------
@@ -350,7 +331,7 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     k = _check_inputs(images, probs, labels, ignore_index)
     rng = np.random.default_rng(seed)
-    fit_idx, hold = _split(len(images), holdout, rng)
+    fit_idx, hold = _checks.holdout_split(len(images), holdout, rng)
     log = print if verbose else (lambda *a, **kw: None)
     score = _Scorer(images, probs, labels, hold, k, ignore_index, threads)
 

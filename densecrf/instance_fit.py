@@ -28,11 +28,11 @@ panoptic map by :func:`densecrf.instances.instances_to_panoptic`).
 
 from __future__ import annotations
 
-import numbers
 import time
 
 import numpy as np
 
+from . import _checks
 from .instances import InstanceParams, instances_to_panoptic, refine_instances
 from .metrics import PanopticQuality
 
@@ -208,19 +208,7 @@ def fit_instances(
         if name not in _METRICS:
             raise ValueError(f"metrics must be among {_METRICS}, got {name!r}")
     rng = np.random.default_rng(seed)
-    if isinstance(holdout, numbers.Real) and not isinstance(holdout, bool):
-        if not 0 < holdout < 1:
-            raise ValueError(f"holdout must be a fraction in (0, 1) or a list of indices, got {holdout!r}")
-        n_hold = min(n - 1, max(1, round(holdout * n)))
-        hold = sorted(int(i) for i in rng.permutation(n)[:n_hold])
-    else:
-        try:
-            hold = sorted({int(i) for i in holdout})
-        except TypeError:
-            raise ValueError(f"holdout must be a fraction in (0, 1) or a list of indices, got {holdout!r}") from None
-        if not hold or len(hold) >= n or hold[0] < 0 or hold[-1] >= n:
-            raise ValueError(f"holdout indices must be a non-empty proper subset of 0..{n - 1}, got {holdout!r}")
-    search_idx = [i for i in range(n) if i not in set(hold)]
+    search_idx, hold = _checks.holdout_split(n, holdout, rng)
     base = (base or InstanceParams()).replace(mode=mode, refine=True, info={})
     search = _Scorer(images, inputs, ground_truth, search_idx, threads, device)
     held = _Scorer(images, inputs, ground_truth, hold, threads, device)

@@ -47,7 +47,6 @@ defeat this); in joint mode each pixel is in at most one instance.
 from __future__ import annotations
 
 import dataclasses
-import json
 import numbers
 import os
 from typing import NamedTuple
@@ -55,6 +54,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _checks
+from .params import read_json, write_json
 
 __all__ = [
     "InstanceParams",
@@ -180,20 +180,11 @@ class InstanceParams:
 
     def save(self, path) -> None:
         """Writes the JSON file atomically (a temporary file, then a rename)."""
-        tmp = f"{os.fspath(path)}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(self.to_dict(), fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path) -> InstanceParams:
-        try:
-            with open(path) as fh:
-                d = json.load(fh)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from None
-        return cls.from_dict(d)
+        return cls.from_dict(read_json(path))
 
 
 def _as_instance_params(params, overrides: dict) -> InstanceParams:

@@ -159,20 +159,11 @@ class CRFParams:
 
     def save(self, path) -> None:
         """Writes the JSON file (atomically: a temporary file, then a rename)."""
-        tmp = f"{os.fspath(path)}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(self.to_dict(), fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path) -> CRFParams:
-        try:
-            with open(path) as fh:
-                d = json.load(fh)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from None
-        return cls.from_dict(d)
+        return cls.from_dict(read_json(path))
 
 
 def as_params(params) -> CRFParams:
@@ -187,3 +178,21 @@ def as_params(params) -> CRFParams:
 
 
 __all__ = ["CRFParams", "Compat", "Srgb", "as_params"]
+
+
+def write_json(path, d: dict) -> None:
+    """Writes ``d`` as indented JSON, atomically (a temporary file, then a rename): parameter files."""
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(d, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path) -> dict:
+    """A parameter file's JSON, with a ValueError naming the file when it is not valid JSON."""
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
