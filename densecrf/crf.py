@@ -224,12 +224,16 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
            gaussian_sxy=3.0, gaussian_compat=3.0,
            bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0,
            clip: float = 1e-5, scale: float | None = None, normalization="symmetric",
-           threads: int | None = None, device="cpu", params=None, volume: bool = False) -> np.ndarray:
+           threads: int | None = None, device="cpu", params=None, volume: bool = False,
+           image_range=None) -> np.ndarray:
     """Refines per-pixel class probabilities with a dense CRF along the image's edges.
 
     Args:
-        image: ``[*spatial, C]`` image (uint8 0..255 or float in the same
-            units as ``bilateral_srgb``), or ``[*spatial]`` for one channel.
+        image: ``[*spatial, C]`` image, or ``[*spatial]`` for one channel, in
+            0..255 units: ``bilateral_srgb`` is a colour difference on that
+            scale. uint8 images are right as they are; a float image in 0..1
+            needs ``image_range=(0, 1)`` (a float RGB image whose largest
+            value is at most 1 gets a UserWarning otherwise).
         probs: ``[*spatial, K]`` probabilities summing to one over labels (label
             axis at ``channel_axis``), e.g. a network's softmax.
         channel_axis: the label axis of ``probs`` (``0`` for ``[K, H, W]``).
@@ -253,6 +257,15 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
             refused, so that a stack of frames ``[B, H, W, C]`` is not taken
             for one volume by accident: refine a stack with
             :func:`refine_batch`.
+        image_range: what the image's values span. None (default): 0..255
+            units. ``(lo, hi)``: the values span lo..hi and are used as if
+            mapped onto 0..255 (the colour bandwidths are scaled by
+            ``(hi - lo) / 255``; the image itself is not copied or changed),
+            e.g. ``(0, 1)`` for a float image in 0..1. ``'raw'``: the values
+            as they are, ``bilateral_srgb`` in the image's own units (no
+            warning). Images with other than 3 channels (medical
+            intensities, feature maps) are always in the caller's units and
+            never warned about.
 
     Returns:
         Refined probabilities, float32, the same shape as ``probs``.
@@ -262,7 +275,7 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
     addPairwiseBilateral(80, 13, image, 10) after 5 iterations.
     """
     return pipeline.refine(image, probs, channel_axis=channel_axis, volume=volume, device=device, threads=threads,
-                           params=params, n_iter=n_iter, gaussian_sxy=gaussian_sxy, gaussian_compat=gaussian_compat,
+                           params=params, image_range=image_range, n_iter=n_iter, gaussian_sxy=gaussian_sxy, gaussian_compat=gaussian_compat,
                            bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb,
                            bilateral_compat=bilateral_compat, clip=clip, scale=scale, normalization=normalization)
 
@@ -271,7 +284,7 @@ def refine_batch(images, probs, *, channels_first: bool = False, device="cpu", n
                  gaussian_sxy=3.0, gaussian_compat=3.0,
                  bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0,
                  clip: float = 1e-5, scale: float | None = None, normalization="symmetric",
-                 threads: int | None = None, params=None, volume: bool = False):
+                 threads: int | None = None, params=None, volume: bool = False, image_range=None):
     """Refines a batch of images with one set of CRF parameters, on the CPU or a GPU.
 
     Each image is refined on its own, exactly as :func:`refine` would refine
@@ -293,14 +306,15 @@ def refine_batch(images, probs, *, channels_first: bool = False, device="cpu", n
         volume: True to allow 3 or more spatial axes per image (volumes).
 
     The CRF arguments (``n_iter``, the Gaussian and bilateral terms, ``clip``,
-    ``scale``, ``normalization``, ``threads``, ``params``) are :func:`refine`'s.
+    ``scale``, ``normalization``, ``threads``, ``params``) and ``image_range``
+    (images in 0..255 units unless stated) are :func:`refine`'s.
 
     Returns:
         Refined probabilities in the layout of ``probs``: one float32 array for
         a batch array (of the input's library on a GPU), a list for lists.
     """
     return pipeline.refine_batch(images, probs, channels_first=channels_first, volume=volume, device=device,
-                                 threads=threads, params=params, n_iter=n_iter, gaussian_sxy=gaussian_sxy,
+                                 threads=threads, params=params, image_range=image_range, n_iter=n_iter, gaussian_sxy=gaussian_sxy,
                                  gaussian_compat=gaussian_compat, bilateral_sxy=bilateral_sxy,
                                  bilateral_srgb=bilateral_srgb, bilateral_compat=bilateral_compat, clip=clip,
                                  scale=scale, normalization=normalization)
