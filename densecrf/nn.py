@@ -43,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - only without torch
 from . import arrays
 from .backends import cuda as _cuda
 from .backends.cpu import CpuBackend
+from .backends.problem import image_range_factor, warn_image_units
 
 __all__ = ["CRFasRNN", "LatticeFilter", "build_lattice", "gaussian_filter"]
 
@@ -372,7 +373,10 @@ class CRFasRNN(nn.Module):
     * ``'spatial'``: features :math:`p / \sigma_{xy}` (pixel coordinates in
       (x, y, z, ...) order, as :class:`densecrf.DenseCRF2D`);
     * ``'bilateral'``: :math:`[p / \sigma_{xy}, I / \sigma_{rgb}]` over the
-      image channels;
+      image channels, with the image :math:`I` in 0..255 units (the units of
+      :math:`\sigma_{rgb}`, as :func:`densecrf.refine`'s ``bilateral_srgb``):
+      pass ``255 * image`` or ``image_range=(0, 1)`` to ``forward`` for an
+      image in 0..1 (:class:`densecrf.models.DeepLabCRF` does the former);
     * ``'features0'``, ``'features1'``, ...: one per entry of
       ``feature_bandwidths``, over arbitrary per-point features passed to
       ``forward`` (``[B, d_t, *spatial]``), divided by the term's bandwidth
@@ -410,7 +414,14 @@ class CRFasRNN(nn.Module):
         spatial_sxy, spatial_weight: smoothness term (CRF-RNN: 3, 3).
         bilateral_sxy, bilateral_srgb, bilateral_weight: appearance term
             (CRF-RNN: 160, 3 on 0..255 images with weight 5; pydensecrf's
-            classic 80, 13, 10).
+            classic 80, 13, 10). The default weight, 5, is not
+            :func:`densecrf.refine`'s 10: this layer is made to be trained,
+            and 5 is CRF-RNN's initial bilateral weight (Zheng et al.'s
+            released model starts from spatial 3, bilateral 5 and learns
+            them), paired here with pydensecrf's bandwidths. So
+            ``CRFasRNN(K)`` is not ``refine``'s default CRF; the layer that
+            is (up to float32 rounding) is
+            ``CRFasRNN.from_params(densecrf.params.CRFParams(), K)``.
         feature_bandwidths, feature_weights: extra terms over user features.
         per_class_weights: one weight per class and term (CRF-RNN).
         learn_bandwidths: False, True, or an iterable of term names.
@@ -612,14 +623,25 @@ class CRFasRNN(nn.Module):
         if logits.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"logits must be float32 or float64, got {logits.dtype}")
         if logits.shape[1] != self.n_classes:
-            raise ValueError(f"logits must have {self.n_classes} channels (classes), got shape {tuple(logits.shape)}")
+            msg = f"logits must have {self.n_classes} channels (classes), got shape {tuple(logits.shape)}"
+            if logits.shape[0] == self.n_classes:
+                msg += ("; the classes are on axis 0: this looks like one image's [K, *spatial] logits without "
+                        "the batch axis: pass logits[None] (and image[None])")
+            raise ValueError(msg)
         b, spatial = logits.shape[0], tuple(logits.shape[2:])
         kinds = [k for _, k in self.terms]
         if "bilateral" in kinds:
             if image is None:
                 raise ValueError("the bilateral term needs an image [B, C, *spatial]")
+            if not isinstance(image, torch.Tensor):
+                raise TypeError(f"image must be a torch.Tensor [B, C, *spatial], got {type(image).__name__}")
             if image.dim() != logits.dim() or image.shape[0] != b or tuple(image.shape[2:]) != spatial:
-                raise ValueError(f"image must have shape [{b}, C, {', '.join(map(str, spatial))}], got {tuple(image.shape)}")
+                msg = f"image must have shape [{b}, C, {', '.join(map(str, spatial))}], got {tuple(image.shape)}"
+                if image.dim() == logits.dim() - 1 and tuple(image.shape[1:]) == spatial:
+                    msg += "; it has no batch axis: pass image[None]"
+                elif image.dim() == logits.dim() and tuple(image.shape[1:-1]) == spatial:
+                    msg += "; it looks channels-last: pass image.permute(0, 3, 1, 2) ([B, C, H, W])"
+                raise ValueError(msg)
             if image.device != logits.device:
                 raise ValueError(f"image is on {image.device}, logits on {logits.device}")
         n_feat = kinds.count("features")
@@ -638,8 +660,9 @@ class CRFasRNN(nn.Module):
                 raise ValueError(f"features[{k}] is on {f.device}, logits on {logits.device}")
         return features
 
-    def _term_features(self, logits, image, features):
-        """Per image, per term: features [N, d_t] already divided by the bandwidths."""
+    def _term_features(self, logits, image, features, srgb_factor: float = 1.0):
+        """Per image, per term: features [N, d_t] already divided by the bandwidths
+        (the colour bandwidth times ``srgb_factor``, see ``image_range``)."""
         b = logits.shape[0]
         spatial = logits.shape[2:]
         n = int(math.prod(spatial))
@@ -654,7 +677,10 @@ class CRFasRNN(nn.Module):
             elif kind == "bilateral":
                 p = pos / self.bandwidth(name, "sxy").to(dt)
                 img = image.to(dt).reshape(b, image.shape[1], n).transpose(1, 2)  # [B, N, C]
-                per = [torch.cat([p, img[i] / self.bandwidth(name, "srgb").to(dt)], dim=1) for i in range(b)]
+                srgb = self.bandwidth(name, "srgb").to(dt)
+                if srgb_factor != 1.0:  # 1.0: the bandwidth as stored (the same bits as without image_range)
+                    srgb = srgb * srgb_factor
+                per = [torch.cat([p, img[i] / srgb], dim=1) for i in range(b)]
             else:
                 x = features[fi].to(dt)
                 fi += 1
@@ -666,17 +692,31 @@ class CRFasRNN(nn.Module):
         return out
 
     def forward(self, logits: torch.Tensor, image: torch.Tensor | None = None,
-                features=None) -> torch.Tensor:
+                features=None, *, image_range=None) -> torch.Tensor:
         """``logits`` ``[B, K, *spatial]``, ``image`` ``[B, C, *spatial]`` (bilateral
-        term), ``features`` a tensor or list of tensors ``[B, d_t, *spatial]``
-        (feature terms). Returns the refined logits ``[B, K, *spatial]``."""
+        term) in 0..255 units, ``features`` a tensor or list of tensors ``[B, d_t, *spatial]``
+        (feature terms). Returns the refined logits ``[B, K, *spatial]``.
+
+        ``image_range``: None (default) for an image in 0..255 units (the
+        colour bandwidth's); ``(lo, hi)`` for values spanning lo..hi, e.g.
+        ``(0, 1)``, used as if mapped onto 0..255 (the colour bandwidth is
+        scaled by ``(hi - lo) / 255``); ``'raw'`` for the values as they are
+        (the bandwidth in the image's own units). Without it, a float
+        3-channel image whose largest value is at most 1 gets a UserWarning
+        (on a GPU that check waits for one reduction of the image; a stated
+        ``image_range`` skips it)."""
         features = self._check(logits, image, features)
+        factor = image_range_factor(image_range)
+        if image is not None and any(k == "bilateral" for _, k in self.terms):
+            # stacklevel 4 from forward: Module._call_impl, Module._wrapped_call_impl, then the caller
+            warn_image_units(image_range, int(image.shape[1]), bool(image.dtype.is_floating_point),
+                             lambda: image.detach().max(), what="image", stacklevel=4)
         _backend(logits.device, self.threads)  # fail early on an unsupported device
-        return _crf_forward(self, logits, image, features)
+        return _crf_forward(self, logits, image, features, factor)
 
 
 @torch.compiler.disable
-def _crf_forward(mod: CRFasRNN, logits, image, features):
+def _crf_forward(mod: CRFasRNN, logits, image, features, srgb_factor: float = 1.0):
     b, k = logits.shape[:2]
     spatial = logits.shape[2:]
     n = int(math.prod(spatial))
@@ -685,7 +725,7 @@ def _crf_forward(mod: CRFasRNN, logits, image, features):
     dt = logits.dtype
     weights = [mod.weights[name].to(dt) for name, _ in mod.terms]
     compat = mod.compat.to(dt)
-    per_image = mod._term_features(logits, image, features)
+    per_image = mod._term_features(logits, image, features, srgb_factor)
     flat = logits.reshape(b, k, n).transpose(1, 2)  # [B, N, K]
     tensors = [logits, compat, *weights] + [f for fs in per_image for f in fs]
     needs_graph = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)

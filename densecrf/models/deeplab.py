@@ -114,8 +114,11 @@ def logits_at_size(net: nn.Module, image, net_size: tuple[int, int] | None):
 class DeepLabCRF(nn.Module):
     """DeepLabLite with a CRF-as-RNN head (densecrf.nn.CRFasRNN) on its logits.
 
-    ``forward(image, output='crf' | 'network' | 'both')``; the CRF sees the
-    image in 0..255 units, as its bilateral bandwidth is in those units.
+    ``forward(image, output='crf' | 'network' | 'both')`` with ``image``
+    ``[B, 3, H, W]`` float in 0..1 (what the network was trained on, as
+    :class:`DeepLabLite`). Its CRF head, a plain :class:`densecrf.nn.CRFasRNN`,
+    takes images in 0..255 units (its bilateral bandwidth's): ``forward``
+    passes it ``255 * image``. Called on its own, the head wants the same.
     ``net_size`` = (W, H) runs the network on the image resized to that size
     (the size it was trained at) and up-samples its logits bilinearly to the
     image's size, where the CRF runs with the full-resolution image: the
