@@ -26,6 +26,11 @@ from a few labelled images (image, the network's probabilities, labels):
    never worse there than the defaults, than the network alone (then the
    returned parameters have no terms: ``refine`` returns the network's
    probabilities) or than the best grid point.
+5. A UserWarning (also kept in ``info['warnings']`` and printed by
+   :func:`format_table`) says when the network alone was selected (no CRF
+   helped), when fewer than :data:`MIN_HELDOUT` images were held out, and
+   when gradient descent stopped at its step limit still improving (its
+   best held-out score at its last evaluation).
 
 The returned :class:`densecrf.params.CRFParams` carries an ``info`` dict:
 held-out scores of every reference, the selected candidate, the fitting
@@ -41,6 +46,7 @@ import importlib.util
 import numbers
 import os
 import time
+import warnings
 
 import numpy as np
 
@@ -54,6 +60,14 @@ SEARCHES = ("gradient", "grid", "random")
 COMPATS = ("potts", "diagonal", "matrix")
 LOSSES = ("ce", "ce+softiou")
 _CLIP = 1e-5  # refine's clip of the probabilities before the logarithm
+# Fewer held-out images than this gets a warning. The selection takes the
+# best of ~40 candidates by held-out mean IoU; with a handful of images one
+# unusual frame (a class present in it alone, a badly labelled one) holds a
+# fifth or more of the evidence and decides the choice, and the best of many
+# noisy scores overstates what it will give on new images. Five is a
+# judgement, not a derived bound: the least that keeps any one image under
+# a fifth of the held-out part, and what 0.3 of a 16-image set gives.
+MIN_HELDOUT = 5
 
 
 def default_grid() -> list[CRFParams]:
@@ -233,6 +247,7 @@ def _gradient(start: CRFParams, images, probs, labels, fit_idx, score, *, k, ign
 
     history = []
     best, since = -1.0, 0
+    stopped_early = False
     for step in range(1, steps + 1):
         opt.zero_grad()
         total = 0.0
@@ -264,8 +279,18 @@ def _gradient(start: CRFParams, images, probs, labels, fit_idx, score, *, k, ign
                 since += 1
                 if since >= patience:
                     log(f"  early stop: {patience} evaluations without improvement")
+                    stopped_early = True
                     break
-    return history
+    return history, stopped_early
+
+
+def _still_improving(history, stopped_early: bool) -> bool:
+    """Whether descent ended at its step limit with its best held-out score at
+    the last evaluation (the first of equal scores counts, as in the selection)."""
+    if stopped_early or not history:
+        return False
+    best = max(range(len(history)), key=lambda j: history[j][0])
+    return best == len(history) - 1
 
 
 def describe(p: CRFParams) -> str:
@@ -326,10 +351,12 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
     Returns:
         The selected :class:`CRFParams`; ``info`` holds ``heldout_miou``
         (network, defaults, grid_best, gradient (when run), selected),
-        ``selected`` (its name), ``per_class_iou``, ``time_s``, the split and
-        the settings. The inputs are not modified.
+        ``selected`` (its name), ``per_class_iou``, ``time_s``, ``warnings``
+        (the texts of the UserWarnings issued, see the module docstring), the
+        split and the settings. The inputs are not modified.
     """
     t0 = time.perf_counter()
+    notes: list[str] = []  # what the caller should know: warned and kept in info["warnings"]
     if search not in SEARCHES:
         raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
     if search == "gradient" and importlib.util.find_spec("torch") is None:
@@ -351,6 +378,10 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
     k = _check_inputs(images, probs, labels, ignore_index)
     rng = np.random.default_rng(seed)
     fit_idx, hold = _split(len(images), holdout, rng)
+    if len(hold) < MIN_HELDOUT:
+        notes.append(f"the held-out part has {len(hold)} image{'s' if len(hold) != 1 else ''} (fewer than "
+                     f"{MIN_HELDOUT}): the choice between candidates rests on very few images and may not "
+                     "carry over to new ones; give more labelled images or a larger holdout")
     log = print if verbose else (lambda *a, **kw: None)
     score = _Scorer(images, probs, labels, hold, k, ignore_index, threads)
 
@@ -382,16 +413,24 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
     log(f"{'grid best':>10}: held-out mIoU {100 * best_grid[1]:.2f}  {describe(best_grid[0])}")
     if search == "gradient":
         start = max(((p, s) for name, p, s in cands if name != "network"), key=lambda t: t[1])[0]
-        hist = _gradient(start, images, probs, labels, fit_idx, score, k=k, ignore_index=ignore_index,
+        hist, stopped_early = _gradient(start, images, probs, labels, fit_idx, score, k=k, ignore_index=ignore_index,
                          compat=compat, loss=loss, balanced=balanced, crop=crop, steps=steps, batch=batch, lr=lr,
                          eval_every=eval_every, patience=patience, threads=threads, rng=rng, log=log)
         s, p, step = max(hist, key=lambda t: t[0])
         p = with_iter(p)
         scores["gradient"] = s
         cands.append((f"gradient[step {step}]", p, s))
+        if _still_improving(hist, stopped_early):
+            notes.append(f"gradient descent reached its step limit (steps={steps}) with its best held-out score "
+                         f"at its last evaluation (step {hist[-1][2]}): it was still improving; more steps "
+                         "(steps=, --steps) may find better parameters")
     # max() keeps the first of equal scores: the network, then the defaults, the grid, gradient descent.
     name, chosen, s = max(cands, key=lambda t: t[2])
     scores["selected"] = s
+    if name == "network":
+        notes.append(f"no CRF setting beat the network alone on the held-out images (mean IoU "
+                     f"{100 * s:.2f}): the returned parameters have no terms, and refine with them returns "
+                     "the network's probabilities")
     elapsed = time.perf_counter() - t0
     chosen = dataclasses.replace(chosen, info={})
     per_class = {"network": score.metrics(cands[0][1]).iou().tolist(), "selected": score.metrics(chosen).iou().tolist()}
@@ -406,10 +445,13 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
         "n_images": len(images),
         "heldout_indices": hold,
         "time_s": round(elapsed, 2),
+        "warnings": list(notes),
         "settings": {"compat": compat, "loss": loss, "balanced": bool(balanced), "crop": crop, "n_iter": n_iter, "steps": steps, "batch": batch,
                      "lr": lr, "eval_every": eval_every, "patience": patience, "seed": seed,
                      "ignore_index": ignore_index, "grid_points": len(points)},
     }
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
     if verbose:
         print(format_table(chosen.info))
     return chosen
@@ -425,6 +467,7 @@ def format_table(info: dict) -> str:
         if key in s:
             lines.append(f"  {label:<32} {100 * s[key]:6.2f}")
     lines.append(f"fitting time: {info['time_s']:.1f} s")
+    lines += [f"warning: {note}" for note in info.get("warnings", [])]
     return "\n".join(lines)
 
 
