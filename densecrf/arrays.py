@@ -183,7 +183,9 @@ class Place:
         return shape_of(x)
 
     def peak(self, b: Buf) -> float:
-        """The largest value of a non-empty buffer (on a device: one reduction and a wait for it)."""
+        """The largest value of a buffer, 0 for an empty one (on a device: one reduction and a wait for it)."""
+        if not all(b.shape):
+            return 0.0
         if self.kind in ("torch", "cupy"):
             return float(b.obj.max())
         out = np.empty(b.shape, dtype=np.float32)

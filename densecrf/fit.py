@@ -359,10 +359,6 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
     notes: list[str] = []  # what the caller should know: warned and kept in info["warnings"]
     if search not in SEARCHES:
         raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
-    if search == "gradient" and importlib.util.find_spec("torch") is None:
-        # said before the grid search runs, not after it
-        raise ImportError("fit(search='gradient') needs torch (pip install 'densecrf[torch]'); "
-                          "search='grid' or 'random' run without it")
     if isinstance(compat, bool):
         compat = "matrix" if compat else "potts"
     if compat not in COMPATS:
@@ -378,6 +374,11 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
     k = _check_inputs(images, probs, labels, ignore_index)
     rng = np.random.default_rng(seed)
     fit_idx, hold = _split(len(images), holdout, rng)
+    if search == "gradient" and importlib.util.find_spec("torch") is None:
+        # said after the arguments are checked (a bad one is named first, with or
+        # without torch) and before the grid search runs, not after it
+        raise ImportError("fit(search='gradient') needs torch (pip install 'densecrf[torch]'); "
+                          "search='grid' or 'random' run without it")
     if len(hold) < MIN_HELDOUT:
         notes.append(f"the held-out part has {len(hold)} image{'s' if len(hold) != 1 else ''} (fewer than "
                      f"{MIN_HELDOUT}): the choice between candidates rests on very few images and may not "

@@ -707,7 +707,7 @@ class CRFasRNN(nn.Module):
         ``image_range`` skips it)."""
         features = self._check(logits, image, features)
         factor = image_range_factor(image_range)
-        if image is not None and any(k == "bilateral" for _, k in self.terms):
+        if image is not None and image.numel() and any(k == "bilateral" for _, k in self.terms):
             # stacklevel 4 from forward: Module._call_impl, Module._wrapped_call_impl, then the caller
             warn_image_units(image_range, int(image.shape[1]), bool(image.dtype.is_floating_point),
                              lambda: image.detach().max(), what="image", stacklevel=4)

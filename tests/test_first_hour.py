@@ -160,6 +160,12 @@ def test_refine_batch_warns_and_rescales(as_list):
     assert caught == [] and np.array_equal(q8[0], ref)
 
 
+def test_empty_batches_need_no_peak():
+    # a batch of no images: nothing to warn about, and no max() of an empty array
+    q = densecrf.refine_batch(np.zeros((0, 4, 5, 3), np.float32), np.full((0, 4, 5, 2), 0.5, np.float32))
+    assert q.shape == (0, 4, 5, 2)
+
+
 # ---------------------------------------------------------------------------
 # Image units on the CUDA path (real GPU, or the host emulation of tests/cuda_emu)
 # ---------------------------------------------------------------------------
@@ -246,6 +252,13 @@ def test_crfasrnn_warns_on_image_in_0_1_and_rescales():
     # gradients flow with a stated range too
     crf(logits, image / 255, image_range=(0, 1)).sum().backward()
     assert crf.weights["bilateral"].grad is not None
+
+
+@needs_torch
+def test_crfasrnn_empty_batch_needs_no_peak():
+    crf = CRFasRNN(2)
+    out = crf(torch.zeros(0, 2, 4, 4), torch.zeros(0, 3, 4, 4))
+    assert out.shape == (0, 2, 4, 4)
 
 
 @needs_torch

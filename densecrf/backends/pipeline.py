@@ -58,7 +58,14 @@ def _refine_cpu(image, probs, channel_axis, volume, threads, s, image_range):
     backend = CpuBackend(threads)
     problem = describe(s, labels=k, ndim=len(spatial), channels=c, label_axis=channel_axis, image_range=image_range)
     if uses_image(problem):
-        warn_image_units(image_range, c, arrays.is_float(image), lambda: im.max(), what="image", stacklevel=_CALLER)
+        warn_image_units(
+            image_range,
+            c,
+            arrays.is_float(image),
+            lambda: im.max() if im.size else 0.0,
+            what="image",
+            stacklevel=_CALLER,
+        )
     try:
         (q,) = backend.refine(problem, [(im, np.moveaxis(p, axis, -1), 1, spatial)])
     except ValueError as exc:
@@ -182,7 +189,9 @@ def _refine_batch_cpu(ilist, plist, names, as_list, channels_first, volume, thre
     layouts, problem = _batch_problem(
         [im.shape for im in ilist], [p.shape for p in plist], as_list, channels_first, volume, s, image_range
     )
-    _warn_batch_units(problem, image_range, originals, names, [im.max for im in ilist])
+    _warn_batch_units(
+        problem, image_range, originals, names, [(lambda im=im: im.max() if im.size else 0.0) for im in ilist]
+    )
     backend = CpuBackend(threads)
     try:
         return backend.refine(
