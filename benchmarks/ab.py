@@ -134,16 +134,23 @@ class Worker:
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
         env.setdefault("OMP_NUM_THREADS", "1")
         self.name, self.dir = name, build_dir
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "_worker", build_dir],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-                                     cwd=tempfile.gettempdir())
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "_worker", build_dir],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tempfile.gettempdir(),
+        )
         hello = self._read()
         self.package, self.kernels = hello["ready"], hello["kernels"]
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
         if not line:
-            raise SystemExit(f"worker {self.name} ({self.dir}) exited (status {self.proc.wait()}); see its stderr above")
+            raise SystemExit(
+                f"worker {self.name} ({self.dir}) exited (status {self.proc.wait()}); see its stderr above"
+            )
         return json.loads(line)
 
     def ask(self, **msg) -> dict:
@@ -167,21 +174,25 @@ def _load() -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("a_dir", help="directory holding build A's densecrf/ (the baseline)")
     parser.add_argument("b_dir", help="directory holding build B's densecrf/ (the change)")
     parser.add_argument("--rounds", type=int, default=11, help="timed calls per build and case (default 11)")
-    parser.add_argument("--op", action="append", choices=("refine", "inference"),
-                        help="what to time (repeatable; default refine)")
+    parser.add_argument(
+        "--op", action="append", choices=("refine", "inference"), help="what to time (repeatable; default refine)"
+    )
     parser.add_argument("--iters", type=int, nargs="+", default=[5, 10], help="mean-field iterations (default 5 10)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="native threads (default 1 2)")
-    parser.add_argument("--size", type=int, nargs=2, default=[500, 375], metavar=("W", "H"),
-                        help="image size (default 500 375)")
+    parser.add_argument(
+        "--size", type=int, nargs=2, default=[500, 375], metavar=("W", "H"), help="image size (default 500 375)"
+    )
     parser.add_argument("--labels", type=int, default=21, help="K (default 21)")
     parser.add_argument("--json", help="write the raw times and ratios here")
-    parser.add_argument("--require-same-bits", action="store_true",
-                        help="exit 1 when the two builds' outputs differ on any case")
+    parser.add_argument(
+        "--require-same-bits", action="store_true", help="exit 1 when the two builds' outputs differ on any case"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -191,8 +202,9 @@ def main(argv=None) -> int:
     workers = [Worker("A", args.a_dir), Worker("B", args.b_dir)]
     a, b = workers
     print(f"A: {a.package} ({a.kernels})\nB: {b.package} ({b.kernels})")
-    print(f"host: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"load {_load()}")
+    print(
+        f"host: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {_load()}"
+    )
     same = {}
     diffs = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -236,15 +248,36 @@ def main(argv=None) -> int:
         ta, tb = times[case]["A"], times[case]["B"]
         amin, amed, bmin, bmed = min(ta), statistics.median(ta), min(tb), statistics.median(tb)
         bits = "same bits" if same[case] else f"DIFFER (max |dQ| {diffs[case]:.3g})"
-        print(f"| {op}, {it} it, {th} thr | {amin * 1e3:.1f} / {amed * 1e3:.1f} | {bmin * 1e3:.1f} / {bmed * 1e3:.1f} "
-              f"| {bmin / amin:.3f} | {bmed / amed:.3f} | {bits} |")
-        rows.append({"op": op, "iters": it, "threads": th, "a_times_s": ta, "b_times_s": tb,
-                     "ratio_min": bmin / amin, "ratio_median": bmed / amed, "same_bits": same[case],
-                     "max_abs_diff": diffs.get(case, 0.0)})
+        print(
+            f"| {op}, {it} it, {th} thr | {amin * 1e3:.1f} / {amed * 1e3:.1f} | {bmin * 1e3:.1f} / {bmed * 1e3:.1f} "
+            f"| {bmin / amin:.3f} | {bmed / amed:.3f} | {bits} |"
+        )
+        rows.append(
+            {
+                "op": op,
+                "iters": it,
+                "threads": th,
+                "a_times_s": ta,
+                "b_times_s": tb,
+                "ratio_min": bmin / amin,
+                "ratio_median": bmed / amed,
+                "same_bits": same[case],
+                "max_abs_diff": diffs.get(case, 0.0),
+            }
+        )
     if args.json:
-        doc = {"command": " ".join([os.path.basename(sys.executable)] + sys.argv), "a": a.package, "b": b.package,
-               "kernels": {"a": a.kernels, "b": b.kernels}, "host": platform.node(), "cpus": os.cpu_count(),
-               "rounds": args.rounds, "size": args.size, "labels": args.labels, "cases": rows}
+        doc = {
+            "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+            "a": a.package,
+            "b": b.package,
+            "kernels": {"a": a.kernels, "b": b.kernels},
+            "host": platform.node(),
+            "cpus": os.cpu_count(),
+            "rounds": args.rounds,
+            "size": args.size,
+            "labels": args.labels,
+            "cases": rows,
+        }
         tmp_json = args.json + ".tmp"
         with open(tmp_json, "w") as f:
             json.dump(doc, f, indent=1)

@@ -42,7 +42,13 @@ import densecrf.cuda as dcuda  # noqa: E402
 from densecrf._native import _C  # noqa: E402
 from reference import label_probs, smooth_image  # noqa: E402
 
-REF = {"gaussian_sxy": 3.0, "gaussian_compat": 3.0, "bilateral_sxy": 80.0, "bilateral_srgb": 13.0, "bilateral_compat": 10.0}
+REF = {
+    "gaussian_sxy": 3.0,
+    "gaussian_compat": 3.0,
+    "bilateral_sxy": 80.0,
+    "bilateral_srgb": 13.0,
+    "bilateral_compat": 10.0,
+}
 
 
 def time_call(fn, repeats: int, warmup: int = 3, device: int = 0) -> dict:
@@ -65,12 +71,19 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="5 repeats, skip the 4096 x 4096 run")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, 2 repeats, nothing recorded")
-    ap.add_argument("--out", default=None, help="markdown file to append to (default benchmarks/RESULTS.md, none with --smoke; '' = none)")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="markdown file to append to (default benchmarks/RESULTS.md, none with --smoke; '' = none)",
+    )
     ap.add_argument("--device", type=int, default=0)
     args = ap.parse_args()
     if not densecrf.cuda_available():
-        print("bench_cuda: no CUDA device, or densecrf built without CUDA "
-              f"(build_info: {densecrf._native.build_info()}); nothing to measure", file=sys.stderr)
+        print(
+            "bench_cuda: no CUDA device, or densecrf built without CUDA "
+            f"(build_info: {densecrf._native.build_info()}); nothing to measure",
+            file=sys.stderr,
+        )
         return 2
     reps = 2 if args.smoke else 5 if args.quick else args.repeats
     if args.out is None:
@@ -105,14 +118,22 @@ def main() -> int:
         agree = float((gpu_q.argmax(-1) == cpu.argmax(-1)).mean())
         again = dcuda.refine(d_img, d_probs, n_iter=n_iter, **REF).numpy()
         deterministic = bool(np.array_equal(gpu_q, again))
-        print(f"reference {n_iter} it: MAP agreement with CPU {agree:.5%}, max |dQ| "
-              f"{float(np.abs(gpu_q - cpu).max()):.2e}, bit-identical rerun: {deterministic}")
+        print(
+            f"reference {n_iter} it: MAP agreement with CPU {agree:.5%}, max |dQ| "
+            f"{float(np.abs(gpu_q - cpu).max()):.2e}, bit-identical rerun: {deterministic}"
+        )
         if agree < 0.999 or not deterministic:
             print("bench_cuda: CHECK FAILED (agreement < 99.9% or non-deterministic)", file=sys.stderr)
             return 1
         t = time_call(lambda n_iter=n_iter: dcuda.refine(d_img, d_probs, n_iter=n_iter, **REF), reps, device=dev)
-        rows.append((f"reference {ref_hw[1]}x{ref_hw[0]} K=21, {n_iter} it", 1, t,
-                     f"agree {agree:.4%}; CPU backend {cpu_s * 1e3:.0f} ms ({densecrf.get_num_threads()} threads)"))
+        rows.append(
+            (
+                f"reference {ref_hw[1]}x{ref_hw[0]} K=21, {n_iter} it",
+                1,
+                t,
+                f"agree {agree:.4%}; CPU backend {cpu_s * 1e3:.0f} ms ({densecrf.get_num_threads()} threads)",
+            )
+        )
         print(rows[-1])
 
     # -- batches of 512 x 512 ------------------------------------------------
@@ -124,8 +145,11 @@ def main() -> int:
         out = dcuda.refine_batch(d_ib, d_pb, channels_first=False, n_iter=10, **REF).numpy()
         ref0 = densecrf.refine(ib[0], pb[0], n_iter=10, **REF)
         agree = float((out[0].argmax(-1) == ref0.argmax(-1)).mean())
-        t = time_call(lambda d_ib=d_ib, d_pb=d_pb: dcuda.refine_batch(d_ib, d_pb, channels_first=False, n_iter=10, **REF),
-                      reps, device=dev)
+        t = time_call(
+            lambda d_ib=d_ib, d_pb=d_pb: dcuda.refine_batch(d_ib, d_pb, channels_first=False, n_iter=10, **REF),
+            reps,
+            device=dev,
+        )
         rows.append((f"batch {b} x {side}x{side} K=21, 10 it", b, t, f"image 0 agree {agree:.4%}"))
         print(rows[-1])
 
@@ -138,11 +162,17 @@ def main() -> int:
     logits[..., 0] += 1.5 * ((xx // 32 + yy // 32 + zz // 32) % 2)
     pv = np.exp(logits - logits.max(-1, keepdims=True))
     pv /= pv.sum(-1, keepdims=True)
-    vkw = {"gaussian_sxy": 3.0, "gaussian_compat": 3.0, "bilateral_sxy": 10.0, "bilateral_srgb": (20.0, 20.0), "bilateral_compat": 5.0}
+    vkw = {
+        "gaussian_sxy": 3.0,
+        "gaussian_compat": 3.0,
+        "bilateral_sxy": 10.0,
+        "bilateral_srgb": (20.0, 20.0),
+        "bilateral_compat": 5.0,
+    }
     d_vol = dcuda.DeviceArray.from_numpy(vol, dev)
     d_pv = dcuda.DeviceArray.from_numpy(pv.astype(np.float32), dev)
     t = time_call(lambda: dcuda.refine(d_vol, d_pv, n_iter=10, volume=True, **vkw), max(3, reps // 4), device=dev)
-    rows.append((f"volume {vside}^3, K=4, d=3 + d=5, 10 it", 1, t, f"{vside ** 3 / 1e6:.1f} M points"))
+    rows.append((f"volume {vside}^3, K=4, d=3 + d=5, 10 it", 1, t, f"{vside**3 / 1e6:.1f} M points"))
     print(rows[-1])
 
     # -- 4096 x 4096, K = 21 ------------------------------------------------

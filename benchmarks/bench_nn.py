@@ -37,7 +37,9 @@ def check_against_numpy(mod, logits, image):
     crf.set_unary(-logits[0].permute(1, 2, 0).reshape(-1, k).numpy())
     mu = mod.compat.detach().numpy()
     crf.add_pairwise_gaussian(3.0, mu * float(mod.weights["spatial"].detach()))
-    crf.add_pairwise_bilateral(80.0, 13.0, image[0].permute(1, 2, 0).numpy(), mu * float(mod.weights["bilateral"].detach()))
+    crf.add_pairwise_bilateral(
+        80.0, 13.0, image[0].permute(1, 2, 0).numpy(), mu * float(mod.weights["bilateral"].detach())
+    )
     want = crf.inference(mod.n_iter)
     with torch.no_grad():
         got = torch.softmax(mod(logits[:1], image[:1])[0], 0).permute(1, 2, 0).reshape(-1, k).numpy()
@@ -85,8 +87,12 @@ def time_config(args, name):
         del out, loss
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     stat = lambda ts: f"{statistics.median(ts):.3f} ({min(ts):.3f})"  # noqa: E731
-    return {"no_grad": stat(t_inf), "forward": stat(t_fwd), "backward": stat(t_bwd),
-            "rss_mb": f"{rss:.0f} (+{rss - rss0:.0f})"}
+    return {
+        "no_grad": stat(t_inf),
+        "forward": stat(t_fwd),
+        "backward": stat(t_bwd),
+        "rss_mb": f"{rss:.0f} (+{rss - rss0:.0f})",
+    }
 
 
 def main():
@@ -108,16 +114,35 @@ def main():
 
     logits, image = make_inputs(args.batch, args.classes, args.size)
     err = check_against_numpy(CRFasRNN(args.classes, args.iters), logits, image)
-    print(f"# densecrf {densecrf.__version__}, torch {torch.__version__}, {platform.machine()}, "
-          f"{densecrf.get_num_threads()} native threads, {torch.get_num_threads()} torch threads")
-    print(f"# B={args.batch} K={args.classes} {args.size}x{args.size} T={args.iters}; forward == DenseCRF "
-          f"to {err:.1e}; median (min) of {args.repeats} after 1 warm-up; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"# densecrf {densecrf.__version__}, torch {torch.__version__}, {platform.machine()}, "
+        f"{densecrf.get_num_threads()} native threads, {torch.get_num_threads()} torch threads"
+    )
+    print(
+        f"# B={args.batch} K={args.classes} {args.size}x{args.size} T={args.iters}; forward == DenseCRF "
+        f"to {err:.1e}; median (min) of {args.repeats} after 1 warm-up; load average {os.getloadavg()[0]:.1f}"
+    )
     print("| config | no_grad forward (s) | forward (s) | backward (s) | peak RSS MB (+ over inputs) |")
     print("|---|---|---|---|---|")
     for name in args.configs.split(","):
-        cmd = [sys.executable, __file__, "--only", name, "--repeats", str(args.repeats), "--size", str(args.size),
-               "--batch", str(args.batch), "--classes", str(args.classes), "--iters", str(args.iters),
-               "--torch-threads", str(args.torch_threads)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--only",
+            name,
+            "--repeats",
+            str(args.repeats),
+            "--size",
+            str(args.size),
+            "--batch",
+            str(args.batch),
+            "--classes",
+            str(args.classes),
+            "--iters",
+            str(args.iters),
+            "--torch-threads",
+            str(args.torch_threads),
+        ]
         r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
         print(f"| {name} | {r['no_grad']} | {r['forward']} | {r['backward']} | {r['rss_mb']} |", flush=True)
 

@@ -113,8 +113,10 @@ def main() -> int:
         peak = torch.cuda.max_memory_allocated() / 2**20
         rows.append((name, f, fb, peak))
         print(rows[-1])
-    print(f"\nCRFasRNN on {torch.cuda.get_device_name(0)}: B={args.batch}, {args.size}x{args.size}, "
-          f"K={args.classes}, T=5; ms median (min) of {args.repeats}")
+    print(
+        f"\nCRFasRNN on {torch.cuda.get_device_name(0)}: B={args.batch}, {args.size}x{args.size}, "
+        f"K={args.classes}, T=5; ms median (min) of {args.repeats}"
+    )
     print("| config | no_grad forward ms | forward + backward ms | peak GPU MB |")
     print("|---|---:|---:|---:|")
     for name, f, fb, peak in rows:

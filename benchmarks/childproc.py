@@ -55,7 +55,9 @@ def _densecrf_phases(image, probs, params, n_iter, threads):
     crf.add_pairwise(densecrf.grid_positions((h, w), params["gaussian_sxy"]), params["gaussian_compat"])
     feats = densecrf.grid_positions((h, w), params["bilateral_sxy"])
     if image.shape[2]:
-        feats = np.concatenate([feats, image.reshape(n, -1).astype(np.float32) / np.float32(params["bilateral_srgb"])], axis=1)
+        feats = np.concatenate(
+            [feats, image.reshape(n, -1).astype(np.float32) / np.float32(params["bilateral_srgb"])], axis=1
+        )
     crf.add_pairwise(feats, params["bilateral_compat"])
     t1 = time.perf_counter()
     q = crf.inference(n_iter)
@@ -126,8 +128,12 @@ def run_child(inputs: str, spec: dict, timeout: float = 600.0) -> dict:
         # One thread count for everything in the child (OpenMP, BLAS, torch).
         env["OMP_NUM_THREADS"] = str(spec["threads"])
         with open(err_path, "w") as err:
-            p = subprocess.Popen([sys.executable, os.path.abspath(__file__), inputs, out_path, json.dumps(spec)],
-                                 stdout=subprocess.DEVNULL, stderr=err, env=env)
+            p = subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), inputs, out_path, json.dumps(spec)],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+            )
             timer = threading.Timer(timeout, p.kill)
             timer.start()
             try:

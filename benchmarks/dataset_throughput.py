@@ -113,8 +113,9 @@ def prepare(data: str, limit: int | None) -> dict:
     f16 = os.path.join(data, "f16")
     if not os.path.isdir(f16) or not os.listdir(f16):
         env = {**os.environ, "PYTHONPATH": ROOT}
-        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "camvid_probs.py"), CAMVID, f16, "val"],
-                       check=True, env=env)
+        subprocess.run(
+            [sys.executable, os.path.join(ROOT, "tools", "camvid_probs.py"), CAMVID, f16, "val"], check=True, env=env
+        )
     stems = sorted(os.path.splitext(n)[0] for n in os.listdir(f16) if n.endswith(".npy"))
     if limit:
         stems = stems[:limit]
@@ -162,15 +163,31 @@ def side_commands(dirs, layout, workers, scratch):
     maps = dirs[layout]
     base = [py, "-m", "densecrf", "refine", dirs["images"], maps, "--iters", str(ITERS), "--no-progress"]
     return {
-        "densecrf": ([*base, "-o", os.path.join(scratch, "densecrf"), "--workers", str(workers)],
-                     os.path.join(scratch, "densecrf")),
-        "pydensecrf": ([py, os.path.abspath(__file__), "pool", dirs["images"], maps,
-                        os.path.join(scratch, "pydensecrf"), "--workers", str(workers)],
-                       os.path.join(scratch, "pydensecrf")),
-        "dask": ([*base, "-o", os.path.join(scratch, "dask"), "--executor", "dask", "--workers", str(workers)],
-                 os.path.join(scratch, "dask")),
-        "ray": ([*base, "-o", os.path.join(scratch, "ray"), "--executor", "ray", "--workers", str(workers)],
-                os.path.join(scratch, "ray")),
+        "densecrf": (
+            [*base, "-o", os.path.join(scratch, "densecrf"), "--workers", str(workers)],
+            os.path.join(scratch, "densecrf"),
+        ),
+        "pydensecrf": (
+            [
+                py,
+                os.path.abspath(__file__),
+                "pool",
+                dirs["images"],
+                maps,
+                os.path.join(scratch, "pydensecrf"),
+                "--workers",
+                str(workers),
+            ],
+            os.path.join(scratch, "pydensecrf"),
+        ),
+        "dask": (
+            [*base, "-o", os.path.join(scratch, "dask"), "--executor", "dask", "--workers", str(workers)],
+            os.path.join(scratch, "dask"),
+        ),
+        "ray": (
+            [*base, "-o", os.path.join(scratch, "ray"), "--executor", "ray", "--workers", str(workers)],
+            os.path.join(scratch, "ray"),
+        ),
     }
 
 
@@ -189,8 +206,9 @@ def agreement(a_dir, b_dir, stems) -> float:
 def identical(a_dir, b_dir, stems) -> bool:
     import filecmp
 
-    return all(filecmp.cmp(os.path.join(a_dir, s + ".png"), os.path.join(b_dir, s + ".png"), shallow=False)
-               for s in stems)
+    return all(
+        filecmp.cmp(os.path.join(a_dir, s + ".png"), os.path.join(b_dir, s + ".png"), shallow=False) for s in stems
+    )
 
 
 def per_image_costs(dirs, layout, stems) -> dict:
@@ -238,21 +256,42 @@ def cuda_report(dirs, layout, workers, batch_size, scratch, repeats) -> dict:
 
     n, stems = dirs["n"], dirs["stems"]
     out = os.path.join(scratch, "cuda")
-    cmd = [sys.executable, "-m", "densecrf", "refine", dirs["images"], dirs[layout], "--iters", str(ITERS),
-           "--no-progress", "-o", out, "--executor", "cuda", "--workers", str(workers),
-           "--batch-size", str(batch_size)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "densecrf",
+        "refine",
+        dirs["images"],
+        dirs[layout],
+        "--iters",
+        str(ITERS),
+        "--no-progress",
+        "-o",
+        out,
+        "--executor",
+        "cuda",
+        "--workers",
+        str(workers),
+        "--batch-size",
+        str(batch_size),
+    ]
     _timed(cmd, out)  # warm-up, and the outputs to check
     agree = agreement(out, os.path.join(scratch, "densecrf"), stems)
     runs = [_timed(cmd, out) for _ in range(repeats)]
     ext = ".npz" if layout == "npz" else ".npy"
-    frames = [(io.read_image(os.path.join(dirs["images"], s + ".png")),
-               np.asarray(io.read_probs(os.path.join(dirs[layout], s + ext)), np.float32)) for s in stems]
+    frames = [
+        (
+            io.read_image(os.path.join(dirs["images"], s + ".png")),
+            np.asarray(io.read_probs(os.path.join(dirs[layout], s + ext)), np.float32),
+        )
+        for s in stems
+    ]
     kw = {"n_iter": ITERS, "channels_first": False}
     gpu = []
     for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
         for i in range(0, n, batch_size):
-            chunk = frames[i:i + batch_size]
+            chunk = frames[i : i + batch_size]
             dcuda.refine_batch(np.stack([f[0] for f in chunk]), np.stack([f[1] for f in chunk]), **kw)
         gpu.append(time.perf_counter() - t0)
     # 512 x 512, K = 21, batches of 16: the per-image time of one batched call (numpy in, Q out).
@@ -267,9 +306,14 @@ def cuda_report(dirs, layout, workers, batch_size, scratch, repeats) -> dict:
         t0 = time.perf_counter()
         dcuda.refine_batch(big_img, big_p, **kw)
         big.append((time.perf_counter() - t0) / 16)
-    return {"agreement_with_local": agree, "median_s": statistics.median(runs),
-            "images_per_s": n / statistics.median(runs), "gpu_alone_per_s": n / statistics.median(gpu),
-            "batch512_ms_per_image": statistics.median(big) * 1e3, "device": _gpu_name()}
+    return {
+        "agreement_with_local": agree,
+        "median_s": statistics.median(runs),
+        "images_per_s": n / statistics.median(runs),
+        "gpu_alone_per_s": n / statistics.median(gpu),
+        "batch512_ms_per_image": statistics.median(big) * 1e3,
+        "device": _gpu_name(),
+    }
 
 
 def main_bench(args) -> int:
@@ -277,9 +321,11 @@ def main_bench(args) -> int:
     n, stems = dirs["n"], dirs["stems"]
     scratch = os.path.join(args.data, f"out_n{n}")
     load = os.getloadavg()
-    header = (f"{datetime.datetime.now().isoformat(timespec='seconds')} {platform.node()} "
-              f"{os.cpu_count()} CPUs, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {n} CamVid val frames, "
-              f"{ITERS} iterations, classic parameters, {args.workers} workers, {args.repeats} repeats")
+    header = (
+        f"{datetime.datetime.now().isoformat(timespec='seconds')} {platform.node()} "
+        f"{os.cpu_count()} CPUs, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {n} CamVid val frames, "
+        f"{ITERS} iterations, classic parameters, {args.workers} workers, {args.repeats} repeats"
+    )
     print(header, flush=True)
     report = {"header": header, "layouts": {}}
     sides = ["densecrf"] + [s for s in ("pydensecrf", "dask", "ray") if s not in args.skip]
@@ -305,27 +351,37 @@ def main_bench(args) -> int:
             row["speedup_vs_pydensecrf"] = d / row["sides"]["pydensecrf"]["images_per_s"]
         row["efficiency"] = d / implied
         report["layouts"][layout] = row
-        print(f"\n[{layout}] "
-              + (f"labels agree with pydensecrf on {agree * 100:.3f} % of pixels" if agree is not None else "no pydensecrf side")
-              + "".join(f"; {s} PNGs {'identical' if ok else 'DIFFER'}" for s, ok in same.items()))
+        print(
+            f"\n[{layout}] "
+            + (
+                f"labels agree with pydensecrf on {agree * 100:.3f} % of pixels"
+                if agree is not None
+                else "no pydensecrf side"
+            )
+            + "".join(f"; {s} PNGs {'identical' if ok else 'DIFFER'}" for s, ok in same.items())
+        )
         for s in sides:
             r = row["sides"][s]
             print(f"  {s:10s} {r['median_s']:7.2f} s median ({r['min_s']:.2f} min)  {r['images_per_s']:6.2f} images/s")
         if "pydensecrf" in sides:
             print(f"  densecrf / pydensecrf: {row['speedup_vs_pydensecrf']:.2f}x")
-        print(f"  alone, per image: read {costs['read']:.1f} ms, CRF (1 thread) {costs['crf']:.1f} ms, "
-              f"write {costs['write']:.1f} ms -> {implied:.2f} images/s on {args.workers} workers; "
-              f"efficiency {row['efficiency'] * 100:.0f} %")
+        print(
+            f"  alone, per image: read {costs['read']:.1f} ms, CRF (1 thread) {costs['crf']:.1f} ms, "
+            f"write {costs['write']:.1f} ms -> {implied:.2f} images/s on {args.workers} workers; "
+            f"efficiency {row['efficiency'] * 100:.0f} %"
+        )
         if args.cuda:
             c = cuda_report(dirs, layout, args.workers, args.batch_size, os.path.join(scratch, layout), args.repeats)
             row["cuda"] = c
             decode = args.workers / ((costs["read"] + costs["write"]) / 1e3)
             bound = "the GPU" if c["gpu_alone_per_s"] < decode else "reading/decoding on the CPUs"
-            print(f"  cuda ({c['device']}): {c['images_per_s']:.1f} images/s end to end "
-                  f"(labels agree with local on {c['agreement_with_local'] * 100:.3f} %); GPU alone "
-                  f"{c['gpu_alone_per_s']:.1f} images/s (numpy in, Q out), CPU read+write alone {decode:.1f} "
-                  f"images/s on {args.workers} readers: bound by {bound}; 512 x 512, K = 21 in batches of 16: "
-                  f"{c['batch512_ms_per_image']:.2f} ms per image")
+            print(
+                f"  cuda ({c['device']}): {c['images_per_s']:.1f} images/s end to end "
+                f"(labels agree with local on {c['agreement_with_local'] * 100:.3f} %); GPU alone "
+                f"{c['gpu_alone_per_s']:.1f} images/s (numpy in, Q out), CPU read+write alone {decode:.1f} "
+                f"images/s on {args.workers} readers: bound by {bound}; 512 x 512, K = 21 in batches of 16: "
+                f"{c['batch512_ms_per_image']:.2f} ms per image"
+            )
             if c["agreement_with_local"] < AGREE_MIN:
                 report["failed"] = True
         if (agree is not None and agree < AGREE_MIN) or not all(same.values()):

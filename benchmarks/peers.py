@@ -32,7 +32,7 @@ def _densecrf(image, probs, params, n_iter, threads):
 
 
 def _pydensecrf(image, probs, params, n_iter, threads):
-    return pydensecrf_refine(image, probs, n_iter, params)             # [H, W, K]
+    return pydensecrf_refine(image, probs, n_iter, params)  # [H, W, K]
 
 
 def _simplecrf(image, probs, params, n_iter, threads):
@@ -40,8 +40,14 @@ def _simplecrf(image, probs, params, n_iter, threads):
 
     # SimpleCRF's densecrf(I, P, (w1, alpha, beta, w2, gamma, it)): bilateral
     # weight, sxy, srgb, Gaussian weight, sxy, iterations. Returns MAP labels.
-    param = (params["bilateral_compat"], params["bilateral_sxy"], params["bilateral_srgb"],
-             params["gaussian_compat"], params["gaussian_sxy"], float(n_iter))
+    param = (
+        params["bilateral_compat"],
+        params["bilateral_sxy"],
+        params["bilateral_srgb"],
+        params["gaussian_compat"],
+        params["gaussian_sxy"],
+        float(n_iter),
+    )
     return denseCRF.densecrf(np.ascontiguousarray(image), np.ascontiguousarray(probs), param)
 
 
@@ -55,20 +61,24 @@ def _monai(image, probs, params, n_iter, threads):
     # the Potts weights as filter weights is the closest to the classic model.
     logits = torch.from_numpy(np.log(np.clip(probs, 1e-5, 1.0))).permute(2, 0, 1)[None]
     ref = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None]
-    crf = CRF(iterations=n_iter, bilateral_weight=params["bilateral_compat"],
-              gaussian_weight=params["gaussian_compat"],
-              bilateral_spatial_sigma=params["bilateral_sxy"],
-              bilateral_color_sigma=params["bilateral_srgb"],
-              gaussian_spatial_sigma=params["gaussian_sxy"], update_factor=1.0)
+    crf = CRF(
+        iterations=n_iter,
+        bilateral_weight=params["bilateral_compat"],
+        gaussian_weight=params["gaussian_compat"],
+        bilateral_spatial_sigma=params["bilateral_sxy"],
+        bilateral_color_sigma=params["bilateral_srgb"],
+        gaussian_spatial_sigma=params["gaussian_sxy"],
+        update_factor=1.0,
+    )
     with torch.no_grad():
-        return crf(logits.contiguous(), ref.contiguous())[0].numpy()   # [K, H, W]
+        return crf(logits.contiguous(), ref.contiguous())[0].numpy()  # [K, H, W]
 
 
 # What to do when a peer does not run (seen on this project's machines).
 HINTS = {
     "simplecrf": "pip install SimpleCRF (0.2.1.1 does not build against numpy 2: NPY_IN_ARRAY undeclared)",
     "monai": "MONAI's PyPI wheel has no compiled extension (monai._C) and its CRF needs it: "
-             "BUILD_MONAI=1 pip install --no-build-isolation monai",
+    "BUILD_MONAI=1 pip install --no-build-isolation monai",
 }
 
 _CALLS = {"densecrf": _densecrf, "pydensecrf": _pydensecrf, "simplecrf": _simplecrf, "monai": _monai}

@@ -73,8 +73,9 @@ def load_rloss(root: str):
     """rloss's DenseCRFLoss module, imported from its own file."""
     builds = sorted(glob.glob(os.path.join(root, "pytorch", "wrapper", "bilateralfilter", "build", "lib*")))
     if not builds:
-        sys.exit(f"no built bilateralfilter under {root}/pytorch/wrapper/bilateralfilter/build: "
-                 "see this script's docstring")
+        sys.exit(
+            f"no built bilateralfilter under {root}/pytorch/wrapper/bilateralfilter/build: see this script's docstring"
+        )
     sys.path.insert(0, builds[0])
     # DenseCRFLoss.py imports dataloaders.custom_transforms.denormalizeimage,
     # which the loss never calls; importing the real package would pull in
@@ -131,8 +132,9 @@ def camvid_frames(n: int, size: tuple[int, int] | None):
 def synthetic_batch(size=(512, 512), k=21):
     frames = camvid_frames(2, size)
     images = torch.stack([torch.from_numpy(f[0].copy()).permute(2, 0, 1).float() for f in frames])
-    probs = torch.stack([torch.from_numpy(workloads.probs_from_regions(f[1], k, seed=i)).permute(2, 0, 1)
-                         for i, f in enumerate(frames)]).contiguous()
+    probs = torch.stack(
+        [torch.from_numpy(workloads.probs_from_regions(f[1], k, seed=i)).permute(2, 0, 1) for i, f in enumerate(frames)]
+    ).contiguous()
     rois = torch.stack([torch.from_numpy((f[1] != 11).astype(np.float32)) for f in frames])
     return images, probs, rois, "+".join(f[2] for f in frames)
 
@@ -140,7 +142,7 @@ def synthetic_batch(size=(512, 512), k=21):
 def network_batch():
     from densecrf.models import NET_SIZE, pretrained
 
-    (img, _, name), = camvid_frames(1, None)
+    ((img, _, name),) = camvid_frames(1, None)
     net = pretrained()
     x = torch.from_numpy(img.copy()).permute(2, 0, 1).float()[None]
     with torch.no_grad():
@@ -188,15 +190,19 @@ def rel_l2(a, b):
 
 def agreement(rl, threads) -> bool:
     ok = True
-    print(f"== agreement (sigma_rgb {SIGMA_RGB}, sigma_xy {SIGMA_XY}; loss: |ours - rloss| / |rloss|, "
-          f"gradient: ||ours - rloss||_2 / ||rloss||_2 over the whole tensor)")
+    print(
+        f"== agreement (sigma_rgb {SIGMA_RGB}, sigma_xy {SIGMA_XY}; loss: |ours - rloss| / |rloss|, "
+        f"gradient: ||ours - rloss||_2 / ||rloss||_2 over the whole tensor)"
+    )
     cases = [("512x512 K=21 annotation softmax", synthetic_batch()), ("480x360 K=11 network softmax", network_batch())]
     for label, (images, probs, rois, src) in cases:
         for scale in (1.0, 0.5):
             ref_loss, ref_grad = rloss_call(rl, scale, images, probs, rois)
             ref64 = rloss_value_in_float64(rl, scale, images, probs, rois)
-            print(f"  {label:32s} scale {scale:<4} rloss's value {ref_loss:.6e}, its own filter output summed "
-                  f"in float64 {ref64:.6e} (relative {abs(ref_loss - ref64) / abs(ref64):.1e})")
+            print(
+                f"  {label:32s} scale {scale:<4} rloss's value {ref_loss:.6e}, its own filter output summed "
+                f"in float64 {ref64:.6e} (relative {abs(ref_loss - ref64) / abs(ref64):.1e})"
+            )
             for gradient in ("rloss", "exact"):
                 loss, grad = ours_call(scale, images, probs, rois, gradient, threads)
                 dl = abs(loss - ref_loss) / abs(ref_loss)
@@ -205,9 +211,11 @@ def agreement(rl, threads) -> bool:
                 need = gradient == "rloss"
                 good = dl <= LOSS_TOL and (dg <= GRAD_TOL or not need)
                 ok &= good or not need
-                print(f"  {label:32s} scale {scale:<4} gradient={gradient:6s} loss {loss:.6e}  dloss {dl:.2e} "
-                      f"(vs float64 sum {dl64:.1e})  dgrad {dg:.2e}  "
-                      f"{'ok' if good else ('FAIL' if need else '(asymmetry of W)')}")
+                print(
+                    f"  {label:32s} scale {scale:<4} gradient={gradient:6s} loss {loss:.6e}  dloss {dl:.2e} "
+                    f"(vs float64 sum {dl64:.1e})  dgrad {dg:.2e}  "
+                    f"{'ok' if good else ('FAIL' if need else '(asymmetry of W)')}"
+                )
         print(f"    images: {src}")
     return ok
 
@@ -215,9 +223,11 @@ def agreement(rl, threads) -> bool:
 def timing(rl, repeats, threads, scale):
     images, probs, _, src = synthetic_batch()
     rois = torch.ones(probs.shape[0], *probs.shape[2:])  # rloss's training rois: all ones where nothing is padded
-    print(f"== forward + backward, 2 x 512 x 512, K = 21, scale_factor {scale}, rois all ones ({src}); "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, densecrf threads {threads}, "
-          f"torch threads {threads} (set before each densecrf call)")
+    print(
+        f"== forward + backward, 2 x 512 x 512, K = 21, scale_factor {scale}, rois all ones ({src}); "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, densecrf threads {threads}, "
+        f"torch threads {threads} (set before each densecrf call)"
+    )
     runs = {
         "rloss (bilateralfilter, OpenMP)": lambda seg: rloss_call(rl, scale, images, probs, rois, seg),
         "densecrf gradient='exact'": lambda seg: ours_call(scale, images, probs, rois, "exact", threads, seg),
@@ -260,21 +270,27 @@ def timing_cuda(repeats):
             torch.cuda.synchronize()
             if r:  # the first call is the warm-up
                 ts.append(time.perf_counter() - t0)
-        print(f"  densecrf gradient={gradient!r:8s} median {statistics.median(ts) * 1e3:8.2f} ms  "
-              f"min {min(ts) * 1e3:8.2f} ms")
+        print(
+            f"  densecrf gradient={gradient!r:8s} median {statistics.median(ts) * 1e3:8.2f} ms  "
+            f"min {min(ts) * 1e3:8.2f} ms"
+        )
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rloss", help="rloss checkout with its bilateralfilter built (see the docstring); "
-                    "without it only the GPU timing runs")
+    ap.add_argument(
+        "--rloss",
+        help="rloss checkout with its bilateralfilter built (see the docstring); without it only the GPU timing runs",
+    )
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2, help="densecrf's native threads")
     ap.add_argument("--scale", type=float, default=1.0, help="scale_factor of the timed call")
     ap.add_argument("--skip-agreement", action="store_true")
     args = ap.parse_args()
-    print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, torch {torch.__version__}")
+    print(
+        f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, torch {torch.__version__}"
+    )
     ok = True
     if args.rloss:
         rl = load_rloss(args.rloss)

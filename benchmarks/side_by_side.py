@@ -85,10 +85,19 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="densecrf thread counts (default 1 2)")
     ap.add_argument("--iters", type=int, nargs="+", default=[5, 10], help="mean-field iterations (default 5 10)")
     ap.add_argument("--repeats", type=int, default=5, help="timed rounds after the warm-up (default 5)")
-    ap.add_argument("--peers", nargs="+", default=list(peers.ALL[1:]),
-                    help="peers besides densecrf (default: pydensecrf simplecrf monai; unavailable ones are skipped)")
-    ap.add_argument("--size", type=int, nargs=2, metavar=("W", "H"),
-                    help="a mirror-tiled W x H photo instead of the 500 x 375 reference")
+    ap.add_argument(
+        "--peers",
+        nargs="+",
+        default=list(peers.ALL[1:]),
+        help="peers besides densecrf (default: pydensecrf simplecrf monai; unavailable ones are skipped)",
+    )
+    ap.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("W", "H"),
+        help="a mirror-tiled W x H photo instead of the 500 x 375 reference",
+    )
     ap.add_argument("--labels", type=int, default=workloads.REF_LABELS, help="K (default 21)")
     ap.add_argument("--no-memory", action="store_true", help="skip the child-process peak-memory runs")
     ap.add_argument("--json", metavar="PATH", help="also write all results as JSON")
@@ -97,14 +106,21 @@ def main(argv=None) -> int:
     if args.size:
         w, h = args.size
         image, regions, source = workloads.photo(w, h)
-        wl = workloads.Workload(f"{w}x{h}-K{args.labels}", image,
-                                workloads.probs_from_regions(regions, args.labels), dict(workloads.CLASSIC), source)
+        wl = workloads.Workload(
+            f"{w}x{h}-K{args.labels}",
+            image,
+            workloads.probs_from_regions(regions, args.labels),
+            dict(workloads.CLASSIC),
+            source,
+        )
     else:
         wl = workloads.reference(args.labels)
     info = machine_info()
     print(f"# densecrf side by side: {wl.name} ({wl.width} x {wl.height}, K = {wl.n_labels}, image {wl.source})")
-    print(f"# {info['date']}; {info['cpu']}; {info['cores']} cores; load {info['loadavg']}; python {info['python']}, "
-          f"numpy {info['numpy']}, densecrf {info['densecrf']} kernels {info['densecrf_kernels']}, pydensecrf2 {info['pydensecrf2']}")
+    print(
+        f"# {info['date']}; {info['cpu']}; {info['cores']} cores; load {info['loadavg']}; python {info['python']}, "
+        f"numpy {info['numpy']}, densecrf {info['densecrf']} kernels {info['densecrf_kernels']}, pydensecrf2 {info['pydensecrf2']}"
+    )
     print(f"# command: python {' '.join([os.path.relpath(__file__)] + sys.argv[1:])}")
 
     calls, skipped = {}, {}
@@ -144,24 +160,45 @@ def main(argv=None) -> int:
             passed = a["map_agree"] >= MAP_MIN and (a["max_abs_dq"] is None or a["max_abs_dq"] <= DQ_MAX)
             if gated and not passed:
                 ok = False
-            rows.append({"iters": n_iter, "peer": name, "threads": t,
-                         "median_s": statistics.median(times[(name, t)]), "min_s": min(times[(name, t)]),
-                         "times": times[(name, t)], **a, "agrees": passed, "gated": gated})
+            rows.append(
+                {
+                    "iters": n_iter,
+                    "peer": name,
+                    "threads": t,
+                    "median_s": statistics.median(times[(name, t)]),
+                    "min_s": min(times[(name, t)]),
+                    "times": times[(name, t)],
+                    **a,
+                    "agrees": passed,
+                    "gated": gated,
+                }
+            )
 
     if not args.no_memory:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "inputs.npz")
             wl.save(path)
             for row in rows:
-                res = childproc.run_child(path, {"peer": row["peer"], "iters": row["iters"], "threads": row["threads"],
-                                                 "params": wl.params, "warmup": 0, "repeats": 1})
+                res = childproc.run_child(
+                    path,
+                    {
+                        "peer": row["peer"],
+                        "iters": row["iters"],
+                        "threads": row["threads"],
+                        "params": wl.params,
+                        "warmup": 0,
+                        "repeats": 1,
+                    },
+                )
                 row["peak_mb"] = res.get("peak_mb")
                 row["call_mb"] = res.get("call_mb")
                 if "error" in res:
                     row["memory_error"] = res["error"]
 
     print()
-    print("| iters | peer | threads | median s | min s | pydensecrf / this | MAP agree | max abs dQ | check | peak RSS MB | call MB |")
+    print(
+        "| iters | peer | threads | median s | min s | pydensecrf / this | MAP agree | max abs dQ | check | peak RSS MB | call MB |"
+    )
     print("|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
     for row in rows:
         base = next((r for r in rows if r["iters"] == row["iters"] and r["peer"] == "pydensecrf"), None)
@@ -170,15 +207,20 @@ def main(argv=None) -> int:
         check = "ok" if row["agrees"] else "FAIL"
         if not row["gated"]:
             check = "info"
-        print(f"| {row['iters']} | {row['peer']} | {row['threads']} | {row['median_s']:.4f} | {row['min_s']:.4f} | {ratio} | "
-              f"{100 * row['map_agree']:.3f} % | {dq} | {check} | {_mb(row.get('peak_mb'))} | {_mb(row.get('call_mb'))} |")
+        print(
+            f"| {row['iters']} | {row['peer']} | {row['threads']} | {row['median_s']:.4f} | {row['min_s']:.4f} | {ratio} | "
+            f"{100 * row['map_agree']:.3f} % | {dq} | {check} | {_mb(row.get('peak_mb'))} | {_mb(row.get('call_mb'))} |"
+        )
     print()
     for n_iter in args.iters:
         base = next((r for r in rows if r["iters"] == n_iter and r["peer"] == "pydensecrf"), None)
         if base is None:
             continue
-        parts = [f"{base['median_s'] / r['median_s']:.2f}x at {r['threads']} thread{'s' if r['threads'] > 1 else ''}"
-                 for r in rows if r["iters"] == n_iter and r["peer"] == "densecrf"]
+        parts = [
+            f"{base['median_s'] / r['median_s']:.2f}x at {r['threads']} thread{'s' if r['threads'] > 1 else ''}"
+            for r in rows
+            if r["iters"] == n_iter and r["peer"] == "densecrf"
+        ]
         mem = ""
         dc = [r for r in rows if r["iters"] == n_iter and r["peer"] == "densecrf" and r.get("peak_mb")]
         if dc and base.get("peak_mb"):
@@ -190,8 +232,18 @@ def main(argv=None) -> int:
         print(f"FAIL: a gated output disagrees with densecrf (need MAP >= {100 * MAP_MIN} %, max |dQ| <= {DQ_MAX})")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"workload": wl.name, "source": wl.source, "machine": info, "argv": sys.argv[1:],
-                       "rows": rows, "skipped": skipped}, f, indent=1)
+            json.dump(
+                {
+                    "workload": wl.name,
+                    "source": wl.source,
+                    "machine": info,
+                    "argv": sys.argv[1:],
+                    "rows": rows,
+                    "skipped": skipped,
+                },
+                f,
+                indent=1,
+            )
     return 0 if ok else 1
 
 

@@ -50,8 +50,8 @@ FULL = {
     "iters": [1, 2, 5, 10, 20],
 }
 QUICK = {"N": [64, 128, 256], "K": [2, 8, 21], "d": [2, 5, 8], "iters": [1, 5]}
-QUICK_SIZE = (200, 150)       # W, H of the K, d and iterations sweeps with --quick
-LARGE = 1 << 20               # pixels above which a case gets one timed call
+QUICK_SIZE = (200, 150)  # W, H of the K, d and iterations sweeps with --quick
+LARGE = 1 << 20  # pixels above which a case gets one timed call
 
 
 def cases(sweep: str, values, quick: bool):
@@ -85,7 +85,11 @@ def plot(rows, path, stat="median"):
     for ax, s in zip(axes[0], sweeps, strict=True):
         sel = [r for r in rows if r["sweep"] == s and r.get(stat + "_s")]
         for key in sorted({(r["peer"], r["threads"]) for r in sel}):
-            pts = sorted((r["n_pixels"] if s == "N" else r["x"], 1e9 * r[stat + "_s"] / r["n_pixels"]) for r in sel if (r["peer"], r["threads"]) == key)
+            pts = sorted(
+                (r["n_pixels"] if s == "N" else r["x"], 1e9 * r[stat + "_s"] / r["n_pixels"])
+                for r in sel
+                if (r["peer"], r["threads"]) == key
+            )
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{key[0]}, {key[1]} thr")
         if s == "N":
             ax.set_xscale("log")
@@ -95,8 +99,9 @@ def plot(rows, path, stat="median"):
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"densecrf scaling ({'fastest' if stat == 'min' else 'median'} of repeats, setup + inference)",
-                 fontsize=10)
+    fig.suptitle(
+        f"densecrf scaling ({'fastest' if stat == 'min' else 'median'} of repeats, setup + inference)", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -107,14 +112,21 @@ def main(argv=None) -> int:
     ap.add_argument("--sweeps", nargs="+", choices=list(FULL), default=list(FULL))
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per case after one warm-up (default 3)")
-    ap.add_argument("--full-repeats", action="store_true",
-                    help=f"--repeats timed calls for every case (default: one above {LARGE} pixels)")
+    ap.add_argument(
+        "--full-repeats",
+        action="store_true",
+        help=f"--repeats timed calls for every case (default: one above {LARGE} pixels)",
+    )
     ap.add_argument("--quick", action="store_true", help="small sizes, 1 repeat, outputs named sweep_quick.*")
     ap.add_argument("--with-pydensecrf", action="store_true", help="add pydensecrf to the N and K sweeps")
     ap.add_argument("--sizes", type=int, nargs="+", help="override the N sweep's sides")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output folder (default benchmarks/results)")
-    ap.add_argument("--stat", choices=["median", "min"], default="median",
-                    help="statistic of the repeats in the table and plot (default median)")
+    ap.add_argument(
+        "--stat",
+        choices=["median", "min"],
+        default="median",
+        help="statistic of the repeats in the table and plot (default median)",
+    )
     args = ap.parse_args(argv)
     values = dict(QUICK if args.quick else FULL)
     if args.sizes:
@@ -140,52 +152,105 @@ def main(argv=None) -> int:
                     # Above LARGE pixels one timed call (after the warm-up) is enough
                     # and keeps the default run near 3 minutes.
                     reps = repeats if wl.n_pixels <= LARGE or args.full_repeats else 1
-                    spec = {"peer": peer, "iters": n_iter, "threads": t, "params": wl.params,
-                            "warmup": 1, "repeats": reps, "phases": peer == "densecrf"}
+                    spec = {
+                        "peer": peer,
+                        "iters": n_iter,
+                        "threads": t,
+                        "params": wl.params,
+                        "warmup": 1,
+                        "repeats": reps,
+                        "phases": peer == "densecrf",
+                    }
                     res = childproc.run_child(path, spec)
                     mn = args.stat == "min"
-                    row = {"sweep": s, "x": x, "peer": peer, "threads": t, "width": wl.width, "height": wl.height,
-                           "n_pixels": wl.n_pixels, "K": wl.n_labels, "d": wl.feature_dim, "iters": n_iter,
-                           "median_s": res.get("median_s"), "min_s": res.get("min_s"),
-                           "setup_s": res.get("setup_min_s" if mn else "setup_s"),
-                           "infer_s": res.get("infer_min_s" if mn else "infer_s"),
-                           "peak_mb": res.get("peak_mb"), "call_mb": res.get("call_mb"),
-                           "error": res.get("error", "")}
+                    row = {
+                        "sweep": s,
+                        "x": x,
+                        "peer": peer,
+                        "threads": t,
+                        "width": wl.width,
+                        "height": wl.height,
+                        "n_pixels": wl.n_pixels,
+                        "K": wl.n_labels,
+                        "d": wl.feature_dim,
+                        "iters": n_iter,
+                        "median_s": res.get("median_s"),
+                        "min_s": res.get("min_s"),
+                        "setup_s": res.get("setup_min_s" if mn else "setup_s"),
+                        "infer_s": res.get("infer_min_s" if mn else "infer_s"),
+                        "peak_mb": res.get("peak_mb"),
+                        "call_mb": res.get("call_mb"),
+                        "error": res.get("error", ""),
+                    }
                     rows.append(row)
                     if row["error"]:
                         print(f"{s}={x} {peer} {t} thr: ERROR {row['error']}")
                     else:
                         tot = row[args.stat + "_s"]
-                        print(f"{s}={x:>5} {peer:>10} {t} thr: {tot:.4f} s "
-                              f"({1e9 * tot / row['n_pixels']:.0f} ns/px), peak {row['peak_mb']:.0f} MB",
-                              flush=True)
+                        print(
+                            f"{s}={x:>5} {peer:>10} {t} thr: {tot:.4f} s "
+                            f"({1e9 * tot / row['n_pixels']:.0f} ns/px), peak {row['peak_mb']:.0f} MB",
+                            flush=True,
+                        )
             os.remove(path)
 
-    fields = ["sweep", "x", "peer", "threads", "width", "height", "n_pixels", "K", "d", "iters",
-              "median_s", "min_s", "setup_s", "infer_s", "peak_mb", "call_mb", "error"]
+    fields = [
+        "sweep",
+        "x",
+        "peer",
+        "threads",
+        "width",
+        "height",
+        "n_pixels",
+        "K",
+        "d",
+        "iters",
+        "median_s",
+        "min_s",
+        "setup_s",
+        "infer_s",
+        "peak_mb",
+        "call_mb",
+        "error",
+    ]
     with open(os.path.join(args.out, stem + ".csv"), "w", newline="") as f:
         wr = csv.DictWriter(f, fieldnames=fields)
         wr.writeheader()
         wr.writerows(rows)
-    lines = ["# densecrf scaling sweeps", "", f"Command: `{command}`", "",
-             f"Machine: {info['cpu']}, {info['cores']} cores, load {info['loadavg']:.2f} at start; "
-             f"python {info['python']}, numpy {info['numpy']}, densecrf {info['densecrf']} "
-             f"kernels {info['densecrf_kernels']}; {info['date']}; image {wl.source}; "
-             f"{repeats} timed call(s) after a warm-up (one above {LARGE} pixels unless --full-repeats), "
-             + ("the fastest call (its setup / inference split); " if args.stat == "min" else "median; ")
-             + "peak = child VmHWM, call = peak minus RSS before the call.",
-             "", f"![time per pixel]({stem}.png)", ""]
+    lines = [
+        "# densecrf scaling sweeps",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, load {info['loadavg']:.2f} at start; "
+        f"python {info['python']}, numpy {info['numpy']}, densecrf {info['densecrf']} "
+        f"kernels {info['densecrf_kernels']}; {info['date']}; image {wl.source}; "
+        f"{repeats} timed call(s) after a warm-up (one above {LARGE} pixels unless --full-repeats), "
+        + ("the fastest call (its setup / inference split); " if args.stat == "min" else "median; ")
+        + "peak = child VmHWM, call = peak minus RSS before the call.",
+        "",
+        f"![time per pixel]({stem}.png)",
+        "",
+    ]
     for s in args.sweeps:
         head = "side" if s == "N" else s
-        lines += [f"## {s}", "", "| " + head + " | W x H | K | d | iters | peer | threads | total s | setup s | inference s | ns/px | peak MB | call MB |",
-                  "|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## {s}",
+            "",
+            "| "
+            + head
+            + " | W x H | K | d | iters | peer | threads | total s | setup s | inference s | ns/px | peak MB | call MB |",
+            "|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in (r for r in rows if r["sweep"] == s):
             tot = r[args.stat + "_s"]
             nspx = None if tot is None else 1e9 * tot / r["n_pixels"]
-            lines.append(f"| {r['x']} | {r['width']} x {r['height']} | {r['K']} | {r['d']} | {r['iters']} | {r['peer']} | "
-                         f"{r['threads']} | {fmt(tot, '.4f')} | {fmt(r['setup_s'], '.4f')} | "
-                         f"{fmt(r['infer_s'], '.4f')} | {fmt(nspx, '.0f')} | {fmt(r['peak_mb'], '.0f')} | "
-                         f"{fmt(r['call_mb'], '.0f')} |" + (f" {r['error']}" if r["error"] else ""))
+            lines.append(
+                f"| {r['x']} | {r['width']} x {r['height']} | {r['K']} | {r['d']} | {r['iters']} | {r['peer']} | "
+                f"{r['threads']} | {fmt(tot, '.4f')} | {fmt(r['setup_s'], '.4f')} | "
+                f"{fmt(r['infer_s'], '.4f')} | {fmt(nspx, '.0f')} | {fmt(r['peak_mb'], '.0f')} | "
+                f"{fmt(r['call_mb'], '.0f')} |" + (f" {r['error']}" if r["error"] else "")
+            )
         lines.append("")
     with open(os.path.join(args.out, stem + ".md"), "w") as f:
         f.write("\n".join(lines))

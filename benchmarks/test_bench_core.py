@@ -121,11 +121,15 @@ def _try_pydensecrf(wl):
     except ImportError:
         return None
     d = dcrf.DenseCRF2D(wl.width, wl.height, wl.n_labels)
-    u = densecrf.unary_from_softmax(wl.probs)                                    # [N, K]
+    u = densecrf.unary_from_softmax(wl.probs)  # [N, K]
     d.setUnaryEnergy(np.ascontiguousarray(u.T))
     d.addPairwiseGaussian(sxy=P["gaussian_sxy"], compat=P["gaussian_compat"])
-    d.addPairwiseBilateral(sxy=P["bilateral_sxy"], srgb=P["bilateral_srgb"],
-                           rgbim=np.ascontiguousarray(wl.image), compat=P["bilateral_compat"])
+    d.addPairwiseBilateral(
+        sxy=P["bilateral_sxy"],
+        srgb=P["bilateral_srgb"],
+        rgbim=np.ascontiguousarray(wl.image),
+        compat=P["bilateral_compat"],
+    )
     return d
 
 
@@ -157,8 +161,9 @@ def test_mean_field_iteration(benchmark, wl, threads):
     else:
         ref = _numpy_step(crf, q0)
     _check_q(crf.step_inference(q0), ref)
-    benchmark.extra_info.update(n_points=crf.n_points, labels=wl.n_labels, threads=threads,
-                                reference="pydensecrf" if d is not None else "numpy")
+    benchmark.extra_info.update(
+        n_points=crf.n_points, labels=wl.n_labels, threads=threads, reference="pydensecrf" if d is not None else "numpy"
+    )
     _timed(benchmark, crf.step_inference, q0)
 
 
@@ -174,6 +179,11 @@ def test_refine_whole_call(benchmark, wl, threads):
             ref = _numpy_step(crf, ref.astype(np.float32))
     q = densecrf.refine(wl.image, wl.probs, n_iter=5, threads=threads, **P)
     _check_q(q.reshape(-1, wl.n_labels), ref)
-    benchmark.extra_info.update(n_points=wl.n_pixels, labels=wl.n_labels, iters=5, threads=threads,
-                                reference="pydensecrf" if d is not None else "numpy")
+    benchmark.extra_info.update(
+        n_points=wl.n_pixels,
+        labels=wl.n_labels,
+        iters=5,
+        threads=threads,
+        reference="pydensecrf" if d is not None else "numpy",
+    )
     _timed(benchmark, densecrf.refine, wl.image, wl.probs, n_iter=5, threads=threads, **P)

@@ -42,16 +42,25 @@ def _workloads(size):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=2048)
-    ap.add_argument("--threads", type=int, nargs="+", default=None,
-                    help="thread counts (default: 1, 2, 4, ... up to the core count)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=None,
+        help="thread counts (default: 1, 2, 4, ... up to the core count)",
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     cores = os.cpu_count() or 1
-    counts = args.threads or sorted({min(2 ** i, cores) for i in range(cores.bit_length() + 1)})
-    result = {"machine": f"{platform.processor() or platform.machine()}, {cores} cores", "iters": args.iters,
-              "order": "round-robin over thread counts", "cases": {}}
+    counts = args.threads or sorted({min(2**i, cores) for i in range(cores.bit_length() + 1)})
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {cores} cores",
+        "iters": args.iters,
+        "order": "round-robin over thread counts",
+        "cases": {},
+    }
     for name, (img, probs) in _workloads(args.size).items():
         ref = densecrf.refine(img, probs, n_iter=args.iters, threads=1)
         for n in counts:  # bits first (and the warm-up)
@@ -71,8 +80,13 @@ def main(argv=None) -> int:
         print("threads  median ms    min ms  speed-up  efficiency")
         for n in counts:
             med, lo = statistics.median(times[n]), min(times[n])
-            rows[n] = {"median_ms": med * 1e3, "min_ms": lo * 1e3, "speedup": t1 / med, "efficiency": t1 / (n * med),
-                       "times_ms": [x * 1e3 for x in times[n]]}
+            rows[n] = {
+                "median_ms": med * 1e3,
+                "min_ms": lo * 1e3,
+                "speedup": t1 / med,
+                "efficiency": t1 / (n * med),
+                "times_ms": [x * 1e3 for x in times[n]],
+            }
             print(f"{n:7d} {med * 1e3:10.1f} {lo * 1e3:9.1f} {t1 / med:9.2f} {t1 / (n * med):10.0%}")
         result["cases"][name] = rows
     if args.json:

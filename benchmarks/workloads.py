@@ -28,8 +28,20 @@ from densecrf.bench import (
     synthetic_scene,
 )
 
-__all__ = ["CLASSIC", "REF_HEIGHT", "REF_LABELS", "REF_WIDTH", "Workload", "by_feature_dim", "by_labels", "by_size",
-           "load", "photo", "probs_from_regions", "reference"]
+__all__ = [
+    "CLASSIC",
+    "REF_HEIGHT",
+    "REF_LABELS",
+    "REF_WIDTH",
+    "Workload",
+    "by_feature_dim",
+    "by_labels",
+    "by_size",
+    "load",
+    "photo",
+    "probs_from_regions",
+    "reference",
+]
 
 
 @dataclasses.dataclass
@@ -76,6 +88,7 @@ class Workload:
 
 # -- images ------------------------------------------------------------------
 
+
 def photo(width: int = REF_WIDTH, height: int = REF_HEIGHT):
     """(image [H, W, 3] uint8, regions [H, W], source): the reference photo and its annotation.
 
@@ -107,6 +120,7 @@ def _tile(a: np.ndarray, height: int, width: int) -> np.ndarray:
 
 # -- probabilities -----------------------------------------------------------
 
+
 def _bilinear_upsample(coarse: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear interpolation of ``[h, w, C]`` onto ``[height, width, C]`` (corners aligned)."""
     h, w = coarse.shape[:2]
@@ -124,9 +138,15 @@ def _bilinear_upsample(coarse: np.ndarray, height: int, width: int) -> np.ndarra
     return top * (1 - fy) + bottom * fy
 
 
-def probs_from_regions(regions: np.ndarray, n_labels: int, *, seed: int = 0,
-                       preference: float = 3.5, smooth_noise: float = 1.0,
-                       pixel_noise: float = 1.0) -> np.ndarray:
+def probs_from_regions(
+    regions: np.ndarray,
+    n_labels: int,
+    *,
+    seed: int = 0,
+    preference: float = 3.5,
+    smooth_noise: float = 1.0,
+    pixel_noise: float = 1.0,
+) -> np.ndarray:
     """``[H, W, K]`` float32 softmax probabilities aligned with ``regions``.
 
     logits[l] = preference * [l == regions % K] + smooth noise (a coarse
@@ -151,12 +171,13 @@ def probs_from_regions(regions: np.ndarray, n_labels: int, *, seed: int = 0,
         y0 = np.minimum(y.astype(np.int64), max(sub.shape[0] - 2, 0))
         y1 = np.minimum(y0 + 1, sub.shape[0] - 1)
         fy = (y - y0).astype(np.float32)[:, None, None]
-        rows = sub[y0] * (1 - fy) + sub[y1] * fy                      # [rows, w_coarse, K]
+        rows = sub[y0] * (1 - fy) + sub[y1] * fy  # [rows, w_coarse, K]
         logits = _bilinear_upsample(rows.transpose(1, 0, 2), w, r1 - r0).transpose(1, 0, 2)
         logits = logits + rng.normal(0.0, pixel_noise, logits.shape).astype(np.float32)
-        lab = (regions[r0:r1].astype(np.int64) % k)
-        np.put_along_axis(logits, lab[..., None],
-                          np.take_along_axis(logits, lab[..., None], axis=2) + np.float32(preference), axis=2)
+        lab = regions[r0:r1].astype(np.int64) % k
+        np.put_along_axis(
+            logits, lab[..., None], np.take_along_axis(logits, lab[..., None], axis=2) + np.float32(preference), axis=2
+        )
         logits -= logits.max(axis=2, keepdims=True)
         np.exp(logits, out=logits)
         logits /= logits.sum(axis=2, keepdims=True)
@@ -165,6 +186,7 @@ def probs_from_regions(regions: np.ndarray, n_labels: int, *, seed: int = 0,
 
 
 # -- workloads ---------------------------------------------------------------
+
 
 def reference(n_labels: int = REF_LABELS) -> Workload:
     """The reference workload: densecrf.bench.reference_workload as a Workload."""
@@ -186,8 +208,7 @@ def by_labels(n_labels: int, width: int = REF_WIDTH, height: int = REF_HEIGHT) -
     return Workload(f"K-{n_labels}", image, probs, dict(CLASSIC), source)
 
 
-def by_feature_dim(d: int, width: int = REF_WIDTH, height: int = REF_HEIGHT,
-                   n_labels: int = REF_LABELS) -> Workload:
+def by_feature_dim(d: int, width: int = REF_WIDTH, height: int = REF_HEIGHT, n_labels: int = REF_LABELS) -> Workload:
     """The reference photo whose bilateral term has feature dimension ``d`` (2..8).
 
     The image gets C = d - 2 channels: R, G, B, then the R, G, B of the pixel

@@ -50,6 +50,17 @@ def is_cpu(device) -> bool:
     return device is None or str(device) == "cpu"
 
 
+def is_float(x) -> bool:
+    """Whether ``x`` (any array a densecrf call takes, or a nested list) holds floating-point values."""
+    if is_torch(x):
+        return bool(x.dtype.is_floating_point)
+    dt = getattr(x, "dtype", None)
+    try:
+        return np.dtype(dt if dt is not None else np.asarray(x).dtype).kind == "f"
+    except TypeError:  # a dtype numpy does not know
+        return False
+
+
 def parse_device(device) -> int:
     """The CUDA ordinal of 'cuda', 'cuda:N', N or None (0)."""
     if device is None:
@@ -170,6 +181,16 @@ class Place:
 
     def shape_of(self, x) -> tuple:
         return shape_of(x)
+
+    def peak(self, b: Buf) -> float:
+        """The largest value of a buffer, 0 for an empty one (on a device: one reduction and a wait for it)."""
+        if not all(b.shape):
+            return 0.0
+        if self.kind in ("torch", "cupy"):
+            return float(b.obj.max())
+        out = np.empty(b.shape, dtype=np.float32)
+        b.obj.download(out, self.stream)
+        return float(out.max())
 
     # -- outputs ----------------------------------------------------------
     def empty(self, shape) -> Buf:

@@ -50,7 +50,9 @@ class DenseCRF:
         """Sets the unary energies ``[N, K]`` (e.g. -log p, see :func:`unary_from_softmax`)."""
         u = _checks.as_f32(unary, "unary")
         if u.shape != (self.n_points, self.n_labels):
-            raise ValueError(f"unary must have shape ({self.n_points}, {self.n_labels}) = (N, K), got {_checks.shape_str(u.shape)}")
+            raise ValueError(
+                f"unary must have shape ({self.n_points}, {self.n_labels}) = (N, K), got {_checks.shape_str(u.shape)}"
+            )
         self._unary = u
 
     def add_pairwise(self, features, compat, *, kernel="diag", normalization="symmetric") -> None:
@@ -63,7 +65,9 @@ class DenseCRF:
         """
         f = _checks.as_f32(features, "features", ndim=2)
         if f.shape[0] != self.n_points:
-            raise ValueError(f"features must have shape ({self.n_points}, d) = (N, d), got {_checks.shape_str(f.shape)}")
+            raise ValueError(
+                f"features must have shape ({self.n_points}, d) = (N, d), got {_checks.shape_str(f.shape)}"
+            )
         if not 1 <= f.shape[1] <= 32:
             raise ValueError(f"features must have 1 to 32 columns, got shape {_checks.shape_str(f.shape)}")
         self._add_term(f, compat, kernel, normalization)
@@ -76,15 +80,26 @@ class DenseCRF:
     def _term_args(self, compat, kernel, normalization) -> tuple:
         """Checked (compat kind, compat values, Normalization, KernelType) of a term."""
         kind, values = compat_arg(compat, self.n_labels)
-        return kind, values, enum_arg(normalization, Normalization, "normalization"), enum_arg(kernel, KernelType, "kernel")
+        return (
+            kind,
+            values,
+            enum_arg(normalization, Normalization, "normalization"),
+            enum_arg(kernel, KernelType, "kernel"),
+        )
 
     def _build_term(self, f, args, threads: int, lattice=None) -> tuple:
         """Native work of a term (lattice build, unless given, and normalisation) on
         checked arguments (the CPU backend's)."""
         kind, values, norm, ktype = args
         term, lat = self._backend.term(f, args, self.n_labels, threads, lattice)
-        return term, {"lattice": lat, "normalization": norm, "kernel": ktype, "compat": values.copy(), "compat_kind": kind,
-                      "features": f}
+        return term, {
+            "lattice": lat,
+            "normalization": norm,
+            "kernel": ktype,
+            "compat": values.copy(),
+            "compat_kind": kind,
+            "features": f,
+        }
 
     def _append_term(self, built) -> None:
         self._terms.append(built[0])
@@ -108,8 +123,14 @@ class DenseCRF:
         """
         n_iter = _checks.positive_int(n_iter, "n_iter", minimum=0)
         if device is not None and str(device) != "cpu":
-            pairwise = [(info["features"], compat_value(info["compat_kind"], info["compat"], self.n_labels),
-                         info["normalization"]) for info in self._term_info]
+            pairwise = [
+                (
+                    info["features"],
+                    compat_value(info["compat_kind"], info["compat"], self.n_labels),
+                    info["normalization"],
+                )
+                for info in self._term_info
+            ]
             return cuda.mean_field(self._unary_or_zero(), pairwise, n_iter=n_iter, device=device)
         return self._mean_field(n_iter, None)
 
@@ -125,8 +146,9 @@ class DenseCRF:
     def _mean_field(self, n_iter: int, q) -> np.ndarray:
         # The native loop flags rows whose logits overflowed (they come out
         # NaN) while it writes them, instead of a second pass over Q here.
-        return self._backend.mean_field(self._unary_or_zero(), self._terms, n_iter, q,
-                                        compats=[t["compat"] for t in self._term_info])
+        return self._backend.mean_field(
+            self._unary_or_zero(), self._terms, n_iter, q, compats=[t["compat"] for t in self._term_info]
+        )
 
     def map(self, n_iter: int = 5, *, device="cpu") -> np.ndarray:
         """MAP labels ``[N]`` (int64) after ``n_iter`` iterations (on ``device``, see inference)."""
@@ -154,7 +176,9 @@ class DenseCRF:
     def _check_q(self, Q) -> np.ndarray:
         q = _checks.as_f32(Q, "Q")
         if q.shape != (self.n_points, self.n_labels):
-            raise ValueError(f"Q must have shape ({self.n_points}, {self.n_labels}) = (N, K), got {_checks.shape_str(q.shape)}")
+            raise ValueError(
+                f"Q must have shape ({self.n_points}, {self.n_labels}) = (N, K), got {_checks.shape_str(q.shape)}"
+            )
         return q
 
 
@@ -176,8 +200,7 @@ class DenseCRF2D(DenseCRF):
         """Smoothness term: Gaussian over (x/sx, y/sy); ``sxy`` a number or (sx, sy)."""
         self._add_term(self._positions(sxy), compat, kernel, normalization)
 
-    def add_pairwise_bilateral(self, sxy, srgb, image, compat, *, kernel="diag",
-                               normalization="symmetric") -> None:
+    def add_pairwise_bilateral(self, sxy, srgb, image, compat, *, kernel="diag", normalization="symmetric") -> None:
         """Appearance term: Gaussian over (x/sx, y/sy, c_1/s_1, ..., c_C/s_C).
 
         ``image``: ``[height, width, C]`` (any number of channels, any real
@@ -188,12 +211,18 @@ class DenseCRF2D(DenseCRF):
         if im.ndim == 2:
             im = im[..., None]
         if im.ndim != 3 or im.shape[:2] != (self.height, self.width):
-            raise ValueError(f"image must have shape ({self.height}, {self.width}, C) = (height, width, channels), got {_checks.shape_str(im.shape)}")
+            raise ValueError(
+                f"image must have shape ({self.height}, {self.width}, C) = (height, width, channels), got {_checks.shape_str(im.shape)}"
+            )
         c = im.shape[2]
         if not 1 <= c <= 30:
             raise ValueError(f"image must have 1 to 30 channels, got {c}")
-        self._add_term(_grid_features((self.height, self.width), sxy, im, srgb, self._threads or None), compat, kernel,
-                       normalization)
+        self._add_term(
+            _grid_features((self.height, self.width), sxy, im, srgb, self._threads or None),
+            compat,
+            kernel,
+            normalization,
+        )
 
     def add_params(self, params, image) -> int:
         """Adds the terms of a :class:`densecrf.params.CRFParams` (or its dict
@@ -206,8 +235,9 @@ class DenseCRF2D(DenseCRF):
         if kw["gaussian_compat"] is not None:
             self.add_pairwise_gaussian(kw["gaussian_sxy"], kw["gaussian_compat"], normalization=p.normalization)
         if kw["bilateral_compat"] is not None:
-            self.add_pairwise_bilateral(kw["bilateral_sxy"], kw["bilateral_srgb"], image, kw["bilateral_compat"],
-                                        normalization=p.normalization)
+            self.add_pairwise_bilateral(
+                kw["bilateral_sxy"], kw["bilateral_srgb"], image, kw["bilateral_compat"], normalization=p.normalization
+            )
         return p.n_iter
 
 
@@ -220,16 +250,34 @@ def grid_positions(spatial, sdims) -> np.ndarray:
     return _grid_features(spatial, sdims)
 
 
-def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
-           gaussian_sxy=3.0, gaussian_compat=3.0,
-           bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0,
-           clip: float = 1e-5, scale: float | None = None, normalization="symmetric",
-           threads: int | None = None, device="cpu", params=None, volume: bool = False) -> np.ndarray:
+def refine(
+    image,
+    probs,
+    *,
+    channel_axis: int = -1,
+    n_iter: int = 5,
+    gaussian_sxy=3.0,
+    gaussian_compat=3.0,
+    bilateral_sxy=80.0,
+    bilateral_srgb=13.0,
+    bilateral_compat=10.0,
+    clip: float = 1e-5,
+    scale: float | None = None,
+    normalization="symmetric",
+    threads: int | None = None,
+    device="cpu",
+    params=None,
+    volume: bool = False,
+    image_range=None,
+) -> np.ndarray:
     """Refines per-pixel class probabilities with a dense CRF along the image's edges.
 
     Args:
-        image: ``[*spatial, C]`` image (uint8 0..255 or float in the same
-            units as ``bilateral_srgb``), or ``[*spatial]`` for one channel.
+        image: ``[*spatial, C]`` image, or ``[*spatial]`` for one channel, in
+            0..255 units: ``bilateral_srgb`` is a colour difference on that
+            scale. uint8 images are right as they are; a float image in 0..1
+            needs ``image_range=(0, 1)`` (a float RGB image whose largest
+            value is at most 1 gets a UserWarning otherwise).
         probs: ``[*spatial, K]`` probabilities summing to one over labels (label
             axis at ``channel_axis``), e.g. a network's softmax.
         channel_axis: the label axis of ``probs`` (``0`` for ``[K, H, W]``).
@@ -253,6 +301,15 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
             refused, so that a stack of frames ``[B, H, W, C]`` is not taken
             for one volume by accident: refine a stack with
             :func:`refine_batch`.
+        image_range: what the image's values span. None (default): 0..255
+            units. ``(lo, hi)``: the values span lo..hi and are used as if
+            mapped onto 0..255 (the colour bandwidths are scaled by
+            ``(hi - lo) / 255``; the image itself is not copied or changed),
+            e.g. ``(0, 1)`` for a float image in 0..1. ``'raw'``: the values
+            as they are, ``bilateral_srgb`` in the image's own units (no
+            warning). Images with other than 3 channels (medical
+            intensities, feature maps) are always in the caller's units and
+            never warned about.
 
     Returns:
         Refined probabilities, float32, the same shape as ``probs``.
@@ -261,17 +318,47 @@ def refine(image, probs, *, channel_axis: int = -1, n_iter: int = 5,
     result equals pydensecrf's DenseCRF2D with addPairwiseGaussian(3, 3) and
     addPairwiseBilateral(80, 13, image, 10) after 5 iterations.
     """
-    return pipeline.refine(image, probs, channel_axis=channel_axis, volume=volume, device=device, threads=threads,
-                           params=params, n_iter=n_iter, gaussian_sxy=gaussian_sxy, gaussian_compat=gaussian_compat,
-                           bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb,
-                           bilateral_compat=bilateral_compat, clip=clip, scale=scale, normalization=normalization)
+    return pipeline.refine(
+        image,
+        probs,
+        channel_axis=channel_axis,
+        volume=volume,
+        device=device,
+        threads=threads,
+        params=params,
+        image_range=image_range,
+        n_iter=n_iter,
+        gaussian_sxy=gaussian_sxy,
+        gaussian_compat=gaussian_compat,
+        bilateral_sxy=bilateral_sxy,
+        bilateral_srgb=bilateral_srgb,
+        bilateral_compat=bilateral_compat,
+        clip=clip,
+        scale=scale,
+        normalization=normalization,
+    )
 
 
-def refine_batch(images, probs, *, channels_first: bool = False, device="cpu", n_iter: int = 5,
-                 gaussian_sxy=3.0, gaussian_compat=3.0,
-                 bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0,
-                 clip: float = 1e-5, scale: float | None = None, normalization="symmetric",
-                 threads: int | None = None, params=None, volume: bool = False):
+def refine_batch(
+    images,
+    probs,
+    *,
+    channels_first: bool = False,
+    device="cpu",
+    n_iter: int = 5,
+    gaussian_sxy=3.0,
+    gaussian_compat=3.0,
+    bilateral_sxy=80.0,
+    bilateral_srgb=13.0,
+    bilateral_compat=10.0,
+    clip: float = 1e-5,
+    scale: float | None = None,
+    normalization="symmetric",
+    threads: int | None = None,
+    params=None,
+    volume: bool = False,
+    image_range=None,
+):
     """Refines a batch of images with one set of CRF parameters, on the CPU or a GPU.
 
     Each image is refined on its own, exactly as :func:`refine` would refine
@@ -293,14 +380,29 @@ def refine_batch(images, probs, *, channels_first: bool = False, device="cpu", n
         volume: True to allow 3 or more spatial axes per image (volumes).
 
     The CRF arguments (``n_iter``, the Gaussian and bilateral terms, ``clip``,
-    ``scale``, ``normalization``, ``threads``, ``params``) are :func:`refine`'s.
+    ``scale``, ``normalization``, ``threads``, ``params``) and ``image_range``
+    (images in 0..255 units unless stated) are :func:`refine`'s.
 
     Returns:
         Refined probabilities in the layout of ``probs``: one float32 array for
         a batch array (of the input's library on a GPU), a list for lists.
     """
-    return pipeline.refine_batch(images, probs, channels_first=channels_first, volume=volume, device=device,
-                                 threads=threads, params=params, n_iter=n_iter, gaussian_sxy=gaussian_sxy,
-                                 gaussian_compat=gaussian_compat, bilateral_sxy=bilateral_sxy,
-                                 bilateral_srgb=bilateral_srgb, bilateral_compat=bilateral_compat, clip=clip,
-                                 scale=scale, normalization=normalization)
+    return pipeline.refine_batch(
+        images,
+        probs,
+        channels_first=channels_first,
+        volume=volume,
+        device=device,
+        threads=threads,
+        params=params,
+        image_range=image_range,
+        n_iter=n_iter,
+        gaussian_sxy=gaussian_sxy,
+        gaussian_compat=gaussian_compat,
+        bilateral_sxy=bilateral_sxy,
+        bilateral_srgb=bilateral_srgb,
+        bilateral_compat=bilateral_compat,
+        clip=clip,
+        scale=scale,
+        normalization=normalization,
+    )

@@ -136,7 +136,10 @@ def refine(image, probs, *, channel_axis: int = -1, device=None, volume: bool = 
     axis at ``channel_axis``; numpy arrays (run on ``device``, default 'cuda', result in numpy)
     or device arrays (result on their device). Keyword parameters as :func:`densecrf.refine`
     (n_iter, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat,
-    clip, scale, normalization, params; ``volume=True`` for 3 or more spatial axes).
+    clip, scale, normalization, params; ``volume=True`` for 3 or more spatial axes; ``image_range``,
+    images in 0..255 units unless stated). A float RGB image in 0..1 passed without ``image_range``
+    is warned about; on device arrays that check reads the image's maximum (one reduction and a
+    wait for it), which a stated ``image_range`` skips.
     Probabilities are not checked to sum to one for device arrays (that check would wait
     for the GPU).
     """

@@ -20,12 +20,15 @@ def _labels_last(a: np.ndarray, channel_axis: int, name: str) -> np.ndarray:
     if a.ndim < 1:
         raise ValueError(f"{name} must have a label axis, got a scalar")
     if not -a.ndim <= channel_axis < a.ndim:
-        raise ValueError(f"channel_axis={channel_axis} is out of range for {name} of shape {_checks.shape_str(a.shape)}")
+        raise ValueError(
+            f"channel_axis={channel_axis} is out of range for {name} of shape {_checks.shape_str(a.shape)}"
+        )
     return np.moveaxis(a, channel_axis, -1)
 
 
-def unary_from_softmax(probs, *, scale: float | None = None, clip: float | None = 1e-5,
-                       channel_axis: int = -1) -> np.ndarray:
+def unary_from_softmax(
+    probs, *, scale: float | None = None, clip: float | None = 1e-5, channel_axis: int = -1
+) -> np.ndarray:
     r"""Unary energies :math:`U = -\log p` from class probabilities.
 
     Args:
@@ -62,8 +65,9 @@ def _clip_value(clip) -> float:
     return c
 
 
-def _unary_from_probs(p: np.ndarray, *, scale, clip, with_stats: bool = False, threads: int = 0,
-                      with_start: bool = False, job=None):
+def _unary_from_probs(
+    p: np.ndarray, *, scale, clip, with_stats: bool = False, threads: int = 0, with_start: bool = False, job=None
+):
     """unary_from_softmax on float32 probabilities with the labels last.
 
     Checks finiteness on the way (native, one pass) and the [0, 1] range;
@@ -146,8 +150,7 @@ def _grid_features(spatial, sdims, image=None, srgb=None, threads=None, srgb_nam
     return _C.grid_features(list(spatial), s, image.reshape(-1, c), sc, _checks.threads_arg(threads))
 
 
-def unary_from_labels(labels, n_labels: int, *, gt_prob: float = 0.5,
-                      unknown: int | None = None) -> np.ndarray:
+def unary_from_labels(labels, n_labels: int, *, gt_prob: float = 0.5, unknown: int | None = None) -> np.ndarray:
     """Unary energies from a hard label map with a confidence.
 
     A pixel labelled ``l`` gets probability ``gt_prob`` for ``l`` and
@@ -204,7 +207,9 @@ def gaussian_features(shape, sdims) -> np.ndarray:
     if not shape:
         raise ValueError("shape must have at least one axis")
     s = _checks.per_axis(sdims, len(shape), "sdims")
-    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) / np.float32(b) for n, b in zip(shape, s, strict=True)], indexing="ij")
+    grids = np.meshgrid(
+        *[np.arange(n, dtype=np.float32) / np.float32(b) for n, b in zip(shape, s, strict=True)], indexing="ij"
+    )
     return np.ascontiguousarray(np.stack([g.ravel() for g in grids], axis=1), dtype=np.float32)
 
 
@@ -228,7 +233,9 @@ def bilateral_features(image, sdims, schan, *, channel_axis: int | None = -1) ->
         im = _labels_last(im, channel_axis, "image")
     spatial = im.shape[:-1]
     if len(spatial) < 1 or min(spatial, default=0) < 1:
-        raise ValueError(f"image must have at least one non-empty spatial axis, got shape {_checks.shape_str(im.shape)}")
+        raise ValueError(
+            f"image must have at least one non-empty spatial axis, got shape {_checks.shape_str(im.shape)}"
+        )
     c = im.shape[-1]
     if c < 1:
         raise ValueError(f"image must have at least one channel, got shape {_checks.shape_str(im.shape)}")

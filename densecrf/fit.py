@@ -26,6 +26,11 @@ from a few labelled images (image, the network's probabilities, labels):
    never worse there than the defaults, than the network alone (then the
    returned parameters have no terms: ``refine`` returns the network's
    probabilities) or than the best grid point.
+5. A UserWarning (also kept in ``info['warnings']`` and printed by
+   :func:`format_table`) says when the network alone was selected (no CRF
+   helped), when fewer than :data:`MIN_HELDOUT` images were held out, and
+   when gradient descent stopped at its step limit still improving (its
+   best held-out score at its last evaluation).
 
 The returned :class:`densecrf.params.CRFParams` carries an ``info`` dict:
 held-out scores of every reference, the selected candidate, the fitting
@@ -41,6 +46,7 @@ import importlib.util
 import numbers
 import os
 import time
+import warnings
 
 import numpy as np
 
@@ -55,6 +61,14 @@ SEARCHES = ("gradient", "grid", "random")
 COMPATS = ("potts", "diagonal", "matrix")
 LOSSES = ("ce", "ce+softiou")
 _CLIP = 1e-5  # refine's clip of the probabilities before the logarithm
+# Fewer held-out images than this gets a warning. The selection takes the
+# best of ~40 candidates by held-out mean IoU; with a handful of images one
+# unusual frame (a class present in it alone, a badly labelled one) holds a
+# fifth or more of the evidence and decides the choice, and the best of many
+# noisy scores overstates what it will give on new images. Five is a
+# judgement, not a derived bound: the least that keeps any one image under
+# a fifth of the held-out part, and what 0.3 of a 16-image set gives.
+MIN_HELDOUT = 5
 
 
 def default_grid() -> list[CRFParams]:
@@ -65,20 +79,28 @@ def default_grid() -> list[CRFParams]:
         for bsxy in (30.0, 80.0):
             for bsrgb in (5.0, 13.0):
                 for bc in (1.0, 3.0, 6.0):
-                    pts.append(CRFParams(gaussian_compat=gc, bilateral_sxy=bsxy, bilateral_srgb=bsrgb,
-                                         bilateral_compat=bc))
+                    pts.append(
+                        CRFParams(gaussian_compat=gc, bilateral_sxy=bsxy, bilateral_srgb=bsrgb, bilateral_compat=bc)
+                    )
     return pts
 
 
 def _random_points(n: int, rng) -> list[CRFParams]:
     """n log-uniform points: Gaussian weight 0.1..5 (dropped one time in four),
     bilateral sxy 10..120, srgb 3..30, weight 0.3..10."""
+
     def lu(lo, hi):
         return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
-    return [CRFParams(gaussian_compat=None if rng.random() < 0.25 else lu(0.1, 5.0),
-                      bilateral_sxy=lu(10.0, 120.0), bilateral_srgb=lu(3.0, 30.0), bilateral_compat=lu(0.3, 10.0))
-            for _ in range(n)]
+    return [
+        CRFParams(
+            gaussian_compat=None if rng.random() < 0.25 else lu(0.1, 5.0),
+            bilateral_sxy=lu(10.0, 120.0),
+            bilateral_srgb=lu(3.0, 30.0),
+            bilateral_compat=lu(0.3, 10.0),
+        )
+        for _ in range(n)
+    ]
 
 
 def no_crf() -> CRFParams:
@@ -122,8 +144,10 @@ def _check_inputs(images, probs, labels, ignore_index):
             bad &= lab != ignore_index
         if bad.any():
             v = int(lab[bad].ravel()[0])
-            raise ValueError(f"labels[{i}] has value {v} outside 0..{k - 1}"
-                             + (f" (ignore_index {ignore_index})" if ignore_index is not None else " (no ignore_index)"))
+            raise ValueError(
+                f"labels[{i}] has value {v} outside 0..{k - 1}"
+                + (f" (ignore_index {ignore_index})" if ignore_index is not None else " (no ignore_index)")
+            )
         if not np.isfinite(p).all():
             raise ValueError(f"probs[{i}] has non-finite values")
     return k
@@ -158,8 +182,29 @@ class _Scorer:
 # --------------------------------------------------------------------------
 # Gradient descent through CRFasRNN
 # --------------------------------------------------------------------------
-def _gradient(start: CRFParams, images, probs, labels, fit_idx, score, *, k, ignore_index, compat, loss, balanced,
-              crop, steps, batch, lr, eval_every, patience, threads, rng, log):
+def _gradient(
+    start: CRFParams,
+    images,
+    probs,
+    labels,
+    fit_idx,
+    score,
+    *,
+    k,
+    ignore_index,
+    compat,
+    loss,
+    balanced,
+    crop,
+    steps,
+    batch,
+    lr,
+    eval_every,
+    patience,
+    threads,
+    rng,
+    log,
+):
     """Adam on random crops; returns [(held-out score, params, step)] of every evaluation."""
     import torch
     import torch.nn.functional as F
@@ -174,14 +219,25 @@ def _gradient(start: CRFParams, images, probs, labels, fit_idx, score, *, k, ign
         p0.bilateral_compat = 0.0
     layer = CRFasRNN.from_params(p0, k, learn_bandwidths=True, threads=threads)
     if compat == "diagonal" and not layer.per_class_weights:
-        layer = CRFasRNN(k, p0.n_iter, spatial_sxy=p0.gaussian_sxy, spatial_weight=1.0, bilateral_sxy=p0.bilateral_sxy,
-                         bilateral_srgb=p0.bilateral_srgb if isinstance(p0.bilateral_srgb, float) else p0.bilateral_srgb[0],
-                         bilateral_weight=1.0, per_class_weights=True, learn_bandwidths=True,
-                         normalization=p0.normalization, threads=threads)
+        layer = CRFasRNN(
+            k,
+            p0.n_iter,
+            spatial_sxy=p0.gaussian_sxy,
+            spatial_weight=1.0,
+            bilateral_sxy=p0.bilateral_sxy,
+            bilateral_srgb=p0.bilateral_srgb if isinstance(p0.bilateral_srgb, float) else p0.bilateral_srgb[0],
+            bilateral_weight=1.0,
+            per_class_weights=True,
+            learn_bandwidths=True,
+            normalization=p0.normalization,
+            threads=threads,
+        )
         with torch.no_grad():
             # Potts weights w are -diag(w) with mu = -I: start from the same weights per class.
             layer.weights["spatial"].fill_(float(p0.gaussian_compat) if isinstance(p0.gaussian_compat, float) else 1.0)
-            layer.weights["bilateral"].fill_(float(p0.bilateral_compat) if isinstance(p0.bilateral_compat, float) else 1.0)
+            layer.weights["bilateral"].fill_(
+                float(p0.bilateral_compat) if isinstance(p0.bilateral_compat, float) else 1.0
+            )
     if compat != "matrix":
         layer.compat.requires_grad_(False)
     opt = torch.optim.Adam([t for t in layer.parameters() if t.requires_grad], lr=lr)
@@ -214,6 +270,7 @@ def _gradient(start: CRFParams, images, probs, labels, fit_idx, score, *, k, ign
 
     history = []
     best, since = -1.0, 0
+    stopped_early = False
     for step in range(1, steps + 1):
         opt.zero_grad()
         total = 0.0
@@ -245,8 +302,18 @@ def _gradient(start: CRFParams, images, probs, labels, fit_idx, score, *, k, ign
                 since += 1
                 if since >= patience:
                     log(f"  early stop: {patience} evaluations without improvement")
+                    stopped_early = True
                     break
-    return history
+    return history, stopped_early
+
+
+def _still_improving(history, stopped_early: bool) -> bool:
+    """Whether descent ended at its step limit with its best held-out score at
+    the last evaluation (the first of equal scores counts, as in the selection)."""
+    if stopped_early or not history:
+        return False
+    best = max(range(len(history)), key=lambda j: history[j][0])
+    return best == len(history) - 1
 
 
 def describe(p: CRFParams) -> str:
@@ -259,17 +326,39 @@ def describe(p: CRFParams) -> str:
         return f"[{shape}] mean |{np.abs(np.asarray(v)).mean():.3g}|"
 
     srgb = p.bilateral_srgb if isinstance(p.bilateral_srgb, float) else p.bilateral_srgb[0]
-    return (f"gaussian(sxy {p.gaussian_sxy:.3g}, compat {c(p.gaussian_compat)}) "
-            f"bilateral(sxy {p.bilateral_sxy:.3g}, srgb {srgb:.3g}, compat {c(p.bilateral_compat)})")
+    return (
+        f"gaussian(sxy {p.gaussian_sxy:.3g}, compat {c(p.gaussian_compat)}) "
+        f"bilateral(sxy {p.bilateral_sxy:.3g}, srgb {srgb:.3g}, compat {c(p.bilateral_compat)})"
+    )
 
 
 # --------------------------------------------------------------------------
 # The public function
 # --------------------------------------------------------------------------
-def fit(images, probs, labels, *, ignore_index: int | None = None, search: str = "gradient", holdout=0.3,
-        compat: str | bool = "potts", loss: str = "ce", balanced: bool = True, crop: int = 160, n_iter: int = 5, steps: int = 80,
-        batch: int = 2, lr: float = 0.03, eval_every: int = 10, patience: int = 3, grid=None, n_random: int = 24,
-        seed: int = 0, threads: int | None = None, verbose: bool = False) -> CRFParams:
+def fit(
+    images,
+    probs,
+    labels,
+    *,
+    ignore_index: int | None = None,
+    search: str = "gradient",
+    holdout=0.3,
+    compat: str | bool = "potts",
+    loss: str = "ce",
+    balanced: bool = True,
+    crop: int = 160,
+    n_iter: int = 5,
+    steps: int = 80,
+    batch: int = 2,
+    lr: float = 0.03,
+    eval_every: int = 10,
+    patience: int = 3,
+    grid=None,
+    n_random: int = 24,
+    seed: int = 0,
+    threads: int | None = None,
+    verbose: bool = False,
+) -> CRFParams:
     """Learns dense-CRF parameters for a model from labelled images; see the module docstring.
 
     Args:
@@ -307,24 +396,29 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
     Returns:
         The selected :class:`CRFParams`; ``info`` holds ``heldout_miou``
         (network, defaults, grid_best, gradient (when run), selected),
-        ``selected`` (its name), ``per_class_iou``, ``time_s``, the split and
-        the settings. The inputs are not modified.
+        ``selected`` (its name), ``per_class_iou``, ``time_s``, ``warnings``
+        (the texts of the UserWarnings issued, see the module docstring), the
+        split and the settings. The inputs are not modified.
     """
     t0 = time.perf_counter()
+    notes: list[str] = []  # what the caller should know: warned and kept in info["warnings"]
     if search not in SEARCHES:
         raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
-    if search == "gradient" and importlib.util.find_spec("torch") is None:
-        # said before the grid search runs, not after it
-        raise ImportError("fit(search='gradient') needs torch (pip install 'densecrf[torch]'); "
-                          "search='grid' or 'random' run without it")
     if isinstance(compat, bool):
         compat = "matrix" if compat else "potts"
     if compat not in COMPATS:
         raise ValueError(f"compat must be one of {COMPATS} (or a bool), got {compat!r}")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    for name, v, lo in (("crop", crop, 8), ("steps", steps, 1), ("batch", batch, 1), ("eval_every", eval_every, 1),
-                        ("patience", patience, 1), ("n_random", n_random, 1), ("n_iter", n_iter, 1)):
+    for name, v, lo in (
+        ("crop", crop, 8),
+        ("steps", steps, 1),
+        ("batch", batch, 1),
+        ("eval_every", eval_every, 1),
+        ("patience", patience, 1),
+        ("n_random", n_random, 1),
+        ("n_iter", n_iter, 1),
+    ):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
     if not (isinstance(lr, numbers.Real) and lr > 0):
@@ -332,6 +426,19 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
     k = _check_inputs(images, probs, labels, ignore_index)
     rng = np.random.default_rng(seed)
     fit_idx, hold = _checks.holdout_split(len(images), holdout, rng)
+    if search == "gradient" and importlib.util.find_spec("torch") is None:
+        # said after the arguments are checked (a bad one is named first, with or
+        # without torch) and before the grid search runs, not after it
+        raise ImportError(
+            "fit(search='gradient') needs torch (pip install 'densecrf[torch]'); "
+            "search='grid' or 'random' run without it"
+        )
+    if len(hold) < MIN_HELDOUT:
+        notes.append(
+            f"the held-out part has {len(hold)} image{'s' if len(hold) != 1 else ''} (fewer than "
+            f"{MIN_HELDOUT}): the choice between candidates rests on very few images and may not "
+            "carry over to new ones; give more labelled images or a larger holdout"
+        )
     log = print if verbose else (lambda *a, **kw: None)
     score = _Scorer(images, probs, labels, hold, k, ignore_index, threads)
 
@@ -363,16 +470,47 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
     log(f"{'grid best':>10}: held-out mIoU {100 * best_grid[1]:.2f}  {describe(best_grid[0])}")
     if search == "gradient":
         start = max(((p, s) for name, p, s in cands if name != "network"), key=lambda t: t[1])[0]
-        hist = _gradient(start, images, probs, labels, fit_idx, score, k=k, ignore_index=ignore_index,
-                         compat=compat, loss=loss, balanced=balanced, crop=crop, steps=steps, batch=batch, lr=lr,
-                         eval_every=eval_every, patience=patience, threads=threads, rng=rng, log=log)
+        hist, stopped_early = _gradient(
+            start,
+            images,
+            probs,
+            labels,
+            fit_idx,
+            score,
+            k=k,
+            ignore_index=ignore_index,
+            compat=compat,
+            loss=loss,
+            balanced=balanced,
+            crop=crop,
+            steps=steps,
+            batch=batch,
+            lr=lr,
+            eval_every=eval_every,
+            patience=patience,
+            threads=threads,
+            rng=rng,
+            log=log,
+        )
         s, p, step = max(hist, key=lambda t: t[0])
         p = with_iter(p)
         scores["gradient"] = s
         cands.append((f"gradient[step {step}]", p, s))
+        if _still_improving(hist, stopped_early):
+            notes.append(
+                f"gradient descent reached its step limit (steps={steps}) with its best held-out score "
+                f"at its last evaluation (step {hist[-1][2]}): it was still improving; more steps "
+                "(steps=, --steps) may find better parameters"
+            )
     # max() keeps the first of equal scores: the network, then the defaults, the grid, gradient descent.
     name, chosen, s = max(cands, key=lambda t: t[2])
     scores["selected"] = s
+    if name == "network":
+        notes.append(
+            f"no CRF setting beat the network alone on the held-out images (mean IoU "
+            f"{100 * s:.2f}): the returned parameters have no terms, and refine with them returns "
+            "the network's probabilities"
+        )
     elapsed = time.perf_counter() - t0
     chosen = dataclasses.replace(chosen, info={})
     per_class = {"network": score.metrics(cands[0][1]).iou().tolist(), "selected": score.metrics(chosen).iou().tolist()}
@@ -382,15 +520,34 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
         "selected": name,
         "no_crf": name == "network",
         "heldout_miou": {key: round(v, 6) for key, v in scores.items()},
-        "grid_best_params": {key: v for key, v in best_grid[0].to_dict().items() if key not in ("format", "version", "info")},
-        "heldout_per_class_iou": {key: [None if np.isnan(x) else round(x, 6) for x in v] for key, v in per_class.items()},
+        "grid_best_params": {
+            key: v for key, v in best_grid[0].to_dict().items() if key not in ("format", "version", "info")
+        },
+        "heldout_per_class_iou": {
+            key: [None if np.isnan(x) else round(x, 6) for x in v] for key, v in per_class.items()
+        },
         "n_images": len(images),
         "heldout_indices": hold,
         "time_s": round(elapsed, 2),
-        "settings": {"compat": compat, "loss": loss, "balanced": bool(balanced), "crop": crop, "n_iter": n_iter, "steps": steps, "batch": batch,
-                     "lr": lr, "eval_every": eval_every, "patience": patience, "seed": seed,
-                     "ignore_index": ignore_index, "grid_points": len(points)},
+        "warnings": list(notes),
+        "settings": {
+            "compat": compat,
+            "loss": loss,
+            "balanced": bool(balanced),
+            "crop": crop,
+            "n_iter": n_iter,
+            "steps": steps,
+            "batch": batch,
+            "lr": lr,
+            "eval_every": eval_every,
+            "patience": patience,
+            "seed": seed,
+            "ignore_index": ignore_index,
+            "grid_points": len(points),
+        },
     }
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
     if verbose:
         print(format_table(chosen.info))
     return chosen
@@ -398,14 +555,20 @@ def fit(images, probs, labels, *, ignore_index: int | None = None, search: str =
 
 def format_table(info: dict) -> str:
     """The before/after table of a fit's ``info``: held-out mean IoU of each reference."""
-    rows = [("network alone", "network"), ("classic defaults", "defaults"), ("best grid point", "grid_best"),
-            ("gradient descent", "gradient"), (f"selected ({info.get('selected')})", "selected")]
+    rows = [
+        ("network alone", "network"),
+        ("classic defaults", "defaults"),
+        ("best grid point", "grid_best"),
+        ("gradient descent", "gradient"),
+        (f"selected ({info.get('selected')})", "selected"),
+    ]
     s = info["heldout_miou"]
     lines = [f"held-out mean IoU ({len(info['heldout_indices'])} images)", f"  {'':<32} mIoU"]
     for label, key in rows:
         if key in s:
             lines.append(f"  {label:<32} {100 * s[key]:6.2f}")
     lines.append(f"fitting time: {info['time_s']:.1f} s")
+    lines += [f"warning: {note}" for note in info.get("warnings", [])]
     return "\n".join(lines)
 
 
@@ -451,8 +614,10 @@ def match_folders(images_dir: str, probs_dir: str, labels_dir: str) -> FolderMat
     for other, what in ((prs, "probs"), (labs, "labels")):
         missing = [s for s in names if s not in other]
         if missing:
-            raise InputError(f"unmatched file names: {missing[0]!r} is in images but not in {what} "
-                             f"({len(missing)} of {len(names)} images have no {what} file)")
+            raise InputError(
+                f"unmatched file names: {missing[0]!r} is in images but not in {what} "
+                f"({len(missing)} of {len(names)} images have no {what} file)"
+            )
     unused = {"probs": sum(s not in ims for s in prs), "labels": sum(s not in ims for s in labs)}
     return FolderMatch(names, [(ims[s], prs[s], labs[s]) for s in names], unused)
 

@@ -170,8 +170,9 @@ def _is_array_file(path: str) -> bool:
     return head == b"\x93NUMPY" or head[:4] == b"PK\x03\x04"
 
 
-def labels_to_probs(labels: np.ndarray, n_labels: int | None, gt_prob: float = 0.5, unknown=None,
-                    source: str = "labels") -> np.ndarray:
+def labels_to_probs(
+    labels: np.ndarray, n_labels: int | None, gt_prob: float = 0.5, unknown=None, source: str = "labels"
+) -> np.ndarray:
     """``[H, W, K]`` float32 probabilities of a hard label map: pydensecrf's ``unary_from_labels`` as probabilities.
 
     ``gt_prob`` is the probability given to the labelled class (the rest is
@@ -194,8 +195,15 @@ def labels_to_probs(labels: np.ndarray, n_labels: int | None, gt_prob: float = 0
     return probs.reshape(*labels.shape, n_labels).astype(np.float32)
 
 
-def read_probs(path, hw: tuple[int, int] | None = None, *, n_labels: int | None = None, gt_prob: float = 0.5,
-               unknown=None, what: str = "probabilities") -> np.ndarray:
+def read_probs(
+    path,
+    hw: tuple[int, int] | None = None,
+    *,
+    n_labels: int | None = None,
+    gt_prob: float = 0.5,
+    unknown=None,
+    what: str = "probabilities",
+) -> np.ndarray:
     """A probability map ``[H, W, K]`` (float16/32/64 as stored) from a ``.npy`` or ``.npz``, or a label map.
 
     A 2-D integer array or a label PNG is a label map, turned into
@@ -284,8 +292,9 @@ def palette(colours: str | np.ndarray) -> np.ndarray:
 PNG_COMPRESS_LEVEL = 6
 
 
-def write_labels(path, labels: np.ndarray, palette: np.ndarray | None = None, *,
-                 compress_level: int = PNG_COMPRESS_LEVEL) -> None:
+def write_labels(
+    path, labels: np.ndarray, palette: np.ndarray | None = None, *, compress_level: int = PNG_COMPRESS_LEVEL
+) -> None:
     """Writes ``[H, W]`` labels as an 8-bit palette PNG (16-bit grey above 256 labels), atomically."""
     Image = need("PIL.Image")
     labels = np.asarray(labels)

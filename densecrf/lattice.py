@@ -35,7 +35,11 @@ class PermutohedralLattice:
 
     def __init__(self, features, *, threads: int | None = None):
         raw = _checks.as_array(features, "features")
-        if raw.ndim >= 2 and raw.shape[-1] >= 1 and raw.size // raw.shape[-1] > _checks._INT32_MAX // (raw.shape[-1] + 1):
+        if (
+            raw.ndim >= 2
+            and raw.shape[-1] >= 1
+            and raw.size // raw.shape[-1] > _checks._INT32_MAX // (raw.shape[-1] + 1)
+        ):
             # Checked before the float32 copy: a broadcast array may be far
             # larger than the memory it takes.
             raise ValueError(
@@ -48,7 +52,9 @@ class PermutohedralLattice:
         self._lead_shape = f.shape[:-1]
         d = f.shape[-1]
         if not 1 <= d <= 32:
-            raise ValueError(f"features must have 1 to 32 columns (feature dimension d), got shape {_checks.shape_str(f.shape)}")
+            raise ValueError(
+                f"features must have 1 to 32 columns (feature dimension d), got shape {_checks.shape_str(f.shape)}"
+            )
         self._build(f.reshape(-1, d), threads)
 
     @classmethod
@@ -67,8 +73,10 @@ class PermutohedralLattice:
         except ValueError as exc:
             if f.size and "key range" in str(exc):
                 at = np.unravel_index(int(np.argmax(np.abs(f))), f.shape)
-                raise ValueError(f"{exc}; largest |feature| = {float(np.abs(f[at])):g} at index "
-                                 f"{tuple(int(i) for i in at)}: use larger bandwidths or smaller coordinates") from None
+                raise ValueError(
+                    f"{exc}; largest |feature| = {float(np.abs(f[at])):g} at index "
+                    f"{tuple(int(i) for i in at)}: use larger bandwidths or smaller coordinates"
+                ) from None
             raise
 
     @property

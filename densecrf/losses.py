@@ -180,9 +180,9 @@ def _column_sums(m, length: int = 256):
     """
     n, k = m.shape
     rows = n // length
-    out = m[rows * length:].sum(0, dtype=torch.float64)
+    out = m[rows * length :].sum(0, dtype=torch.float64)
     if rows:
-        part = m[:rows * length].reshape(length, rows * k).t().mv(m.new_ones(length))  # [R K]
+        part = m[: rows * length].reshape(length, rows * k).t().mv(m.new_ones(length))  # [R K]
         out += part.reshape(rows, k).sum(0, dtype=torch.float64)
     return out
 
@@ -206,8 +206,16 @@ class _RegularizedLoss(nn.Module):
 
     _assoc = False
 
-    def __init__(self, weight: float, sigma_rgb, sigma_xy, scale_factor=1.0, *,
-                 gradient: str = "exact", threads: int | None = None):
+    def __init__(
+        self,
+        weight: float,
+        sigma_rgb,
+        sigma_xy,
+        scale_factor=1.0,
+        *,
+        gradient: str = "exact",
+        threads: int | None = None,
+    ):
         super().__init__()
         if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
             raise ValueError(f"weight must be a finite number, got {weight!r}")
@@ -223,22 +231,31 @@ class _RegularizedLoss(nn.Module):
         self.threads = int(threads or 0)
 
     def extra_repr(self) -> str:
-        return (f"weight={self.weight}, sigma_rgb={self.sigma_rgb}, sigma_xy={self.sigma_xy}, "
-                f"scale_factor={self.scale_factor}, gradient={self.gradient!r}")
+        return (
+            f"weight={self.weight}, sigma_rgb={self.sigma_rgb}, sigma_xy={self.sigma_xy}, "
+            f"scale_factor={self.scale_factor}, gradient={self.gradient!r}"
+        )
 
     # -- checks ---------------------------------------------------------------
     def _check(self, images, segmentations, rois):
         if not isinstance(segmentations, torch.Tensor) or not 3 <= segmentations.dim() <= 5:
-            raise ValueError("segmentations must be a tensor [B, K, *spatial] with 1 to 3 spatial axes, got "
-                             f"{_shape(segmentations)}")
+            raise ValueError(
+                f"segmentations must be a tensor [B, K, *spatial] with 1 to 3 spatial axes, got {_shape(segmentations)}"
+            )
         if not segmentations.is_floating_point():
             raise TypeError(f"segmentations must be floating point (softmax probabilities), got {segmentations.dtype}")
         b, spatial = segmentations.shape[0], tuple(segmentations.shape[2:])
         want = f"[{b}, C, {', '.join(map(str, spatial))}]"
-        if not isinstance(images, torch.Tensor) or images.dim() != segmentations.dim() \
-                or images.shape[0] != b or tuple(images.shape[2:]) != spatial:
-            raise ValueError(f"images must have shape {want} to match segmentations "
-                             f"{tuple(segmentations.shape)}, got {_shape(images)}")
+        if (
+            not isinstance(images, torch.Tensor)
+            or images.dim() != segmentations.dim()
+            or images.shape[0] != b
+            or tuple(images.shape[2:]) != spatial
+        ):
+            raise ValueError(
+                f"images must have shape {want} to match segmentations "
+                f"{tuple(segmentations.shape)}, got {_shape(images)}"
+            )
         if images.shape[1] < 1:
             raise ValueError(f"images must have at least one channel, got shape {tuple(images.shape)}")
         if images.is_complex() or images.dtype == torch.bool:
@@ -247,8 +264,9 @@ class _RegularizedLoss(nn.Module):
             raise ValueError(f"images are on {images.device}, segmentations on {segmentations.device}")
         if rois is not None:
             if not isinstance(rois, torch.Tensor) or tuple(rois.shape) != (b, *spatial):
-                raise ValueError(f"rois must have shape {(b, *spatial)} (segmentations without the class axis), "
-                                 f"got {_shape(rois)}")
+                raise ValueError(
+                    f"rois must have shape {(b, *spatial)} (segmentations without the class axis), got {_shape(rois)}"
+                )
             if rois.is_complex():
                 raise TypeError(f"rois must be real numbers, got {rois.dtype}")
             if rois.device != segmentations.device:
@@ -276,8 +294,10 @@ class _RegularizedLoss(nn.Module):
             if any(f != 1.0 for f in factors):
                 small = [math.floor(sz * f) for sz, f in zip(segmentations.shape[2:], factors, strict=True)]
                 if any(sz == 0 for sz in small):
-                    raise ValueError(f"scale_factor {self.scale_factor} shrinks the spatial shape "
-                                     f"{tuple(segmentations.shape[2:])} to {tuple(small)}")
+                    raise ValueError(
+                        f"scale_factor {self.scale_factor} shrinks the spatial shape "
+                        f"{tuple(segmentations.shape[2:])} to {tuple(small)}"
+                    )
                 # rloss: images and rois nearest, segmentations (bi/tri)linear
                 # without aligned corners, the spatial bandwidth scaled along.
                 nd = len(factors)
@@ -308,8 +328,12 @@ def _features(img, spatial, sxy, srgb, threads=0):
     if img.device.type == "cpu" and img.dtype == torch.float32:
         from ._native import _C
 
-        return [torch.from_numpy(_C.grid_features(list(spatial), list(sxy), col[i].contiguous().numpy(),
-                                                  list(srgb), threads)) for i in range(b)]
+        return [
+            torch.from_numpy(
+                _C.grid_features(list(spatial), list(sxy), col[i].contiguous().numpy(), list(srgb), threads)
+            )
+            for i in range(b)
+        ]
     pos = _nn()._grid_positions(spatial, img) / torch.tensor(sxy, dtype=img.dtype, device=img.device)  # [N, nd]
     col = col / torch.tensor(srgb, dtype=img.dtype, device=img.device)
     return [torch.cat([pos, col[i]], dim=1) for i in range(b)]
@@ -389,8 +413,9 @@ class DenseCRFLoss(_RegularizedLoss):
         threads: native threads per filter (default: all cores).
     """
 
-    def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
-                rois: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, segmentations: torch.Tensor, rois: torch.Tensor | None = None
+    ) -> torch.Tensor:
         q, _, _ = self._forms(images, segmentations, rois)
         b = q.shape[0]
         if b == 0:
@@ -416,8 +441,9 @@ class NormalizedCutLoss(_RegularizedLoss):
 
     _assoc = True
 
-    def forward(self, images: torch.Tensor, segmentations: torch.Tensor,
-                rois: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, segmentations: torch.Tensor, rois: torch.Tensor | None = None
+    ) -> torch.Tensor:
         q, a, _ = self._forms(images, segmentations, rois)
         b = q.shape[0]
         if b == 0:

@@ -52,14 +52,22 @@ def confusion_matrix(pred, target, n_classes: int, *, ignore_index: int | None =
     n = _positive_int(n_classes, "n_classes")
     p, t = _labels(pred, "pred"), _labels(target, "target")
     if p.shape != t.shape:
-        raise ValueError(f"pred and target must have the same shape, got {_shape_str(p.shape)} and {_shape_str(t.shape)}")
+        raise ValueError(
+            f"pred and target must have the same shape, got {_shape_str(p.shape)} and {_shape_str(t.shape)}"
+        )
     keep = np.ones(t.shape, dtype=bool) if ignore_index is None else t != ignore_index
     p, t = p[keep], t[keep]
     for arr, name in ((p, "pred"), (t, "target")):
         if arr.size and (arr.min() < 0 or arr.max() >= n):
             bad = arr[(arr < 0) | (arr >= n)][0]
-            raise ValueError(f"{name} has label {int(bad)} outside [0, {n})" + (
-                f" (and not the ignore index {ignore_index})" if ignore_index is not None and name == "target" else ""))
+            raise ValueError(
+                f"{name} has label {int(bad)} outside [0, {n})"
+                + (
+                    f" (and not the ignore index {ignore_index})"
+                    if ignore_index is not None and name == "target"
+                    else ""
+                )
+            )
     return np.bincount(t * n + p, minlength=n * n).reshape(n, n).astype(np.int64)
 
 
@@ -119,8 +127,16 @@ def _segments(classes: np.ndarray, instances: np.ndarray, keep: np.ndarray):
     return seg, uniq[:, 0]
 
 
-def panoptic_quality(pred_classes, pred_instances, gt_classes, gt_instances, n_classes: int, *,
-                     ignore_index: int | None = None, iou_threshold: float = 0.5) -> dict:
+def panoptic_quality(
+    pred_classes,
+    pred_instances,
+    gt_classes,
+    gt_instances,
+    n_classes: int,
+    *,
+    ignore_index: int | None = None,
+    iou_threshold: float = 0.5,
+) -> dict:
     r"""Panoptic quality PQ = SQ x RQ (Kirillov et al. 2019) of one image.
 
     A segment is a (class, instance id) pair of a map. Predicted and true
@@ -137,8 +153,9 @@ def panoptic_quality(pred_classes, pred_instances, gt_classes, gt_instances, n_c
     pc, pi = _labels(pred_classes, "pred_classes"), _labels(pred_instances, "pred_instances")
     gc, gi = _labels(gt_classes, "gt_classes"), _labels(gt_instances, "gt_instances")
     if not (pc.shape == pi.shape == gc.shape == gi.shape):
-        raise ValueError("the four maps must have one shape, got "
-                         + ", ".join(_shape_str(a.shape) for a in (pc, pi, gc, gi)))
+        raise ValueError(
+            "the four maps must have one shape, got " + ", ".join(_shape_str(a.shape) for a in (pc, pi, gc, gi))
+        )
     if not 0 < iou_threshold < 1:
         raise ValueError(f"iou_threshold must be in (0, 1), got {iou_threshold}")
     keep = np.ones(gc.shape, dtype=bool) if ignore_index is None else gc != ignore_index
@@ -174,8 +191,12 @@ def panoptic_quality(pred_classes, pred_instances, gt_classes, gt_instances, n_c
     if not per_class:
         return {"pq": float("nan"), "sq": float("nan"), "rq": float("nan"), "per_class": per_class}
     vals = np.array([v[:3] for v in per_class.values()])
-    return {"pq": float(vals[:, 0].mean()), "sq": float(vals[:, 1].mean()), "rq": float(vals[:, 2].mean()),
-            "per_class": per_class}
+    return {
+        "pq": float(vals[:, 0].mean()),
+        "sq": float(vals[:, 1].mean()),
+        "rq": float(vals[:, 2].mean()),
+        "per_class": per_class,
+    }
 
 
 def instance_average_precision(pred_masks, pred_scores, gt_masks, *, iou_threshold: float = 0.5) -> float:
@@ -254,8 +275,7 @@ def panoptic_from_labels(classes, instances, *, ignore_index: int | None = None,
     """
     c, i = _labels(classes, "classes"), _labels(instances, "instances")
     if c.shape != i.shape:
-        raise ValueError(f"classes and instances must have one shape, got {_dims(c.shape)} and "
-                         f"{_dims(i.shape)}")
+        raise ValueError(f"classes and instances must have one shape, got {_dims(c.shape)} and {_dims(i.shape)}")
     keep = np.ones(c.shape, dtype=bool) if ignore_index is None else c != ignore_index
     inst = i.copy()
     if thing_classes is not None:
@@ -263,7 +283,9 @@ def panoptic_from_labels(classes, instances, *, ignore_index: int | None = None,
     seg, cls = _segments(c, inst, keep)
     ids = seg + 1  # -1 (not kept) becomes 0, void
     areas = np.bincount(seg[keep], minlength=len(cls))
-    return ids, [{"id": k + 1, "category_id": int(cls[k]), "iscrowd": 0, "area": int(areas[k])} for k in range(len(cls))]
+    return ids, [
+        {"id": k + 1, "category_id": int(cls[k]), "iscrowd": 0, "area": int(areas[k])} for k in range(len(cls))
+    ]
 
 
 def _segment_table(ids, segments, name: str, categories) -> dict:
@@ -278,7 +300,9 @@ def _segment_table(ids, segments, name: str, categories) -> dict:
         if sid in table:
             raise ValueError(f"{name} segment id {sid} is listed twice")
         if cat not in categories:
-            raise ValueError(f"{name} segment {sid} has category {cat}, which is not one of the categories {sorted(categories)}")
+            raise ValueError(
+                f"{name} segment {sid} has category {cat}, which is not one of the categories {sorted(categories)}"
+            )
         table[sid] = (cat, int(bool(s.get("iscrowd", 0))))
     present = set(np.unique(ids).tolist()) - {VOID}
     missing = present - set(table)
@@ -341,8 +365,7 @@ class PanopticQuality:
         (dicts with ``id``, ``category_id`` and, for the ground truth, optionally ``iscrowd``)."""
         p, g = _labels(pred_ids, "pred_ids"), _labels(gt_ids, "gt_ids")
         if p.shape != g.shape:
-            raise ValueError(f"pred_ids and gt_ids must have one shape, got {_dims(p.shape)} and "
-                             f"{_dims(g.shape)}")
+            raise ValueError(f"pred_ids and gt_ids must have one shape, got {_dims(p.shape)} and {_dims(g.shape)}")
         if (p.size and p.min() < 0) or (g.size and g.min() < 0):
             raise ValueError("segment ids must be >= 0 (0 is void)")
         pt = _segment_table(p, pred_segments, "pred", self.categories)
@@ -385,8 +408,14 @@ class PanopticQuality:
         for c, k in self._index.items():
             tp, fp, fn = int(self.tp[k]), int(self.fp[k]), int(self.fn[k])
             denom = tp + 0.5 * fp + 0.5 * fn
-            out[c] = {"pq": float(self.iou[k] / denom) if denom else 0.0, "sq": float(self.iou[k] / tp) if tp else 0.0,
-                      "rq": tp / denom if denom else 0.0, "tp": tp, "fp": fp, "fn": fn}
+            out[c] = {
+                "pq": float(self.iou[k] / denom) if denom else 0.0,
+                "sq": float(self.iou[k] / tp) if tp else 0.0,
+                "rq": tp / denom if denom else 0.0,
+                "tp": tp,
+                "fp": fp,
+                "fn": fn,
+            }
         return out
 
     def compute(self) -> dict:
@@ -395,7 +424,11 @@ class PanopticQuality:
         per = self.per_class()
         res = {"per_class": per}
         for name, want in (("all", None), ("things", True), ("stuff", False)):
-            rows = [v for c, v in per.items() if (want is None or self.categories[c] == want) and v["tp"] + v["fp"] + v["fn"]]
+            rows = [
+                v
+                for c, v in per.items()
+                if (want is None or self.categories[c] == want) and v["tp"] + v["fp"] + v["fn"]
+            ]
             if rows:
                 res[name] = {m: float(np.mean([r[m] for r in rows])) for m in ("pq", "sq", "rq")} | {"n": len(rows)}
             else:

@@ -43,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - only without torch
 from . import arrays
 from .backends import cuda as _cuda
 from .backends.cpu import CpuBackend
+from .backends.problem import image_range_factor, warn_image_units
 
 __all__ = ["CRFasRNN", "LatticeFilter", "build_lattice", "gaussian_filter"]
 
@@ -282,8 +283,9 @@ def _norm_arg(normalization) -> int:
     raise ValueError(f"normalization must be one of {sorted(_NORMALIZATIONS)}, got {normalization!r}")
 
 
-def gaussian_filter(values, features, *, normalization: str = "none", lattice=None,
-                    threads: int | None = None) -> torch.Tensor:
+def gaussian_filter(
+    values, features, *, normalization: str = "none", lattice=None, threads: int | None = None
+) -> torch.Tensor:
     r"""Differentiable Gaussian filter of ``values`` ``[N, C]`` over ``features`` ``[N, d]``.
 
     ``normalization``: 'none' (:math:`K v`), 'before' (:math:`K D^{-1} v`),
@@ -296,8 +298,10 @@ def gaussian_filter(values, features, *, normalization: str = "none", lattice=No
     """
     _check_features(features)
     if not isinstance(values, torch.Tensor) or values.dim() != 2 or values.shape[0] != features.shape[0]:
-        raise ValueError(f"values must be a tensor of shape [N, C] with N = {features.shape[0]}, got "
-                         f"{tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__}")
+        raise ValueError(
+            f"values must be a tensor of shape [N, C] with N = {features.shape[0]}, got "
+            f"{tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__}"
+        )
     if values.device != features.device:
         raise ValueError(f"values are on {values.device}, features on {features.device}")
     backend = _backend(features.device, threads or 0)
@@ -372,7 +376,10 @@ class CRFasRNN(nn.Module):
     * ``'spatial'``: features :math:`p / \sigma_{xy}` (pixel coordinates in
       (x, y, z, ...) order, as :class:`densecrf.DenseCRF2D`);
     * ``'bilateral'``: :math:`[p / \sigma_{xy}, I / \sigma_{rgb}]` over the
-      image channels;
+      image channels, with the image :math:`I` in 0..255 units (the units of
+      :math:`\sigma_{rgb}`, as :func:`densecrf.refine`'s ``bilateral_srgb``):
+      pass ``255 * image`` or ``image_range=(0, 1)`` to ``forward`` for an
+      image in 0..1 (:class:`densecrf.models.DeepLabCRF` does the former);
     * ``'features0'``, ``'features1'``, ...: one per entry of
       ``feature_bandwidths``, over arbitrary per-point features passed to
       ``forward`` (``[B, d_t, *spatial]``), divided by the term's bandwidth
@@ -410,7 +417,14 @@ class CRFasRNN(nn.Module):
         spatial_sxy, spatial_weight: smoothness term (CRF-RNN: 3, 3).
         bilateral_sxy, bilateral_srgb, bilateral_weight: appearance term
             (CRF-RNN: 160, 3 on 0..255 images with weight 5; pydensecrf's
-            classic 80, 13, 10).
+            classic 80, 13, 10). The default weight, 5, is not
+            :func:`densecrf.refine`'s 10: this layer is made to be trained,
+            and 5 is CRF-RNN's initial bilateral weight (Zheng et al.'s
+            released model starts from spatial 3, bilateral 5 and learns
+            them), paired here with pydensecrf's bandwidths. So
+            ``CRFasRNN(K)`` is not ``refine``'s default CRF; the layer that
+            is (up to float32 rounding) is
+            ``CRFasRNN.from_params(densecrf.params.CRFParams(), K)``.
         feature_bandwidths, feature_weights: extra terms over user features.
         per_class_weights: one weight per class and term (CRF-RNN).
         learn_bandwidths: False, True, or an iterable of term names.
@@ -419,14 +433,24 @@ class CRFasRNN(nn.Module):
         threads: native threads (default: all cores).
     """
 
-    def __init__(self, n_classes: int, n_iter: int = 5, *,
-                 spatial_sxy: float = 3.0, spatial_weight: float | None = 3.0,
-                 bilateral_sxy: float = 80.0, bilateral_srgb: float = 13.0,
-                 bilateral_weight: float | None = 5.0,
-                 feature_bandwidths: Sequence | None = None, feature_weights: Sequence | None = None,
-                 per_class_weights: bool = False, learn_bandwidths=False,
-                 normalization: str = "symmetric", recompute: bool = False,
-                 threads: int | None = None):
+    def __init__(
+        self,
+        n_classes: int,
+        n_iter: int = 5,
+        *,
+        spatial_sxy: float = 3.0,
+        spatial_weight: float | None = 3.0,
+        bilateral_sxy: float = 80.0,
+        bilateral_srgb: float = 13.0,
+        bilateral_weight: float | None = 5.0,
+        feature_bandwidths: Sequence | None = None,
+        feature_weights: Sequence | None = None,
+        per_class_weights: bool = False,
+        learn_bandwidths=False,
+        normalization: str = "symmetric",
+        recompute: bool = False,
+        threads: int | None = None,
+    ):
         super().__init__()
         if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
             raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}")
@@ -447,13 +471,22 @@ class CRFasRNN(nn.Module):
         if spatial_weight is not None:
             specs.append(("spatial", "spatial", spatial_weight, {"sxy": _positive(spatial_sxy, "spatial_sxy")}))
         if bilateral_weight is not None:
-            specs.append(("bilateral", "bilateral", bilateral_weight,
-                          {"sxy": _positive(bilateral_sxy, "bilateral_sxy"),
-                           "srgb": _positive(bilateral_srgb, "bilateral_srgb")}))
+            specs.append(
+                (
+                    "bilateral",
+                    "bilateral",
+                    bilateral_weight,
+                    {
+                        "sxy": _positive(bilateral_sxy, "bilateral_sxy"),
+                        "srgb": _positive(bilateral_srgb, "bilateral_srgb"),
+                    },
+                )
+            )
         for k, (bw, w) in enumerate(zip(fb, fw, strict=True)):
             vals = [bw] if isinstance(bw, numbers.Real) else list(bw)
-            specs.append((f"features{k}", "features", w,
-                          {"s": [_positive(float(v), f"feature_bandwidths[{k}]") for v in vals]}))
+            specs.append(
+                (f"features{k}", "features", w, {"s": [_positive(float(v), f"feature_bandwidths[{k}]") for v in vals]})
+            )
         names = [s[0] for s in specs]
         if learn_bandwidths is True:
             learn = set(names)
@@ -493,8 +526,10 @@ class CRFasRNN(nn.Module):
         return getattr(self, f"_bw_{key}")
 
     def extra_repr(self) -> str:
-        return (f"n_classes={self.n_classes}, n_iter={self.n_iter}, terms={[n for n, _ in self.terms]}, "
-                f"learned_bandwidths={list(self.log_bandwidths.keys())}, recompute={self.recompute}")
+        return (
+            f"n_classes={self.n_classes}, n_iter={self.n_iter}, terms={[n for n, _ in self.terms]}, "
+            f"learned_bandwidths={list(self.log_bandwidths.keys())}, recompute={self.recompute}"
+        )
 
     # -- parameter files ----------------------------------------------------
     @classmethod
@@ -531,9 +566,16 @@ class CRFasRNN(nn.Module):
         terms = [("spatial", p.gaussian_compat), ("bilateral", p.bilateral_compat)]
         present = [(name, c) for name, c in terms if c is not None]
         eye = np.eye(n_classes)
-        mats = {name: (-float(c) * eye if isinstance(c, float) else
-                       np.diag(np.asarray(c, dtype=np.float64)) if np.ndim(c) == 1 else np.asarray(c, dtype=np.float64))
-                for name, c in present}
+        mats = {
+            name: (
+                -float(c) * eye
+                if isinstance(c, float)
+                else np.diag(np.asarray(c, dtype=np.float64))
+                if np.ndim(c) == 1
+                else np.asarray(c, dtype=np.float64)
+            )
+            for name, c in present
+        }
         weights = {name: None for name, _ in terms}
         if all(isinstance(c, float) for _, c in present):
             mu = -eye
@@ -549,16 +591,28 @@ class CRFasRNN(nn.Module):
                 den = (mu * mu).sum(0)
                 w = np.where(den > 0, (mu * m).sum(0) / np.where(den > 0, den, 1.0), 0.0)
                 if not np.allclose(mu * w[None, :], m, rtol=1e-6, atol=1e-9 * max(1.0, np.abs(m).max())):
-                    raise ValueError("CRFasRNN shares one compatibility matrix between its terms: the "
-                                     f"{name} term's matrix is not the {ref} term's with rescaled columns")
+                    raise ValueError(
+                        "CRFasRNN shares one compatibility matrix between its terms: the "
+                        f"{name} term's matrix is not the {ref} term's with rescaled columns"
+                    )
                 weights[name] = w
             per_class = not all(np.allclose(w, w[0]) for w in weights.values() if w is not None)
             if not per_class:
                 weights = {n: (None if w is None else float(w[0])) for n, w in weights.items()}
-        layer = cls(n_classes, p.n_iter, spatial_sxy=p.gaussian_sxy, spatial_weight=weights["spatial"] if not per_class else (1.0 if weights["spatial"] is not None else None),
-                    bilateral_sxy=p.bilateral_sxy, bilateral_srgb=srgb,
-                    bilateral_weight=weights["bilateral"] if not per_class else (1.0 if weights["bilateral"] is not None else None),
-                    per_class_weights=per_class, normalization=p.normalization, **kwargs)
+        layer = cls(
+            n_classes,
+            p.n_iter,
+            spatial_sxy=p.gaussian_sxy,
+            spatial_weight=weights["spatial"] if not per_class else (1.0 if weights["spatial"] is not None else None),
+            bilateral_sxy=p.bilateral_sxy,
+            bilateral_srgb=srgb,
+            bilateral_weight=weights["bilateral"]
+            if not per_class
+            else (1.0 if weights["bilateral"] is not None else None),
+            per_class_weights=per_class,
+            normalization=p.normalization,
+            **kwargs,
+        )
         with torch.no_grad():
             layer.compat.copy_(torch.as_tensor(mu, dtype=layer.compat.dtype))
             if per_class:
@@ -595,8 +649,13 @@ class CRFasRNN(nn.Module):
                 return torch.diagonal(m).tolist()  # a diagonal matrix as DenseCRF's [K] diagonal
             return m.tolist()
 
-        kw = {"n_iter": self.n_iter, "gaussian_compat": compat("spatial"), "bilateral_compat": compat("bilateral"),
-              "normalization": {v: k for k, v in _NORMALIZATIONS.items()}[self.normalization], "info": dict(info or {})}
+        kw = {
+            "n_iter": self.n_iter,
+            "gaussian_compat": compat("spatial"),
+            "bilateral_compat": compat("bilateral"),
+            "normalization": {v: k for k, v in _NORMALIZATIONS.items()}[self.normalization],
+            "info": dict(info or {}),
+        }
         if "spatial" in names:
             kw["gaussian_sxy"] = float(self.bandwidth("spatial", "sxy").detach())
         if "bilateral" in names:
@@ -607,19 +666,34 @@ class CRFasRNN(nn.Module):
     # -- forward ----------------------------------------------------------
     def _check(self, logits, image, features):
         if not isinstance(logits, torch.Tensor) or logits.dim() < 3:
-            raise ValueError(f"logits must be a tensor [B, K, *spatial], got "
-                             f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
+            raise ValueError(
+                f"logits must be a tensor [B, K, *spatial], got "
+                f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}"
+            )
         if logits.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"logits must be float32 or float64, got {logits.dtype}")
         if logits.shape[1] != self.n_classes:
-            raise ValueError(f"logits must have {self.n_classes} channels (classes), got shape {tuple(logits.shape)}")
+            msg = f"logits must have {self.n_classes} channels (classes), got shape {tuple(logits.shape)}"
+            if logits.shape[0] == self.n_classes:
+                msg += (
+                    "; the classes are on axis 0: this looks like one image's [K, *spatial] logits without "
+                    "the batch axis: pass logits[None] (and image[None])"
+                )
+            raise ValueError(msg)
         b, spatial = logits.shape[0], tuple(logits.shape[2:])
         kinds = [k for _, k in self.terms]
         if "bilateral" in kinds:
             if image is None:
                 raise ValueError("the bilateral term needs an image [B, C, *spatial]")
+            if not isinstance(image, torch.Tensor):
+                raise TypeError(f"image must be a torch.Tensor [B, C, *spatial], got {type(image).__name__}")
             if image.dim() != logits.dim() or image.shape[0] != b or tuple(image.shape[2:]) != spatial:
-                raise ValueError(f"image must have shape [{b}, C, {', '.join(map(str, spatial))}], got {tuple(image.shape)}")
+                msg = f"image must have shape [{b}, C, {', '.join(map(str, spatial))}], got {tuple(image.shape)}"
+                if image.dim() == logits.dim() - 1 and tuple(image.shape[1:]) == spatial:
+                    msg += "; it has no batch axis: pass image[None]"
+                elif image.dim() == logits.dim() and tuple(image.shape[1:-1]) == spatial:
+                    msg += "; it looks channels-last: pass image.permute(0, 3, 1, 2) ([B, C, H, W])"
+                raise ValueError(msg)
             if image.device != logits.device:
                 raise ValueError(f"image is on {image.device}, logits on {logits.device}")
         n_feat = kinds.count("features")
@@ -631,15 +705,18 @@ class CRFasRNN(nn.Module):
         for k, (f, (name, _)) in enumerate(zip(features, [t for t in self.terms if t[1] == "features"], strict=True)):
             s = self.bandwidth(name, "s")
             if f.dim() != logits.dim() or f.shape[0] != b or tuple(f.shape[2:]) != spatial:
-                raise ValueError(f"features[{k}] must have shape [{b}, d, {', '.join(map(str, spatial))}], got {tuple(f.shape)}")
+                raise ValueError(
+                    f"features[{k}] must have shape [{b}, d, {', '.join(map(str, spatial))}], got {tuple(f.shape)}"
+                )
             if s.numel() != 1 and s.numel() != f.shape[1]:
                 raise ValueError(f"features[{k}] has {f.shape[1]} channels but its term has {s.numel()} bandwidths")
             if f.device != logits.device:
                 raise ValueError(f"features[{k}] is on {f.device}, logits on {logits.device}")
         return features
 
-    def _term_features(self, logits, image, features):
-        """Per image, per term: features [N, d_t] already divided by the bandwidths."""
+    def _term_features(self, logits, image, features, srgb_factor: float = 1.0):
+        """Per image, per term: features [N, d_t] already divided by the bandwidths
+        (the colour bandwidth times ``srgb_factor``, see ``image_range``)."""
         b = logits.shape[0]
         spatial = logits.shape[2:]
         n = int(math.prod(spatial))
@@ -654,7 +731,10 @@ class CRFasRNN(nn.Module):
             elif kind == "bilateral":
                 p = pos / self.bandwidth(name, "sxy").to(dt)
                 img = image.to(dt).reshape(b, image.shape[1], n).transpose(1, 2)  # [B, N, C]
-                per = [torch.cat([p, img[i] / self.bandwidth(name, "srgb").to(dt)], dim=1) for i in range(b)]
+                srgb = self.bandwidth(name, "srgb").to(dt)
+                if srgb_factor != 1.0:  # 1.0: the bandwidth as stored (the same bits as without image_range)
+                    srgb = srgb * srgb_factor
+                per = [torch.cat([p, img[i] / srgb], dim=1) for i in range(b)]
             else:
                 x = features[fi].to(dt)
                 fi += 1
@@ -665,18 +745,39 @@ class CRFasRNN(nn.Module):
                 out[i].append(per[i].contiguous())
         return out
 
-    def forward(self, logits: torch.Tensor, image: torch.Tensor | None = None,
-                features=None) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, image: torch.Tensor | None = None, features=None, *, image_range=None
+    ) -> torch.Tensor:
         """``logits`` ``[B, K, *spatial]``, ``image`` ``[B, C, *spatial]`` (bilateral
-        term), ``features`` a tensor or list of tensors ``[B, d_t, *spatial]``
-        (feature terms). Returns the refined logits ``[B, K, *spatial]``."""
+        term) in 0..255 units, ``features`` a tensor or list of tensors ``[B, d_t, *spatial]``
+        (feature terms). Returns the refined logits ``[B, K, *spatial]``.
+
+        ``image_range``: None (default) for an image in 0..255 units (the
+        colour bandwidth's); ``(lo, hi)`` for values spanning lo..hi, e.g.
+        ``(0, 1)``, used as if mapped onto 0..255 (the colour bandwidth is
+        scaled by ``(hi - lo) / 255``); ``'raw'`` for the values as they are
+        (the bandwidth in the image's own units). Without it, a float
+        3-channel image whose largest value is at most 1 gets a UserWarning
+        (on a GPU that check waits for one reduction of the image; a stated
+        ``image_range`` skips it)."""
         features = self._check(logits, image, features)
+        factor = image_range_factor(image_range)
+        if image is not None and image.numel() and any(k == "bilateral" for _, k in self.terms):
+            # stacklevel 4 from forward: Module._call_impl, Module._wrapped_call_impl, then the caller
+            warn_image_units(
+                image_range,
+                int(image.shape[1]),
+                bool(image.dtype.is_floating_point),
+                lambda: image.detach().max(),
+                what="image",
+                stacklevel=4,
+            )
         _backend(logits.device, self.threads)  # fail early on an unsupported device
-        return _crf_forward(self, logits, image, features)
+        return _crf_forward(self, logits, image, features, factor)
 
 
 @torch.compiler.disable
-def _crf_forward(mod: CRFasRNN, logits, image, features):
+def _crf_forward(mod: CRFasRNN, logits, image, features, srgb_factor: float = 1.0):
     b, k = logits.shape[:2]
     spatial = logits.shape[2:]
     n = int(math.prod(spatial))
@@ -685,7 +786,7 @@ def _crf_forward(mod: CRFasRNN, logits, image, features):
     dt = logits.dtype
     weights = [mod.weights[name].to(dt) for name, _ in mod.terms]
     compat = mod.compat.to(dt)
-    per_image = mod._term_features(logits, image, features)
+    per_image = mod._term_features(logits, image, features, srgb_factor)
     flat = logits.reshape(b, k, n).transpose(1, 2)  # [B, N, K]
     tensors = [logits, compat, *weights] + [f for fs in per_image for f in fs]
     needs_graph = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)

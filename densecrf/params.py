@@ -109,13 +109,20 @@ class CRFParams:
     # -- conversions --------------------------------------------------------
     def refine_kwargs(self) -> dict:
         """Keyword arguments of :func:`densecrf.refine` (compatibilities as numpy arrays)."""
+
         def c(v):
             return v if v is None or isinstance(v, float) else np.asarray(v, dtype=np.float32)
 
         srgb = self.bilateral_srgb if isinstance(self.bilateral_srgb, float) else tuple(self.bilateral_srgb)
-        return {"n_iter": self.n_iter, "gaussian_sxy": self.gaussian_sxy, "gaussian_compat": c(self.gaussian_compat),
-                "bilateral_sxy": self.bilateral_sxy, "bilateral_srgb": srgb,
-                "bilateral_compat": c(self.bilateral_compat), "normalization": self.normalization}
+        return {
+            "n_iter": self.n_iter,
+            "gaussian_sxy": self.gaussian_sxy,
+            "gaussian_compat": c(self.gaussian_compat),
+            "bilateral_sxy": self.bilateral_sxy,
+            "bilateral_srgb": srgb,
+            "bilateral_compat": c(self.bilateral_compat),
+            "normalization": self.normalization,
+        }
 
     def n_labels(self) -> int | None:
         """K implied by a vector or matrix compatibility, or None for Potts weights only."""
@@ -125,10 +132,15 @@ class CRFParams:
         return ks.pop() if ks else None
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, "n_iter": self.n_iter,
-                "gaussian": {"sxy": self.gaussian_sxy, "compat": self.gaussian_compat},
-                "bilateral": {"sxy": self.bilateral_sxy, "srgb": self.bilateral_srgb, "compat": self.bilateral_compat},
-                "normalization": self.normalization, "info": self.info}
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "n_iter": self.n_iter,
+            "gaussian": {"sxy": self.gaussian_sxy, "compat": self.gaussian_compat},
+            "bilateral": {"sxy": self.bilateral_sxy, "srgb": self.bilateral_srgb, "compat": self.bilateral_compat},
+            "normalization": self.normalization,
+            "info": self.info,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> CRFParams:
@@ -137,7 +149,9 @@ class CRFParams:
         if d.get("format", FORMAT) != FORMAT:
             raise ValueError(f"not a densecrf parameter file (format {d.get('format')!r})")
         if d.get("version", VERSION) != VERSION:
-            raise ValueError(f"densecrf parameter file version {d.get('version')!r} is not supported (this is {VERSION})")
+            raise ValueError(
+                f"densecrf parameter file version {d.get('version')!r} is not supported (this is {VERSION})"
+            )
         known = {"format", "version", "n_iter", "gaussian", "bilateral", "normalization", "info"}
         unknown = set(d) - known
         if unknown:
@@ -151,11 +165,16 @@ class CRFParams:
         base = cls()
         g = g if g is not None else {"compat": None}
         b = b if b is not None else {"compat": None}
-        return cls(n_iter=d.get("n_iter", base.n_iter),
-                   gaussian_sxy=g.get("sxy", base.gaussian_sxy), gaussian_compat=g.get("compat", base.gaussian_compat),
-                   bilateral_sxy=b.get("sxy", base.bilateral_sxy), bilateral_srgb=b.get("srgb", base.bilateral_srgb),
-                   bilateral_compat=b.get("compat", base.bilateral_compat),
-                   normalization=d.get("normalization", base.normalization), info=d.get("info", {}))
+        return cls(
+            n_iter=d.get("n_iter", base.n_iter),
+            gaussian_sxy=g.get("sxy", base.gaussian_sxy),
+            gaussian_compat=g.get("compat", base.gaussian_compat),
+            bilateral_sxy=b.get("sxy", base.bilateral_sxy),
+            bilateral_srgb=b.get("srgb", base.bilateral_srgb),
+            bilateral_compat=b.get("compat", base.bilateral_compat),
+            normalization=d.get("normalization", base.normalization),
+            info=d.get("info", {}),
+        )
 
     def save(self, path) -> None:
         """Writes the JSON file (atomically: a temporary file, then a rename)."""

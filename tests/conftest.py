@@ -20,8 +20,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 STRICT = os.environ.get("DENSECRF_STRICT", "") not in ("", "0")
-CAMVID = os.environ.get("DENSECRF_CAMVID") or os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data",
-                                                                           "camvid"))
+CAMVID = os.environ.get("DENSECRF_CAMVID") or os.path.normpath(
+    os.path.join(HERE, "..", "..", "shared", "data", "camvid")
+)
 
 
 def missing(reason: str):

@@ -99,4 +99,5 @@ def confusion_numpy(pred, truth, n_classes, ignore_index=None) -> np.ndarray:
     pred = np.asarray(pred).ravel().astype(np.int64)
     keep = truth != ignore_index if ignore_index is not None else np.ones(truth.shape, bool)
     return np.bincount(truth[keep] * n_classes + pred[keep], minlength=n_classes * n_classes).reshape(
-        n_classes, n_classes)
+        n_classes, n_classes
+    )

@@ -89,8 +89,9 @@ def test_refine_label_png(tmp_path, capsys):
     noisy[5:8, 3:6] = (noisy[5:8, 3:6] + 1) % 3  # a blob of wrong labels inside a band
     ip, lp = save_png(tmp_path / "im.png", image), save_png(tmp_path / "lab.png", noisy.astype(np.uint8), "L")
     before = digest(lp)
-    rc, _, err = run(capsys, "refine", ip, lp, "--n-labels", 3, "--gt-prob", 0.6, "-o", tmp_path / "o.png",
-                       "--palette", "camvid")
+    rc, _, err = run(
+        capsys, "refine", ip, lp, "--n-labels", 3, "--gt-prob", 0.6, "-o", tmp_path / "o.png", "--palette", "camvid"
+    )
     assert rc == 0, err
     q = np.load(tmp_path / "o.npy")
     labels = palette_labels(tmp_path / "o.png")
@@ -119,14 +120,31 @@ def test_params_file_used_and_overridden(tmp_path, capsys):
     image, _, probs = scene()
     ip, pp = save_png(tmp_path / "im.png", image), tmp_path / "p.npy"
     np.save(pp, probs)
-    spec = {"format": "densecrf-params", "version": 1, "n_iter": 3,
-            "gaussian": {"sxy": 2.0, "compat": 1.0}, "bilateral": {"sxy": 20.0, "srgb": 9.0, "compat": 4.0}}
+    spec = {
+        "format": "densecrf-params",
+        "version": 1,
+        "n_iter": 3,
+        "gaussian": {"sxy": 2.0, "compat": 1.0},
+        "bilateral": {"sxy": 20.0, "srgb": 9.0, "compat": 4.0},
+    }
     (tmp_path / "p.json").write_text(json.dumps(spec))
     before = digest(tmp_path / "p.json")
     assert run(capsys, "refine", ip, pp, "-o", tmp_path / "a", "--params", tmp_path / "p.json")[0] == 0
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), densecrf.refine(image, probs, params=spec))
-    rc, out, _ = run(capsys, "refine", ip, pp, "-o", tmp_path / "b", "--params", tmp_path / "p.json",
-                     "--iters", 1, "--bilateral-compat", "none")
+    rc, out, _ = run(
+        capsys,
+        "refine",
+        ip,
+        pp,
+        "-o",
+        tmp_path / "b",
+        "--params",
+        tmp_path / "p.json",
+        "--iters",
+        1,
+        "--bilateral-compat",
+        "none",
+    )
     assert rc == 0 and "1 iterations" in out
     over = dict(spec, n_iter=1, bilateral={"sxy": 20.0, "srgb": 9.0, "compat": None})
     np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), densecrf.refine(image, probs, params=over))
@@ -167,8 +185,18 @@ def _tiny_crf_checkpoint(path):
 
     torch.manual_seed(0)
     args = {"width": 4, "size": [60, 45], "crf_iter": 2, "crf_spatial": [3.0, 1.0], "crf_bilateral": [40.0, 13.0, 2.0]}
-    model = DeepLabCRF(11, 4, 2, net_size=(60, 45), spatial_sxy=3.0, spatial_weight=1.0, bilateral_sxy=40.0,
-                       bilateral_srgb=13.0, bilateral_weight=2.0, per_class_weights=True).eval()
+    model = DeepLabCRF(
+        11,
+        4,
+        2,
+        net_size=(60, 45),
+        spatial_sxy=3.0,
+        spatial_weight=1.0,
+        bilateral_sxy=40.0,
+        bilateral_srgb=13.0,
+        bilateral_weight=2.0,
+        per_class_weights=True,
+    ).eval()
     torch.save({"model": model.state_dict(), "args": args}, path)
     return model
 
@@ -204,10 +232,10 @@ def fake_camvid(root, split="val", n=3, h=36, w=48, seed=0):
 
     for i in range(n):
         labels = np.zeros((h, w), np.uint8)
-        labels[h // 2:] = 3                       # road below
-        labels[: h // 3] = 0                      # sky above
-        labels[h // 3: h // 2, rng.integers(0, w // 2):] = 8  # a car
-        labels[0, 0] = 11                         # one unlabelled pixel
+        labels[h // 2 :] = 3  # road below
+        labels[: h // 3] = 0  # sky above
+        labels[h // 3 : h // 2, rng.integers(0, w // 2) :] = 8  # a car
+        labels[0, 0] = 11  # one unlabelled pixel
         image = np.clip(PALETTE[labels].astype(float) + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
         save_png(root / split / f"f{i:03d}.png", image)
         save_png(root / (split + "annot") / f"f{i:03d}.png", labels, "L")
@@ -253,8 +281,22 @@ def test_eval_float16_maps_and_params(tmp_path, capsys):
     pytest.importorskip("torch")
     root = fake_camvid(tmp_path / "cv", split="test", n=2)
     (tmp_path / "p.json").write_text(json.dumps({"n_iter": 2}))
-    rc, out, err = run(capsys, "eval", root, "--split", "test", "--save-probs", tmp_path / "m", "--probs-dtype",
-                       "float16", "--params", tmp_path / "p.json", "--gaussian-sxy", 2, "--no-crf-rnn")
+    rc, out, err = run(
+        capsys,
+        "eval",
+        root,
+        "--split",
+        "test",
+        "--save-probs",
+        tmp_path / "m",
+        "--probs-dtype",
+        "float16",
+        "--params",
+        tmp_path / "p.json",
+        "--gaussian-sxy",
+        2,
+        "--no-crf-rnn",
+    )
     assert rc == 0, err
     assert np.load(tmp_path / "m" / "f000.npy").dtype == np.float16
     assert "dense CRF: 2 iterations, gaussian sxy 2 compat 3" in out
@@ -268,8 +310,25 @@ def test_train_passes_arguments_through(tmp_path, capsys):
     pytest.importorskip("torch")
     root = fake_camvid(tmp_path / "cv", split="train", n=2)
     fake_camvid(root, split="val", n=1, seed=1)
-    rc, _, err = run(capsys, "train", "--data", root, "--out", tmp_path / "run", "--epochs", 1, "--batch", 2,
-                       "--width", 4, "--size", 48, 36, "--max-batches", 1)
+    rc, _, err = run(
+        capsys,
+        "train",
+        "--data",
+        root,
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        1,
+        "--batch",
+        2,
+        "--width",
+        4,
+        "--size",
+        48,
+        36,
+        "--max-batches",
+        1,
+    )
     assert rc == 0, err
     assert (tmp_path / "run" / "log.csv").exists() and (tmp_path / "run" / "best.pt").exists()
     rc, _, err = run(capsys, "train", "--epochs", 1)
@@ -337,63 +396,188 @@ HOSTILE = [
     ("missing image", lambda t: ("refine", t / "no.png", t / "p.npy", "-o", t / "o"), r"IMAGE not found: .*no\.png"),
     ("missing probs", lambda t: ("refine", t / "im.png", t / "no.npy", "-o", t / "o"), r"PROBS not found: .*no\.npy"),
     ("image is a folder", lambda t: ("refine", t, t / "p.npy", "-o", t / "o"), r"IMAGE is a folder"),
-    ("not an image", lambda t: ("refine", _write(t / "x.png", "hello"), t / "p.npy", "-o", t / "o"),
-     r"IMAGE .*x\.png is not a readable image file"),
-    ("probs png not an image", lambda t: ("refine", t / "im.png", _write(t / "l.png", "hello"), "-o", t / "o"),
-     r"PROBS .*l\.png is not a readable image file"),
-    ("npy wrong shape", lambda t: (np.save(t / "q.npy", np.ones((6, 7, 2, 2), np.float32)),
-                                   ("refine", t / "im.png", t / "q.npy", "-o", t / "o"))[1],
-     r"must be \[H, W, K\] probabilities .* shape \(6, 7, 2, 2\)"),
-    ("npy integer probs", lambda t: (np.save(t / "q.npy", np.ones((6, 7, 2), np.int32)),
-                                     ("refine", t / "im.png", t / "q.npy", "-o", t / "o"))[1],
-     r"floating-point probabilities, got dtype int32"),
-    ("size mismatch", lambda t: (np.save(t / "q.npy", scene(5, 7, 4)[2]),
-                                 ("refine", t / "im.png", t / "q.npy", "-o", t / "o"))[1],
-     r"shape \(5, 7, 4\) but the image is 6 x 7"),
-    ("label png size mismatch", lambda t: ("refine", t / "im.png", save_png(t / "l.png", np.zeros((5, 7), np.uint8), "L"),
-                                           "--n-labels", 3, "-o", t / "o"), r"5 x 7 label map but the image is 6 x 7"),
-    ("label png is RGB", lambda t: ("refine", t / "im.png", save_png(t / "l.png", np.zeros((6, 7, 3), np.uint8)),
-                                    "--n-labels", 3, "-o", t / "o"), r"one class index per pixel.*RGB"),
-    ("label out of range", lambda t: ("refine", t / "im.png", save_png(t / "l.png", np.full((6, 7), 5, np.uint8), "L"),
-                                      "--n-labels", 3, "-o", t / "o"), r"labels in \[5, 5\], outside \[0, 3\)"),
-    ("gt-prob out of range", lambda t: ("refine", t / "im.png", save_png(t / "l.png", np.zeros((6, 7), np.uint8), "L"),
-                                        "--n-labels", 3, "--gt-prob", 1.5, "-o", t / "o"), r"gt_prob must be in \(0, 1\)"),
-    ("probs not summing to one", lambda t: (np.save(t / "q.npy", np.full((6, 7, 4), 0.5, np.float32)),
-                                            ("refine", t / "im.png", t / "q.npy", "-o", t / "o"))[1],
-     r"probs must sum to one.*sums to 2"),
-    ("params file missing", lambda t: ("refine", t / "im.png", t / "p.npy", "-o", t / "o", "--params", t / "no.json"),
-     r"params file not found: .*no\.json"),
-    ("params bad JSON", lambda t: ("refine", t / "im.png", t / "p.npy", "-o", t / "o", "--params",
-                                   _write(t / "b.json", "{")), r"b\.json is not valid JSON"),
-    ("params bad value", lambda t: ("refine", t / "im.png", t / "p.npy", "-o", t / "o", "--params",
-                                    _write(t / "b.json", '{"gaussian": {"sxy": -1}}')),
-     r"params file .*b\.json: gaussian sxy must be a positive number, got -1"),
-    ("params not an object", lambda t: ("refine", t / "im.png", t / "p.npy", "-o", t / "o", "--params",
-                                        _write(t / "b.json", "[1, 2]")), r"must be a JSON object, got list"),
-    ("output folder missing", lambda t: ("refine", t / "im.png", t / "p.npy", "-o", t / "no" / "o"),
-     r"output folder does not exist"),
+    (
+        "not an image",
+        lambda t: ("refine", _write(t / "x.png", "hello"), t / "p.npy", "-o", t / "o"),
+        r"IMAGE .*x\.png is not a readable image file",
+    ),
+    (
+        "probs png not an image",
+        lambda t: ("refine", t / "im.png", _write(t / "l.png", "hello"), "-o", t / "o"),
+        r"PROBS .*l\.png is not a readable image file",
+    ),
+    (
+        "npy wrong shape",
+        lambda t: (
+            np.save(t / "q.npy", np.ones((6, 7, 2, 2), np.float32)),
+            ("refine", t / "im.png", t / "q.npy", "-o", t / "o"),
+        )[1],
+        r"must be \[H, W, K\] probabilities .* shape \(6, 7, 2, 2\)",
+    ),
+    (
+        "npy integer probs",
+        lambda t: (
+            np.save(t / "q.npy", np.ones((6, 7, 2), np.int32)),
+            ("refine", t / "im.png", t / "q.npy", "-o", t / "o"),
+        )[1],
+        r"floating-point probabilities, got dtype int32",
+    ),
+    (
+        "size mismatch",
+        lambda t: (np.save(t / "q.npy", scene(5, 7, 4)[2]), ("refine", t / "im.png", t / "q.npy", "-o", t / "o"))[1],
+        r"shape \(5, 7, 4\) but the image is 6 x 7",
+    ),
+    (
+        "label png size mismatch",
+        lambda t: (
+            "refine",
+            t / "im.png",
+            save_png(t / "l.png", np.zeros((5, 7), np.uint8), "L"),
+            "--n-labels",
+            3,
+            "-o",
+            t / "o",
+        ),
+        r"5 x 7 label map but the image is 6 x 7",
+    ),
+    (
+        "label png is RGB",
+        lambda t: (
+            "refine",
+            t / "im.png",
+            save_png(t / "l.png", np.zeros((6, 7, 3), np.uint8)),
+            "--n-labels",
+            3,
+            "-o",
+            t / "o",
+        ),
+        r"one class index per pixel.*RGB",
+    ),
+    (
+        "label out of range",
+        lambda t: (
+            "refine",
+            t / "im.png",
+            save_png(t / "l.png", np.full((6, 7), 5, np.uint8), "L"),
+            "--n-labels",
+            3,
+            "-o",
+            t / "o",
+        ),
+        r"labels in \[5, 5\], outside \[0, 3\)",
+    ),
+    (
+        "gt-prob out of range",
+        lambda t: (
+            "refine",
+            t / "im.png",
+            save_png(t / "l.png", np.zeros((6, 7), np.uint8), "L"),
+            "--n-labels",
+            3,
+            "--gt-prob",
+            1.5,
+            "-o",
+            t / "o",
+        ),
+        r"gt_prob must be in \(0, 1\)",
+    ),
+    (
+        "probs not summing to one",
+        lambda t: (
+            np.save(t / "q.npy", np.full((6, 7, 4), 0.5, np.float32)),
+            ("refine", t / "im.png", t / "q.npy", "-o", t / "o"),
+        )[1],
+        r"probs must sum to one.*sums to 2",
+    ),
+    (
+        "params file missing",
+        lambda t: ("refine", t / "im.png", t / "p.npy", "-o", t / "o", "--params", t / "no.json"),
+        r"params file not found: .*no\.json",
+    ),
+    (
+        "params bad JSON",
+        lambda t: ("refine", t / "im.png", t / "p.npy", "-o", t / "o", "--params", _write(t / "b.json", "{")),
+        r"b\.json is not valid JSON",
+    ),
+    (
+        "params bad value",
+        lambda t: (
+            "refine",
+            t / "im.png",
+            t / "p.npy",
+            "-o",
+            t / "o",
+            "--params",
+            _write(t / "b.json", '{"gaussian": {"sxy": -1}}'),
+        ),
+        r"params file .*b\.json: gaussian sxy must be a positive number, got -1",
+    ),
+    (
+        "params not an object",
+        lambda t: ("refine", t / "im.png", t / "p.npy", "-o", t / "o", "--params", _write(t / "b.json", "[1, 2]")),
+        r"must be a JSON object, got list",
+    ),
+    (
+        "output folder missing",
+        lambda t: ("refine", t / "im.png", t / "p.npy", "-o", t / "no" / "o"),
+        r"output folder does not exist",
+    ),
     ("eval DATA_DIR missing", lambda t: ("eval", t / "nope"), r"DATA_DIR not found: .*nope"),
     ("eval DATA_DIR without val/", lambda t: ("eval", t), r"has no val/ and valannot/ folders"),
-    ("eval --probs folder missing", lambda t: ("eval", fake_camvid(t / "cv", n=1), "--probs", t / "nope"),
-     r"--probs folder not found"),
-    ("eval --probs map missing", lambda t: (os.makedirs(t / "m"), ("eval", fake_camvid(t / "cv", n=1), "--probs", t / "m"))[1],
-     r"probability map of f000 not found: .*f000\.npy"),
-    ("eval --probs map wrong shape", lambda t: (os.makedirs(t / "m"), np.save(t / "m" / "f000.npy", np.ones((36, 48, 4), np.float32)),
-                                                ("eval", fake_camvid(t / "cv", n=1), "--probs", t / "m"))[2],
-     r"f000\.npy has shape \(36, 48, 4\), expected \(36, 48, 11\)"),
-    ("eval label out of range", lambda t: (fake_camvid(t / "cv", n=1), save_png(t / "cv" / "valannot" / "f000.png",
-                                           np.full((36, 48), 40, np.uint8), "L"), ("eval", t / "cv", "--probs", t))[2],
-     r"f000\.png has label 40 outside \[0, 11\)"),
-    ("eval image and labels differ in size", lambda t: (fake_camvid(t / "cv", n=1), save_png(t / "cv" / "valannot" / "f000.png",
-                                                        np.zeros((10, 48), np.uint8), "L"), ("eval", t / "cv", "--probs", t))[2],
-     r"is 36 x 48 but its labels are 10 x 48"),
-    ("eval negative --limit", lambda t: ("eval", fake_camvid(t / "cv", n=1), "--limit", -1), r"--limit must be >= 0, got -1"),
+    (
+        "eval --probs folder missing",
+        lambda t: ("eval", fake_camvid(t / "cv", n=1), "--probs", t / "nope"),
+        r"--probs folder not found",
+    ),
+    (
+        "eval --probs map missing",
+        lambda t: (os.makedirs(t / "m"), ("eval", fake_camvid(t / "cv", n=1), "--probs", t / "m"))[1],
+        r"probability map of f000 not found: .*f000\.npy",
+    ),
+    (
+        "eval --probs map wrong shape",
+        lambda t: (
+            os.makedirs(t / "m"),
+            np.save(t / "m" / "f000.npy", np.ones((36, 48, 4), np.float32)),
+            ("eval", fake_camvid(t / "cv", n=1), "--probs", t / "m"),
+        )[2],
+        r"f000\.npy has shape \(36, 48, 4\), expected \(36, 48, 11\)",
+    ),
+    (
+        "eval label out of range",
+        lambda t: (
+            fake_camvid(t / "cv", n=1),
+            save_png(t / "cv" / "valannot" / "f000.png", np.full((36, 48), 40, np.uint8), "L"),
+            ("eval", t / "cv", "--probs", t),
+        )[2],
+        r"f000\.png has label 40 outside \[0, 11\)",
+    ),
+    (
+        "eval image and labels differ in size",
+        lambda t: (
+            fake_camvid(t / "cv", n=1),
+            save_png(t / "cv" / "valannot" / "f000.png", np.zeros((10, 48), np.uint8), "L"),
+            ("eval", t / "cv", "--probs", t),
+        )[2],
+        r"is 36 x 48 but its labels are 10 x 48",
+    ),
+    (
+        "eval negative --limit",
+        lambda t: ("eval", fake_camvid(t / "cv", n=1), "--limit", -1),
+        r"--limit must be >= 0, got -1",
+    ),
     ("demo output folder missing", lambda t: ("demo", "-o", t / "no" / "d.png"), r"output folder does not exist"),
-    ("demo bad params", lambda t: ("demo", "-o", t / "d.png", "--params", _write(t / "b.json", '{"n_iter": -2}')),
-     r"n_iter must be a non-negative integer, got -2"),
+    (
+        "demo bad params",
+        lambda t: ("demo", "-o", t / "d.png", "--params", _write(t / "b.json", '{"n_iter": -2}')),
+        r"n_iter must be a non-negative integer, got -2",
+    ),
     ("bench bad size", lambda t: ("bench", "--size", 1, 5), r"--size needs W, H >= 2"),
-    ("train data folder missing", lambda t: ("train", "--data", t / "nope", "--out", t / "o", "--epochs", 1),
-     r"has no train/ and trainannot/ folders"),
+    (
+        "train data folder missing",
+        lambda t: ("train", "--data", t / "nope", "--out", t / "o", "--epochs", 1),
+        r"has no train/ and trainannot/ folders",
+    ),
 ]
 
 
@@ -428,19 +612,49 @@ def test_console_entry_flushes_before_its_hard_exit(tmp_path):
     # run() ends the process with os._exit: piped output must still arrive, and errors keep their status.
     import subprocess
 
-    ok = subprocess.run([sys.executable, "-m", "densecrf", "bench", "--size", "30", "20", "--repeat", "1",
-                         "--threads", "1", "--no-pydensecrf"], capture_output=True, text=True, cwd=tmp_path)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "densecrf",
+            "bench",
+            "--size",
+            "30",
+            "20",
+            "--repeat",
+            "1",
+            "--threads",
+            "1",
+            "--no-pydensecrf",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.rstrip().splitlines()[-1].startswith("whole refine")
-    bad = subprocess.run([sys.executable, "-m", "densecrf", "refine", "nope.png", "p.npy", "-o", "o"],
-                         capture_output=True, text=True, cwd=tmp_path)
+    bad = subprocess.run(
+        [sys.executable, "-m", "densecrf", "refine", "nope.png", "p.npy", "-o", "o"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2 and bad.stderr == "densecrf refine: error: IMAGE not found: nope.png\n"
 
 
 # -- argparse: one line, status 2; help in full ---------------------------------------------
-@pytest.mark.parametrize("argv", [("refine", "im.png", "p.npy", "-o", "o", "--frobnicate"), ("refine",),
-                                  ("demo", "--iters", "five"), ("fit", "a", "b"), ("bench", "--size", "1"),
-                                  ("nosuchcommand",), ()])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("refine", "im.png", "p.npy", "-o", "o", "--frobnicate"),
+        ("refine",),
+        ("demo", "--iters", "five"),
+        ("fit", "a", "b"),
+        ("bench", "--size", "1"),
+        ("nosuchcommand",),
+        (),
+    ],
+)
 def test_argparse_errors_are_one_line_with_status_2(capsys, argv):
     rc, out, err = run(capsys, *argv)
     assert rc == 2
@@ -455,7 +669,8 @@ def test_train_argument_errors_are_one_line(capsys):
     rc, _, err = run(capsys, "train", "--epochs", "x")
     assert rc == 2
     assert err.strip().splitlines() == [
-        "densecrf train: error: argument --epochs: invalid int value: 'x' (see densecrf train --help)"]
+        "densecrf train: error: argument --epochs: invalid int value: 'x' (see densecrf train --help)"
+    ]
 
 
 @pytest.mark.parametrize("command", ["demo", "refine", "eval", "fit", "bench"])
@@ -480,9 +695,19 @@ def test_fit_help_shows_defaults(capsys):
     rc, out, _ = run(capsys, "fit", "--help")
     assert rc == 0
     text = " ".join(out.split())  # argparse wraps the help at the terminal's width
-    for flag, default in (("--search", "gradient"), ("--holdout", "0.3"), ("--compat", "potts"), ("--loss", "ce"),
-                          ("--crop", "160"), ("--iters", "5"), ("--steps", "80"), ("--batch", "2"),
-                          ("--lr", "0.03"), ("--n-random", "24"), ("--seed", "0")):
+    for flag, default in (
+        ("--search", "gradient"),
+        ("--holdout", "0.3"),
+        ("--compat", "potts"),
+        ("--loss", "ce"),
+        ("--crop", "160"),
+        ("--iters", "5"),
+        ("--steps", "80"),
+        ("--batch", "2"),
+        ("--lr", "0.03"),
+        ("--n-random", "24"),
+        ("--seed", "0"),
+    ):
         assert re.search(rf"{re.escape(flag)} \S+ .*?\(default: {re.escape(default)}\)", text), flag
 
 
@@ -576,8 +801,10 @@ def test_fit_still_refuses_an_image_without_labels(tmp_path, capsys):
     os.remove(os.path.join(lab, "f1.png"))
     rc, _, err = run(capsys, "fit", img, prob, lab, "-o", tmp_path / "p.json", "--search", "grid")
     assert rc == 2
-    assert err.strip() == ("densecrf fit: error: unmatched file names: 'f1' is in images but not in labels "
-                           "(1 of 3 images have no labels file)")
+    assert err.strip() == (
+        "densecrf fit: error: unmatched file names: 'f1' is in images but not in labels "
+        "(1 of 3 images have no labels file)"
+    )
     assert not (tmp_path / "p.json").exists()
 
 
@@ -586,9 +813,11 @@ def test_library_import_loads_neither_cli_nor_torch(tmp_path):
     # commands that run a network (refine, fit --search grid and bench stay light).
     import subprocess
 
-    code = ("import sys, densecrf; assert 'densecrf.cli' not in sys.modules, 'cli'; "
-            "import densecrf.cli, densecrf.fit, densecrf.bench, densecrf.io, densecrf.models.infer; "
-            "assert 'torch' not in sys.modules, 'torch'")
+    code = (
+        "import sys, densecrf; assert 'densecrf.cli' not in sys.modules, 'cli'; "
+        "import densecrf.cli, densecrf.fit, densecrf.bench, densecrf.io, densecrf.models.infer; "
+        "assert 'torch' not in sys.modules, 'torch'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
 
 

@@ -234,18 +234,38 @@ def test_refine_channel_axis_and_inputs_untouched():
         (lambda: densecrf.DenseCRF(4, 2).add_pairwise(np.zeros((4, 2)), np.ones(3)), ValueError, "2 values"),
         (lambda: densecrf.DenseCRF(4, 2).add_pairwise(np.zeros((4, 2)), np.ones((2, 3))), ValueError, r"\(2, 2\)"),
         (lambda: densecrf.DenseCRF(4, 2).add_pairwise(np.zeros((4, 2)), float("nan")), ValueError, "finite"),
-        (lambda: densecrf.DenseCRF(4, 2).add_pairwise(np.zeros((4, 2)), 1.0, normalization="sideways"), ValueError, "symmetric"),
-        (lambda: densecrf.DenseCRF(4, 2).add_pairwise(np.zeros((4, 2)), 1.0, normalization=7), ValueError, "normalization"),
+        (
+            lambda: densecrf.DenseCRF(4, 2).add_pairwise(np.zeros((4, 2)), 1.0, normalization="sideways"),
+            ValueError,
+            "symmetric",
+        ),
+        (
+            lambda: densecrf.DenseCRF(4, 2).add_pairwise(np.zeros((4, 2)), 1.0, normalization=7),
+            ValueError,
+            "normalization",
+        ),
         (lambda: densecrf.DenseCRF(4, 2).inference(-1), ValueError, "n_iter"),
         (lambda: densecrf.DenseCRF(4, 2).step_inference(np.zeros((4, 3))), ValueError, r"\(4, 2\)"),
-        (lambda: densecrf.DenseCRF2D(4, 3, 2).add_pairwise_bilateral(3, 13, np.zeros((4, 3, 3)), 1.0), ValueError, r"\(3, 4, C\)"),
+        (
+            lambda: densecrf.DenseCRF2D(4, 3, 2).add_pairwise_bilateral(3, 13, np.zeros((4, 3, 3)), 1.0),
+            ValueError,
+            r"\(3, 4, C\)",
+        ),
         (lambda: densecrf.DenseCRF2D(4, 3, 2).add_pairwise_gaussian(0, 1.0), ValueError, "sxy"),
         (lambda: densecrf.DenseCRF2D(4, 3, 2).add_pairwise_gaussian(-3, 1.0), ValueError, "sxy"),
         (lambda: densecrf.DenseCRF2D(4, 3, 2).add_pairwise_gaussian(float("nan"), 1.0), ValueError, "sxy"),
-        (lambda: densecrf.DenseCRF2D(4, 3, 2).add_pairwise_bilateral(3, (1, 2), np.zeros((3, 4, 3)), 1.0), ValueError, "srgb"),
+        (
+            lambda: densecrf.DenseCRF2D(4, 3, 2).add_pairwise_bilateral(3, (1, 2), np.zeros((3, 4, 3)), 1.0),
+            ValueError,
+            "srgb",
+        ),
         (lambda: densecrf.refine(np.zeros((4, 5, 3)), np.full((4, 6, 2), 0.5)), ValueError, r"\(4, 6, C\)"),
         (lambda: densecrf.refine(np.zeros((4, 5, 3)), np.full((4, 5, 2), 0.7)), ValueError, "sum to one"),
-        (lambda: densecrf.refine(np.zeros((4, 5, 3)), np.full((4, 5, 2), 0.5), channel_axis=3), ValueError, "channel_axis"),
+        (
+            lambda: densecrf.refine(np.zeros((4, 5, 3)), np.full((4, 5, 2), 0.5), channel_axis=3),
+            ValueError,
+            "channel_axis",
+        ),
         (lambda: densecrf.refine(np.zeros((4, 5, 3)), np.full(5, 0.2)), ValueError, "spatial"),
         (lambda: densecrf.refine(np.zeros((4, 5, 3)), np.full((4, 5, 2), 0.5), n_iter=2.0), TypeError, "n_iter"),
         (lambda: densecrf.refine(np.zeros((4, 5, 3), dtype=bool), np.full((4, 5, 2), 0.5)), TypeError, "bool"),
@@ -296,8 +316,13 @@ def test_refine_batch_is_refine_per_image():
     want = [densecrf.refine(im, p, n_iter=3) for im, p in zip(imgs, probs, strict=True)]
     got = densecrf.refine_batch(imgs, probs, n_iter=3)
     assert isinstance(got, list) and all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
-    got = densecrf.refine_batch([np.moveaxis(im, -1, 0) for im in imgs], [np.moveaxis(p, -1, 0) for p in probs],
-                                channels_first=True, n_iter=3, threads=1)
+    got = densecrf.refine_batch(
+        [np.moveaxis(im, -1, 0) for im in imgs],
+        [np.moveaxis(p, -1, 0) for p in probs],
+        channels_first=True,
+        n_iter=3,
+        threads=1,
+    )
     assert all(np.array_equal(g, np.moveaxis(w, -1, 0)) for g, w in zip(got, want, strict=True))
     ib = np.stack([smooth_image(16, 18, seed=s) for s in range(3)])
     pb = np.stack([label_probs(16, 18, 4, seed=s) for s in range(3)])
@@ -313,19 +338,39 @@ def test_refine_batch_is_refine_per_image():
 @pytest.mark.parametrize(
     "call,err,match",
     [
-        (lambda: densecrf.refine_batch(np.zeros((2, 4, 5, 3)), [np.full((4, 5, 2), 0.5)] * 2), TypeError,
-         "both be arrays or both be lists"),
-        (lambda: densecrf.refine_batch([np.zeros((4, 5, 3))], [np.full((4, 5, 2), 0.5)] * 2), ValueError,
-         "1 images and 2 probability maps"),
-        (lambda: densecrf.refine_batch(np.zeros((2, 4, 5, 3)), np.full((3, 4, 5, 2), 0.5)), ValueError,
-         r"images\[0\] has shape \(2, 4, 5, 3\)"),
-        (lambda: densecrf.refine_batch([np.zeros((4, 5, 3))] * 2, [np.full((4, 5, 2), 0.5), np.full((4, 5, 4), 0.25)]),
-         ValueError, "share the number of labels"),
-        (lambda: densecrf.refine_batch(np.zeros((2, 3, 4, 5, 1)), np.full((2, 3, 4, 5, 2), 0.5)), ValueError,
-         r"3-D volume per image; pass volume=True"),
+        (
+            lambda: densecrf.refine_batch(np.zeros((2, 4, 5, 3)), [np.full((4, 5, 2), 0.5)] * 2),
+            TypeError,
+            "both be arrays or both be lists",
+        ),
+        (
+            lambda: densecrf.refine_batch([np.zeros((4, 5, 3))], [np.full((4, 5, 2), 0.5)] * 2),
+            ValueError,
+            "1 images and 2 probability maps",
+        ),
+        (
+            lambda: densecrf.refine_batch(np.zeros((2, 4, 5, 3)), np.full((3, 4, 5, 2), 0.5)),
+            ValueError,
+            r"images\[0\] has shape \(2, 4, 5, 3\)",
+        ),
+        (
+            lambda: densecrf.refine_batch(
+                [np.zeros((4, 5, 3))] * 2, [np.full((4, 5, 2), 0.5), np.full((4, 5, 4), 0.25)]
+            ),
+            ValueError,
+            "share the number of labels",
+        ),
+        (
+            lambda: densecrf.refine_batch(np.zeros((2, 3, 4, 5, 1)), np.full((2, 3, 4, 5, 2), 0.5)),
+            ValueError,
+            r"3-D volume per image; pass volume=True",
+        ),
         (lambda: densecrf.refine_batch(np.zeros((2, 4, 5, 3)), np.full((2, 4, 5, 2), 0.7)), ValueError, "sum to one"),
-        (lambda: densecrf.refine_batch(np.zeros((2, 4, 5, 3)), np.full((2, 4, 5, 2), 0.5), n_iter=-1), ValueError,
-         "n_iter"),
+        (
+            lambda: densecrf.refine_batch(np.zeros((2, 4, 5, 3)), np.full((2, 4, 5, 2), 0.5), n_iter=-1),
+            ValueError,
+            "n_iter",
+        ),
     ],
 )
 def test_refine_batch_bad_input_raises_clear_error(call, err, match):
@@ -342,7 +387,12 @@ def test_refine_batch_reports_non_finite_probs_in_the_callers_layout():
 
 def test_gpu_array_on_the_cpu_path_names_device_cuda():
     class FakeGpuArray:  # what a CUDA array library exposes; refine(device='cpu') cannot read it
-        __cuda_array_interface__: ClassVar[dict] = {"shape": (6, 7, 3), "typestr": "<f4", "data": (0, False), "version": 3}
+        __cuda_array_interface__: ClassVar[dict] = {
+            "shape": (6, 7, 3),
+            "typestr": "<f4",
+            "data": (0, False),
+            "version": 3,
+        }
         shape = (6, 7, 3)
 
     with pytest.raises(TypeError, match=r"probs is a GPU array.*pass device='cuda'"):

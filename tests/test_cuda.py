@@ -193,8 +193,9 @@ def test_filter_rejects_non_finite_features(backend):
 COMPATS = {
     "potts": 3.0,
     "diagonal": np.array([-2.0, -1.0, -3.0, -0.5], np.float32),
-    "matrix": np.array([[-2.0, 0.5, 0.3, 0.0], [0.5, -1.0, 0.2, 0.4], [0.3, 0.2, -3.0, 0.1],
-                        [0.0, 0.4, 0.1, -0.5]], np.float32),
+    "matrix": np.array(
+        [[-2.0, 0.5, 0.3, 0.0], [0.5, -1.0, 0.2, 0.4], [0.3, 0.2, -3.0, 0.1], [0.0, 0.4, 0.1, -0.5]], np.float32
+    ),
 }
 
 
@@ -294,8 +295,14 @@ def test_refine_matches_cpu(backend):
 def test_refine_channel_axis_and_options(backend):
     img = smooth_image(30, 40)
     p = np.moveaxis(label_probs(30, 40, 5), -1, 0).copy()
-    kw = {"channel_axis": 0, "n_iter": 3, "bilateral_srgb": (10.0, 13.0, 20.0), "gaussian_sxy": (3.0, 2.0),
-              "scale": 0.9, "normalization": "after"}
+    kw = {
+        "channel_axis": 0,
+        "n_iter": 3,
+        "bilateral_srgb": (10.0, 13.0, 20.0),
+        "gaussian_sxy": (3.0, 2.0),
+        "scale": 0.9,
+        "normalization": "after",
+    }
     ref = densecrf.refine(img, p, **kw)
     out = densecrf.refine(img, p, device="cuda", **kw)
     assert out.shape == p.shape
@@ -365,8 +372,13 @@ def test_results_do_not_depend_on_thread_order(monkeypatch):
     outs = []
     for mod in (fwd, rev):
         monkeypatch.setattr(cuda_backend, "_C", mod)
-        outs.append((dcuda.filter(f, v), dcuda.filter(f, v, transpose=True),
-                     dcuda.refine_batch([img, img[:20]], [p, p[:20]], channels_first=False)))
+        outs.append(
+            (
+                dcuda.filter(f, v),
+                dcuda.filter(f, v, transpose=True),
+                dcuda.refine_batch([img, img[:20]], [p, p[:20]], channels_first=False),
+            )
+        )
     (a1, a2, a3), (b1, b2, b3) = outs
     assert np.array_equal(a1, b1) and np.array_equal(a2, b2)
     assert all(np.array_equal(x, y) for x, y in zip(a3, b3, strict=True))

@@ -157,8 +157,9 @@ def test_irn_preset_matches_crf_inference_label(tmp_path):
     Image.fromarray(img).save(tmp_path / "a.png")
     Image.fromarray(labels).save(tmp_path / "a_labels.png")
     ref = irn_original(img, labels, n_labels=k)
-    (res,) = list(iter_refine([(str(tmp_path / "a.png"), str(tmp_path / "a_labels.png"))], preset="irn",
-                              n_labels=k, workers=1))
+    (res,) = list(
+        iter_refine([(str(tmp_path / "a.png"), str(tmp_path / "a_labels.png"))], preset="irn", n_labels=k, workers=1)
+    )
     assert res.status == "done", res.reason
     assert (res.labels == ref).mean() >= 0.999
 
@@ -182,8 +183,13 @@ def test_psa_preset_on_a_camvid_frame(tmp_path):
     p = label_probs(h, w, 11, seed=11, sharpness=1.0).astype(np.float16)
     os.makedirs(tmp_path / "maps")
     np.save(tmp_path / "maps" / (name[:-4] + ".npy"), p)
-    s = refine_dataset(os.path.join(CAMVID_VAL, name), str(tmp_path / "maps" / (name[:-4] + ".npy")),
-                       str(tmp_path / "out"), preset="psa", workers=1)
+    s = refine_dataset(
+        os.path.join(CAMVID_VAL, name),
+        str(tmp_path / "maps" / (name[:-4] + ".npy")),
+        str(tmp_path / "out"),
+        preset="psa",
+        workers=1,
+    )
     assert s.ok and s.done == [name[:-4]]
     ref = psa_original(img, np.moveaxis(p.astype(np.float32), -1, 0), labels=11).argmax(0)
     assert (read_png(tmp_path / "out" / name) == ref).mean() >= 0.999
@@ -208,8 +214,9 @@ def reference_out(dataset_dir, tmp_path_factory):
 def dask_client():
     """A LocalCluster of 2 worker processes, 1 thread each, all on 127.0.0.1 (any free port); closed at the end."""
     distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address="127.0.0.1:0")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+    )
     client = distributed.Client(cluster)
     yield client
     client.close()
@@ -239,8 +246,9 @@ def test_local_executor_bytes_identical(dataset_dir, reference_out, tmp_path, wo
 @pytest.mark.parametrize("in_flight", [1, 2])
 def test_dask_executor_bytes_identical(dataset_dir, reference_out, tmp_path, dask_client, in_flight):
     out = str(tmp_path / "out")
-    s = refine_dataset(*dataset_dir, out, executor="dask", scheduler=dask_client, workers=in_flight, n_iter=10,
-                       save_probs="float16")
+    s = refine_dataset(
+        *dataset_dir, out, executor="dask", scheduler=dask_client, workers=in_flight, n_iter=10, save_probs="float16"
+    )
     assert s.ok and len(s.done) == 6, s.failed
     assert same_bytes(out, reference_out)
     # Both workers took part when two tasks were in flight (the cluster really ran it).
@@ -462,15 +470,24 @@ def test_torch_dataset_source(tmp_path):
 
     got = list(iter_refine(TorchData(), workers=1))
     assert [r.status for r in got] == ["done", "done"]
-    assert np.array_equal(got[1].labels, densecrf.refine(smooth_image(24, 32, seed=1),
-                                                         label_probs(24, 32, 3, seed=1)).argmax(-1))
+    assert np.array_equal(
+        got[1].labels, densecrf.refine(smooth_image(24, 32, seed=1), label_probs(24, 32, 3, seed=1)).argmax(-1)
+    )
 
 
 def test_importing_the_pipeline_imports_no_engine(tmp_path):
-    code = ("import sys, densecrf, densecrf.dataset; "
-            "print(sorted(m for m in ('torch', 'dask', 'distributed', 'ray', 'tqdm') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
-                         env={**os.environ, "PYTHONPATH": ROOT})
+    code = (
+        "import sys, densecrf, densecrf.dataset; "
+        "print(sorted(m for m in ('torch', 'dask', 'distributed', 'ray', 'tqdm') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -504,8 +521,7 @@ def test_cuda_executor_agrees_with_local(cuda_backend, dataset_dir, reference_ou
     # probabilities within 2e-3 (float16 outputs: half an ulp at 1.0 is 4.9e-4,
     # plus the GPU's exp rounding; observed differences are ~1e-6 before float16).
     out = str(tmp_path / "out")
-    s = refine_dataset(*dataset_dir, out, executor="cuda", workers=1, batch_size=2, n_iter=10,
-                       save_probs="float16")
+    s = refine_dataset(*dataset_dir, out, executor="cuda", workers=1, batch_size=2, n_iter=10, save_probs="float16")
     assert s.ok and len(s.done) == 6, s.failed
     for i in range(6):
         a, b = read_png(os.path.join(out, f"im{i:02d}.png")), read_png(os.path.join(reference_out, f"im{i:02d}.png"))
@@ -550,8 +566,14 @@ def test_cuda_executor_without_cuda_says_so(monkeypatch, tmp_path, dataset_dir):
 # -- the command line ------------------------------------------------------------------------------
 def _cli(*args, **kw):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-m", "densecrf", "refine", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "densecrf", "refine", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def _records(out):

@@ -36,9 +36,9 @@ def scene(seed, h=32, w=36, noise=1.6, margin=1.5):
     the true labels, and noisy probabilities: the bilateral term can clean them."""
     rng = np.random.default_rng(seed)
     truth = np.zeros((h, w), np.int64)
-    truth[:, w // 2:] = 1
+    truth[:, w // 2 :] = 1
     x0 = int(rng.integers(3, w // 2 - 6))
-    truth[:, x0:x0 + 3] = 2
+    truth[:, x0 : x0 + 3] = 2
     # Low colour contrast (20 levels): the classic srgb 13 blurs across the
     # region edges, a colour bandwidth near 4 does not: a planted optimum.
     palette = np.array([[120, 120, 120], [140, 120, 120], [120, 140, 120]])
@@ -78,10 +78,12 @@ def recomputed(out, ims, ps, labs, ignore_index=None):
     hold = out.info["heldout_indices"]
     n_iter = out.info["settings"]["n_iter"]
     grid_best = as_params(out.info["grid_best_params"])
-    return {"network": miou(None, ims, ps, labs, hold, ignore_index),
-            "defaults": miou(CRFParams(n_iter=n_iter), ims, ps, labs, hold, ignore_index),
-            "grid_best": miou(grid_best, ims, ps, labs, hold, ignore_index),
-            "selected": miou(out, ims, ps, labs, hold, ignore_index)}
+    return {
+        "network": miou(None, ims, ps, labs, hold, ignore_index),
+        "defaults": miou(CRFParams(n_iter=n_iter), ims, ps, labs, hold, ignore_index),
+        "grid_best": miou(grid_best, ims, ps, labs, hold, ignore_index),
+        "selected": miou(out, ims, ps, labs, hold, ignore_index),
+    }
 
 
 def assert_reported_scores_are_true(out, ims, ps, labs, ignore_index=None):
@@ -155,8 +157,9 @@ def test_params_round_trip(case):
 @needs_torch
 def test_to_params_of_trained_layer_matches_layer():
     """A layer with a learned matrix and per-class weights exports per-term matrices mu diag(w_t)."""
-    layer = CRFasRNN(K, 4, spatial_weight=1.0, bilateral_weight=2.0, bilateral_sxy=20.0, bilateral_srgb=9.0,
-                     per_class_weights=True)
+    layer = CRFasRNN(
+        K, 4, spatial_weight=1.0, bilateral_weight=2.0, bilateral_sxy=20.0, bilateral_srgb=9.0, per_class_weights=True
+    )
     with torch.no_grad():
         layer.compat.copy_(torch.tensor([[-1.0, 0.3, 0.2], [0.5, -2.0, 0.1], [0.0, 0.4, -0.5]]))
         layer.weights["spatial"].copy_(torch.tensor([1.0, 2.0, 0.5]))
@@ -175,7 +178,9 @@ def test_to_params_of_trained_layer_matches_layer():
 @needs_torch
 def test_from_params_rejects_unshared_matrices():
     rng = np.random.default_rng(0)
-    params = CRFParams(gaussian_compat=rng.normal(size=(K, K)).tolist(), bilateral_compat=rng.normal(size=(K, K)).tolist())
+    params = CRFParams(
+        gaussian_compat=rng.normal(size=(K, K)).tolist(), bilateral_compat=rng.normal(size=(K, K)).tolist()
+    )
     with pytest.raises(ValueError, match="shares one compatibility"):
         CRFasRNN.from_params(params, K)
     with pytest.raises(ValueError, match="for 3 labels"):
@@ -227,8 +232,22 @@ def test_gradient_never_worse_and_inputs_untouched(compat, loss):
     labs[0][:4] = 7  # an ignored band
     copies = [[a.copy() for a in seq] for seq in (ims, ps, labs)]
     grid = [CRFParams(gaussian_compat=1.0, bilateral_sxy=30.0, bilateral_srgb=13.0, bilateral_compat=2.0)]
-    out = densecrf.fit(ims, ps, labs, ignore_index=7, search="gradient", compat=compat, loss=loss, grid=grid,
-                       crop=24, steps=4, batch=1, eval_every=2, holdout=0.4, seed=0)
+    out = densecrf.fit(
+        ims,
+        ps,
+        labs,
+        ignore_index=7,
+        search="gradient",
+        compat=compat,
+        loss=loss,
+        grid=grid,
+        crop=24,
+        steps=4,
+        batch=1,
+        eval_every=2,
+        holdout=0.4,
+        seed=0,
+    )
     s = out.info["heldout_miou"]
     assert "gradient" in s and s["selected"] >= s["gradient"]
     assert_reported_scores_are_true(out, ims, ps, labs, ignore_index=7)
@@ -282,8 +301,14 @@ def test_runs_without_torch():
     )
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(here), here, os.environ.get("PYTHONPATH", "")]))
-    res = subprocess.run([sys.executable, "-c", code, os.path.abspath(__file__)], capture_output=True, text=True,
-                         env=env, cwd=here, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-c", code, os.path.abspath(__file__)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=here,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     summary = res.stdout.strip().splitlines()
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|skipped|failed|error)", res.stdout)}
@@ -293,25 +318,36 @@ def test_runs_without_torch():
     assert "gradient search: fit(search='gradient') needs torch" in res.stdout
 
 
-@pytest.mark.parametrize("mutate,match", [
-    (lambda i, p, lab: (i[:1], p[:1], lab[:1]), "at least 2"),
-    (lambda i, p, lab: (i, p, lab[:2]), "same length"),
-    (lambda i, p, lab: (i, p[:1] + [p[1][..., :2]] + p[2:], lab), r"probs\[1\] has 2 classes"),
-    (lambda i, p, lab: (i[:2] + [i[2][:5]] + i[3:], p, lab), r"images\[2\] must have shape \(32, 36, 3\)"),
-    (lambda i, p, lab: (i, p, lab[:1] + [lab[1][:, :3]] + lab[2:]), r"labels\[1\] must have shape \(32, 36\)"),
-    (lambda i, p, lab: (i, p, lab[:3] + [lab[3] + 5]), r"labels\[3\] has value [5-7] outside 0..2"),
-    (lambda i, p, lab: (i, p, lab[:1] + [lab[1].astype(float)] + lab[2:]), r"labels\[1\] must be integers"),
-    (lambda i, p, lab: (i, [p[0][..., 0]] + p[1:], lab), r"probs\[0\] must have shape \[H, W, K\]"),
-])
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda i, p, lab: (i[:1], p[:1], lab[:1]), "at least 2"),
+        (lambda i, p, lab: (i, p, lab[:2]), "same length"),
+        (lambda i, p, lab: (i, p[:1] + [p[1][..., :2]] + p[2:], lab), r"probs\[1\] has 2 classes"),
+        (lambda i, p, lab: (i[:2] + [i[2][:5]] + i[3:], p, lab), r"images\[2\] must have shape \(32, 36, 3\)"),
+        (lambda i, p, lab: (i, p, lab[:1] + [lab[1][:, :3]] + lab[2:]), r"labels\[1\] must have shape \(32, 36\)"),
+        (lambda i, p, lab: (i, p, lab[:3] + [lab[3] + 5]), r"labels\[3\] has value [5-7] outside 0..2"),
+        (lambda i, p, lab: (i, p, lab[:1] + [lab[1].astype(float)] + lab[2:]), r"labels\[1\] must be integers"),
+        (lambda i, p, lab: (i, [p[0][..., 0]] + p[1:], lab), r"probs\[0\] must have shape \[H, W, K\]"),
+    ],
+)
 def test_hostile_inputs(mutate, match):
     ims, ps, labs = dataset(4)
     with pytest.raises(ValueError, match=match):
         densecrf.fit(*mutate(ims, ps, labs), search="grid")
 
 
-@pytest.mark.parametrize("kw,match", [({"search": "adam"}, "search"), ({"compat": "full"}, "compat"),
-                                      ({"loss": "dice"}, "loss"), ({"holdout": 1.5}, "holdout"),
-                                      ({"holdout": [0, 1, 2, 3]}, "holdout"), ({"steps": 0}, "steps")])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"search": "adam"}, "search"),
+        ({"compat": "full"}, "compat"),
+        ({"loss": "dice"}, "loss"),
+        ({"holdout": 1.5}, "holdout"),
+        ({"holdout": [0, 1, 2, 3]}, "holdout"),
+        ({"steps": 0}, "steps"),
+    ],
+)
 def test_bad_settings(kw, match):
     ims, ps, labs = dataset(4)
     with pytest.raises(ValueError, match=match):

@@ -31,8 +31,14 @@ def test_fold_splits_on_the_data():
     # Counts per drive in the train split as listed on this data: 0001TP 62, 0006R0 101, 0016E5 204 (367 in all,
     # the README's total); val is 101 frames of 0016E5.
     sizes = {(f, p): len(camvid.fold_split(ROOT, f, p)) for f in camvid.FOLDS for p in ("train", "heldout", "val")}
-    assert sizes == {("A", "train"): 62 + 204, ("A", "heldout"): 101, ("A", "val"): 101,
-                     ("B", "train"): 101 + 204, ("B", "heldout"): 62, ("B", "val"): 101}
+    assert sizes == {
+        ("A", "train"): 62 + 204,
+        ("A", "heldout"): 101,
+        ("A", "val"): 101,
+        ("B", "train"): 101 + 204,
+        ("B", "heldout"): 62,
+        ("B", "val"): 101,
+    }
     for f in camvid.FOLDS:
         train = {os.path.basename(p) for p, _ in camvid.fold_split(ROOT, f, "train")}
         held = {os.path.basename(p) for p, _ in camvid.fold_split(ROOT, f, "heldout")}

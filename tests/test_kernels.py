@@ -4,6 +4,7 @@ On an AVX-512 machine the other loops never run unless forced with
 DENSECRF_KERNELS=baseline, =avx2 or =avx512vl, which the picker reads once
 per process; so each set runs in a subprocess of its own.
 """
+
 import os
 import subprocess
 import sys
@@ -45,8 +46,9 @@ def _run(tmp_path, name, kernels=None):
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     # cwd: not the checkout, whose densecrf/ (without the compiled extension
     # when the package is installed, not editable) would shadow the package.
-    subprocess.run([sys.executable, "-c", _SCRIPT, str(path), tests_dir], env=env, check=True, timeout=300,
-                   cwd=tmp_path)
+    subprocess.run(
+        [sys.executable, "-c", _SCRIPT, str(path), tests_dir], env=env, check=True, timeout=300, cwd=tmp_path
+    )
     return np.load(path)
 
 
@@ -82,8 +84,10 @@ def test_forced_kernels_match_the_picked_ones(tmp_path):
     vl = _run(tmp_path, "avx512vl", "avx512vl")
     best = _run(tmp_path, "best")
     for got, cap in ((base, "baseline"), (avx2, "avx2"), (vl, "avx512vl"), (best, None)):
-        assert str(got["kernels"]) == _expected_kernels(flags, cap), (cap, sorted(flags & {
-            "avx2", "fma", "avx512f", "avx512vl", "avx512_vbmi2"}))
+        assert str(got["kernels"]) == _expected_kernels(flags, cap), (
+            cap,
+            sorted(flags & {"avx2", "fma", "avx512f", "avx512vl", "avx512_vbmi2"}),
+        )
     wide = str(best["kernels"]).startswith("avx512f")
     for key in base.files:
         if key == "kernels":

@@ -271,10 +271,10 @@ def test_vectorised_point_location_is_bit_identical(rng, d):
         pytest.skip("this CPU has no AVX2: the build uses the scalar code only")
     n = 8 * 4000 + 5  # a tail of 5 points stays scalar in both
     parts = [
-        (rng.random((n, d)) * 40 - 20),                       # generic
-        np.round(rng.random((n, d)) * 12) / 4,                # many exact ties and lattice-plane points
-        (rng.random((n, d)) - 0.5) * 2e5,                     # large coordinates
-        (rng.random((n, d)) - 0.5) * 1e-3,                    # near the origin, both signs
+        (rng.random((n, d)) * 40 - 20),  # generic
+        np.round(rng.random((n, d)) * 12) / 4,  # many exact ties and lattice-plane points
+        (rng.random((n, d)) - 0.5) * 2e5,  # large coordinates
+        (rng.random((n, d)) - 0.5) * 1e-3,  # near the origin, both signs
         np.repeat(rng.random((n // 8 + 1, d)) * 3, 8, axis=0)[:n],  # runs of equal points
     ]
     for f in parts:

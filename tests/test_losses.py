@@ -129,8 +129,11 @@ def case(b=2, k=3, spatial=(9, 11), c=3, seed=0, dtype=torch.float64):
         images = torch.rand(b, c, *spatial, generator=g, dtype=torch.float64).mul(255).to(dtype)
     coarse = torch.randn(b, k, *[max(s // 3, 1) for s in spatial], generator=g, dtype=torch.float64) * 2
     mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
-    logits = F.interpolate(coarse, size=spatial, mode=mode, align_corners=False) if b and k else \
-        torch.zeros(b, k, *spatial, dtype=torch.float64)
+    logits = (
+        F.interpolate(coarse, size=spatial, mode=mode, align_corners=False)
+        if b and k
+        else torch.zeros(b, k, *spatial, dtype=torch.float64)
+    )
     seg = torch.softmax(logits, 1).to(dtype)
     rois = torch.ones(b, *spatial, dtype=dtype)
     if b and all(s >= 3 for s in spatial):
@@ -142,8 +145,17 @@ def case(b=2, k=3, spatial=(9, 11), c=3, seed=0, dtype=torch.float64):
 # 1. The definition, exactly (brute-force Gaussian as the backend)
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("cls,kind", [(DenseCRFLoss, "crf"), (NormalizedCutLoss, "nc")])
-@pytest.mark.parametrize("spatial,c,scale", [((9, 11), 3, 1.0), ((9, 11), 3, 0.5), ((12, 10), 1, 0.75),
-                                             ((5, 6, 7), 2, 1.0), ((6, 8, 7), 2, 0.5), ((13,), 4, 0.6)])
+@pytest.mark.parametrize(
+    "spatial,c,scale",
+    [
+        ((9, 11), 3, 1.0),
+        ((9, 11), 3, 0.5),
+        ((12, 10), 1, 0.75),
+        ((5, 6, 7), 2, 1.0),
+        ((6, 8, 7), 2, 0.5),
+        ((13,), 4, 0.6),
+    ],
+)
 def test_matches_dense_definition(dense, cls, kind, spatial, c, scale):
     # float64 throughout with the exact Gaussian: only rounding separates the
     # module from the dense definition (sums of ~1e3 terms: 1e-12 relative).
@@ -280,8 +292,9 @@ def test_gradcheck_dense_crf_loss_on_the_lattice(spatial, c):
     assert torch.autograd.gradcheck(lambda s: loss(images, s, rois), (seg,), eps=0.1, atol=1e-3, rtol=1e-3)
     # rloss's 2 W s is not the gradient of the lattice's loss: gradcheck tells.
     bad = DenseCRFLoss(1.0, 20.0, 3.0, 1.0, gradient="rloss")
-    assert not torch.autograd.gradcheck(lambda s: bad(images, s, rois), (seg,), eps=0.1, atol=1e-3, rtol=1e-3,
-                                        raise_exception=False)
+    assert not torch.autograd.gradcheck(
+        lambda s: bad(images, s, rois), (seg,), eps=0.1, atol=1e-3, rtol=1e-3, raise_exception=False
+    )
 
 
 def test_gradcheck_normalized_cut_on_the_lattice():
@@ -349,11 +362,11 @@ def test_batch_elements_are_independent(cls):
     (g,) = torch.autograd.grad(mod(images, s, rois), s)
     parts = []
     for i in range(2):
-        si = seg[i:i + 1].clone().requires_grad_(True)
-        li = mod(images[i:i + 1], si, rois[i:i + 1])
+        si = seg[i : i + 1].clone().requires_grad_(True)
+        li = mod(images[i : i + 1], si, rois[i : i + 1])
         (gi,) = torch.autograd.grad(li, si)
         parts.append(li.detach())
-        torch.testing.assert_close(g[i:i + 1] * 2, gi, rtol=1e-6, atol=1e-9)  # 1/B = 1/2 in the batch
+        torch.testing.assert_close(g[i : i + 1] * 2, gi, rtol=1e-6, atol=1e-9)  # 1/B = 1/2 in the batch
     torch.testing.assert_close(mod(images, seg, rois), (parts[0] + parts[1]) / 2, rtol=1e-6, atol=0)
     changed = images.clone()
     changed[1] = 255 - changed[1]
@@ -364,8 +377,9 @@ def test_batch_elements_are_independent(cls):
 
 
 @pytest.mark.parametrize("cls", LOSSES)
-@pytest.mark.parametrize("b,k,spatial", [(0, 3, (4, 5)), (2, 0, (4, 5)), (1, 1, (1, 1)), (2, 3, (1, 7)),
-                                         (1, 2, (0, 4))])
+@pytest.mark.parametrize(
+    "b,k,spatial", [(0, 3, (4, 5)), (2, 0, (4, 5)), (1, 1, (1, 1)), (2, 3, (1, 7)), (1, 2, (0, 4))]
+)
 def test_degenerate_sizes(cls, b, k, spatial):
     images = torch.rand(b, 3, *spatial) * 255
     seg = torch.softmax(torch.rand(b, k, *spatial), 1) if k else torch.zeros(b, 0, *spatial)
@@ -482,8 +496,14 @@ def test_import_densecrf_still_does_not_import_torch(tmp_path):
     import subprocess
 
     code = "import sys, densecrf; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
-                         env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)},
+    )
     assert out.stdout.strip() == "False"
 
 

@@ -44,13 +44,13 @@ def test_panoptic_quality_by_hand():
     # Class 0 is one background segment; class 1 has instances.
     gt_cls = np.zeros((4, 4), int)
     gt_ins = np.zeros((4, 4), int)
-    gt_cls[0:2, 0:2], gt_ins[0:2, 0:2] = 1, 1   # car A, 4 px
-    gt_cls[2:4, 2:4], gt_ins[2:4, 2:4] = 1, 2   # car B, 4 px
+    gt_cls[0:2, 0:2], gt_ins[0:2, 0:2] = 1, 1  # car A, 4 px
+    gt_cls[2:4, 2:4], gt_ins[2:4, 2:4] = 1, 2  # car B, 4 px
     pr_cls = np.zeros((4, 4), int)
     pr_ins = np.zeros((4, 4), int)
-    pr_cls[0:2, 0:2], pr_ins[0:2, 0:2] = 1, 7   # car a: A plus one pixel, IoU 4/5
+    pr_cls[0:2, 0:2], pr_ins[0:2, 0:2] = 1, 7  # car a: A plus one pixel, IoU 4/5
     pr_cls[0, 2], pr_ins[0, 2] = 1, 7
-    pr_cls[3, 0:2], pr_ins[3, 0:2] = 1, 8       # car b: on background, a false positive
+    pr_cls[3, 0:2], pr_ins[3, 0:2] = 1, 8  # car b: on background, a false positive
     res = M.panoptic_quality(pr_cls, pr_ins, gt_cls, gt_ins, 2)
     # cars: TP 1 (IoU 0.8), FP 1, FN 1: SQ 0.8, RQ 1 / 2, PQ 0.4
     pq1, sq1, rq1, tp, fp, fn = res["per_class"][1]
@@ -76,18 +76,21 @@ def test_instance_ap_by_hand():
         return m
 
     gts = [mask(0, 1, 2), mask(4, 5, 6, 7, 8), mask(9)]
-    preds = [mask(0, 1, 2),        # 0.9: G1 exactly: TP
-             mask(3),              # 0.8: nothing: FP
-             mask(4, 5, 6),        # 0.7: G2, IoU 3/5: TP
-             mask(0, 1, 2)]        # 0.6: G1 again, already taken: FP
+    preds = [
+        mask(0, 1, 2),  # 0.9: G1 exactly: TP
+        mask(3),  # 0.8: nothing: FP
+        mask(4, 5, 6),  # 0.7: G2, IoU 3/5: TP
+        mask(0, 1, 2),
+    ]  # 0.6: G1 again, already taken: FP
     scores = [0.9, 0.8, 0.7, 0.6]
     # precision 1, 1/2, 2/3, 1/2 at recall 1/3, 1/3, 2/3, 2/3; monotone
     # precision 1 up to recall 1/3 and 2/3 up to 2/3: AP = 1/3 + 2/9
     assert M.instance_average_precision(preds, scores, gts) == pytest.approx(1 / 3 + 2 / 9)
     # the order follows the scores, not the list order
     perm = [2, 0, 3, 1]
-    assert M.instance_average_precision([preds[i] for i in perm], [scores[i] for i in perm], gts) == \
-        pytest.approx(1 / 3 + 2 / 9)
+    assert M.instance_average_precision([preds[i] for i in perm], [scores[i] for i in perm], gts) == pytest.approx(
+        1 / 3 + 2 / 9
+    )
     # a stricter threshold turns the 3/5 match into a miss: AP = 1/3
     assert M.instance_average_precision(preds, scores, gts, iou_threshold=0.7) == pytest.approx(1 / 3)
     assert np.isnan(M.instance_average_precision(preds, scores, np.zeros((0, 10), bool)))

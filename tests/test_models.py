@@ -1,6 +1,5 @@
 """The DeepLab-style network, its CRF head and the CamVid pipeline (issue 5, work in progress)."""
 
-
 import numpy as np
 import pytest
 
@@ -62,8 +61,23 @@ def test_camvid_pipeline_and_a_training_step(tmp_path):
     from densecrf.models import train
 
     out = tmp_path / "run"
-    args = ["--data", DATA, "--out", str(out), "--epochs", "1", "--batch", "2", "--max-batches", "1",
-            "--size", "60", "45", "--width", "8"]
+    args = [
+        "--data",
+        DATA,
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--batch",
+        "2",
+        "--max-batches",
+        "1",
+        "--size",
+        "60",
+        "45",
+        "--width",
+        "8",
+    ]
     assert train.main(args) == 0
     log = (out / "log.csv").read_text().strip().split(",")
     assert log[0] == "0" and 0 <= float(log[2]) <= 1  # epoch, loss, val mIoU, pixel acc

@@ -37,7 +37,7 @@ def _fake_camvid(root, n=3, w=48, h=32, seed=0):
         (root / (split + "annot")).mkdir()
         for i in range(n):
             lab = np.zeros((h, w), np.uint8)
-            lab[:, w // 2:] = 3
+            lab[:, w // 2 :] = 3
             lab[: h // 4] = 0
             lab[0, 0] = camvid.IGNORE_INDEX
             img = camvid.PALETTE[lab].astype(np.int16) + rng.integers(-10, 10, (h, w, 3))
@@ -68,9 +68,33 @@ def test_crf_fine_tune_smoke_run(tmp_path):
     init = tmp_path / "net.pt"
     torch.save({"model": DeepLabLite(11, 8).state_dict(), "args": {"width": 8}}, init)
     out = tmp_path / "run"
-    args = ["--data", str(tmp_path / "data"), "--out", str(out), "--epochs", "2", "--batch", "2", "--width", "8",
-            "--size", "24", "16", "--crf", "--init", str(init), "--crop", "32", "24", "--crf-iter", "2",
-            "--crf-bilateral", "20", "13", "3"]
+    args = [
+        "--data",
+        str(tmp_path / "data"),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch",
+        "2",
+        "--width",
+        "8",
+        "--size",
+        "24",
+        "16",
+        "--crf",
+        "--init",
+        str(init),
+        "--crop",
+        "32",
+        "24",
+        "--crf-iter",
+        "2",
+        "--crf-bilateral",
+        "20",
+        "13",
+        "3",
+    ]
     # two epochs: a one-cycle schedule of one step runs at its minimum rate only
     assert train.main(args) == 0
     best = torch.load(out / "best.pt", map_location="cpu")
@@ -125,12 +149,39 @@ def test_crf_fine_tune_from_a_parameter_file(tmp_path):
     mu = -np.eye(11) + 0.1 * rng.normal(size=(11, 11))
     w = rng.uniform(0.5, 2.0, 11)
     # a shared matrix with per-class column weights: what densecrf.fit writes and CRFasRNN can hold
-    CRFParams(gaussian_sxy=2.0, gaussian_compat=mu.tolist(), bilateral_sxy=15.0, bilateral_srgb=4.0,
-              bilateral_compat=(mu * w[None, :]).tolist()).save(tmp_path / "p.json")
+    CRFParams(
+        gaussian_sxy=2.0,
+        gaussian_compat=mu.tolist(),
+        bilateral_sxy=15.0,
+        bilateral_srgb=4.0,
+        bilateral_compat=(mu * w[None, :]).tolist(),
+    ).save(tmp_path / "p.json")
     out = tmp_path / "run"
-    args = ["--data", str(tmp_path / "data"), "--out", str(out), "--epochs", "2", "--batch", "2", "--width", "8",
-            "--size", "24", "16", "--crf", "--init", str(init), "--crop", "32", "24", "--crf-iter", "2",
-            "--crf-params", str(tmp_path / "p.json")]
+    args = [
+        "--data",
+        str(tmp_path / "data"),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch",
+        "2",
+        "--width",
+        "8",
+        "--size",
+        "24",
+        "16",
+        "--crf",
+        "--init",
+        str(init),
+        "--crop",
+        "32",
+        "24",
+        "--crf-iter",
+        "2",
+        "--crf-params",
+        str(tmp_path / "p.json"),
+    ]
     assert train.main(args) == 0
     model = pretrained(crf=True, path=str(out / "best.pt"))
     # the bandwidth is held as a float32 parameter: 4.0 comes back to float32 rounding (approx's 1e-6)

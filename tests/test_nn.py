@@ -179,8 +179,9 @@ def test_gradcheck_crfasrnn_exact(dense_backend):
     # bilateral term and the spatial one, through 3 iterations.
     g = torch.Generator().manual_seed(4)
     h, w, k = 3, 4, 3
-    mod = dnn.CRFasRNN(k, 3, spatial_sxy=2.0, bilateral_sxy=3.0, bilateral_srgb=0.5,
-                       per_class_weights=True, learn_bandwidths=True).double()
+    mod = dnn.CRFasRNN(
+        k, 3, spatial_sxy=2.0, bilateral_sxy=3.0, bilateral_srgb=0.5, per_class_weights=True, learn_bandwidths=True
+    ).double()
     with torch.no_grad():
         mod.compat.add_(0.3 * torch.randn(k, k, generator=g, dtype=torch.float64))
     image = torch.rand(1, 2, h, w, generator=g, dtype=torch.float64)
@@ -201,8 +202,16 @@ def test_gradcheck_crfasrnn_lattice_float64():
     # weights 3 and 5, truncation reaches 1e-2 on the compatibility.
     g = torch.Generator().manual_seed(5)
     h, w, k = 3, 4, 3
-    mod = dnn.CRFasRNN(k, 3, spatial_sxy=2.0, spatial_weight=1.0, bilateral_sxy=3.0, bilateral_srgb=0.5,
-                       bilateral_weight=1.0, per_class_weights=True).double()
+    mod = dnn.CRFasRNN(
+        k,
+        3,
+        spatial_sxy=2.0,
+        spatial_weight=1.0,
+        bilateral_sxy=3.0,
+        bilateral_srgb=0.5,
+        bilateral_weight=1.0,
+        per_class_weights=True,
+    ).double()
     image = torch.rand(2, 2, h, w, generator=g, dtype=torch.float64)
     logits = torch.randn(2, k, h, w, generator=g, dtype=torch.float64, requires_grad=True)
     fn, params = _module_fn(mod, image)
@@ -284,7 +293,9 @@ def test_bandwidth_gradient_vs_bruteforce_fd(sxy, srgb):
         return (q * filt(q, feats)).sum()
 
     log_bw = torch.tensor([math.log(sxy), math.log(srgb)], dtype=torch.float64, requires_grad=True)
-    (grad,) = torch.autograd.grad(energy(log_bw, lambda v, f: dnn.gaussian_filter(v, f, normalization="symmetric")), log_bw)
+    (grad,) = torch.autograd.grad(
+        energy(log_bw, lambda v, f: dnn.gaussian_filter(v, f, normalization="symmetric")), log_bw
+    )
     ref = _central_fd(lambda lb: energy(lb, lambda v, f: brute_normalized(v, f, "symmetric")), log_bw.detach().clone())
     # The bandwidth derivative weights each pair by its squared distance, so
     # it sees the lattice kernel's tails, which differ from the Gaussian's:
@@ -304,8 +315,9 @@ def test_bandwidth_gradient_vs_bruteforce_fd(sxy, srgb):
 def test_forward_matches_densecrf(device, dtype, per_class, grad):
     g = torch.Generator().manual_seed(8)
     b, k, h, w = 2, 4, 14, 17
-    mod = dnn.CRFasRNN(k, 5, spatial_sxy=3.0, bilateral_sxy=20.0, bilateral_srgb=13.0,
-                       per_class_weights=per_class).to(dtype)
+    mod = dnn.CRFasRNN(k, 5, spatial_sxy=3.0, bilateral_sxy=20.0, bilateral_srgb=13.0, per_class_weights=per_class).to(
+        dtype
+    )
     with torch.no_grad():
         mod.compat.add_(0.5 * torch.rand(k, k, generator=g))
         if per_class:
@@ -341,9 +353,17 @@ def test_forward_nd_features_match_densecrf():
     feats = torch.rand(1, 2, *shape, generator=g)
     logits = torch.randn(1, k, *shape, generator=g)
     vol = torch.rand(1, 1, *shape, generator=g)
-    mod = dnn.CRFasRNN(k, 4, spatial_sxy=1.5, spatial_weight=2.0, bilateral_sxy=3.0,
-                       bilateral_srgb=0.2, bilateral_weight=1.0,
-                       feature_bandwidths=[[0.5, 0.25]], feature_weights=[3.0])
+    mod = dnn.CRFasRNN(
+        k,
+        4,
+        spatial_sxy=1.5,
+        spatial_weight=2.0,
+        bilateral_sxy=3.0,
+        bilateral_srgb=0.2,
+        bilateral_weight=1.0,
+        feature_bandwidths=[[0.5, 0.25]],
+        feature_weights=[3.0],
+    )
     with torch.no_grad():
         out = mod(logits, vol, features=feats)
     n = math.prod(shape)
@@ -558,8 +578,7 @@ def test_training_learns_planted_bandwidth():
     k = 3
     teacher = dnn.CRFasRNN(k, 3, bilateral_weight=None, spatial_weight=5.0, spatial_sxy=4.0)
     image, logits, target = _teacher_data(teacher, g)
-    student = dnn.CRFasRNN(k, 3, bilateral_weight=None, spatial_weight=5.0, spatial_sxy=1.5,
-                           learn_bandwidths=True)
+    student = dnn.CRFasRNN(k, 3, bilateral_weight=None, spatial_weight=5.0, spatial_sxy=1.5, learn_bandwidths=True)
     opt = torch.optim.Adam(student.log_bandwidths.parameters(), lr=0.05)
     losses = []
     for _ in range(40):

@@ -66,13 +66,31 @@ def _assert_unmodified(pairs):
     channels=st.integers(1, 4),
     image_dtype=st.sampled_from(IMAGE_DTYPES),
     prob_dtype=st.sampled_from(PROB_DTYPES),
-    gsxy=bandwidth, gcompat=compat, bsxy=bandwidth, bsrgb=bandwidth, bcompat=compat,
+    gsxy=bandwidth,
+    gcompat=compat,
+    bsxy=bandwidth,
+    bsrgb=bandwidth,
+    bcompat=compat,
     n_iter=st.integers(0, 6),
     normalization=st.sampled_from(["none", "before", "after", "symmetric"]),
     channel_axis=st.sampled_from([-1, 0]),
 )
-def test_refine_gives_distributions(seed, spatial, k, channels, image_dtype, prob_dtype, gsxy, gcompat,
-                                    bsxy, bsrgb, bcompat, n_iter, normalization, channel_axis):
+def test_refine_gives_distributions(
+    seed,
+    spatial,
+    k,
+    channels,
+    image_dtype,
+    prob_dtype,
+    gsxy,
+    gcompat,
+    bsxy,
+    bsrgb,
+    bcompat,
+    n_iter,
+    normalization,
+    channel_axis,
+):
     rng = np.random.default_rng(seed)
     spatial = tuple(spatial)
     image = (rng.random((*spatial, channels)) * 255).astype(image_dtype)
@@ -80,9 +98,19 @@ def test_refine_gives_distributions(seed, spatial, k, channels, image_dtype, pro
     if channel_axis == 0:
         probs = np.moveaxis(probs, -1, 0)
     saved = _copies(image, probs)
-    q = densecrf.refine(image, probs, channel_axis=channel_axis, n_iter=n_iter, gaussian_sxy=gsxy,
-                        gaussian_compat=gcompat, bilateral_sxy=bsxy, bilateral_srgb=bsrgb,
-                        bilateral_compat=bcompat, normalization=normalization, volume=len(spatial) > 2)
+    q = densecrf.refine(
+        image,
+        probs,
+        channel_axis=channel_axis,
+        n_iter=n_iter,
+        gaussian_sxy=gsxy,
+        gaussian_compat=gcompat,
+        bilateral_sxy=bsxy,
+        bilateral_srgb=bsrgb,
+        bilateral_compat=bcompat,
+        normalization=normalization,
+        volume=len(spatial) > 2,
+    )
     _assert_unmodified(saved)
     _assert_distribution(np.moveaxis(q, channel_axis, -1), (*spatial, k))
     labels = q.argmax(axis=channel_axis)
@@ -124,8 +152,9 @@ def test_densecrf_inference_and_map(seed, n, k, d, scale, kind, normalization, n
 
 @SETTINGS
 @given(
-    features=hnp.arrays(np.float32, st.tuples(st.integers(1, 40), st.integers(1, 6)),
-                        elements=st.floats(-1e5, 1e5, width=32)),
+    features=hnp.arrays(
+        np.float32, st.tuples(st.integers(1, 40), st.integers(1, 6)), elements=st.floats(-1e5, 1e5, width=32)
+    ),
     channels=st.integers(1, 5),
     seed=st.integers(0, 2**32 - 1),
     transpose=st.booleans(),
@@ -148,8 +177,14 @@ def test_lattice_filter_finite_and_positive(features, channels, seed, transpose)
 @SETTINGS
 @given(
     seed=st.integers(0, 2**32 - 1),
-    h=st.integers(1, 10), w=st.integers(1, 10), k=st.integers(2, 5),
-    gsxy=bandwidth, gcompat=compat, bsxy=bandwidth, bsrgb=bandwidth, bcompat=compat,
+    h=st.integers(1, 10),
+    w=st.integers(1, 10),
+    k=st.integers(2, 5),
+    gsxy=bandwidth,
+    gcompat=compat,
+    bsxy=bandwidth,
+    bsrgb=bandwidth,
+    bcompat=compat,
     normalization=st.integers(0, 3),
     n_iter=st.integers(0, 5),
 )
@@ -180,7 +215,9 @@ def test_compat_module_agrees_with_native(seed, h, w, k, gsxy, gcompat, bsxy, bs
 @SETTINGS
 @given(
     seed=st.integers(0, 2**32 - 1),
-    n=st.integers(1, 50), k=st.integers(2, 5), d=st.integers(1, 5),
+    n=st.integers(1, 50),
+    k=st.integers(2, 5),
+    d=st.integers(1, 5),
     normalization=st.integers(0, 3),
 )
 def test_compat_symmetric_matrix_agrees_with_native(seed, n, k, d, normalization):

@@ -31,7 +31,9 @@ def pyd_classic(img, probs, n_iter=5):
     d = dcrf.DenseCRF2D(w, h, k)
     d.setUnaryEnergy(np.ascontiguousarray(putils.unary_from_softmax(np.moveaxis(probs, -1, 0))))
     d.addPairwiseGaussian(sxy=3, compat=3)
-    d.addPairwiseBilateral(sxy=80, srgb=13, rgbim=np.array(img, order="C"), compat=10)  # pydensecrf needs a writable buffer
+    d.addPairwiseBilateral(
+        sxy=80, srgb=13, rgbim=np.array(img, order="C"), compat=10
+    )  # pydensecrf needs a writable buffer
     return np.array(d.inference(n_iter)).T.reshape(h, w, k)
 
 
@@ -104,18 +106,29 @@ def test_compat_module_matches_pydensecrf(rng, normalization, compat):
     n, k = 600, 4
     feats = (rng.random((4, n)) * 5).astype(np.float32)
     u = rng.normal(size=(k, n)).astype(np.float32)
-    c = {"potts": 2.0, "diag": -np.linspace(0.5, 2, k).astype(np.float32),
-         "matrix": (rng.normal(size=(k, k)) - 2 * np.eye(k)).astype(np.float32) * 0.5}[compat]
+    c = {
+        "potts": 2.0,
+        "diag": -np.linspace(0.5, 2, k).astype(np.float32),
+        "matrix": (rng.normal(size=(k, k)) - 2 * np.eye(k)).astype(np.float32) * 0.5,
+    }[compat]
     if normalization == 0:
         c = c * 0.05  # unnormalised kernels sum to ~tens: keep the messages moderate
     results = []
     for mod in (dcrf, cdcrf):
         d = mod.DenseCRF(n, k)
         d.setUnaryEnergy(u.copy())
-        d.addPairwiseEnergy(feats.copy(), compat=c, kernel=_const(mod, "KernelType", "DIAG_KERNEL"),
-                            normalization=mod.NormalizationType(normalization) if mod is cdcrf else
-                            _const(mod, "NormalizationType", ["NO_NORMALIZATION", "NORMALIZE_BEFORE", "NORMALIZE_AFTER",
-                                                              "NORMALIZE_SYMMETRIC"][normalization]))
+        d.addPairwiseEnergy(
+            feats.copy(),
+            compat=c,
+            kernel=_const(mod, "KernelType", "DIAG_KERNEL"),
+            normalization=mod.NormalizationType(normalization)
+            if mod is cdcrf
+            else _const(
+                mod,
+                "NormalizationType",
+                ["NO_NORMALIZATION", "NORMALIZE_BEFORE", "NORMALIZE_AFTER", "NORMALIZE_SYMMETRIC"][normalization],
+            ),
+        )
         q = np.array(d.inference(3))
         q0, t1, t2 = d.startInference()
         for _ in range(3):
@@ -143,8 +156,9 @@ def test_utils_identical(rng):
     # within 1 ulp (relative 1.2e-7) of numpy's: 3e-7 relative allows for
     # that and pydensecrf's float64 log after mixing with `scale`.
     np.testing.assert_allclose(cutils.unary_from_softmax(sm), putils.unary_from_softmax(sm), rtol=3e-7, atol=1e-7)
-    np.testing.assert_allclose(cutils.unary_from_softmax(sm, scale=0.8), putils.unary_from_softmax(sm, scale=0.8),
-                               rtol=3e-7, atol=1e-7)
+    np.testing.assert_allclose(
+        cutils.unary_from_softmax(sm, scale=0.8), putils.unary_from_softmax(sm, scale=0.8), rtol=3e-7, atol=1e-7
+    )
     # and a log off by 1e-6 relative would fail:
     assert not np.allclose(cutils.unary_from_softmax(sm) * (1 + 1e-6), putils.unary_from_softmax(sm), rtol=3e-7, atol=0)
     for zu in (True, False):
@@ -156,13 +170,19 @@ def test_utils_identical(rng):
         assert np.array_equal(ours, putils.unary_from_labels(labels, 5, 0.7, zero_unsure=zu))
         if zu:
             assert np.all(ours[:, labels.ravel() == 0] == ours[0, labels.ravel() == 0])
-    assert np.array_equal(cutils.create_pairwise_gaussian((3, 4), (6, 7)), putils.create_pairwise_gaussian((3, 4), (6, 7)))
+    assert np.array_equal(
+        cutils.create_pairwise_gaussian((3, 4), (6, 7)), putils.create_pairwise_gaussian((3, 4), (6, 7))
+    )
     img = rng.integers(0, 255, size=(6, 7, 3)).astype(np.uint8)
-    assert np.array_equal(cutils.create_pairwise_bilateral((3, 4), (10, 11, 12), img, chdim=2),
-                          putils.create_pairwise_bilateral((3, 4), (10, 11, 12), img, chdim=2))
+    assert np.array_equal(
+        cutils.create_pairwise_bilateral((3, 4), (10, 11, 12), img, chdim=2),
+        putils.create_pairwise_bilateral((3, 4), (10, 11, 12), img, chdim=2),
+    )
     gray = rng.integers(0, 255, size=(6, 7)).astype(np.uint8)
-    assert np.array_equal(cutils.create_pairwise_bilateral((3, 4), 10, gray, chdim=-1),
-                          putils.create_pairwise_bilateral((3, 4), 10, gray, chdim=-1))
+    assert np.array_equal(
+        cutils.create_pairwise_bilateral((3, 4), 10, gray, chdim=-1),
+        putils.create_pairwise_bilateral((3, 4), 10, gray, chdim=-1),
+    )
 
 
 def test_nd_utils_pipeline_matches(rng):
@@ -238,7 +258,8 @@ def test_deliberate_differences():
     cases = {
         "float64 unary": lambda mod: crf(mod, np.ones((2, 100))).inference(1),
         "float64 compat (pydensecrf's test_compact_wrong)": lambda mod: crf(mod).addPairwiseBilateral(
-            sxy=(3, 3), srgb=(3, 3, 3), rgbim=image, compat=np.array([1.0, 2.0])),
+            sxy=(3, 3), srgb=(3, 3, 3), rgbim=image, compat=np.array([1.0, 2.0])
+        ),
         "non-contiguous unary": lambda mod: crf(mod, np.asfortranarray(np.ones((2, 100), np.float32))).inference(1),
         "read-only image": lambda mod: crf(mod).addPairwiseBilateral(sxy=3, srgb=3, rgbim=ro_image, compat=3),
     }

@@ -24,7 +24,7 @@ def main(root: str, out: str, split: str = "val", limit: str | None = None) -> i
     net = pretrained()
     data = camvid.CamVid(root, split)
     if limit is not None:  # the first LIMIT frames by sorted name
-        data.pairs = data.pairs[:int(limit)]
+        data.pairs = data.pairs[: int(limit)]
     with torch.no_grad():
         for i, (img_path, _) in enumerate(data.pairs):
             x, _ = data[i]

@@ -57,21 +57,37 @@ def main(root, probs_dir, out, *extra):
     names, images, probs, labels = load(root, probs_dir)
     fit_sl, test_sl = slice(0, N_FIT), slice(N_FIT, None)
     t0 = time.perf_counter()
-    params = densecrf.fit(images[fit_sl], probs[fit_sl], labels[fit_sl], ignore_index=IGNORE_INDEX,
-                          search="gradient", compat="matrix", loss="ce+softiou", holdout=0.3, seed=0,
-                          verbose=True)
+    params = densecrf.fit(
+        images[fit_sl],
+        probs[fit_sl],
+        labels[fit_sl],
+        ignore_index=IGNORE_INDEX,
+        search="gradient",
+        compat="matrix",
+        loss="ce+softiou",
+        holdout=0.3,
+        seed=0,
+        verbose=True,
+    )
     fit_time = time.perf_counter() - t0
     grid_best = CRFParams.from_dict(params.info["grid_best_params"])
     test = [images[test_sl], probs[test_sl], labels[test_sl]]
-    rows = [("network alone", None), ("classic defaults", CRFParams()), ("best grid point", grid_best),
-            ("fitted", params)]
+    rows = [
+        ("network alone", None),
+        ("classic defaults", CRFParams()),
+        ("best grid point", grid_best),
+        ("fitted", params),
+    ]
     results = {label: score(p, *test) for label, p in rows}
-    print_table(f"CamVid val, the {len(names) - N_FIT} frames after the first {N_FIT} (480 x 360, ignore index "
-                f"{IGNORE_INDEX})", results)
+    print_table(
+        f"CamVid val, the {len(names) - N_FIT} frames after the first {N_FIT} (480 x 360, ignore index {IGNORE_INDEX})",
+        results,
+    )
     print(f"fitting time: {fit_time:.1f} s on {densecrf.get_num_threads()} threads ({N_FIT} images)")
     params.info["provenance"] = (
         f"densecrf.fit on the bundled DeepLabLite's softmax maps (input 240 x 180, logits resized to 480 x 360) "
-        f"of the first {N_FIT} CamVid val frames by sorted name; tools/fit_camvid.py")
+        f"of the first {N_FIT} CamVid val frames by sorted name; tools/fit_camvid.py"
+    )
     params.info["fit_frames"] = names[fit_sl]
     params.info["test_miou"] = {label: round(float(m.mean_iou()), 6) for label, m in results.items()}
     params.info["test_frames"] = f"{names[N_FIT]} .. {names[-1]} ({len(names) - N_FIT} frames)"
@@ -86,12 +102,16 @@ def main(root, probs_dir, out, *extra):
             continue
         c = np.asarray(c)
         c = np.diag(c) if c.ndim == 1 else c
-        print(f"{name} compat diagonal (-: attraction to the same label): "
-              + " ".join(f"{cl[:6]} {v:+.2f}" for cl, v in zip(CLASSES, np.diag(c), strict=True)))
+        print(
+            f"{name} compat diagonal (-: attraction to the same label): "
+            + " ".join(f"{cl[:6]} {v:+.2f}" for cl, v in zip(CLASSES, np.diag(c), strict=True))
+        )
         off = c - np.diag(np.diag(c))
         order = np.argsort(-np.abs(off).ravel())[:6]
-        print(f"{name} compat largest off-diagonal entries (row receives, column sends): "
-              + ", ".join(f"{CLASSES[i // c.shape[0]]}<-{CLASSES[i % c.shape[0]]} {off.ravel()[i]:+.2f}" for i in order))
+        print(
+            f"{name} compat largest off-diagonal entries (row receives, column sends): "
+            + ", ".join(f"{CLASSES[i // c.shape[0]]}<-{CLASSES[i % c.shape[0]]} {off.ravel()[i]:+.2f}" for i in order)
+        )
     return 0
 
 

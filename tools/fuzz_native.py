@@ -45,7 +45,9 @@ def _floats(fdp, count, special):
         return np.zeros(0, np.float32)
     if special:
         vals = [fdp.ConsumeFloat() for _ in range(count)]
-        return np.array(vals, dtype=np.float64).clip(-3e38, 3e38).astype(np.float32) if vals else np.zeros(0, np.float32)
+        return (
+            np.array(vals, dtype=np.float64).clip(-3e38, 3e38).astype(np.float32) if vals else np.zeros(0, np.float32)
+        )
     return np.array(fdp.ConsumeFloatListInRange(count, -_MODERATE, _MODERATE), dtype=np.float32)
 
 
@@ -68,7 +70,9 @@ def one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     special = fdp.ConsumeBool()
     n = fdp.ConsumeIntInRange(0, 48)
-    d = fdp.ConsumeIntInRange(0, 34) if fdp.ConsumeIntInRange(0, 7) == 7 else fdp.ConsumeIntInRange(1, 8)  # valid: 1..32
+    d = (
+        fdp.ConsumeIntInRange(0, 34) if fdp.ConsumeIntInRange(0, 7) == 7 else fdp.ConsumeIntInRange(1, 8)
+    )  # valid: 1..32
     threads = fdp.ConsumeIntInRange(-2, 5)
     layout = fdp.ConsumeIntInRange(0, 4) % 4 if fdp.ConsumeBool() else 0
     feats = _array(fdp, (n, d), special)
@@ -113,8 +117,10 @@ def one_input(data: bytes) -> None:
 
     q_rows = fdp.ConsumeIntInRange(0, 50) if fdp.ConsumeIntInRange(0, 7) == 7 else n
     q = _array(fdp, (q_rows, max(k, 0)), special)
-    for call in (lambda: term.filter(q, fdp.ConsumeBool(), threads),
-                 lambda: term.apply(np.abs(q), fdp.ConsumeBool(), threads)):
+    for call in (
+        lambda: term.filter(q, fdp.ConsumeBool(), threads),
+        lambda: term.apply(np.abs(q), fdp.ConsumeBool(), threads),
+    ):
         try:
             r = call()
         except (ValueError, TypeError):
@@ -128,8 +134,13 @@ def one_input(data: bytes) -> None:
     n_iter = -1 if n_iter == 6 else n_iter
     q0 = None
     if fdp.ConsumeBool():
-        q0 = np.abs(_array(fdp, (fdp.ConsumeIntInRange(0, 50) if fdp.ConsumeIntInRange(0, 3) == 3 else unary.shape[0],
-                                 max(k, 0)), special))
+        q0 = np.abs(
+            _array(
+                fdp,
+                (fdp.ConsumeIntInRange(0, 50) if fdp.ConsumeIntInRange(0, 3) == 3 else unary.shape[0], max(k, 0)),
+                special,
+            )
+        )
     terms = [term] * ((fdp.ConsumeIntInRange(0, 3) + 1) % 4)
     try:
         res = _C.mean_field(unary, terms, n_iter, q0, threads)
@@ -144,8 +155,9 @@ def one_input(data: bytes) -> None:
 
 def main() -> None:
     argv = list(sys.argv)
-    if not any(a.startswith(("-max_total_time", "-runs")) for a in argv[1:]) and \
-            not any(not a.startswith("-") for a in argv[1:]):
+    if not any(a.startswith(("-max_total_time", "-runs")) for a in argv[1:]) and not any(
+        not a.startswith("-") for a in argv[1:]
+    ):
         argv.append("-max_total_time=60")
     atheris.Setup(argv, one_input)
     atheris.Fuzz()

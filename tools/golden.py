@@ -323,8 +323,13 @@ def _worker(suite: str) -> None:
     t0 = time.perf_counter()
     cases = {"cpu": suite_cpu, "emu": suite_emu, "nn": suite_nn}[suite]()
     info = densecrf._build_info()
-    result = {"kernels": info["kernels"], "compiler": info["compiler"], "environment": _environment(suite),
-              "cases": cases, "seconds": round(time.perf_counter() - t0, 2)}
+    result = {
+        "kernels": info["kernels"],
+        "compiler": info["compiler"],
+        "environment": _environment(suite),
+        "cases": cases,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     json.dump(result, sys.stdout)
 
 
@@ -333,8 +338,14 @@ def _run_worker(suite: str, cap: str) -> dict:
     env["DENSECRF_KERNELS"] = cap
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "_worker", suite], check=False, env=env,
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "_worker", suite],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"golden worker for suite {suite!r} (DENSECRF_KERNELS={cap!r}) failed:\n{proc.stderr}")
     return json.loads(proc.stdout)
@@ -359,8 +370,9 @@ def _path(suite: str) -> str:
 
 def _git_head() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=ROOT).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=ROOT
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -382,8 +394,10 @@ def record(suites, note: str | None) -> int:
             f.write("\n")
         os.replace(tmp, _path(suite))
         n = sum(len(r["cases"]) for r in runs)
-        print(f"{suite}: recorded {n} cases ({', '.join(r['kernels'] for r in runs)}) in "
-              f"{sum(r['seconds'] for r in runs):.1f} s -> {os.path.relpath(_path(suite))}")
+        print(
+            f"{suite}: recorded {n} cases ({', '.join(r['kernels'] for r in runs)}) in "
+            f"{sum(r['seconds'] for r in runs):.1f} s -> {os.path.relpath(_path(suite))}"
+        )
     return 0
 
 
@@ -418,24 +432,33 @@ def check(suites) -> int:
         for r in runs:
             reasons = _not_comparable(suite, doc["environment"], r["environment"])
             if reasons:
-                print(f"{suite} [{r['kernels']}]: NOT COMPARED, the record is from another setup ({'; '.join(reasons)})")
+                print(
+                    f"{suite} [{r['kernels']}]: NOT COMPARED, the record is from another setup ({'; '.join(reasons)})"
+                )
                 continue
             want = doc["kernels"].get(r["kernels"])
             against = r["kernels"]
             if want is None and r["kernels"] != "baseline" and SIMD_TWIN in doc["kernels"]:
                 want, against = doc["kernels"][SIMD_TWIN], SIMD_TWIN
             if want is None:
-                print(f"{suite} [{r['kernels']}]: NOT COMPARED, no record for these loops "
-                      f"(recorded: {', '.join(doc['kernels'])})")
+                print(
+                    f"{suite} [{r['kernels']}]: NOT COMPARED, no record for these loops "
+                    f"(recorded: {', '.join(doc['kernels'])})"
+                )
                 continue
-            bad = [_diff(name, w, r["cases"].get(name)) for name, w in want.items()
-                   if r["cases"].get(name, {}).get("sha256") != w["sha256"]]
+            bad = [
+                _diff(name, w, r["cases"].get(name))
+                for name, w in want.items()
+                if r["cases"].get(name, {}).get("sha256") != w["sha256"]
+            ]
             extra = sorted(set(r["cases"]) - set(want))
             label = r["kernels"] if against == r["kernels"] else f"{r['kernels']} against the {against} record"
             if bad:
                 failed += 1
-                print(f"{suite} [{label}]: {len(bad)} of {len(want)} cases DIFFER from the record "
-                      f"({doc['recorded_from']}):")
+                print(
+                    f"{suite} [{label}]: {len(bad)} of {len(want)} cases DIFFER from the record "
+                    f"({doc['recorded_from']}):"
+                )
                 print("\n".join(bad))
             else:
                 print(f"{suite} [{label}]: {len(want)} cases, same bits as the record ({doc['recorded_from']})")
@@ -446,13 +469,15 @@ def check(suites) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="mode", required=True)
     for mode in ("record", "check"):
         sp = sub.add_parser(mode)
-        sp.add_argument("--suite", action="append", choices=SUITES,
-                        help="a suite to run (repeatable; default: all three)")
+        sp.add_argument(
+            "--suite", action="append", choices=SUITES, help="a suite to run (repeatable; default: all three)"
+        )
         if mode == "record":
             sp.add_argument("--note", help="what the record is made from (default: the short HEAD hash)")
     wp = sub.add_parser("_worker")

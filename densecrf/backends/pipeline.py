@@ -23,26 +23,49 @@ from .. import _checks, arrays
 from ..features import check_prob_range
 from . import cuda as _cuda
 from .cpu import CpuBackend, sums_message
-from .problem import describe, image_layout, probs_layout, settings
+from .problem import describe, image_layout, probs_layout, settings, uses_image, warn_image_units
+
+# warnings.warn's stacklevel, seen from a _refine_* function, that names the
+# caller of densecrf.refine / refine_batch / densecrf.cuda.refine: above
+# _refine_* come pipeline.refine, the public function, then the caller.
+_CALLER = 4
 
 
 def refine(
-    image, probs, *, channel_axis: int = -1, volume: bool = False, device="cpu", threads=None, params=None, **kwargs
+    image,
+    probs,
+    *,
+    channel_axis: int = -1,
+    volume: bool = False,
+    device="cpu",
+    threads=None,
+    params=None,
+    image_range=None,
+    **kwargs,
 ):
     """:func:`densecrf.refine` (see there) on ``device``."""
     s = settings(params, **kwargs)
     if arrays.is_cpu(device):
-        return _refine_cpu(image, probs, channel_axis, volume, threads, s)
-    return _refine_cuda(image, probs, channel_axis, volume, device, s)
+        return _refine_cpu(image, probs, channel_axis, volume, threads, s, image_range)
+    return _refine_cuda(image, probs, channel_axis, volume, device, s, image_range)
 
 
-def _refine_cpu(image, probs, channel_axis, volume, threads, s):
+def _refine_cpu(image, probs, channel_axis, volume, threads, s, image_range):
     p = arrays.host(probs, "probs", finite=False)  # finiteness: checked natively with the unary
     axis, spatial, k = probs_layout(p.shape, channel_axis, volume=volume)
     im = arrays.host(image, "image")
     c = image_layout(im.shape, spatial, p.shape, axis)
     backend = CpuBackend(threads)
-    problem = describe(s, labels=k, ndim=len(spatial), channels=c, label_axis=channel_axis)
+    problem = describe(s, labels=k, ndim=len(spatial), channels=c, label_axis=channel_axis, image_range=image_range)
+    if uses_image(problem):
+        warn_image_units(
+            image_range,
+            c,
+            arrays.is_float(image),
+            lambda: im.max() if im.size else 0.0,
+            what="image",
+            stacklevel=_CALLER,
+        )
     try:
         (q,) = backend.refine(problem, [(im, np.moveaxis(p, axis, -1), 1, spatial)])
     except ValueError as exc:
@@ -52,12 +75,12 @@ def _refine_cpu(image, probs, channel_axis, volume, threads, s):
     return np.ascontiguousarray(np.moveaxis(q, -1, channel_axis))
 
 
-def _refine_cuda(image, probs, channel_axis, volume, device, s):
+def _refine_cuda(image, probs, channel_axis, volume, device, s, image_range):
     place = _cuda.place_of([probs, image], device)
     pshape = place.shape_of(probs)
     axis, spatial, k = probs_layout(pshape, channel_axis, volume=volume)
     c = image_layout(place.shape_of(image), spatial, pshape, axis)
-    problem = describe(s, labels=k, ndim=len(spatial), channels=c, label_axis=channel_axis)
+    problem = describe(s, labels=k, ndim=len(spatial), channels=c, label_axis=channel_axis, image_range=image_range)
     if place.kind == "numpy":
         # Host arrays are checked on the host (device arrays are not: that
         # would wait for the GPU), with the label axis moved there too.
@@ -67,6 +90,10 @@ def _refine_cuda(image, probs, channel_axis, volume, device, s):
     else:
         prb = place.moveaxis(place.put(probs, "probs"), axis, -1)
     img = place.put(image, "image")
+    if uses_image(problem):
+        warn_image_units(
+            image_range, c, arrays.is_float(image), lambda: place.peak(img), what="image", stacklevel=_CALLER
+        )
     (out,) = _cuda.CudaBackend(place).refine(problem, [(img, prb, 1, tuple(spatial))])
     last = len(pshape) - 1
     if place.kind == "numpy":
@@ -95,6 +122,7 @@ def refine_batch(
     device="cpu",
     threads=None,
     params=None,
+    image_range=None,
     **kwargs,
 ):
     """:func:`densecrf.refine_batch` (see there) on ``device``."""
@@ -110,13 +138,13 @@ def refine_batch(
         return []
     names = [(f"images[{j}]", f"probs[{j}]") if as_list else ("images", "probs") for j in range(len(plist))]
     if arrays.is_cpu(device):
-        res = _refine_batch_cpu(ilist, plist, names, as_list, channels_first, volume, threads, s)
+        res = _refine_batch_cpu(ilist, plist, names, as_list, channels_first, volume, threads, s, image_range)
     else:
-        res = _refine_batch_cuda(ilist, plist, names, as_list, channels_first, volume, device, s)
+        res = _refine_batch_cuda(ilist, plist, names, as_list, channels_first, volume, device, s, image_range)
     return res if as_list else res[0]
 
 
-def _batch_problem(ishapes, pshapes, as_list, channels_first, volume, s):
+def _batch_problem(ishapes, pshapes, as_list, channels_first, volume, s, image_range):
     """(per entry (count, spatial, K, C), the Problem) of a batch."""
     layouts = [
         _batch_layout(i, p, j, as_list, channels_first, volume)
@@ -126,18 +154,43 @@ def _batch_problem(ishapes, pshapes, as_list, channels_first, volume, s):
     if any((lk, lc, len(sp)) != (k, c, nd) for _, sp, lk, lc in layouts):
         raise ValueError("all images must share the number of labels, of channels and of spatial axes")
     problem = describe(
-        s, labels=k, ndim=nd, channels=c, channels_first=channels_first, label_axis=0 if channels_first else -1
+        s,
+        labels=k,
+        ndim=nd,
+        channels=c,
+        channels_first=channels_first,
+        label_axis=0 if channels_first else -1,
+        image_range=image_range,
     )
     return layouts, problem
 
 
-def _refine_batch_cpu(ilist, plist, names, as_list, channels_first, volume, threads, s) -> list:
+def _warn_batch_units(problem, image_range, originals, names, peaks) -> None:
+    """The image-units warning for the first image of a batch that looks like 0..1 values."""
+    if not uses_image(problem) or image_range is not None or problem.channels != 3:
+        return
+    for x, (iname, _), peak in zip(originals, names, peaks, strict=True):
+        if not arrays.is_float(x):
+            continue
+        m = float(peak())
+        if 0.0 < m <= 1.0:
+            # warn_image_units words the warning; one per call. stacklevel: this
+            # function, then _refine_batch_*, pipeline.refine_batch, the public function.
+            warn_image_units(image_range, problem.channels, True, lambda m=m: m, what=iname, stacklevel=_CALLER + 1)
+            return
+
+
+def _refine_batch_cpu(ilist, plist, names, as_list, channels_first, volume, threads, s, image_range) -> list:
     plist = [
         arrays.host(p, n, finite=False) for p, (_, n) in zip(plist, names, strict=True)
     ]  # finite: checked natively
+    originals = ilist
     ilist = [arrays.host(im, n) for im, (n, _) in zip(ilist, names, strict=True)]
     layouts, problem = _batch_problem(
-        [im.shape for im in ilist], [p.shape for p in plist], as_list, channels_first, volume, s
+        [im.shape for im in ilist], [p.shape for p in plist], as_list, channels_first, volume, s, image_range
+    )
+    _warn_batch_units(
+        problem, image_range, originals, names, [(lambda im=im: im.max() if im.size else 0.0) for im in ilist]
     )
     backend = CpuBackend(threads)
     try:
@@ -151,10 +204,16 @@ def _refine_batch_cpu(ilist, plist, names, as_list, channels_first, volume, thre
         raise
 
 
-def _refine_batch_cuda(ilist, plist, names, as_list, channels_first, volume, device, s) -> list:
+def _refine_batch_cuda(ilist, plist, names, as_list, channels_first, volume, device, s, image_range) -> list:
     place = _cuda.place_of(plist + ilist, device)
     layouts, problem = _batch_problem(
-        [place.shape_of(im) for im in ilist], [place.shape_of(p) for p in plist], as_list, channels_first, volume, s
+        [place.shape_of(im) for im in ilist],
+        [place.shape_of(p) for p in plist],
+        as_list,
+        channels_first,
+        volume,
+        s,
+        image_range,
     )
     lead_label = (0 if as_list else 1) if channels_first else -1  # the label axis of each probs array
     items = []
@@ -166,6 +225,7 @@ def _refine_batch_cuda(ilist, plist, names, as_list, channels_first, volume, dev
         else:
             prb = place.put(pr, pname)
         items.append((place.put(im, iname), prb, b, sp))
+    _warn_batch_units(problem, image_range, ilist, names, [lambda buf=item[0]: place.peak(buf) for item in items])
     return [place.result(o) for o in _cuda.CudaBackend(place).refine(problem, items)]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import numbers
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -230,17 +231,82 @@ def _raise(msg: str):
     raise ValueError(msg)
 
 
+# bilateral_srgb (and CRFasRNN's srgb bandwidth) is measured in the units of
+# an 8-bit image: a colour channel spans 0..255.
+IMAGE_SPAN = 255.0
+
+
+def image_range_factor(image_range) -> float:
+    """The factor the colour bandwidths are multiplied by for images whose
+    values span ``image_range``: 1 for None (0..255 units) and ``'raw'``,
+    ``(hi - lo) / 255`` for a pair ``(lo, hi)``. Scaling the bandwidth is
+    the same as mapping ``lo..hi`` onto ``0..255`` (a Gaussian kernel sees
+    differences only), without touching the caller's image."""
+    if image_range is None or (isinstance(image_range, str) and image_range == "raw"):
+        return 1.0
+    if isinstance(image_range, str):
+        raise ValueError(f"image_range must be None, 'raw' or a pair (lo, hi), got {image_range!r}")
+    try:
+        lo, hi = image_range
+    except (TypeError, ValueError):
+        raise ValueError(f"image_range must be None, 'raw' or a pair (lo, hi), got {image_range!r}") from None
+    lo = _checks.finite_scalar(lo, "image_range[0]")
+    hi = _checks.finite_scalar(hi, "image_range[1]")
+    if not hi > lo:
+        raise ValueError(f"image_range must be a pair (lo, hi) with hi > lo, got {image_range!r}")
+    return (hi - lo) / IMAGE_SPAN
+
+
+def warn_image_units(image_range, channels: int, is_float: bool, peak, *, what: str, stacklevel: int) -> None:
+    """A UserWarning when a float 3-channel (RGB) image looks like 0..1 values
+    while the colour bandwidth is in 0..255 units: its colour term would be
+    all but switched off (colour differences 255 times smaller than meant).
+
+    Only when ``image_range`` is None (the caller stated no range), the
+    image is floating point and has 3 channels; ``peak()`` (its largest value,
+    computed only then) in (0, 1] warns. Other channel counts (medical
+    intensities, feature maps) are in the caller's units: never a warning.
+    """
+    if image_range is not None or channels != 3 or not is_float:
+        return
+    m = float(peak())
+    if 0.0 < m <= 1.0:
+        warnings.warn(
+            f"{what} is a float RGB image with values up to {m:.3g}, but the colour bandwidth (srgb) is in "
+            "0..255 units, so the colour term is all but switched off. Pass image_range=(0, 1) for an "
+            "image in 0..1 (or multiply it by 255), or image_range='raw' if the bandwidth is in the "
+            "image's own units",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
+def uses_image(problem: Problem) -> bool:
+    """Whether the problem has a bilateral term (the only one that reads the image)."""
+    return any(t.srgb is not None for t in problem.terms)
+
+
 def describe(
-    s: dict, *, labels: int, ndim: int, channels: int, channels_first: bool = False, label_axis: int = -1
+    s: dict,
+    *,
+    labels: int,
+    ndim: int,
+    channels: int,
+    channels_first: bool = False,
+    label_axis: int = -1,
+    image_range=None,
 ) -> Problem:
     """Checks the settings ``s`` (from :func:`settings`) for images with ``ndim``
-    spatial axes and ``channels`` channels and ``labels`` labels."""
+    spatial axes and ``channels`` channels and ``labels`` labels. ``image_range``
+    (None, ``'raw'`` or ``(lo, hi)``, see :func:`image_range_factor`) scales
+    the colour bandwidths."""
     n_iter = _checks.positive_int(s["n_iter"], "n_iter", minimum=0)
+    factor = image_range_factor(image_range)
     terms = []
     if s["gaussian_compat"] is not None:
         terms.append(_term("gaussian", s, labels, ndim, None))
     if s["bilateral_compat"] is not None:
-        terms.append(_term("bilateral", s, labels, ndim, channels))
+        terms.append(_term("bilateral", s, labels, ndim, channels, factor))
     clip = scale = None
     if s["clip"] is not None:
         clip = _checks.positive_scalar(s["clip"], "clip")
@@ -263,11 +329,13 @@ def describe(
     )
 
 
-def _term(name: str, s: dict, labels: int, ndim: int, channels: int | None) -> Term:
+def _term(name: str, s: dict, labels: int, ndim: int, channels: int | None, factor: float = 1.0) -> Term:
     sxy = tuple(_checks.per_axis(s[f"{name}_sxy"], ndim, f"{name}_sxy"))
     srgb = None
     if channels is not None:
         srgb = tuple(_checks.per_axis(s["bilateral_srgb"], channels, "bilateral_srgb"))
+        if factor != 1.0:  # 1.0: the bandwidths exactly as given (the same bits as before image_range)
+            srgb = tuple(float(v) * factor for v in srgb)
         if ndim + channels > 32:
             raise ValueError(
                 f"the bilateral features would have {ndim} positions + {channels} channels = "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 
 from ..fit import COMPATS, LOSSES, SEARCHES, describe, fit, format_table, match_folders, read_matched
 from .common import check_folder_of
@@ -65,7 +66,22 @@ def run(args: argparse.Namespace) -> int:
         if n:
             print(f"note: {n} file{'s' if n != 1 else ''} of the {what} folder without an image left out")
     names, images, probs, labels = read_matched(match)
-    params = fit(
+    # fit's warnings are in params.info["warnings"], which the table below prints (one line each)
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", category=UserWarning, module=r"densecrf\.cli\.fit"
+        )  # fit() warns at its caller, _fit
+        params = _fit(args, images, probs, labels)
+    params.info["heldout_names"] = [names[i] for i in params.info["heldout_indices"]]
+    params.save(args.output)
+    if args.quiet:
+        print(format_table(params.info))
+    print(f"wrote {args.output}: {describe(params)}")
+    return 0
+
+
+def _fit(args, images, probs, labels):
+    return fit(
         images,
         probs,
         labels,
@@ -85,9 +101,3 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         verbose=not args.quiet,
     )
-    params.info["heldout_names"] = [names[i] for i in params.info["heldout_indices"]]
-    params.save(args.output)
-    if args.quiet:
-        print(format_table(params.info))
-    print(f"wrote {args.output}: {describe(params)}")
-    return 0

@@ -100,8 +100,13 @@ def _readahead(task: Task) -> None:
 def _lost(task: Task, exc: BaseException) -> ItemResult:
     """A task whose worker failed (died, lost its connection): failed, to be redone by a rerun."""
     text = str(exc).strip().splitlines()
-    return ItemResult(task.index, task.key, "failed", task.image if isinstance(task.image, str) else task.key,
-                      f"worker failed: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": "))
+    return ItemResult(
+        task.index,
+        task.key,
+        "failed",
+        task.image if isinstance(task.image, str) else task.key,
+        f"worker failed: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": "),
+    )
 
 
 # -- local -------------------------------------------------------------------------
@@ -145,8 +150,7 @@ class LocalExecutor:
             yield from self._serial(tasks, job)
             return
         window = 2 * self.workers
-        with ProcessPoolExecutor(self.workers, mp_context=_mp_context(), initializer=_set_job,
-                                 initargs=(job,)) as pool:
+        with ProcessPoolExecutor(self.workers, mp_context=_mp_context(), initializer=_set_job, initargs=(job,)) as pool:
             pending: dict = {}
             it = iter(tasks)
             exhausted = False
@@ -269,8 +273,7 @@ class CudaExecutor:
         self.check()
         feeder = _TorchFeeder.make(self.device)
         window = max(2 * self.workers, 2 * self.batch_size)
-        with ProcessPoolExecutor(self.workers, mp_context=_mp_context(), initializer=_set_job,
-                                 initargs=(job,)) as pool:
+        with ProcessPoolExecutor(self.workers, mp_context=_mp_context(), initializer=_set_job, initargs=(job,)) as pool:
             reading: dict = {}
             writing: dict = {}
             groups: dict = {}  # (shape of image, shape of probs, clip) -> [(task, image, probs, seconds)]
@@ -290,12 +293,15 @@ class CudaExecutor:
                     # (many sizes): reading more would need room, and nothing else frees it.
                     full = [g for g, items in groups.items() if len(items) >= self.batch_size]
                     room = window - len(reading) - sum(map(len, groups.values()))
-                    if not full and groups and ((exhausted and not reading)
-                                                or (room <= 0 and not any(f.done() for f in reading))):
+                    if (
+                        not full
+                        and groups
+                        and ((exhausted and not reading) or (room <= 0 and not any(f.done() for f in reading)))
+                    ):
                         full = [max(groups, key=lambda g: len(groups[g]))]
                     for g in full:
                         items = groups.pop(g)
-                        batch, rest = items[: self.batch_size], items[self.batch_size:]
+                        batch, rest = items[: self.batch_size], items[self.batch_size :]
                         if rest:
                             groups[g] = rest
                         yield from self._compute(batch, g[2], job, feeder, pool, writing)
@@ -408,8 +414,13 @@ class DaskExecutor:
         self._own_client = False
 
     def describe(self) -> str:
-        where = self.scheduler if isinstance(self.scheduler, str) else "LocalCluster" if self.scheduler is None \
+        where = (
+            self.scheduler
+            if isinstance(self.scheduler, str)
+            else "LocalCluster"
+            if self.scheduler is None
             else "given client"
+        )
         return f"dask ({where}), {self._in_flight()} task(s) in flight"
 
     def check(self) -> None:
@@ -423,8 +434,13 @@ class DaskExecutor:
         from distributed import Client, LocalCluster
 
         if self.scheduler is None:
-            self._cluster = LocalCluster(n_workers=self.workers or cpu_count(), threads_per_worker=1,
-                                         processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0")
+            self._cluster = LocalCluster(
+                n_workers=self.workers or cpu_count(),
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+            )
             self.client = Client(self._cluster)
             self._own_client = True
         elif isinstance(self.scheduler, str):
@@ -517,8 +533,12 @@ class RayExecutor:
             if self.scheduler:
                 ray.init(address=self.scheduler, log_to_driver=False)
             else:
-                ray.init(num_cpus=self.workers or cpu_count(), include_dashboard=False, log_to_driver=False,
-                         configure_logging=False)
+                ray.init(
+                    num_cpus=self.workers or cpu_count(),
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
             self._own = True
         return self
 

@@ -114,8 +114,12 @@ class Manifest:
 
     def add(self, key: str, inputs: list, job_key: str, outputs: dict) -> None:
         """Records a finished item (its outputs already in place): one appended line."""
-        rec = {"key": key, "inputs": inputs, "job": job_key,
-               "outputs": {k: [os.path.basename(p), size] for k, (p, size) in outputs.items()}}
+        rec = {
+            "key": key,
+            "inputs": inputs,
+            "job": job_key,
+            "outputs": {k: [os.path.basename(p), size] for k, (p, size) in outputs.items()},
+        }
         self.records[key] = rec
         if self._fd is not None:
             os.write(self._fd, (json.dumps(rec, separators=(",", ":")) + "\n").encode())

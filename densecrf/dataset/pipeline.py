@@ -20,8 +20,15 @@ from .work import ItemResult, Job
 
 __all__ = ["Summary", "iter_refine", "make_job", "refine_dataset"]
 
-_CRF_KEYS = ("n_iter", "gaussian_sxy", "gaussian_compat", "bilateral_sxy", "bilateral_srgb", "bilateral_compat",
-             "normalization")
+_CRF_KEYS = (
+    "n_iter",
+    "gaussian_sxy",
+    "gaussian_compat",
+    "bilateral_sxy",
+    "bilateral_srgb",
+    "bilateral_compat",
+    "normalization",
+)
 
 
 @dataclass
@@ -65,19 +72,38 @@ class Summary:
         """The one-line summary: counts that add up to the input, time and rate."""
         if self.dry_run:
             n = {a: sum(1 for _, act, _ in self.planned if act == a) for a in ("refine", "skip", "fail")}
-            return (f"dry run: {len(self.planned)} inputs: {n['refine']} to refine, {n['skip']} to skip "
-                    f"(done earlier), {n['fail']} failing; nothing written")
+            return (
+                f"dry run: {len(self.planned)} inputs: {n['refine']} to refine, {n['skip']} to skip "
+                f"(done earlier), {n['fail']} failing; nothing written"
+            )
         rate = len(self.done) / self.seconds if self.seconds > 0 else 0.0
-        return (f"{self.total} inputs: {len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed "
-                f"in {self.seconds:.2f} s ({rate:.1f} images/s, {self.executor})")
+        return (
+            f"{self.total} inputs: {len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed "
+            f"in {self.seconds:.2f} s ({rate:.1f} images/s, {self.executor})"
+        )
 
     __str__ = line
 
 
-def make_job(*, preset=None, params=None, scale_factor: float = 1.0, n_labels=None, gt_prob=None, unknown=None,
-             clip=None, save_probs=None, palette="voc", png_level=io.PNG_COMPRESS_LEVEL, threads: int = 1,
-             device: str = "cpu", write: bool = True, keep_arrays: bool = False, return_probs: bool = False,
-             **crf) -> Job:
+def make_job(
+    *,
+    preset=None,
+    params=None,
+    scale_factor: float = 1.0,
+    n_labels=None,
+    gt_prob=None,
+    unknown=None,
+    clip=None,
+    save_probs=None,
+    palette="voc",
+    png_level=io.PNG_COMPRESS_LEVEL,
+    threads: int = 1,
+    device: str = "cpu",
+    write: bool = True,
+    keep_arrays: bool = False,
+    return_probs: bool = False,
+    **crf,
+) -> Job:
     """The :class:`~densecrf.dataset.work.Job` of a run: a preset, then ``params``, then single CRF arguments."""
     unknown_keys = set(crf) - set(_CRF_KEYS)
     if unknown_keys:
@@ -86,8 +112,12 @@ def make_job(*, preset=None, params=None, scale_factor: float = 1.0, n_labels=No
     if preset is not None:
         p = get_preset(preset, scale_factor=scale_factor)
         base = p.params
-        fields = {"maps": "labels" if p.maps == "labels" else "auto", "scores": p.scores, "clip": p.clip,
-                  "preset": p.name}
+        fields = {
+            "maps": "labels" if p.maps == "labels" else "auto",
+            "scores": p.scores,
+            "clip": p.clip,
+            "preset": p.name,
+        }
         if p.gt_prob is not None:
             fields["gt_prob"] = p.gt_prob
         if p.unknown is not None:
@@ -109,13 +139,25 @@ def make_job(*, preset=None, params=None, scale_factor: float = 1.0, n_labels=No
         if value is not None:
             fields[name] = value
     if fields.get("maps") == "labels" and fields.get("n_labels") is None:
-        raise io.InputError(f"the {fields['preset']} preset takes label maps: give the number of labels "
-                            "(n_labels / --n-labels K)")
+        raise io.InputError(
+            f"the {fields['preset']} preset takes label maps: give the number of labels (n_labels / --n-labels K)"
+        )
     if save_probs is not None:
         save_probs = {"float16": "float16", "float32": "float32", True: "float32"}.get(
-            save_probs if isinstance(save_probs, (str, bool)) else str(save_probs), save_probs)
-    return Job(params=base, save_probs=save_probs or None, palette=palette, png_level=png_level, threads=threads,
-               device=device, write=write, keep_arrays=keep_arrays, return_probs=return_probs, **fields)
+            save_probs if isinstance(save_probs, (str, bool)) else str(save_probs), save_probs
+        )
+    return Job(
+        params=base,
+        save_probs=save_probs or None,
+        palette=palette,
+        png_level=png_level,
+        threads=threads,
+        device=device,
+        write=write,
+        keep_arrays=keep_arrays,
+        return_probs=return_probs,
+        **fields,
+    )
 
 
 def _scaled_params(params: CRFParams, scale_factor: float) -> CRFParams:
@@ -131,8 +173,9 @@ def _check_out_dir(out_dir: str, plan) -> str:
     if os.path.exists(real) and not os.path.isdir(real):
         raise io.InputError(f"output folder {out_dir} is a file")
     if real in plan.input_dirs:
-        raise io.InputError(f"output folder {out_dir} holds input files: choose another folder "
-                            "(outputs never overwrite inputs)")
+        raise io.InputError(
+            f"output folder {out_dir} holds input files: choose another folder (outputs never overwrite inputs)"
+        )
     return real
 
 
@@ -160,8 +203,22 @@ def _progress_bar(total, enabled):
     return tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
 
 
-def _stream(images, probs, out_dir, job: Job, *, executor, workers, scheduler, threads, device, batch_size,
-            resume, dry_run, summary: Summary):
+def _stream(
+    images,
+    probs,
+    out_dir,
+    job: Job,
+    *,
+    executor,
+    workers,
+    scheduler,
+    threads,
+    device,
+    batch_size,
+    resume,
+    dry_run,
+    summary: Summary,
+):
     """Yields every item's :class:`ItemResult` as it finishes (skipped and failed ones included)."""
     plan = sources.plan(images, probs, out_dir, save_npy=job.save_probs is not None)
     summary.notes.extend(plan.notes)
@@ -173,8 +230,9 @@ def _stream(images, probs, out_dir, job: Job, *, executor, workers, scheduler, t
         summary.out_dir = out_dir
         if os.path.isdir(out_dir):
             manifest = Manifest(out_dir)
-    ex = make_executor(executor, workers=workers, scheduler=scheduler, threads=threads, device=device,
-                       batch_size=batch_size)
+    ex = make_executor(
+        executor, workers=workers, scheduler=scheduler, threads=threads, device=device, batch_size=batch_size
+    )
     if dry_run:
         for task, problem in plan.tasks:
             if problem is not None:
@@ -204,8 +262,9 @@ def _stream(images, probs, out_dir, job: Job, *, executor, workers, scheduler, t
                 try:
                     ident = sources.identity(task)
                 except OSError as exc:
-                    immediate.append(ItemResult(task.index, task.key, "failed", task.image,
-                                                f"cannot read: {exc.strerror or exc}"))
+                    immediate.append(
+                        ItemResult(task.index, task.key, "failed", task.image, f"cannot read: {exc.strerror or exc}")
+                    )
                     continue
                 if resume and manifest.is_done(task.key, ident, job_key):
                     immediate.append(ItemResult(task.index, task.key, "skipped", outputs={}))
@@ -229,11 +288,32 @@ def _stream(images, probs, out_dir, job: Job, *, executor, workers, scheduler, t
             manifest.close()
 
 
-def refine_dataset(images, probs=None, out_dir=None, *, preset=None, params=None, executor="local", workers=None,
-                   scheduler=None, threads: int = 1, device: str = "cuda", batch_size: int = 8,
-                   save_probs=None, palette="voc", png_level: int = io.PNG_COMPRESS_LEVEL, n_labels=None,
-                   gt_prob=None, unknown=None, clip=None, scale_factor: float = 1.0, resume: bool = True,
-                   dry_run: bool = False, progress=None, **crf) -> Summary:
+def refine_dataset(
+    images,
+    probs=None,
+    out_dir=None,
+    *,
+    preset=None,
+    params=None,
+    executor="local",
+    workers=None,
+    scheduler=None,
+    threads: int = 1,
+    device: str = "cuda",
+    batch_size: int = 8,
+    save_probs=None,
+    palette="voc",
+    png_level: int = io.PNG_COMPRESS_LEVEL,
+    n_labels=None,
+    gt_prob=None,
+    unknown=None,
+    clip=None,
+    scale_factor: float = 1.0,
+    resume: bool = True,
+    dry_run: bool = False,
+    progress=None,
+    **crf,
+) -> Summary:
     """Refines every item of a dataset and writes one ``<stem>.png`` of labels per item into ``out_dir``.
 
     Args:
@@ -282,15 +362,39 @@ def refine_dataset(images, probs=None, out_dir=None, *, preset=None, params=None
     """
     if out_dir is None:
         raise io.InputError("give an output folder (out_dir)")
-    job = make_job(preset=preset, params=params, scale_factor=scale_factor, n_labels=n_labels, gt_prob=gt_prob,
-                   unknown=unknown, clip=clip, save_probs=save_probs, palette=palette, png_level=png_level,
-                   threads=threads, device="cpu" if executor != "cuda" else device, **crf)
+    job = make_job(
+        preset=preset,
+        params=params,
+        scale_factor=scale_factor,
+        n_labels=n_labels,
+        gt_prob=gt_prob,
+        unknown=unknown,
+        clip=clip,
+        save_probs=save_probs,
+        palette=palette,
+        png_level=png_level,
+        threads=threads,
+        device="cpu" if executor != "cuda" else device,
+        **crf,
+    )
     summary = Summary(dry_run=dry_run)
     t0 = time.perf_counter()
     stages = {"read": 0.0, "crf": 0.0, "write": 0.0}
-    results = _stream(images, probs, out_dir, job, executor=executor, workers=workers, scheduler=scheduler,
-                      threads=threads, device=device, batch_size=batch_size, resume=resume, dry_run=dry_run,
-                      summary=summary)
+    results = _stream(
+        images,
+        probs,
+        out_dir,
+        job,
+        executor=executor,
+        workers=workers,
+        scheduler=scheduler,
+        threads=threads,
+        device=device,
+        batch_size=batch_size,
+        resume=resume,
+        dry_run=dry_run,
+        summary=summary,
+    )
     bar = None
     order: dict = {}
     try:
@@ -319,11 +423,31 @@ def refine_dataset(images, probs=None, out_dir=None, *, preset=None, params=None
     return summary
 
 
-def iter_refine(images, probs=None, out_dir=None, *, return_probs: bool = False, preset=None, params=None,
-                executor="local", workers=None, scheduler=None, threads: int = 1, device: str = "cuda",
-                batch_size: int = 8, save_probs=None, palette="voc", png_level: int = io.PNG_COMPRESS_LEVEL,
-                n_labels=None, gt_prob=None, unknown=None, clip=None, scale_factor: float = 1.0,
-                resume: bool = True, **crf):
+def iter_refine(
+    images,
+    probs=None,
+    out_dir=None,
+    *,
+    return_probs: bool = False,
+    preset=None,
+    params=None,
+    executor="local",
+    workers=None,
+    scheduler=None,
+    threads: int = 1,
+    device: str = "cuda",
+    batch_size: int = 8,
+    save_probs=None,
+    palette="voc",
+    png_level: int = io.PNG_COMPRESS_LEVEL,
+    n_labels=None,
+    gt_prob=None,
+    unknown=None,
+    clip=None,
+    scale_factor: float = 1.0,
+    resume: bool = True,
+    **crf,
+):
     """:func:`refine_dataset` as a generator of :class:`~densecrf.dataset.work.ItemResult`, in input order.
 
     Each result carries ``labels`` (``[H, W]``) and, with ``return_probs``,
@@ -336,14 +460,40 @@ def iter_refine(images, probs=None, out_dir=None, *, return_probs: bool = False,
     order; at most a few items per worker are held while an earlier one is
     still being refined.
     """
-    job = make_job(preset=preset, params=params, scale_factor=scale_factor, n_labels=n_labels, gt_prob=gt_prob,
-                   unknown=unknown, clip=clip, save_probs=save_probs, palette=palette, png_level=png_level,
-                   threads=threads, device="cpu" if executor != "cuda" else device, write=out_dir is not None,
-                   keep_arrays=True, return_probs=return_probs, **crf)
+    job = make_job(
+        preset=preset,
+        params=params,
+        scale_factor=scale_factor,
+        n_labels=n_labels,
+        gt_prob=gt_prob,
+        unknown=unknown,
+        clip=clip,
+        save_probs=save_probs,
+        palette=palette,
+        png_level=png_level,
+        threads=threads,
+        device="cpu" if executor != "cuda" else device,
+        write=out_dir is not None,
+        keep_arrays=True,
+        return_probs=return_probs,
+        **crf,
+    )
     summary = Summary()
-    results = _stream(images, probs, out_dir, job, executor=executor, workers=workers, scheduler=scheduler,
-                      threads=threads, device=device, batch_size=batch_size, resume=resume, dry_run=False,
-                      summary=summary)
+    results = _stream(
+        images,
+        probs,
+        out_dir,
+        job,
+        executor=executor,
+        workers=workers,
+        scheduler=scheduler,
+        threads=threads,
+        device=device,
+        batch_size=batch_size,
+        resume=resume,
+        dry_run=False,
+        summary=summary,
+    )
     held: dict = {}
     nxt = 0
     for res in results:

@@ -81,30 +81,57 @@ class Preset:
             raise ValueError(f"scale_factor must be a positive number, got {scale_factor!r}")
         if s == 1.0:
             return self
-        p = dataclasses.replace(self.params, gaussian_sxy=self.params.gaussian_sxy / s,
-                                bilateral_sxy=self.params.bilateral_sxy / s)
+        p = dataclasses.replace(
+            self.params, gaussian_sxy=self.params.gaussian_sxy / s, bilateral_sxy=self.params.bilateral_sxy / s
+        )
         return dataclasses.replace(self, params=p)
 
 
 PRESETS: dict[str, Preset] = {
     "psa": Preset(
         name="psa",
-        params=CRFParams(n_iter=10, gaussian_sxy=3.0, gaussian_compat=3.0,
-                         bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0),
-        maps="probs", scores=True, clip=1e-5,
-        source="jiwoon-ahn/psa tool/imutils.py crf_inference (AffinityNet, CVPR 2018)"),
+        params=CRFParams(
+            n_iter=10,
+            gaussian_sxy=3.0,
+            gaussian_compat=3.0,
+            bilateral_sxy=80.0,
+            bilateral_srgb=13.0,
+            bilateral_compat=10.0,
+        ),
+        maps="probs",
+        scores=True,
+        clip=1e-5,
+        source="jiwoon-ahn/psa tool/imutils.py crf_inference (AffinityNet, CVPR 2018)",
+    ),
     "irn": Preset(
         name="irn",
-        params=CRFParams(n_iter=10, gaussian_sxy=3.0, gaussian_compat=3.0,
-                         bilateral_sxy=50.0, bilateral_srgb=5.0, bilateral_compat=10.0),
-        maps="labels", gt_prob=0.7, unknown=None,
-        source="jiwoon-ahn/irn misc/imutils.py crf_inference_label (IRN, CVPR 2019)"),
+        params=CRFParams(
+            n_iter=10,
+            gaussian_sxy=3.0,
+            gaussian_compat=3.0,
+            bilateral_sxy=50.0,
+            bilateral_srgb=5.0,
+            bilateral_compat=10.0,
+        ),
+        maps="labels",
+        gt_prob=0.7,
+        unknown=None,
+        source="jiwoon-ahn/irn misc/imutils.py crf_inference_label (IRN, CVPR 2019)",
+    ),
     "deeplabv2-voc": Preset(
         name="deeplabv2-voc",
-        params=CRFParams(n_iter=10, gaussian_sxy=1.0, gaussian_compat=3.0,
-                         bilateral_sxy=67.0, bilateral_srgb=3.0, bilateral_compat=4.0),
-        maps="probs", clip=1e-5,
-        source="DeepLab v2 ResNet-101 on VOC 2012 (kazuto1011/deeplab-pytorch configs/voc12.yaml)"),
+        params=CRFParams(
+            n_iter=10,
+            gaussian_sxy=1.0,
+            gaussian_compat=3.0,
+            bilateral_sxy=67.0,
+            bilateral_srgb=3.0,
+            bilateral_compat=4.0,
+        ),
+        maps="probs",
+        clip=1e-5,
+        source="DeepLab v2 ResNet-101 on VOC 2012 (kazuto1011/deeplab-pytorch configs/voc12.yaml)",
+    ),
 }
 
 

@@ -86,8 +86,11 @@ def plan(images, probs=None, out_dir=None, *, save_npy: bool = False) -> Plan:
     if probs is None:
         if _is_pathlike(images):
             raise io.InputError("give the probability maps too: refine_dataset(images, probs, out_dir)")
-        if isinstance(images, (list, tuple)) and images and all(
-                isinstance(p, (list, tuple)) and len(p) == 2 and all(_is_pathlike(x) for x in p) for p in images):
+        if (
+            isinstance(images, (list, tuple))
+            and images
+            and all(isinstance(p, (list, tuple)) and len(p) == 2 and all(_is_pathlike(x) for x in p) for p in images)
+        ):
             return _path_plan([(os.fspath(a), os.fspath(b), None) for a, b in images], out_dir, save_npy)
         return _iterable_plan(images, out_dir, save_npy)
     if _is_pathlike(images) != _is_pathlike(probs):
@@ -136,7 +139,8 @@ def _path_plan(entries, out_dir, save_npy) -> Plan:
     files = [f for img, m, _ in entries for f in (img, m) if f is not None]
     # The folder a path names and the folder of the file it leads to (through links).
     dirs = {os.path.dirname(os.path.realpath(f)) for f in files} | {
-        os.path.realpath(os.path.dirname(os.path.abspath(f))) for f in files}
+        os.path.realpath(os.path.dirname(os.path.abspath(f))) for f in files
+    }
 
     def tasks():
         for i, (img, m, problem) in enumerate(entries):
@@ -149,8 +153,10 @@ def _path_plan(entries, out_dir, save_npy) -> Plan:
 
 def _iterable_plan(source, out_dir, save_npy) -> Plan:
     if isinstance(source, (str, bytes, dict)) or not (hasattr(source, "__iter__") or hasattr(source, "__getitem__")):
-        raise io.InputError(f"images must be a folder, a glob, a list of paths or an iterable of (image, probs), "
-                            f"got {type(source).__name__}")
+        raise io.InputError(
+            f"images must be a folder, a glob, a list of paths or an iterable of (image, probs), "
+            f"got {type(source).__name__}"
+        )
     total = None
     if hasattr(source, "__len__") and hasattr(source, "__getitem__") and not isinstance(source, (list, tuple)):
         total = len(source)
@@ -164,8 +170,10 @@ def _iterable_plan(source, out_dir, save_npy) -> Plan:
         keys = set()
         for i, item in enumerate(it):
             if not isinstance(item, (list, tuple)) or len(item) not in (2, 3):
-                yield Task(i, f"{i:06d}", None, None, None, None), (
-                    f"an item must be (image, probs) or (image, probs, key), got {type(item).__name__}")
+                yield (
+                    Task(i, f"{i:06d}", None, None, None, None),
+                    (f"an item must be (image, probs) or (image, probs, key), got {type(item).__name__}"),
+                )
                 continue
             key = str(item[2]) if len(item) == 3 else f"{i:06d}"
             png, npy = _outputs(out_dir, key, save_npy)

@@ -97,10 +97,20 @@ class Job:
         pal = self.palette if isinstance(self.palette, str) else np.asarray(self.palette).tolist()
         params = self.params.to_dict()
         params.pop("info", None)
-        return {"params": params, "maps": self.maps, "scores": self.scores, "clip": float(self.clip),
-                "n_labels": self.n_labels, "gt_prob": float(self.gt_prob), "unknown": self.unknown,
-                "save_probs": self.save_probs, "palette": pal, "png_level": self.png_level,
-                "backend": "cpu" if self.device == "cpu" else "cuda", "densecrf": __version__}
+        return {
+            "params": params,
+            "maps": self.maps,
+            "scores": self.scores,
+            "clip": float(self.clip),
+            "n_labels": self.n_labels,
+            "gt_prob": float(self.gt_prob),
+            "unknown": self.unknown,
+            "save_probs": self.save_probs,
+            "palette": pal,
+            "png_level": self.png_level,
+            "backend": "cpu" if self.device == "cpu" else "cuda",
+            "densecrf": __version__,
+        }
 
     def key(self) -> str:
         """A digest of :meth:`identity`."""
@@ -190,8 +200,7 @@ def read_item(task: Task, job: Job) -> tuple[np.ndarray, np.ndarray]:
             if job.maps == "labels":
                 probs = _labels_file(task.probs, hw, job)
             else:
-                probs = io.read_probs(task.probs, hw, n_labels=job.n_labels, gt_prob=job.gt_prob,
-                                      unknown=job.unknown)
+                probs = io.read_probs(task.probs, hw, n_labels=job.n_labels, gt_prob=job.gt_prob, unknown=job.unknown)
         else:
             probs = _probs_array(task.probs, hw, job, task.key)
     except io.InputError as exc:
@@ -216,13 +225,15 @@ def _labels_file(path: str, hw, job: Job) -> np.ndarray:
         if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
             raise io.InputError(
                 f"label map {path} must be an [H, W] integer array (this preset takes label maps), "
-                f"got {arr.dtype} of shape {arr.shape}")
+                f"got {arr.dtype} of shape {arr.shape}"
+            )
         labels = arr.astype(np.int64)
     else:
         labels = io.read_labels(path, "label map")
     if labels.shape != tuple(hw):
-        raise io.InputError(f"label map {path} is {labels.shape[0]} x {labels.shape[1]} but the image is "
-                            f"{hw[0]} x {hw[1]} (H x W)")
+        raise io.InputError(
+            f"label map {path} is {labels.shape[0]} x {labels.shape[1]} but the image is {hw[0]} x {hw[1]} (H x W)"
+        )
     return io.labels_to_probs(labels, job.n_labels, job.gt_prob, job.unknown, f"label map {path}")
 
 
@@ -234,11 +245,15 @@ def _probs_array(a, hw, job: Job, key: str) -> np.ndarray:
             raise io.InputError(f"{what} is {arr.shape[0]} x {arr.shape[1]} but the image is {hw[0]} x {hw[1]}")
         return io.labels_to_probs(arr.astype(np.int64), job.n_labels, job.gt_prob, job.unknown, what)
     if job.maps == "labels":
-        raise io.InputError(f"{what} must be an [H, W] integer label map (this preset takes label maps), "
-                            f"got {arr.dtype} of shape {arr.shape}")
+        raise io.InputError(
+            f"{what} must be an [H, W] integer label map (this preset takes label maps), "
+            f"got {arr.dtype} of shape {arr.shape}"
+        )
     if arr.ndim != 3 or not np.issubdtype(arr.dtype, np.floating):
-        raise io.InputError(f"{what} must be [H, W, K] floating-point probabilities or [H, W] integer labels, "
-                            f"got {arr.dtype} of shape {arr.shape}")
+        raise io.InputError(
+            f"{what} must be [H, W, K] floating-point probabilities or [H, W] integer labels, "
+            f"got {arr.dtype} of shape {arr.shape}"
+        )
     if arr.shape[:2] != tuple(hw):
         raise io.InputError(f"{what} has shape {arr.shape} but the image is {hw[0]} x {hw[1]} (H x W)")
     return arr
@@ -301,15 +316,22 @@ def refine_items(images: list, probs: list, job: Job) -> list[np.ndarray]:
         probs = [q for q, _ in pairs]
         if len(clips) > 1:  # a mixed batch: split it so that each part has one clip
             keep = [c == job.clip for _, c in pairs]
-            a = refine_items([i for i, k in zip(images, keep, strict=True) if k], [p for p, k in zip(probs, keep, strict=True) if k],
-                             dataclasses.replace(job, scores=False))
-            b = refine_items([i for i, k in zip(images, keep, strict=True) if not k], [p for p, k in zip(probs, keep, strict=True) if not k],
-                             dataclasses.replace(job, scores=False, clip=_TINY))
+            a = refine_items(
+                [i for i, k in zip(images, keep, strict=True) if k],
+                [p for p, k in zip(probs, keep, strict=True) if k],
+                dataclasses.replace(job, scores=False),
+            )
+            b = refine_items(
+                [i for i, k in zip(images, keep, strict=True) if not k],
+                [p for p, k in zip(probs, keep, strict=True) if not k],
+                dataclasses.replace(job, scores=False, clip=_TINY),
+            )
             ia, ib = iter(a), iter(b)
             return [next(ia) if k else next(ib) for k in keep]
         kw["clip"] = clips.pop()
-    return cuda.refine_batch(list(images), [np.asarray(p, np.float32) for p in probs], channels_first=False,
-                             device=job.device, **kw)
+    return cuda.refine_batch(
+        list(images), [np.asarray(p, np.float32) for p in probs], channels_first=False, device=job.device, **kw
+    )
 
 
 # -- writing -----------------------------------------------------------------------
@@ -337,8 +359,9 @@ def finish(task: Task, q: np.ndarray, job: Job, seconds: dict) -> ItemResult:
     try:
         outputs = write_item(task, labels, q, job) if job.write else {}
     except (OSError, ValueError) as exc:
-        return ItemResult(task.index, task.key, "failed", task.png, f"could not write: {_first_line(exc)}",
-                          seconds=seconds)
+        return ItemResult(
+            task.index, task.key, "failed", task.png, f"could not write: {_first_line(exc)}", seconds=seconds
+        )
     seconds["write"] = time.perf_counter() - t0
     res = ItemResult(task.index, task.key, "done", outputs=outputs, seconds=seconds)
     if job.keep_arrays:

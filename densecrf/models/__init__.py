@@ -38,8 +38,9 @@ def pretrained(crf: bool = False, path: str | None = None):
 
     path = path or (CRF_WEIGHTS if crf else WEIGHTS)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no weights at {path}" + (": the CRF-as-RNN weights are not bundled in this version"
-                                                              if crf else ""))
+        raise FileNotFoundError(
+            f"no weights at {path}" + (": the CRF-as-RNN weights are not bundled in this version" if crf else "")
+        )
     ck = torch.load(path, map_location="cpu")
     a = ck["args"]
     if crf:

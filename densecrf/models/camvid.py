@@ -10,12 +10,37 @@ import os
 
 import numpy as np
 
-CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
-           "Pedestrian", "Bicyclist")
+CLASSES = (
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+)
 IGNORE_INDEX = 11
-PALETTE = np.array([[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [60, 40, 222],
-                    [128, 128, 0], [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0],
-                    [0, 128, 192], [0, 0, 0]], dtype=np.uint8)
+PALETTE = np.array(
+    [
+        [128, 128, 128],
+        [128, 0, 0],
+        [192, 192, 128],
+        [128, 64, 128],
+        [60, 40, 222],
+        [128, 128, 0],
+        [192, 128, 128],
+        [64, 64, 128],
+        [64, 0, 128],
+        [64, 64, 0],
+        [0, 128, 192],
+        [0, 0, 0],
+    ],
+    dtype=np.uint8,
+)
 
 
 def list_split(root: str, split: str) -> list[tuple[str, str]]:
@@ -88,8 +113,15 @@ class CamVid:
     ``crop`` = (W, H) random crops of that size (training).
     """
 
-    def __init__(self, root: str, split: str, size: tuple[int, int] | None = None, flip: bool = False,
-                 seed: int = 0, crop: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        root: str,
+        split: str,
+        size: tuple[int, int] | None = None,
+        flip: bool = False,
+        seed: int = 0,
+        crop: tuple[int, int] | None = None,
+    ):
         self.pairs = list_split(root, split)
         self.size, self.flip, self.crop = size, flip, crop
         self.rng = np.random.default_rng(seed)
@@ -109,6 +141,6 @@ class CamVid:
             if cw > w or ch > h:
                 raise ValueError(f"crop {cw}x{ch} is larger than the {w}x{h} image {self.pairs[i][0]}")
             y0, x0 = int(self.rng.integers(0, h - ch + 1)), int(self.rng.integers(0, w - cw + 1))
-            image, labels = image[y0:y0 + ch, x0:x0 + cw], labels[y0:y0 + ch, x0:x0 + cw]
+            image, labels = image[y0 : y0 + ch, x0 : x0 + cw], labels[y0 : y0 + ch, x0 : x0 + cw]
         x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255.0
         return x, torch.from_numpy(np.ascontiguousarray(labels))

@@ -18,8 +18,9 @@ from ..nn import CRFasRNN
 
 def _cbr(cin, cout, k=3, stride=1, dilation=1):
     pad = dilation * (k // 2)
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class _Residual(nn.Module):
@@ -28,10 +29,14 @@ class _Residual(nn.Module):
     def __init__(self, cin, cout, stride=1, dilation=1):
         super().__init__()
         self.a = _cbr(cin, cout, 3, stride)
-        self.b = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, dilation, dilation=dilation, bias=False),
-                               nn.BatchNorm2d(cout))
-        self.skip = (nn.Identity() if stride == 1 and cin == cout else
-                     nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+        self.b = nn.Sequential(
+            nn.Conv2d(cout, cout, 3, 1, dilation, dilation=dilation, bias=False), nn.BatchNorm2d(cout)
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x):
         return F.relu(self.b(self.a(x)) + self.skip(x))
@@ -63,8 +68,8 @@ class DeepLabLite(nn.Module):
     def __init__(self, n_classes: int, width: int = 32, upsample: str = "bilinear"):
         super().__init__()
         w = width
-        self.stem = nn.Sequential(_cbr(3, w, 3, 2), _cbr(w, w))                # /2
-        self.stage1 = nn.Sequential(_Residual(w, 2 * w, 2), _Residual(2 * w, 2 * w))      # /4
+        self.stem = nn.Sequential(_cbr(3, w, 3, 2), _cbr(w, w))  # /2
+        self.stage1 = nn.Sequential(_Residual(w, 2 * w, 2), _Residual(2 * w, 2 * w))  # /4
         self.stage2 = nn.Sequential(_Residual(2 * w, 4 * w, 2), _Residual(4 * w, 4 * w))  # /8
         self.stage3 = nn.Sequential(_Residual(4 * w, 4 * w, 1, 2), _Residual(4 * w, 4 * w, 1, 4))  # atrous
         self.aspp = _ASPP(4 * w, 4 * w)
@@ -73,7 +78,7 @@ class DeepLabLite(nn.Module):
         self.classify = nn.Conv2d(2 * w, n_classes, 1)
         if upsample not in ("bilinear", "learned"):
             raise ValueError(f"upsample must be 'bilinear' or 'learned', got {upsample!r}")
-        self.up = (nn.ConvTranspose2d(n_classes, n_classes, 8, 4, 2, bias=False) if upsample == "learned" else None)
+        self.up = nn.ConvTranspose2d(n_classes, n_classes, 8, 4, 2, bias=False) if upsample == "learned" else None
         self.n_classes = n_classes
 
     def forward(self, x, scales: tuple = (1.0,)):
@@ -114,8 +119,11 @@ def logits_at_size(net: nn.Module, image, net_size: tuple[int, int] | None):
 class DeepLabCRF(nn.Module):
     """DeepLabLite with a CRF-as-RNN head (densecrf.nn.CRFasRNN) on its logits.
 
-    ``forward(image, output='crf' | 'network' | 'both')``; the CRF sees the
-    image in 0..255 units, as its bilateral bandwidth is in those units.
+    ``forward(image, output='crf' | 'network' | 'both')`` with ``image``
+    ``[B, 3, H, W]`` float in 0..1 (what the network was trained on, as
+    :class:`DeepLabLite`). Its CRF head, a plain :class:`densecrf.nn.CRFasRNN`,
+    takes images in 0..255 units (its bilateral bandwidth's): ``forward``
+    passes it ``255 * image``. Called on its own, the head wants the same.
     ``net_size`` = (W, H) runs the network on the image resized to that size
     (the size it was trained at) and up-samples its logits bilinearly to the
     image's size, where the CRF runs with the full-resolution image: the
@@ -124,8 +132,15 @@ class DeepLabCRF(nn.Module):
     ``crf`` passes a ready head instead, e.g. ``CRFasRNN.from_params(...)``.
     """
 
-    def __init__(self, n_classes: int, width: int = 32, crf_iterations: int = 5,
-                 net_size: tuple[int, int] | None = None, crf: CRFasRNN | None = None, **crf_kwargs):
+    def __init__(
+        self,
+        n_classes: int,
+        width: int = 32,
+        crf_iterations: int = 5,
+        net_size: tuple[int, int] | None = None,
+        crf: CRFasRNN | None = None,
+        **crf_kwargs,
+    ):
         super().__init__()
         self.net = DeepLabLite(n_classes, width)
         if crf is not None and (crf_kwargs or crf.n_classes != n_classes):
@@ -142,9 +157,18 @@ class DeepLabCRF(nn.Module):
         if crf_init:
             return cls(n_classes, args["width"], net_size=size, crf=CRFasRNN.from_params(crf_init, n_classes))
         spatial, bilateral = args.get("crf_spatial", (3.0, 1.0)), args.get("crf_bilateral", (80.0, 13.0, 3.0))
-        return cls(n_classes, args["width"], args.get("crf_iter", 5), net_size=size,
-                   spatial_sxy=spatial[0], spatial_weight=spatial[1], bilateral_sxy=bilateral[0],
-                   bilateral_srgb=bilateral[1], bilateral_weight=bilateral[2], per_class_weights=True)
+        return cls(
+            n_classes,
+            args["width"],
+            args.get("crf_iter", 5),
+            net_size=size,
+            spatial_sxy=spatial[0],
+            spatial_weight=spatial[1],
+            bilateral_sxy=bilateral[0],
+            bilateral_srgb=bilateral[1],
+            bilateral_weight=bilateral[2],
+            per_class_weights=True,
+        )
 
     def network_logits(self, image):
         """The network's logits at the image's size."""

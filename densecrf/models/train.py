@@ -24,8 +24,9 @@ from . import camvid
 from .deeplab import DeepLabCRF, DeepLabLite, logits_at_size
 
 
-def evaluate(model, data, *, output: str | None = None, batch: int = 4,
-             input_size: tuple[int, int] | None = None) -> SegmentationMetrics:
+def evaluate(
+    model, data, *, output: str | None = None, batch: int = 4, input_size: tuple[int, int] | None = None
+) -> SegmentationMetrics:
     """Confusion-matrix metrics of the model over a dataset, at the labels' resolution.
 
     ``input_size`` = (W, H) resizes the images the network sees (the size it
@@ -59,16 +60,38 @@ def main(argv=None, *, parser_class: type[argparse.ArgumentParser] = argparse.Ar
     ap.add_argument("--init", default=None, help="network weights to start from")
     ap.add_argument("--crf-lr", type=float, default=2e-2, help="learning rate of the CRF's parameters (--crf)")
     ap.add_argument("--crf-iter", type=int, default=5, help="mean-field iterations of the CRF-as-RNN head")
-    ap.add_argument("--crf-spatial", type=float, nargs=2, default=(3.0, 1.0), metavar=("SXY", "WEIGHT"),
-                    help="initial smoothness term (full-resolution pixels)")
-    ap.add_argument("--crf-bilateral", type=float, nargs=3, default=(80.0, 13.0, 3.0),
-                    metavar=("SXY", "SRGB", "WEIGHT"), help="initial appearance term")
-    ap.add_argument("--crf-params", default=None, metavar="FILE.json",
-                    help="with --crf: start the head from these dense-CRF parameters (densecrf.params JSON, e.g. "
-                         "`densecrf fit` on train-split outputs) instead of --crf-spatial/--crf-bilateral")
-    ap.add_argument("--crop", type=int, nargs=2, default=None, metavar=("W", "H"),
-                    help="with --crf: train on random full-resolution crops of this size (the network sees them "
-                         "scaled as in --size)")
+    ap.add_argument(
+        "--crf-spatial",
+        type=float,
+        nargs=2,
+        default=(3.0, 1.0),
+        metavar=("SXY", "WEIGHT"),
+        help="initial smoothness term (full-resolution pixels)",
+    )
+    ap.add_argument(
+        "--crf-bilateral",
+        type=float,
+        nargs=3,
+        default=(80.0, 13.0, 3.0),
+        metavar=("SXY", "SRGB", "WEIGHT"),
+        help="initial appearance term",
+    )
+    ap.add_argument(
+        "--crf-params",
+        default=None,
+        metavar="FILE.json",
+        help="with --crf: start the head from these dense-CRF parameters (densecrf.params JSON, e.g. "
+        "`densecrf fit` on train-split outputs) instead of --crf-spatial/--crf-bilateral",
+    )
+    ap.add_argument(
+        "--crop",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("W", "H"),
+        help="with --crf: train on random full-resolution crops of this size (the network sees them "
+        "scaled as in --size)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-batches", type=int, default=0, help="stop each epoch after this many batches (smoke runs)")
     args = ap.parse_args(argv)
@@ -96,8 +119,10 @@ def main(argv=None, *, parser_class: type[argparse.ArgumentParser] = argparse.Ar
         state = torch.load(args.init, map_location="cpu")["model"]
         (model.net if args.crf else model).load_state_dict(state)
     if args.crf:  # the CRF's few parameters learn faster and without weight decay (it would pull Potts to 0)
-        groups = [{"params": model.net.parameters(), "lr": args.lr, "weight_decay": 1e-4},
-                  {"params": model.crf.parameters(), "lr": args.crf_lr, "weight_decay": 0.0}]
+        groups = [
+            {"params": model.net.parameters(), "lr": args.lr, "weight_decay": 1e-4},
+            {"params": model.crf.parameters(), "lr": args.crf_lr, "weight_decay": 0.0},
+        ]
     else:
         groups = [{"params": model.parameters(), "lr": args.lr, "weight_decay": 1e-4}]
     opt = torch.optim.AdamW(groups)
@@ -113,20 +138,25 @@ def main(argv=None, *, parser_class: type[argparse.ArgumentParser] = argparse.Ar
     ddp = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     if args.crf:  # full resolution: the network resizes internally, the CRF sees the real edges
-        train = camvid.CamVid(args.data, "train", flip=True, seed=args.seed,
-                              crop=tuple(args.crop) if args.crop else None)
+        train = camvid.CamVid(
+            args.data, "train", flip=True, seed=args.seed, crop=tuple(args.crop) if args.crop else None
+        )
         val = camvid.CamVid(args.data, "val")
         train_net_size = tuple(args.size)
         if args.crop:  # the network sees crops at the scale it sees whole images
             full = camvid.load_pair(*train.pairs[0])[1].shape
-            train_net_size = (round(args.crop[0] * args.size[0] / full[1]), round(args.crop[1] * args.size[1] / full[0]))
+            train_net_size = (
+                round(args.crop[0] * args.size[0] / full[1]),
+                round(args.crop[1] * args.size[1] / full[0]),
+            )
         model.net_size = train_net_size
     else:
         train = camvid.CamVid(args.data, "train", size=tuple(args.size), flip=True, seed=args.seed)
         val = camvid.CamVid(args.data, "val", size=tuple(args.size))
     max_lr = [g["lr"] for g in groups]
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=max(1, args.epochs),
-                                                last_epoch=start - 1 if start else -1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=max_lr, total_steps=max(1, args.epochs), last_epoch=start - 1 if start else -1
+    )
     for epoch in range(start, args.epochs):
         model.train()
         order = np.random.default_rng(args.seed + epoch).permutation(len(train))[rank::world]
@@ -134,7 +164,7 @@ def main(argv=None, *, parser_class: type[argparse.ArgumentParser] = argparse.Ar
         for b, i in enumerate(range(0, len(order), args.batch)):
             if args.max_batches and b >= args.max_batches:
                 break
-            xs, ys = zip(*[train[int(j)] for j in order[i:i + args.batch]], strict=True)
+            xs, ys = zip(*[train[int(j)] for j in order[i : i + args.batch]], strict=True)
             x, y = torch.stack(xs), torch.stack(ys)
             out = ddp(x, output="crf") if args.crf else ddp(x)
             loss = F.cross_entropy(out, y, ignore_index=camvid.IGNORE_INDEX)
@@ -143,8 +173,12 @@ def main(argv=None, *, parser_class: type[argparse.ArgumentParser] = argparse.Ar
             opt.step()
             losses.append(loss.item())
             if rank == 0:
-                print(f"\repoch {epoch} batch {b + 1}/{(len(order) + args.batch - 1) // args.batch} "
-                      f"loss {np.mean(losses):.4f}", end="", flush=True)
+                print(
+                    f"\repoch {epoch} batch {b + 1}/{(len(order) + args.batch - 1) // args.batch} "
+                    f"loss {np.mean(losses):.4f}",
+                    end="",
+                    flush=True,
+                )
         sched.step()
         if rank == 0:
             if args.crf:
@@ -153,18 +187,33 @@ def main(argv=None, *, parser_class: type[argparse.ArgumentParser] = argparse.Ar
             if args.crf:
                 model.net_size = train_net_size
             miou = m.mean_iou()
-            print(f"\repoch {epoch}: loss {np.mean(losses):.4f}, val mIoU {miou:.4f}, "
-                  f"pixel acc {m.pixel_accuracy():.4f}, {time.time() - t0:.0f} s")
+            print(
+                f"\repoch {epoch}: loss {np.mean(losses):.4f}, val mIoU {miou:.4f}, "
+                f"pixel acc {m.pixel_accuracy():.4f}, {time.time() - t0:.0f} s"
+            )
             with open(os.path.join(args.out, "log.csv"), "a") as fh:
                 fh.write(f"{epoch},{np.mean(losses):.5f},{miou:.5f},{m.pixel_accuracy():.5f}\n")
-            ck = {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch,
-                  "best": max(best, miou), "args": vars(args)}
+            ck = {
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "epoch": epoch,
+                "best": max(best, miou),
+                "args": vars(args),
+            }
             torch.save(ck, last + ".tmp")
             os.replace(last + ".tmp", last)
             if miou > best:
                 best = miou
-                torch.save({"model": model.state_dict(), "miou": miou, "crf": args.crf, "crf_init": crf_init,
-                            "args": vars(args)}, os.path.join(args.out, "best.pt"))
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "miou": miou,
+                        "crf": args.crf,
+                        "crf_init": crf_init,
+                        "args": vars(args),
+                    },
+                    os.path.join(args.out, "best.pt"),
+                )
     if distributed:
         dist.destroy_process_group()
     return 0

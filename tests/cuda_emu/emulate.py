@@ -81,16 +81,32 @@ def build(verbose: bool = False, order: str = "forward"):
         with open(cu_cpp, "w") as f:
             f.write(f'#line 1 "{SOURCES[0]}"\n' + src)
         cmd = [
-            cxx, "-O1", "-g", "-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unused-variable",
+            cxx,
+            "-O1",
+            "-g",
+            "-std=c++17",
+            "-shared",
+            "-fPIC",
+            "-Wall",
+            "-Wextra",
+            "-Wno-unused-parameter",
+            "-Wno-unused-variable",
             # A namespace of its own, so that this module's types never clash
             # with densecrf._C's in pybind11's registry.
-            f"-Ddcrf={name.lstrip('_')}", f"-DDCRF_EMU_MODULE={name}",
-            f"-I{HERE}", f"-I{os.path.join(ROOT, 'cuda')}", f"-I{os.path.join(ROOT, 'csrc')}",
-            f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}",
+            f"-Ddcrf={name.lstrip('_')}",
+            f"-DDCRF_EMU_MODULE={name}",
+            f"-I{HERE}",
+            f"-I{os.path.join(ROOT, 'cuda')}",
+            f"-I{os.path.join(ROOT, 'csrc')}",
+            f"-I{pybind11.get_include()}",
+            f"-I{sysconfig.get_paths()['include']}",
             *(["-DDCRF_GRID_STRIDE(i,n)=for (int64_t i = (n) - 1; i >= 0; --i)"] if order == "reverse" else []),
             *(["-fsanitize=address,undefined", "-fno-omit-frame-pointer"] if sanitize else []),
-            cu_cpp, os.path.join(ROOT, "csrc", "bindings_cuda.cpp"), os.path.join(HERE, "emu_module.cpp"),
-            "-o", target + ".tmp",
+            cu_cpp,
+            os.path.join(ROOT, "csrc", "bindings_cuda.cpp"),
+            os.path.join(HERE, "emu_module.cpp"),
+            "-o",
+            target + ".tmp",
         ]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:

@@ -97,8 +97,9 @@ class DenseCRF:
         f = _checks.as_f32(features, "features", ndim=2)
         if f.shape[1] != self._nvar:
             raise ValueError(f"Bad shape for pairwise energy (Need (?, {self._nvar}), got {tuple(f.shape)})")
-        self._crf.add_pairwise(np.ascontiguousarray(f.T), _pyd_compat(compat), kernel=int(kernel),
-                               normalization=int(normalization))
+        self._crf.add_pairwise(
+            np.ascontiguousarray(f.T), _pyd_compat(compat), kernel=int(kernel), normalization=int(normalization)
+        )
 
     def inference(self, niter):
         """Runs ``niter`` mean-field iterations; returns Q ``[nlabels, nvar]`` float32."""
@@ -111,8 +112,12 @@ class DenseCRF:
 
     def stepInference(self, Q, tmp1=None, tmp2=None):
         """One mean-field iteration, updating ``Q`` ``[nlabels, nvar]`` in place (as pydensecrf does)."""
-        if not isinstance(Q, np.ndarray) or Q.dtype != np.float32 or Q.shape != (self._nlabel, self._nvar) \
-                or not Q.flags.writeable:
+        if (
+            not isinstance(Q, np.ndarray)
+            or Q.dtype != np.float32
+            or Q.shape != (self._nlabel, self._nvar)
+            or not Q.flags.writeable
+        ):
             raise ValueError(
                 f"Q must be the writable float32 array of shape {(self._nlabel, self._nvar)} returned by startInference"
             )
@@ -150,5 +155,6 @@ class DenseCRF2D(DenseCRF):
             )
         if im.dtype != np.uint8:
             raise TypeError(f"rgbim must be uint8 as in pydensecrf, got {im.dtype}")
-        self._crf.add_pairwise_bilateral(sxy, srgb, im, _pyd_compat(compat), kernel=int(kernel),
-                                         normalization=int(normalization))
+        self._crf.add_pairwise_bilateral(
+            sxy, srgb, im, _pyd_compat(compat), kernel=int(kernel), normalization=int(normalization)
+        )

@@ -51,7 +51,9 @@ def unary_from_softmax(sm, scale=None, clip=1e-5):
     """Unary ``[n_classes, N]`` = -log(p) from probabilities ``sm`` with the classes first."""
     p = _checks.as_array(sm, "sm")
     if p.ndim < 1 or p.shape[0] < 1:
-        raise ValueError(f"sm must have the classes (at least one) as its first axis, got shape {_checks.shape_str(p.shape)}")
+        raise ValueError(
+            f"sm must have the classes (at least one) as its first axis, got shape {_checks.shape_str(p.shape)}"
+        )
     _checks.as_f32(p, "sm")  # finite check only: the computation below follows pydensecrf's dtypes
     k = p.shape[0]
     if scale is not None:
