@@ -16,6 +16,15 @@ import sys
 import numpy as np
 import pytest
 
+import densecrf as _densecrf
+
+#: The folder holding the densecrf package these tests imported: the installed one in CI,
+#: a source tree with its built _C in development. A child Python must import that same
+#: package: it gets this folder on PYTHONPATH and as its working directory (a child started
+#: in the repository root would find the root's uncompiled densecrf/ first, through
+#: sys.path[0] = the working directory).
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(_densecrf.__file__)))
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 

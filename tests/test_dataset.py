@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import densecrf
+from conftest import PACKAGE_PARENT
 from densecrf import io
 from densecrf.dataset import MANIFEST_NAME, iter_refine, refine_dataset
 from reference import label_probs, smooth_image
@@ -229,7 +230,9 @@ def ray_instance():
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         pytest.skip("a Ray instance is already running in this process")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    from densecrf.dataset.executors import ray_init
+
+    ray_init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
 
@@ -486,7 +489,7 @@ def test_importing_the_pipeline_imports_no_engine(tmp_path):
         text=True,
         check=True,
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": ROOT},
+        env={**os.environ, "PYTHONPATH": PACKAGE_PARENT},
     )
     assert out.stdout.strip() == "[]"
 
@@ -565,7 +568,8 @@ def test_cuda_executor_without_cuda_says_so(monkeypatch, tmp_path, dataset_dir):
 
 # -- the command line ------------------------------------------------------------------------------
 def _cli(*args, **kw):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([PACKAGE_PARENT, os.environ.get("PYTHONPATH", "")])}
+    kw.setdefault("cwd", PACKAGE_PARENT)
     return subprocess.Popen(
         [sys.executable, "-m", "densecrf", "refine", *map(str, args)],
         env=env,

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import densecrf
+from conftest import PACKAGE_PARENT
 from densecrf import cli
 from densecrf.params import CRFParams
 
@@ -300,7 +301,7 @@ def test_runs_without_torch():
         "sys.exit(rc)\n"
     )
     here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(here), here, os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([PACKAGE_PARENT, here, os.environ.get("PYTHONPATH", "")]))
     res = subprocess.run(
         [sys.executable, "-c", code, os.path.abspath(__file__)],
         capture_output=True,

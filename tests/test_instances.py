@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import densecrf
+from conftest import PACKAGE_PARENT
 from densecrf import metrics as M
 from densecrf.instances import InstanceParams, instances_to_panoptic, paste_masks, refine_instances, refine_panoptic
 
@@ -526,7 +527,12 @@ def test_import_stays_light():
         "print('torch' in sys.modules, 'pycocotools' in sys.modules)"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=ROOT)
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, PYTHONPATH=PACKAGE_PARENT),
+        cwd=PACKAGE_PARENT,
     ).stdout.split()
     assert out == ["False", "False"]
 

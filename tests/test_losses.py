@@ -24,6 +24,8 @@ import sys
 
 import pytest
 
+from conftest import PACKAGE_PARENT
+
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
@@ -502,7 +504,7 @@ def test_import_densecrf_still_does_not_import_torch(tmp_path):
         text=True,
         check=True,
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)},
+        env={**os.environ, "PYTHONPATH": PACKAGE_PARENT},
     )
     assert out.stdout.strip() == "False"
 
@@ -538,13 +540,16 @@ def test_cuda_matches_cpu(cls, mode):
     assert dl < 1e-5 and dg < 1e-4, (dl, dg)
 
 
-class _HostStreamCudaBackend(dnn._CudaBackend):
-    """densecrf.nn's own CUDA backend, with stream 0 in place of torch's current
-    CUDA stream (which needs a GPU): run over the host emulation, host
-    pointers stand in for device pointers."""
+class _HostCudaBackend(dnn._CudaBackend):
+    """densecrf.nn's CUDA backend on CPU tensors over the emulation: the filter's result
+    comes back as densecrf's own DeviceArray (host memory here), turned into a tensor."""
 
-    def _stream(self, t):
-        return 0
+    def filter(self, lattice, values, transpose):
+        from densecrf.backends import cuda as cuda_backend
+
+        place = self._place(values)
+        out = cuda_backend.CudaBackend(place).filter(lattice[0], place.put(values, "values"), transpose)
+        return torch.from_numpy(out.obj.numpy()).to(values.dtype)
 
 
 @pytest.mark.parametrize("cls", LOSSES)
@@ -563,8 +568,14 @@ def test_cuda_source_in_host_emulation_matches_cpu(cls, monkeypatch):
         pytest.skip(f"CUDA host emulation unavailable: {exc}")
     images, seg, rois = case(b=2, k=4, spatial=(40, 52), seed=16, dtype=torch.float32)
     cpu = _run(cls, images, seg, rois, "cpu")
-    backend = _HostStreamCudaBackend(torch.device("cpu"))
-    monkeypatch.setattr(dnn, "_C", mod)  # _CudaBackend's CudaLattice comes from here
+    # densecrf.nn's CUDA backend over the emulated module: every CUDA native call goes
+    # through densecrf.backends.cuda._C (as tests/test_cuda.py's backend fixture patches it);
+    # host pointers stand in for device pointers.
+    from densecrf.backends import cuda as cuda_backend
+
+    monkeypatch.setattr(cuda_backend, "_C", mod)
+    monkeypatch.setattr(cuda_backend, "_built_with_cuda", lambda: True)
+    backend = _HostCudaBackend(torch.device("cpu"))
     monkeypatch.setattr(dnn, "_backend", lambda device, threads=0: backend)
     emu = _run(cls, images, seg, rois, "cpu")
     dl, dg = _agree(cpu, emu)

@@ -127,6 +127,8 @@ def test_crf_as_rnn_errors():
 
 def test_cuda_tensors_without_cuda_are_refused_in_one_place(monkeypatch):
     # a CUDA tensor on a build or machine without CUDA: one RuntimeError that says what to do
-    monkeypatch.setattr(dnn, "_cuda_available", lambda: False)
+    from densecrf.backends import cuda as cuda_backend
+
+    monkeypatch.setattr(cuda_backend, "cuda_available", lambda: False)
     with pytest.raises(RuntimeError, match="built without CUDA or sees no GPU"):
         dnn._backend(torch.device("cuda"))

@@ -503,6 +503,27 @@ class DaskExecutor:
 
 
 # -- ray ---------------------------------------------------------------------------
+def ray_init(**kwargs):
+    """``ray.init(**kwargs)`` from the folder that holds the imported densecrf package.
+
+    Ray puts the driver's working directory at the front of its workers'
+    ``sys.path``. Started from a source checkout (a repository root, as in
+    ``pytest tests``), the workers would import the checkout's uncompiled
+    ``densecrf`` instead of the installed one the driver uses and fail; from
+    the package's own parent folder they import the same package as the driver.
+    """
+    import ray
+
+    import densecrf
+
+    here = os.getcwd()
+    os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(densecrf.__file__))))
+    try:
+        return ray.init(**kwargs)
+    finally:
+        os.chdir(here)
+
+
 class RayExecutor:
     """Ray: the running instance, ``scheduler`` (a cluster address) or a local instance of ``workers`` CPUs."""
 
@@ -531,9 +552,9 @@ class RayExecutor:
         self._ray = ray
         if not ray.is_initialized():
             if self.scheduler:
-                ray.init(address=self.scheduler, log_to_driver=False)
+                ray_init(address=self.scheduler, log_to_driver=False)
             else:
-                ray.init(
+                ray_init(
                     num_cpus=self.workers or cpu_count(),
                     include_dashboard=False,
                     log_to_driver=False,
