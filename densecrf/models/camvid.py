@@ -48,8 +48,9 @@ def list_split(root: str, split: str) -> list[tuple[str, str]]:
     img_dir, lab_dir = os.path.join(root, split), os.path.join(root, split + "annot")
     if not os.path.isdir(img_dir) or not os.path.isdir(lab_dir):
         raise FileNotFoundError(f"{root} has no {split}/ and {split}annot/ folders (CamVid layout)")
-    names = sorted(n for n in os.listdir(img_dir) if n.lower().endswith(".png"))
-    pairs = [(os.path.join(img_dir, n), os.path.join(lab_dir, n)) for n in names]
+    # images as PNG (the dataset's own) or JPEG (a re-encoded copy); labels always PNG, matched by stem
+    names = sorted(n for n in os.listdir(img_dir) if os.path.splitext(n)[1].lower() in (".png", ".jpg", ".jpeg"))
+    pairs = [(os.path.join(img_dir, n), os.path.join(lab_dir, os.path.splitext(n)[0] + ".png")) for n in names]
     missing = [lab for _, lab in pairs if not os.path.exists(lab)]
     if missing:
         raise FileNotFoundError(f"label file missing for {len(missing)} images, e.g. {missing[0]}")
