@@ -31,6 +31,7 @@
 // bit-identical. Compiled with --fmad=false, so that the embedding rounds as
 // the CPU's does (the same points land in the same simplices).
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_scan.cuh>
@@ -38,6 +39,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <sstream>
 #include <stdexcept>
@@ -667,14 +669,20 @@ void device_info(int device, DeviceInfo* out) {
     DCRF_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
     out->total_gib = static_cast<double>(total) / (1024.0 * 1024.0 * 1024.0);
   }
-  // The name is the first field of cudaDeviceProp in every CUDA version. The properties go
-  // into a buffer far larger than this header's struct: cudaGetDeviceProperties segfaulted
-  // on the H200 machine (2026-12-04), as a runtime writing a larger struct than the
-  // headers' would (not established); the other fields come from the calls above.
-  std::vector<unsigned char> buf(sizeof(cudaDeviceProp) + (64u << 10), 0);
-  auto* prop = reinterpret_cast<cudaDeviceProp*>(buf.data());
-  DCRF_CUDA_CHECK(cudaGetDeviceProperties(prop, device));
-  std::memcpy(out->name, prop->name, std::min(sizeof(out->name) - 1, sizeof(prop->name)));
+  // The name from the driver's cuDeviceGetName, looked up at run time (no link-time dependency
+  // on libcuda): cudaGetDeviceProperties segfaulted on the H200 machine (2026-12-04), twice,
+  // once with a buffer far larger than the headers' struct. Without the driver's symbol the
+  // name stays "CUDA device N".
+  std::snprintf(out->name, sizeof(out->name), "CUDA device %d", device);
+  if (void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL)) {
+    using GetName = int (*)(char*, int, int);  // CUresult cuDeviceGetName(char*, int, CUdevice)
+    if (auto get = reinterpret_cast<GetName>(dlsym(lib, "cuDeviceGetName"))) {
+      char name[sizeof(out->name)] = {};
+      if (get(name, static_cast<int>(sizeof(name)) - 1, device) == 0 && name[0] != '\0')
+        std::memcpy(out->name, name, sizeof(name));
+    }
+    dlclose(lib);
+  }
 }
 
 void synchronize(int device) {

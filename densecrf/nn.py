@@ -632,14 +632,14 @@ class CRFasRNN(nn.Module):
         kinds = {kind for _, kind in self.terms}
         if "features" in kinds:
             raise ValueError("feature terms cannot be written to a CRF parameter file (spatial and bilateral only)")
-        mu = self.compat.detach().double()
+        mu = self.compat.detach().double().cpu()  # the file's numbers, wherever the layer lives
         potts_mu = torch.equal(mu, -torch.eye(self.n_classes, dtype=mu.dtype))
         names = [name for name, _ in self.terms]
 
         def compat(name):
             if name not in names:
                 return None
-            w = self.weights[name].detach().double()
+            w = self.weights[name].detach().double().cpu()
             if potts_mu and w.dim() == 0:
                 return float(w)
             if potts_mu:
