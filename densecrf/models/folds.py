@@ -28,6 +28,7 @@ and the augmentation on the GPU). Resumes from ``OUT/last.pt``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -116,6 +117,9 @@ def main(argv=None) -> int:
     ap.add_argument("--arch", default="deeplab", choices=("deeplab", "unet"))
     ap.add_argument("--width", type=int, default=None, help="first-stage channels (deeplab 32, unet 24)")
     ap.add_argument("--recipe", default="strong", choices=("classic", "strong"))
+    ap.add_argument(
+        "--crop", type=int, nargs=2, default=None, metavar=("W", "H"), help="strong recipe's crop size (480 360)"
+    )
     ap.add_argument("--epochs", type=int, default=None, help="classic 60, strong 150, fine-tunes 20")
     ap.add_argument("--max-seconds", type=float, default=0, help="cut --epochs to what fits, measured first")
     ap.add_argument("--batch", type=int, default=8)
@@ -162,6 +166,8 @@ def main(argv=None) -> int:
     if args.limit:
         pairs = pairs[:: max(1, len(pairs) // args.limit)][: args.limit]
     aug = recipe.CLASSIC if args.recipe == "classic" else recipe.STRONG
+    if args.crop and args.recipe == "strong":
+        aug = dataclasses.replace(aug, crop=tuple(args.crop))
     size = (240, 180) if args.recipe == "classic" else None
     label_fn = None
     if args.sparse == "scribbles":
@@ -186,7 +192,11 @@ def main(argv=None) -> int:
         train_net_size = net_size_of(vars(args))
     else:
         model = net
-    model = model.to(device).to(memory_format=torch.channels_last)
+    # channels-last pays on the GPU; on the CPU torch 2.13 segfaulted in the backward pass of a
+    # width-4 DeepLabLite in that layout (a 3 x 360 x 480 batch of 2; width 8 and up ran), so
+    # the CPU keeps the default layout
+    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = model.to(device).to(memory_format=fmt)
     if args.head == "crf":
         groups = [
             {"params": model.net.parameters(), "lr": lr, "weight_decay": 1e-4},
@@ -208,7 +218,7 @@ def main(argv=None) -> int:
 
     def step(index, train=True):
         x, y, inside = recipe.sample_batch(bank, index, aug, gen)
-        xc = x.contiguous(memory_format=torch.channels_last)
+        xc = x.contiguous(memory_format=fmt)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
             out = model.network_logits(xc) if args.head == "crf" else model(xc)
         if args.head == "crf":  # the mean field in float32, on contiguous tensors

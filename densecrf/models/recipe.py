@@ -156,7 +156,8 @@ def median_frequency_weights(labels: torch.Tensor, n_classes: int, ignore_index:
     present = counts > 0
     total = (valid * present).sum(0)
     freq = torch.where(total > 0, counts.sum(0) / total.clamp(min=1), torch.zeros_like(total))
-    med = freq[freq > 0].median() if (freq > 0).any() else torch.tensor(1.0, dtype=torch.float64)
+    # the middle value, or the mean of the two middle ones (torch.median would take the lower one)
+    med = freq[freq > 0].quantile(0.5) if (freq > 0).any() else torch.tensor(1.0, dtype=torch.float64)
     return torch.where(freq > 0, med / freq.clamp(min=1e-12), torch.zeros_like(freq)).float()
 
 
