@@ -64,7 +64,8 @@ def test_upscaled_crop_is_inside_the_frame_and_jitter_stays_in_range():
     bank = _bank()
     aug = recipe.Augment(crop=(24, 18), scale=(2.0, 2.0), flip=True, jitter=0.5)
     x, y, inside = recipe.sample_batch(bank, [0, 1, 2], aug, torch.Generator().manual_seed(3))
-    assert bool((inside == 1).all())  # a 2x frame is larger than the crop: no padding
+    # a 2x frame is larger than the crop: no padding, no ignored label
+    assert bool((inside == 1).all()) and not bool((y == camvid.IGNORE_INDEX).any())
     assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
 
 
