@@ -32,6 +32,18 @@ from a few labelled images (image, the network's probabilities, labels):
    when gradient descent stopped at its step limit still improving (its
    best held-out score at its last evaluation).
 
+Cross-validation (``groups=`` or ``cv=``) replaces the single held-out
+split when the images come in groups (drives, videos): frames of one group
+are near-duplicates of each other, so a split that puts some in the fitting
+part and others in the held-out part scores candidates on what they were
+fitted to. Each fold (a group, or one of ``cv`` contiguous blocks of the
+images in the given order) is held out once; every candidate's gain over
+the network is measured per fold; the candidate with the best mean gain is
+kept only if that gain is clearly positive (:data:`NO_CRF_SE`,
+:data:`NO_CRF_MIN_POSITIVE`), else the result is "no CRF". Gradient descent
+on this path shrinks a learned compatibility toward Potts (:data:`SHRINK`)
+and keeps the bandwidths inside :data:`BANDWIDTH_BOUNDS`; see :func:`fit`.
+
 The returned :class:`densecrf.params.CRFParams` carries an ``info`` dict:
 held-out scores of every reference, the selected candidate, the fitting
 time and the settings. ``params.save(path)`` writes the JSON file that
@@ -222,9 +234,7 @@ def _cv_folds(n: int, groups, cv) -> list[tuple[str, list[int]]]:
     if cv is not None and cv > len(names):
         raise ValueError(f"cv={cv} folds of {len(names)} groups: cv may not exceed the number of groups")
     runs = [[j] for j in range(len(names))] if cv is None else np.array_split(np.arange(len(names)), cv)
-    return [
-        ("+".join(str(names[j]) for j in run), sorted(i for j in run for i in members[names[j]])) for run in runs
-    ]
+    return [("+".join(str(names[j]) for j in run), sorted(i for j in run for i in members[names[j]])) for run in runs]
 
 
 def _resolve_bounds(bounds, cv_path: bool):
@@ -574,7 +584,57 @@ def fit(
             'grid' (the coarse grid of :func:`default_grid` or ``grid``) or
             'random' (``n_random`` log-uniform points).
         holdout: fraction of the images held out for selection and early
-            stopping, or a list of their indices.
+            stopping, or a list of their indices (default 0.3). Not with
+            ``groups`` or ``cv``.
+        groups: one hashable per image (a drive, a video, a patient): turns
+            on cross-validation. Each distinct group is held out once
+            (leave-one-group-out); with ``cv`` and more than ``cv`` groups,
+            neighbouring groups (in order of first appearance) are merged
+            into ``cv`` folds. Fewer than 2 groups, or a length other than
+            the number of images: ValueError.
+        cv: number of folds (>= 2). Without ``groups`` the images form
+            ``cv`` contiguous blocks *in the given order*, not random folds:
+            adjacent frames of a video are near-duplicates, and random folds
+            would score a candidate on frames next to those it was fitted
+            on. Pass the images in recording order, or pass ``groups``.
+
+            On the cross-validated path every candidate (the network, the
+            defaults, each grid or random point) is scored on each fold
+            (mean IoU over the fold's images); its gain on a fold is its mIoU
+            minus the network's there, and the selection takes the best mean
+            gain over the folds. With ``search='gradient'``, descent runs once
+            per fold (fitting on the other folds, early-stopped and scored on
+            the fold; its start is the candidate with the best mean gain on
+            the other folds, so the fold stays held out); the gradient
+            candidate's per-fold gains are those runs' best held-out gains,
+            and its parameters come from one final run on all images for the
+            median (rounded up) of the per-fold best step counts: the folds
+            say how long descent keeps helping on unseen groups, the final
+            run uses all the evidence for that long. Its gains are therefore
+            those of the procedure, not of the final parameters themselves,
+            which no image is left to score. The "no CRF" rule: the
+            selected candidate is returned only if its mean gain minus
+            :data:`NO_CRF_SE` standard errors (over the folds) is above 0
+            and it gains on at least :data:`NO_CRF_MIN_POSITIVE` of the folds;
+            otherwise the parameters without terms are returned, with a
+            UserWarning.
+        shrink: strength of an L2 penalty, added to gradient descent's loss,
+            on the distance of each term's learned compatibility (its
+            ``[K, K]`` matrix with ``compat='matrix'``, its per-class weights
+            with ``compat='diagonal'``) to the nearest Potts matrix
+            (``mean(diag) * I``): ``shrink * ||M - P(M)||_F^2`` per term.
+            Default (None): :data:`SHRINK` on the cross-validated path, 0
+            (off) on the holdout path, whose results stay as they were.
+            No effect with ``compat='potts'``.
+        bounds: bandwidth bounds for gradient descent, applied to the
+            log-bandwidths after every Adam step: a dict over the names of
+            :data:`BANDWIDTH_BOUNDS` (``gaussian_sxy``, ``bilateral_sxy``,
+            ``bilateral_srgb``: ``(lo, hi)``, the missing ones from it), True
+            (:data:`BANDWIDTH_BOUNDS`) or False (none). Default (None):
+            :data:`BANDWIDTH_BOUNDS` on the cross-validated path, none on the
+            holdout path (as before). With bounds in force, a point of the
+            caller's ``grid`` outside them is a ValueError; the default grid
+            and random points are clipped into them.
         compat: 'potts' (one weight per term), 'diagonal' (one per term and
             class) or 'matrix' (a learned ``[K, K]`` compatibility shared by
             the terms, times one weight per term); True means 'matrix',
@@ -602,6 +662,18 @@ def fit(
         ``selected`` (its name), ``per_class_iou``, ``time_s``, ``warnings``
         (the texts of the UserWarnings issued, see the module docstring), the
         split and the settings. The inputs are not modified.
+
+        On the cross-validated path ``info['cv']`` replaces the held-out
+        scores: ``folds`` (``name``: the group, groups joined by '+', or
+        'images i-j'; ``indices``), ``network_miou`` (per fold),
+        ``candidate`` (the name of the best candidate by mean gain, before
+        the rule), ``gains`` and ``mean_gains`` of the references
+        (network, defaults, grid_best, gradient when run, selected; their
+        names in ``reference_names``), ``mean_gain``, ``se_gain`` (standard
+        error over the folds) and ``n_positive`` of the selected candidate,
+        ``verdict`` ('crf' or 'no CRF') with its ``reason``, the ``rule`` and,
+        for gradient descent, the per-fold best steps and the final run's
+        steps. Gains are fractions of mean IoU (0.01 = one point).
     """
     t0 = time.perf_counter()
     notes: list[str] = []  # what the caller should know: warned and kept in info["warnings"]
@@ -692,9 +764,7 @@ def fit(
     }
     if cv_path:
         points = _inside_bounds(points, bnds, user=grid is not None and search != "random")
-        return _fit_cv(
-            images, probs, labels, folds, points, search, n_iter, seed, t0, notes, settings, verbose, **gkw
-        )
+        return _fit_cv(images, probs, labels, folds, points, search, n_iter, seed, t0, notes, settings, verbose, **gkw)
     if len(hold) < MIN_HELDOUT:
         notes.append(
             f"the held-out part has {len(hold)} image{'s' if len(hold) != 1 else ''} (fewer than "
