@@ -877,6 +877,25 @@ def _gain_stats(gains) -> tuple[float, float, int]:
     return float(g.mean()), se, int((g > 0).sum())
 
 
+def _verdict(name: str, gains) -> tuple[str, str]:
+    """('crf' or 'no CRF', the reason) of the candidate ``name`` with per-fold ``gains``: the no-CRF rule."""
+    mean, se, n_pos = _gain_stats(gains)
+    n_f = len(gains)
+    if name == "network":
+        return "no CRF", "no CRF candidate gained on average over the folds"
+    if not mean - NO_CRF_SE * se > 0:
+        return "no CRF", (
+            f"{name}'s mean gain {100 * mean:+.2f} points minus {NO_CRF_SE:g} standard error "
+            f"({100 * se:.2f}) is not above 0"
+        )
+    if n_pos < NO_CRF_MIN_POSITIVE * n_f:
+        return "no CRF", f"{name} gains on {n_pos} of {n_f} folds only (the rule asks for at least half)"
+    return "crf", (
+        f"{name}'s mean gain {100 * mean:+.2f} points minus {NO_CRF_SE:g} standard error "
+        f"({100 * se:.2f}) is above 0 and it gains on {n_pos} of {n_f} folds"
+    )
+
+
 def _fit_cv(images, probs, labels, folds, points, search, n_iter, seed, t0, notes, settings, verbose, **gkw):
     """The cross-validated path of :func:`fit` (groups= or cv=); see its docstring."""
     k, ignore_index, threads, log = gkw["k"], gkw["ignore_index"], gkw["threads"], gkw["log"]
@@ -953,24 +972,7 @@ def _fit_cv(images, probs, labels, folds, points, search, n_iter, seed, t0, note
     # max() keeps the first of equal means: the network, the defaults, the grid, gradient descent.
     name, chosen, gains = max(cands, key=lambda c: np.mean(c[2]))
     mean, se, n_pos = _gain_stats(gains)
-    if name == "network":
-        verdict = "no CRF"
-        reason = "no CRF candidate gained on average over the folds"
-    elif not mean - NO_CRF_SE * se > 0:
-        verdict = "no CRF"
-        reason = (
-            f"{name}'s mean gain {100 * mean:+.2f} points minus {NO_CRF_SE:g} standard error "
-            f"({100 * se:.2f}) is not above 0"
-        )
-    elif n_pos < NO_CRF_MIN_POSITIVE * n_f:
-        verdict = "no CRF"
-        reason = f"{name} gains on {n_pos} of {n_f} folds only (the rule asks for at least half)"
-    else:
-        verdict = "crf"
-        reason = (
-            f"{name}'s mean gain {100 * mean:+.2f} points minus {NO_CRF_SE:g} standard error "
-            f"({100 * se:.2f}) is above 0 and it gains on {n_pos} of {n_f} folds"
-        )
+    verdict, reason = _verdict(name, gains)
     if verdict == "no CRF":
         notes.append(
             f"cross-validation says no CRF: {reason}; the returned parameters have no terms, and refine "
