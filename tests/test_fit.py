@@ -707,6 +707,18 @@ def test_holdout_path_ignores_shrink_and_bounds_by_default():
     b = densecrf.fit(ims, ps, labs, shrink=0.0, bounds=False, **kw)
     assert _without_times(a) == _without_times(b)
     assert a.info["settings"]["shrink"] == 0.0 and a.info["settings"]["bounds"] is None
+    # and shrink= given on the holdout path does reach descent: its held-out score changes
+    # (measured 1.0 without, 0.9973 with shrink 1: the pull toward Potts costs this planted matrix a little)
+    c = densecrf.fit(ims, ps, labs, shrink=1.0, **kw)
+    assert c.info["settings"]["shrink"] == 1.0
+    assert c.info["heldout_miou"]["gradient"] != a.info["heldout_miou"]["gradient"]
+
+
+def test_default_grid_is_clipped_into_narrower_bounds():
+    ims, ps, labs = dataset(4)
+    out = densecrf.fit(ims, ps, labs, cv=2, search="grid", bounds={"bilateral_srgb": (6.0, 8.0)})
+    assert 6.0 <= out.info["grid_best_params"]["bilateral"]["srgb"] <= 8.0
+    assert out.info["settings"]["bounds"]["bilateral_sxy"] == [10.0, 200.0]  # the others from BANDWIDTH_BOUNDS
 
 
 def test_cli_fit_cv_flags(tmp_path, capsys):

@@ -6,7 +6,7 @@ import argparse
 import json
 import warnings
 
-from ..fit import COMPATS, LOSSES, SEARCHES, describe, fit, format_table, match_folders, read_matched
+from ..fit import COMPATS, LOSSES, SEARCHES, SHRINK, describe, fit, format_table, match_folders, read_matched
 from .common import CLIError, check_folder_of
 
 _D = " (default: %(default)s)"
@@ -65,7 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="pull of a learned compatibility toward Potts in gradient descent, 0 = off "
-        "(default: 0.001 with cross-validation, 0 with --holdout)",
+        f"(default: {SHRINK:g} with cross-validation, 0 with --holdout)",
     )
     f.add_argument(
         "--compat",
