@@ -88,10 +88,12 @@ MIN_HELDOUT = 5
 #   a smoothness kernel spreads across thin classes (poles, signs: 2-10
 #   pixels wide at 480 x 360) whatever its weight.
 # - bilateral_sxy 10..200: under 10 pixels it repeats the Gaussian term;
-#   200 pixels spans most of a 480 x 360 image (DeepLab's CRF used 50-120).
-# - bilateral_srgb 2..60: under 2 units, 8-bit quantisation and sensor
-#   noise (2-3 levels) split pixels of one surface apart; over 60 the colour
-#   term no longer sees the edges (contrasts of 20-60 levels) it is for.
+#   200 pixels spans most of a 480 x 360 image (the classic 80 and the
+#   grid's 30 and 80 sit well inside).
+# - bilateral_srgb 2..60: under 2 units, sensor and compression noise of a
+#   few levels splits pixels of one surface apart; over 60 the colour term
+#   no longer tells apart surfaces that differ by a few tens of levels,
+#   the edges it is there for.
 # The default grid and random points lie inside them; ``bounds=`` overrides.
 BANDWIDTH_BOUNDS = {"gaussian_sxy": (0.5, 20.0), "bilateral_sxy": (10.0, 200.0), "bilateral_srgb": (2.0, 60.0)}
 # Default shrinkage toward Potts on the cross-validated path (``shrink=``):
@@ -99,18 +101,21 @@ BANDWIDTH_BOUNDS = {"gaussian_sxy": (0.5, 20.0), "bilateral_sxy": (10.0, 200.0),
 # entries differ from the nearest Potts matrix by d in total squared
 # distance costs SHRINK * d nats per pixel. With 1e-3, moving one entry by 1
 # (a third of a typical Potts weight of 3) pays when it lowers the mean
-# cross-entropy by 0.001 nats per pixel (about 0.1 % of pixels changed from
-# uncertain to right); moving all 121 entries of an 11-class matrix by 1
-# costs 0.12 nats per pixel, the size of a CRF's whole effect on the loss.
-# So a few well-supported departures from Potts survive, a matrix that
-# fits the noise of a few images does not.
+# cross-entropy by 0.001 nats per pixel: when it moves 0.2 % of the pixels
+# from probability 0.5 to 0.9 on their true label (ln 1.8 = 0.59 nats
+# each). Moving all 121 entries of an 11-class matrix by 1 costs 0.12 nats
+# per pixel, as much as moving a fifth of all pixels that way. So a few
+# well-supported departures from Potts survive, and a matrix that only
+# fits the noise of a few images does not. This is a judgement, not a
+# derived optimum.
 SHRINK = 1e-3
 # The "no CRF" rule of the cross-validated path: the selected candidate is
 # kept only if its mean gain over the folds minus NO_CRF_SE standard errors
 # is above zero AND it gains on at least NO_CRF_MIN_POSITIVE of the folds.
 # One standard error is the usual margin of cross-validated selection (the
 # "one-standard-error rule" of Breiman et al., CART, 1984; glmnet's
-# lambda.1se): with 2-5 folds (drives, videos) two would keep almost nothing.
+# lambda.1se); two standard errors with 2-5 folds (drives, videos) would
+# demand nearly equal gains on every fold.
 # The fold count guards against one fold's large gain hiding losses on the
 # others, which a mean with few folds can do.
 NO_CRF_SE = 1.0
