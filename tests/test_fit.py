@@ -438,3 +438,332 @@ def test_load_folders_reads_palette_labels_as_indices(tmp_path):
     names, _, _, labels = load_folders(img, prob, lab)
     assert names == ["f0", "f1"]
     np.testing.assert_array_equal(labels[0], truth)
+
+
+# --------------------------------------------------------------------------
+# Cross-validation over groups (groups=, cv=), the no-CRF rule, shrinkage and bounds
+# --------------------------------------------------------------------------
+PLANTED = CRFParams(gaussian_compat=None, bilateral_sxy=30.0, bilateral_srgb=4.0, bilateral_compat=5.0)
+
+
+def fold_table(out):
+    return [(f["name"], f["indices"]) for f in out.info["cv"]["folds"]]
+
+
+def test_cv_folds_groups_and_contiguous_blocks():
+    ims, ps, labs = dataset(6)
+    kw = {"search": "grid", "grid": [PLANTED]}
+    # leave-one-group-out: one fold per group, in order of first appearance; images need not be adjacent
+    out = densecrf.fit(ims, ps, labs, groups=["b", "a", "b", "c", "a", "c"], **kw)
+    assert fold_table(out) == [("b", [0, 2]), ("a", [1, 4]), ("c", [3, 5])]
+    # more groups than cv: neighbouring groups merged into cv folds
+    out = densecrf.fit(ims, ps, labs, groups=[1, 1, 2, 3, 4, 4], cv=2, **kw)
+    assert fold_table(out) == [("1+2", [0, 1, 2]), ("3+4", [3, 4, 5])]
+    # no groups: cv contiguous blocks in the given order, never shuffled (whatever the seed)
+    for seed in (0, 7):
+        out = densecrf.fit(ims, ps, labs, cv=3, seed=seed, **kw)
+        assert fold_table(out) == [("images 0-1", [0, 1]), ("images 2-3", [2, 3]), ("images 4-5", [4, 5])]
+    out = densecrf.fit(ims, ps, labs, cv=4, **kw)
+    assert [idx for _, idx in fold_table(out)] == [[0, 1], [2, 3], [4], [5]]
+    assert out.info["selection"] == "cv" and "heldout_miou" not in out.info
+
+
+def test_cv_info_is_consistent_and_scores_are_true():
+    ims, ps, labs = dataset(6)
+    groups = ["x", "x", "y", "y", "z", "z"]
+    useless = CRFParams(gaussian_compat=0.01, bilateral_sxy=30.0, bilateral_srgb=4.0, bilateral_compat=0.01)
+    out = densecrf.fit(ims, ps, labs, groups=groups, search="grid", grid=[useless, PLANTED])
+    cv = out.info["cv"]
+    assert cv["verdict"] == "crf" and out.info["selected"] == "grid[1]" == cv["candidate"]
+    assert out.bilateral_compat == 5.0 and out.gaussian_compat is None
+    for j, fold in enumerate(cv["folds"]):
+        # the per-fold figures are what densecrf.refine gives on the fold's images (info rounds to 6 digits: 5e-7)
+        net = miou(None, ims, ps, labs, fold["indices"])
+        assert cv["network_miou"][j] == pytest.approx(net, abs=5e-7)
+        for key, params in (("defaults", CRFParams()), ("selected", out)):
+            gain = miou(params, ims, ps, labs, fold["indices"]) - net
+            # 1e-6: two numbers each rounded to 6 digits in info, subtracted here
+            assert cv["gains"][key][j] == pytest.approx(gain, abs=1e-6), (key, j)
+    for key, gains in cv["gains"].items():
+        # 2e-6: the mean of numbers rounded to 6 digits against the rounded mean of the unrounded ones
+        assert cv["mean_gains"][key] == pytest.approx(np.mean(gains), abs=2e-6), key
+    g = np.asarray(cv["gains"]["selected"])
+    assert cv["mean_gain"] == pytest.approx(g.mean(), abs=2e-6)  # 2e-6: as above
+    # 2e-6: as above; the standard error is std(ddof=1) / sqrt(folds)
+    assert cv["se_gain"] == pytest.approx(g.std(ddof=1) / np.sqrt(len(g)), abs=2e-6)
+    assert cv["n_positive"] == int((g > 0).sum()) == 3
+    assert cv["gains"]["network"] == [0.0, 0.0, 0.0]
+    assert cv["reference_names"]["grid_best"] == "grid[1]"
+    from densecrf.fit import format_table
+
+    text = format_table(out.info)
+    assert "expected gain: " in text and "verdict: CRF" in text and "x, y, z" in text
+
+
+def test_cv_rejects_a_candidate_that_helps_one_group_and_hurts_the_others():
+    """Group 'a': the planted scenes (the CRF cleans them). Groups 'b' and 'c': the same kind of scene with
+    the image shifted 4 pixels from its labels (colour edges in the wrong place), where the CRF moves labels
+    to the wrong edges. Its mean gain is positive (one large gain, two small losses), yet the rule says no
+    CRF; a single split that holds out group 'a' would have picked the CRF."""
+    ims, ps, labs = dataset(2)
+    for s in range(4):
+        img, p, t = scene(10 + s, noise=1.2)
+        ims.append(np.roll(img, 4, axis=1))
+        ps.append(p)
+        labs.append(t)
+    groups = ["a", "a", "b", "b", "c", "c"]
+    with pytest.warns(UserWarning, match="cross-validation says no CRF"):
+        out = densecrf.fit(ims, ps, labs, groups=groups, search="grid", grid=[PLANTED])
+    cv = out.info["cv"]
+    gains = cv["gains"]["selected"]
+    assert cv["candidate"] == "grid[0]" and cv["mean_gain"] > 0  # selected by its mean gain...
+    assert gains[0] > 0.2 and gains[1] < 0 and gains[2] < 0  # ...made of one gain and two losses
+    assert cv["verdict"] == "no CRF" and out.info["no_crf"] and out.info["selected"] == "network"
+    assert out.gaussian_compat is None and out.bilateral_compat is None
+    single = densecrf.fit(ims, ps, labs, holdout=[0, 1], search="grid", grid=[PLANTED])
+    assert single.info["selected"] == "grid[0]"
+
+
+@pytest.mark.parametrize(
+    "gains,verdict,why",
+    [
+        ([0.02, 0.03, 0.025], "crf", "above 0 and it gains on 3 of 3"),
+        # mean +0.07, standard error 0.115: one fold's large gain hides two losses
+        ([0.30, -0.05, -0.04], "no CRF", "is not above 0"),
+        # mean +0.079, standard error 0.049 (mean - se > 0), but it gains on 2 of 5 folds
+        ([0.2, 0.2, -0.001, -0.001, -0.001], "no CRF", "gains on 2 of 5 folds only"),
+        # exactly half the folds positive is enough
+        ([0.10, 0.11, -0.001, -0.001], "crf", "gains on 2 of 4"),
+        ([0.0, 0.0], "no CRF", "is not above 0"),
+    ],
+)
+def test_cv_rule_needs_a_clearly_positive_gain(gains, verdict, why):
+    from densecrf.fit import _verdict
+
+    got, reason = _verdict("grid[0]", gains)
+    assert got == verdict and why in reason, reason
+    assert _verdict("network", [0.0, 0.0])[0] == "no CRF"
+
+
+def test_cv_no_crf_when_nothing_helps():
+    rng = np.random.default_rng(1)
+    ims, ps, labs = [], [], []
+    for _ in range(4):
+        lab = rng.integers(0, K, (20, 24))
+        logits = 0.6 * np.eye(K)[lab]
+        ims.append(np.full((20, 24, 3), 128, np.uint8))
+        ps.append((np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32))
+        labs.append(lab)
+    with pytest.warns(UserWarning, match="no CRF candidate gained"):
+        out = densecrf.fit(ims, ps, labs, cv=2, search="grid")
+    cv = out.info["cv"]
+    assert cv["verdict"] == "no CRF" and cv["candidate"] == "network" and out.info["no_crf"]
+    assert cv["mean_gains"]["defaults"] < 0  # the CRF did hurt: the test can tell
+    assert out.gaussian_compat is None and out.bilateral_compat is None
+    from densecrf.fit import format_table
+
+    assert "verdict: no CRF" in format_table(out.info)
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"groups": ["a"] * 5}, "groups has 5 entries for 6 images"),
+        ({"groups": ["a"] * 6}, r"single group \('a'\).*at least 2 groups"),
+        ({"groups": [[1]] * 3 + [[2]] * 3}, r"groups\[0\] = \[1\] is not hashable"),
+        ({"groups": "aabbcc"}, "sequence of one group per image"),
+        ({"cv": 1}, "cv must be an integer >= 2"),
+        ({"cv": 7}, "cv=7 folds of 6 images"),
+        ({"groups": [1, 1, 2, 2, 3, 3], "cv": 4}, "cv=4 folds of 3 groups"),
+        ({"cv": 2, "holdout": 0.3}, "exclude each other"),
+        ({"cv": 2, "shrink": -1.0}, "shrink must be a finite number >= 0"),
+        ({"cv": 2, "bounds": {"srgb": (1, 2)}}, "unknown bandwidth 'srgb'"),
+        ({"cv": 2, "bounds": {"bilateral_srgb": (5, 1)}}, r"0 < lo <= hi"),
+        ({"cv": 2, "grid": [CRFParams(bilateral_srgb=1.0)]}, r"grid\[0\] has bilateral_srgb 1 outside the bounds"),
+    ],
+)
+def test_cv_bad_settings(kw, match):
+    ims, ps, labs = dataset(6)
+    with pytest.raises(ValueError, match=match):
+        densecrf.fit(ims, ps, labs, search="grid", **kw)
+
+
+def test_default_grid_and_random_points_inside_the_bounds():
+    from densecrf.fit import BANDWIDTH_BOUNDS, _random_points, default_grid
+
+    pts = default_grid() + _random_points(200, np.random.default_rng(0))
+    for key, (lo, hi) in BANDWIDTH_BOUNDS.items():
+        vals = [getattr(p, key) for p in pts]
+        assert lo <= min(vals) and max(vals) <= hi, key
+
+
+@needs_torch
+def test_cv_gradient_respects_bounds_and_reports_folds():
+    ims, ps, labs = dataset(4)
+    # Narrow bounds that the start (the planted point: bilateral sxy 30, srgb 4) lies outside of, and a
+    # learning rate large enough that descent would leave them: every bandwidth it reports must lie inside.
+    bounds = {"gaussian_sxy": (2.0, 2.5), "bilateral_sxy": (40.0, 45.0), "bilateral_srgb": (6.0, 6.5)}
+    out = densecrf.fit(
+        ims,
+        ps,
+        labs,
+        groups=["a", "a", "b", "b"],
+        search="gradient",
+        grid=[CRFParams(gaussian_compat=1.0, gaussian_sxy=2.2, bilateral_sxy=42.0, bilateral_srgb=6.2)],
+        bounds=bounds,
+        crop=24,
+        steps=4,
+        batch=1,
+        eval_every=2,
+        lr=0.5,
+    )
+    cv = out.info["cv"]
+    assert "gradient" in cv["gains"] and len(cv["gradient"]["best_steps"]) == 2
+    assert cv["gradient"]["final_steps"] == int(np.ceil(np.median(cv["gradient"]["best_steps"])))
+    assert out.info["settings"]["bounds"]["bilateral_srgb"] == [6.0, 6.5]
+    # descent is selected here (measured: mean gain 0.5924 against the grid point's 0.5911), so the returned
+    # bandwidths are the final run's; they lie inside the bounds, and the run pressed against them (measured:
+    # all three ended on their lower bound), so the clamp was doing something
+    assert cv["candidate"].startswith("gradient") and cv["verdict"] == "crf"
+    for key, (lo, hi) in bounds.items():
+        assert lo <= getattr(out, key) <= hi, key
+    assert any(getattr(out, key) in (lo, hi) for key, (lo, hi) in bounds.items())
+
+
+@needs_torch
+def test_gradient_bounds_clamp_every_step():
+    """_gradient itself: with bounds, every evaluated parameter set has its bandwidths inside them
+    (exactly: the log-bounds are rounded inward so that exp stays inside); without, descent leaves them."""
+    from densecrf.fit import _gradient, _Scorer
+
+    ims, ps, labs = dataset(3)
+    score = _Scorer(ims, ps, labs, [2], K, None, None)
+    bounds = {"gaussian_sxy": (2.9, 3.1), "bilateral_sxy": (79.0, 81.0), "bilateral_srgb": (12.5, 13.5)}
+    kw = {
+        "k": K,
+        "ignore_index": None,
+        "compat": "potts",
+        "loss": "ce",
+        "balanced": True,
+        "crop": 24,
+        "steps": 6,
+        "batch": 1,
+    }
+    kw.update(lr=0.3, eval_every=1, patience=10, threads=None, log=lambda *a: None)
+    runs = {}
+    for b in (None, bounds):
+        hist, _ = _gradient(CRFParams(), ims, ps, labs, [0, 1], score, rng=np.random.default_rng(0), bounds=b, **kw)
+        runs[b is None] = [p for _, p, _ in hist]
+    for p in runs[False]:
+        for key, (lo, hi) in bounds.items():
+            assert lo <= getattr(p, key) <= hi, (key, getattr(p, key))
+    # the bounds did something: without them, lr 0.3 on log-bandwidths moves at least one out of a +-4 % band
+    assert any(not lo <= getattr(p, key) <= hi for p in runs[True] for key, (lo, hi) in bounds.items())
+
+
+@needs_torch
+@pytest.mark.parametrize("compat", ["matrix", "diagonal"])
+def test_shrink_pulls_toward_potts(compat):
+    from densecrf.fit import _gradient, _Scorer
+
+    def potts_distance(p):
+        d = 0.0
+        for c in (p.gaussian_compat, p.bilateral_compat):
+            m = np.diag(c) if np.ndim(c) == 1 else np.asarray(c, dtype=np.float64)
+            if np.ndim(m) == 2:
+                d += float(((m - np.mean(np.diag(m)) * np.eye(K)) ** 2).sum())
+        return d
+
+    ims, ps, labs = dataset(3)
+    score = _Scorer(ims, ps, labs, [2], K, None, None)
+    kw = {
+        "k": K,
+        "ignore_index": None,
+        "compat": compat,
+        "loss": "ce",
+        "balanced": True,
+        "crop": 20,
+        "steps": 6,
+        "batch": 1,
+    }
+    kw.update(lr=0.1, eval_every=6, patience=1, threads=None, log=lambda *a: None)
+    dist = {}
+    for shrink in (0.0, 1.0):
+        hist, _ = _gradient(PLANTED, ims, ps, labs, [0, 1], score, rng=np.random.default_rng(0), shrink=shrink, **kw)
+        dist[shrink] = potts_distance(hist[-1][1])
+    # descent left Potts, so there is something to pull back (squared distance measured 0.16 diagonal, 33 matrix)
+    assert dist[0.0] > 0.05
+    # at least 3x closer: shrink 1 outweighs the data term's pull on these 3 tiny images (measured 60x and 100x
+    # closer); 3x leaves room for other float rounding of the same 6 steps, and no pull at all would give 1x
+    assert dist[1.0] < dist[0.0] / 3, dist
+
+
+@needs_torch
+def test_holdout_path_ignores_shrink_and_bounds_by_default():
+    """Without groups and cv, shrink and bounds default off: the same parameters as with them off explicitly."""
+    ims, ps, labs = dataset(4)
+    kw = {"search": "gradient", "compat": "matrix", "crop": 24, "steps": 4, "batch": 1, "eval_every": 2, "holdout": 0.5}
+    a = densecrf.fit(ims, ps, labs, **kw)
+    b = densecrf.fit(ims, ps, labs, shrink=0.0, bounds=False, **kw)
+    assert _without_times(a) == _without_times(b)
+    assert a.info["settings"]["shrink"] == 0.0 and a.info["settings"]["bounds"] is None
+    # and shrink= given on the holdout path does reach descent: its held-out score changes
+    # (measured 1.0 without, 0.9973 with shrink 1: the pull toward Potts costs this planted matrix a little)
+    c = densecrf.fit(ims, ps, labs, shrink=1.0, **kw)
+    assert c.info["settings"]["shrink"] == 1.0
+    assert c.info["heldout_miou"]["gradient"] != a.info["heldout_miou"]["gradient"]
+
+
+def test_default_grid_is_clipped_into_narrower_bounds():
+    ims, ps, labs = dataset(4)
+    out = densecrf.fit(ims, ps, labs, cv=2, search="grid", bounds={"bilateral_srgb": (6.0, 8.0)})
+    assert 6.0 <= out.info["grid_best_params"]["bilateral"]["srgb"] <= 8.0
+    assert out.info["settings"]["bounds"]["bilateral_sxy"] == [10.0, 200.0]  # the others from BANDWIDTH_BOUNDS
+
+
+def test_cli_fit_cv_flags(tmp_path, capsys):
+    from PIL import Image
+
+    ims, ps, labs = dataset(6)
+    dirs = [tmp_path / d for d in ("img", "prob", "lab")]
+    for d in dirs:
+        d.mkdir()
+    stems = [f"{drive}_f{i:05d}" for drive, i in zip("AABBCC", range(6), strict=True)]
+    for s, im, p, lab in zip(stems, ims, ps, labs, strict=True):
+        Image.fromarray(im).save(dirs[0] / f"{s}.png")
+        np.save(dirs[1] / f"{s}.npy", p)
+        Image.fromarray(lab.astype(np.uint8)).save(dirs[2] / f"{s}.png")
+    dirs = [str(d) for d in dirs]
+    out = tmp_path / "p.json"
+    rc = cli.main(["fit", *dirs, "-o", str(out), "--search", "grid", "--groups-by-prefix", "_", "-q"])
+    assert rc == 0
+    info = CRFParams.load(out).info
+    assert [f["name"] for f in info["cv"]["folds"]] == ["A", "B", "C"]
+    assert info["cv"]["folds"][1]["names"] == stems[2:4]
+    text = capsys.readouterr().out
+    assert "cross-validated gain" in text and "verdict:" in text and "wrote" in text
+    # --groups FILE with --cv merging the groups; --shrink reaches the settings
+    gfile = tmp_path / "groups.json"
+    gfile.write_text(json.dumps({s: f"drive{i // 2}" for i, s in enumerate(stems)}))
+    argv = ["fit", *dirs, "-o", str(out), "--search", "grid", "--groups", str(gfile), "--cv", "2", "--shrink", "0.5"]
+    assert cli.main([*argv, "-q"]) == 0
+    info = CRFParams.load(out).info
+    assert [f["name"] for f in info["cv"]["folds"]] == ["drive0+drive1", "drive2"]
+    assert info["settings"]["shrink"] == 0.5
+    # --cv alone: contiguous blocks of the file names in sorted order
+    assert cli.main(["fit", *dirs, "-o", str(out), "--search", "grid", "--cv", "3", "-q"]) == 0
+    assert CRFParams.load(out).info["cv"]["folds"][0]["names"] == stems[:2]
+    capsys.readouterr()
+    # errors name the flag and the value
+    base = ["fit", *dirs, "-o", str(out)]
+    assert "--cv must be at least 2 (folds), got 1" in _one_line_error(capsys, [*base, "--cv", "1"])
+    assert "--groups-by-prefix '-'" in _one_line_error(capsys, [*base, "--groups-by-prefix", "-"])
+    assert "--holdout 0.3 and --cv" in _one_line_error(capsys, [*base, "--cv", "2", "--holdout", "0.3"])
+    assert "--shrink must be a number >= 0" in _one_line_error(capsys, [*base, "--cv", "2", "--shrink", "-1"])
+    gfile.write_text(json.dumps({stems[0]: "a"}))
+    msg = _one_line_error(capsys, [*base, "--groups", str(gfile)])
+    assert f"--groups {gfile}: no group for the image {stems[1]!r}" in msg
+    gfile.write_text("[1, 2]")
+    assert "expected a JSON object" in _one_line_error(capsys, [*base, "--groups", str(gfile)])
+    gfile.write_text(json.dumps(dict.fromkeys(stems, "one")))
+    assert "single group ('one')" in _one_line_error(capsys, [*base, "--groups", str(gfile), "--search", "grid"])

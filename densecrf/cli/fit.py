@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import warnings
 
-from ..fit import COMPATS, LOSSES, SEARCHES, describe, fit, format_table, match_folders, read_matched
-from .common import check_folder_of
+from ..fit import COMPATS, LOSSES, SEARCHES, SHRINK, describe, fit, format_table, match_folders, read_matched
+from .common import CLIError, check_folder_of
 
 _D = " (default: %(default)s)"
 
@@ -32,7 +33,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="gradient",
         help="gradient: the grid, then gradient descent from its best point (needs torch); grid; random" + _D,
     )
-    f.add_argument("--holdout", type=float, default=0.3, help="fraction of the images held out for selection" + _D)
+    f.add_argument(
+        "--holdout",
+        type=float,
+        default=None,
+        help="fraction of the images held out for selection; not with --cv or --groups (default: 0.3)",
+    )
+    f.add_argument(
+        "--cv",
+        type=int,
+        default=None,
+        metavar="N",
+        help="cross-validate over N folds: N contiguous blocks of the images in file-name order, or, with "
+        "groups, the groups merged into N folds (default: one fold per group with groups, else --holdout)",
+    )
+    f.add_argument(
+        "--groups-by-prefix",
+        metavar="SEP",
+        default=None,
+        help="group of an image = its file stem before the first SEP (e.g. '_' for CamVid's 0006R0_f02400: "
+        "drive 0006R0); cross-validates, each group held out once",
+    )
+    f.add_argument(
+        "--groups",
+        metavar="FILE",
+        default=None,
+        help="JSON file mapping each image's file stem to its group (a drive, a video); cross-validates",
+    )
+    f.add_argument(
+        "--shrink",
+        type=float,
+        default=None,
+        help="pull of a learned compatibility toward Potts in gradient descent, 0 = off "
+        f"(default: {SHRINK:g} with cross-validation, 0 with --holdout)",
+    )
     f.add_argument(
         "--compat",
         choices=COMPATS,
@@ -65,14 +99,28 @@ def run(args: argparse.Namespace) -> int:
     for what, n in match.unused.items():
         if n:
             print(f"note: {n} file{'s' if n != 1 else ''} of the {what} folder without an image left out")
+    groups = _groups(args, match.names)
+    if args.cv is not None and args.cv < 2:
+        raise CLIError(f"--cv must be at least 2 (folds), got {args.cv}")
+    if args.holdout is not None and (args.cv is not None or groups is not None):
+        flag = "--cv" if args.cv is not None else ("--groups" if args.groups else "--groups-by-prefix")
+        raise CLIError(
+            f"--holdout {args.holdout:g} and {flag} exclude each other (cross-validation holds out every fold)"
+        )
+    if args.shrink is not None and not args.shrink >= 0:
+        raise CLIError(f"--shrink must be a number >= 0 (0 = off), got {args.shrink:g}")
     names, images, probs, labels = read_matched(match)
     # fit's warnings are in params.info["warnings"], which the table below prints (one line each)
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", category=UserWarning, module=r"densecrf\.cli\.fit"
         )  # fit() warns at its caller, _fit
-        params = _fit(args, images, probs, labels)
-    params.info["heldout_names"] = [names[i] for i in params.info["heldout_indices"]]
+        params = _fit(args, images, probs, labels, groups)
+    if "cv" in params.info:
+        for fold in params.info["cv"]["folds"]:
+            fold["names"] = [names[i] for i in fold["indices"]]
+    else:
+        params.info["heldout_names"] = [names[i] for i in params.info["heldout_indices"]]
     params.save(args.output)
     if args.quiet:
         print(format_table(params.info))
@@ -80,7 +128,50 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit(args, images, probs, labels):
+def _groups(args, names: list[str]) -> list[str] | None:
+    """One group per image (in the order of ``names``) from --groups-by-prefix or --groups, or None."""
+    if args.groups_by_prefix is not None and args.groups is not None:
+        raise CLIError("--groups-by-prefix and --groups exclude each other: give one way of grouping the images")
+    if args.groups_by_prefix is not None:
+        sep = args.groups_by_prefix
+        if not sep:
+            raise CLIError("--groups-by-prefix needs a non-empty separator, got ''")
+        missing = [n for n in names if sep not in n]
+        if missing:
+            raise CLIError(
+                f"--groups-by-prefix {sep!r}: the file stem {missing[0]!r} has no {sep!r} "
+                f"({len(missing)} of {len(names)} images)"
+            )
+        return [n.split(sep, 1)[0] for n in names]
+    if args.groups is not None:
+        try:
+            with open(args.groups, encoding="utf-8") as fh:
+                mapping = json.load(fh)
+        except OSError as exc:
+            raise CLIError(f"--groups {args.groups}: cannot read it ({exc.strerror or exc})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CLIError(f"--groups {args.groups}: not a JSON file ({exc})") from None
+        if not isinstance(mapping, dict):
+            raise CLIError(
+                f"--groups {args.groups}: expected a JSON object mapping file stem to group, "
+                f"got a {type(mapping).__name__}"
+            )
+        missing = [n for n in names if n not in mapping]
+        if missing:
+            raise CLIError(
+                f"--groups {args.groups}: no group for the image {missing[0]!r} "
+                f"({len(missing)} of {len(names)} images have none)"
+            )
+        bad = [n for n in names if not isinstance(mapping[n], (str, int)) or isinstance(mapping[n], bool)]
+        if bad:
+            raise CLIError(
+                f"--groups {args.groups}: the group of {bad[0]!r} must be a string or an integer, got {mapping[bad[0]]!r}"
+            )
+        return [mapping[n] for n in names]
+    return None
+
+
+def _fit(args, images, probs, labels, groups=None):
     return fit(
         images,
         probs,
@@ -88,6 +179,9 @@ def _fit(args, images, probs, labels):
         ignore_index=args.ignore_index,
         search=args.search,
         holdout=args.holdout,
+        groups=groups,
+        cv=args.cv,
+        shrink=args.shrink,
         compat=args.compat,
         loss=args.loss,
         balanced=not args.unbalanced,
