@@ -75,7 +75,10 @@ def main():
             n = len(imgs)
             kw["holdout"] = list(range(n - max(1, round(0.3 * n)), n))
         params = densecrf.fit(imgs, probs, labs, **kw)
-        entry = {"fitted_on": f"fold {src} model, held-out drive {camvid.FOLDS[src]['heldout']}", "fit_s": round(time.time() - t0, 1)}
+        entry = {
+            "fitted_on": f"fold {src} model, held-out drive {camvid.FOLDS[src]['heldout']}",
+            "fit_s": round(time.time() - t0, 1),
+        }
         entry["params"] = {k: v for k, v in params.to_dict().items() if k != "info"}
         entry["fit_info"] = {k: params.info.get(k) for k in ("selected", "no_crf", "heldout_miou", "cv", "warnings")}
         for split in ("heldout", "val"):
