@@ -1,6 +1,6 @@
 """Markdown tables of the fold-protocol scores (tools/eval_folds.py, tools/fit_folds.py).
 
-    python tools/folds_table.py benchmarks/results/folds_2026-12-04
+    python tools/folds_table.py benchmarks/results/folds_2026-12-04 [--fill README.md docs/models.md docs/losses.md]
 
 Prints the table that README.md and docs/models.md carry; tests/test_folds_figures.py
 checks that the pages' figures are these.
@@ -32,13 +32,29 @@ def pct(x):
     return "-" if x is None else f"{100 * x:.1f}"
 
 
-def table(scores, rows):
+def device_scores(d):
+    """The runs' own end-of-run scores on the JPEG copies (result.json from the GPU machine), by key."""
+    out = {}
+    for name, prefix in (("runs_device1.json", "folds"), ("runs_device2.json", "folds2")):
+        path = os.path.join(d, name)
+        if os.path.exists(path):
+            for run, entry in json.load(open(path)).items():
+                if "result.json" in entry:
+                    out[f"{prefix}/{run}"] = json.loads(entry["result.json"])
+    return out
+
+
+def table(scores, rows, fallback=None):
+    """Figures from scores.json (PNG); where a run was not scored here, its own score on the JPEG copies
+    marked with a star."""
     lines = [HEADER, "|---|---:|---:|---:|---:|"]
     for label, a, b in rows:
         cells = []
         for key in (a, b):
-            e = scores.get(key)
-            cells += [pct(e["heldout"]["miou"]) if e else "-", pct(e["val"]["miou"]) if e else "-"]
+            e, star = scores.get(key), ""
+            if e is None and fallback and key in fallback and "heldout" in fallback[key]:
+                e, star = fallback[key], "*"
+            cells += [pct(e["heldout"]["miou"]) + star if e else "-", pct(e["val"]["miou"]) + star if e else "-"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -62,14 +78,44 @@ def crf_table(transfer, scores):
     return "\n".join(lines)
 
 
-def main():
-    d = sys.argv[1]
+def tables(d):
     scores = json.load(open(os.path.join(d, "scores.json")))
-    print(table(scores, ROWS), end="\n\n")
-    print(table(scores, SPARSE), end="\n\n")
+    fb = device_scores(d)
+    out = {"folds": table(scores, ROWS, fb), "sparse": table(scores, SPARSE, fb)}
     tp = os.path.join(d, "crf_transfer.json")
     if os.path.exists(tp):
-        print(crf_table(json.load(open(tp)), scores))
+        out["crf"] = crf_table(json.load(open(tp)), scores)
+    return out
+
+
+def fill(page: str, tabs: dict) -> None:
+    """Writes each table between its ``<!-- NAME-table -->`` and ``<!-- /NAME-table -->`` markers."""
+    text = open(page).read()
+    for name, tab in tabs.items():
+        start, end = f"<!-- {name}-table -->", f"<!-- /{name}-table -->"
+        if start not in text:
+            continue
+        if end in text:
+            i, j = text.index(start), text.index(end) + len(end)
+        else:
+            i = text.index(start)
+            j = i + len(start)
+        text = text[:i] + f"{start}\n{tab}\n{end}" + text[j:]
+    tmp = page + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, page)
+
+
+def main():
+    """``folds_table.py DIR`` prints the tables; ``folds_table.py DIR --fill PAGE...`` writes them into pages."""
+    tabs = tables(sys.argv[1])
+    if "--fill" in sys.argv:
+        for page in sys.argv[sys.argv.index("--fill") + 1 :]:
+            fill(page, tabs)
+        return
+    for tab in tabs.values():
+        print(tab, end="\n\n")
 
 
 if __name__ == "__main__":
