@@ -214,10 +214,13 @@ def _cv_folds(n: int, groups, cv) -> list[tuple[str, list[int]]]:
     contiguous blocks of the images in the given order without groups."""
     if cv is not None and (isinstance(cv, bool) or not isinstance(cv, numbers.Integral) or cv < 2):
         raise ValueError(f"cv must be an integer >= 2 (the number of folds; cross-validation needs 2), got {cv!r}")
+    n_folds = None if cv is None else int(cv)
     if groups is None:
-        if cv > n:
+        if n_folds is None:
+            raise ValueError("cross-validation needs groups or cv")
+        if n_folds > n:
             raise ValueError(f"cv={cv} folds of {n} images: each fold needs at least one image")
-        blocks = np.array_split(np.arange(n), cv)
+        blocks = np.array_split(np.arange(n), n_folds)
         return [(f"images {b[0]}-{b[-1]}" if len(b) > 1 else f"image {b[0]}", b.tolist()) for b in blocks]
     if isinstance(groups, (str, bytes)) or not hasattr(groups, "__len__"):
         raise ValueError(f"groups must be a sequence of one group per image, got {type(groups).__name__}")
@@ -236,9 +239,9 @@ def _cv_folds(n: int, groups, cv) -> list[tuple[str, list[int]]]:
             f"groups has a single group ({names[0]!r}): leave-one-group-out needs at least 2 groups "
             "(or pass cv=N without groups for N contiguous blocks)"
         )
-    if cv is not None and cv > len(names):
+    if n_folds is not None and n_folds > len(names):
         raise ValueError(f"cv={cv} folds of {len(names)} groups: cv may not exceed the number of groups")
-    runs = [[j] for j in range(len(names))] if cv is None else np.array_split(np.arange(len(names)), cv)
+    runs = [[j] for j in range(len(names))] if n_folds is None else np.array_split(np.arange(len(names)), n_folds)
     return [("+".join(str(names[j]) for j in run), sorted(i for j in run for i in members[names[j]])) for run in runs]
 
 
@@ -276,8 +279,9 @@ def _inside_bounds(points: list[CRFParams], bounds, *, user: bool) -> list[CRFPa
     for j, p in enumerate(points):
         vals = {"gaussian_sxy": [p.gaussian_sxy] if p.gaussian_compat is not None else []}
         vals["bilateral_sxy"] = [p.bilateral_sxy] if p.bilateral_compat is not None else []
-        srgb = p.bilateral_srgb if isinstance(p.bilateral_srgb, list) else [p.bilateral_srgb]
-        vals["bilateral_srgb"] = list(srgb) if p.bilateral_compat is not None else []
+        # srgb: one bandwidth, or one per colour channel
+        srgb = np.atleast_1d(np.asarray(p.bilateral_srgb, dtype=np.float64)).tolist()
+        vals["bilateral_srgb"] = srgb if p.bilateral_compat is not None else []
         if user:
             for key, vs in vals.items():
                 lo, hi = bounds[key]
