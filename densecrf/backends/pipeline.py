@@ -63,7 +63,7 @@ def _dtype_for(dtype, device) -> np.dtype:
     return dt
 
 
-def _refine_cpu(image, probs, channel_axis, volume, threads, s, image_range, dt=np.dtype(np.float32)):
+def _refine_cpu(image, probs, channel_axis, volume, threads, s, image_range, dt=np.float32):
     if dt == np.float64:
         p = arrays.host64(probs, "probs")
         im = arrays.host64(image, "image")
@@ -203,7 +203,7 @@ def _warn_batch_units(problem, image_range, originals, names, peaks) -> None:
 
 
 def _refine_batch_cpu(
-    ilist, plist, names, as_list, channels_first, volume, threads, s, image_range, dt=np.dtype(np.float32)
+    ilist, plist, names, as_list, channels_first, volume, threads, s, image_range, dt=np.float32
 ) -> list:
     if dt == np.float64:
         plist = [arrays.host64(p, n) for p, (_, n) in zip(plist, names, strict=True)]

@@ -117,6 +117,9 @@ class Term:
         return len(self.sxy) + (len(self.srgb) if self.srgb is not None else 0)
 
 
+_F32 = np.dtype(np.float32)
+
+
 @dataclass(frozen=True)
 class Problem:
     """A checked dense-CRF refinement: what every backend needs besides the arrays.
@@ -136,7 +139,7 @@ class Problem:
     scale: float | None
     channels_first: bool = False  # items laid out [K, *spatial] / [C, *spatial] (else channels last)
     label_axis: int = -1  # the caller's label axis, for messages only
-    dtype: np.dtype = np.dtype(np.float32)  # the computation dtype (float64: the CPU's float64 backend)
+    dtype: np.dtype = _F32  # the computation dtype (float64: the CPU's float64 backend)
 
 
 REFINE_DEFAULTS = {
