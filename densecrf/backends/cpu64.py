@@ -45,6 +45,11 @@ def lattice64(features: np.ndarray, threads: int = 0):
         raise
 
 
+def is_lattice64(x) -> bool:
+    """Whether ``x`` is a float64 lattice (``_C.Lattice64``)."""
+    return isinstance(x, _C.Lattice64)
+
+
 class Term64:
     """One pairwise term in float64 over a built ``_C.Lattice64``: the
     normalised filter and the message (see the module's docstring).
@@ -191,4 +196,4 @@ class Cpu64Backend:
         return np.ascontiguousarray(np.moveaxis(q, -1, 0)) if problem.channels_first else q
 
 
-__all__ = ["Cpu64Backend", "Term64", "lattice64", "mean_field"]
+__all__ = ["Cpu64Backend", "Term64", "is_lattice64", "lattice64", "mean_field"]
