@@ -13,10 +13,10 @@ import math
 
 import numpy as np
 import pytest
-from reference import gaussian_filter_exact, label_probs, mean_field_numpy, normalized_filter, smooth_image
 
 import densecrf
 from densecrf._native import _C
+from reference import gaussian_filter_exact, label_probs, mean_field_numpy, normalized_filter, smooth_image
 
 
 # --------------------------------------------------------------------------
@@ -258,7 +258,7 @@ def test_bad_dtype_raises_naming_it(bad):
         lambda: densecrf.DenseCRF2D(3, 2, 2, dtype=bad),
         lambda: densecrf.PermutohedralLattice(np.zeros((3, 2)), dtype=bad),
     ):
-        with pytest.raises(ValueError, match="dtype must be numpy.float32 or numpy.float64") as info:
+        with pytest.raises(ValueError, match=r"dtype must be numpy\.float32 or numpy\.float64") as info:
             call()
         assert repr(bad) in str(info.value)
 

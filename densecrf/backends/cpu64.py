@@ -70,9 +70,8 @@ class Term64:
         self.norm = lattice.filter(np.ones((n, 1), F64), False, threads)[:, 0] if n else np.zeros(0, F64)
         v = self.norm + 1e-20  # Kraehenbuehl's guard: an isolated point stays finite
         mode = self.normalization
-        self.scale = (
-            None if mode == Normalization.NONE else (1.0 / np.sqrt(v) if mode == Normalization.SYMMETRIC else 1.0 / v)
-        )
+        # [N] the per-point scale: 1/sqrt(n) (symmetric) or 1/n (before, after); unused for 'none'
+        self.scale: np.ndarray = 1.0 / np.sqrt(v) if mode == Normalization.SYMMETRIC else 1.0 / v
 
     def filter(self, values: np.ndarray, transpose: bool = False) -> np.ndarray:
         """``[N, C]`` float64 -> the normalised filter (its adjoint with ``transpose``)."""
