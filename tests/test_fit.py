@@ -127,7 +127,8 @@ def test_layer_from_params_equals_refine(case, dtype, learn):
     with torch.set_grad_enabled(learn):
         z = layer(logits, image)
     qq = torch.softmax(z, 1)[0].permute(1, 2, 0).detach().numpy()
-    # 5e-4: both run the same float32 lattice; the graph path (learn=True)
+    # 5e-4: both run the same lattice (the layer in float64 for float64,
+    # against refine's float32: float32 rounding apart); the graph path (learn=True)
     # normalises in Python from K 1 while the native term folds the
     # normalisation into its weights, a float32 rounding difference that
     # five iterations amplify (measured up to 7e-5). A wrong compatibility
