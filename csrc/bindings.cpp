@@ -19,6 +19,7 @@
 #include "embed.h"
 #include "kernels.h"
 #include "lattice.h"
+#include "lattice_f64.h"
 #include "parallel.h"
 
 namespace py = pybind11;
@@ -28,6 +29,9 @@ using dcrf::PairwiseTerm;
 namespace {
 
 using FArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+// float64 arrays, C-contiguous: never a silent cast to or from float32 (the
+// Python layer picks the lattice by dtype and converts explicitly).
+using DArray = py::array_t<double, py::array::c_style>;
 
 std::string shape_str(const py::array& a) {
   std::ostringstream s;
@@ -77,6 +81,32 @@ py::array_t<float> lattice_filter(const CpuLattice& lat, FArray values, bool tra
   if (c > 0 && lat.n_points() > 0) {
     const float* in = values.data();
     float* o = out.mutable_data();
+    py::gil_scoped_release nogil;
+    lat.filter(in, o, static_cast<int>(c), transpose, threads);
+  }
+  return out;
+}
+
+std::shared_ptr<dcrf::CpuLattice64> make_lattice64(DArray features, int threads) {
+  require_2d(features, "features", -1, -1);
+  const int64_t n = features.shape(0);
+  const int64_t d = features.shape(1);
+  if (d < 1 || d > dcrf::kMaxDim) {
+    throw dcrf::InvalidArgument("features must have 1 to " + std::to_string(dcrf::kMaxDim) + " columns, got shape " +
+                                shape_str(features));
+  }
+  const double* ptr = features.data();
+  py::gil_scoped_release nogil;
+  return std::make_shared<dcrf::CpuLattice64>(ptr, n, static_cast<int>(d), threads);
+}
+
+py::array_t<double> lattice64_filter(const dcrf::CpuLattice64& lat, DArray values, bool transpose, int threads) {
+  require_2d(values, "values", lat.n_points(), -1);
+  const int64_t c = values.shape(1);
+  py::array_t<double> out({static_cast<py::ssize_t>(lat.n_points()), static_cast<py::ssize_t>(c)});
+  if (c > 0 && lat.n_points() > 0) {
+    const double* in = values.data();
+    double* o = out.mutable_data();
     py::gil_scoped_release nogil;
     lat.filter(in, o, static_cast<int>(c), transpose, threads);
   }
@@ -447,6 +477,15 @@ PYBIND11_MODULE(_C, m) {
                                }
                              })
       .def("filter", &lattice_filter, py::arg("values"), py::arg("transpose") = false, py::arg("threads") = 0);
+
+  // The float64 lattice (csrc/lattice_f64.h): float64 arrays only.
+  py::class_<dcrf::CpuLattice64, std::shared_ptr<dcrf::CpuLattice64>>(m, "Lattice64")
+      .def(py::init(&make_lattice64), py::arg("features"), py::arg("threads") = 0)
+      .def_property_readonly("n_points", &dcrf::CpuLattice64::n_points)
+      .def_property_readonly("dim", &dcrf::CpuLattice64::dim)
+      .def_property_readonly("n_vertices", &dcrf::CpuLattice64::n_vertices)
+      .def_property_readonly("memory_bytes", &dcrf::CpuLattice64::memory_bytes)
+      .def("filter", &lattice64_filter, py::arg("values"), py::arg("transpose") = false, py::arg("threads") = 0);
 
   py::class_<PairwiseTerm, std::shared_ptr<PairwiseTerm>>(m, "PairwiseTerm")
       .def(py::init(&make_term), py::arg("lattice"), py::arg("normalization"), py::arg("compat_kind"),

@@ -59,6 +59,34 @@ def as_f32(x, name: str, ndim: int | None = None, *, finite: bool = True) -> np.
     return out
 
 
+def as_f64(x, name: str, ndim: int | None = None) -> np.ndarray:
+    """C-contiguous float64 view or copy of x, checked finite (never the caller's buffer to write)."""
+    a = as_array(x, name)
+    if a.dtype == np.bool_:
+        raise TypeError(f"{name} has dtype bool; expected floating-point values")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {shape_str(a.shape)}")
+    out = np.ascontiguousarray(a, dtype=np.float64)
+    if out.size and not np.isfinite(out).all():
+        bad = np.argwhere(~np.isfinite(out))[0]
+        raise ValueError(f"{name} must be finite; found {out[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+    return out
+
+
+def dtype_arg(dtype) -> np.dtype:
+    """The computation dtype named by a ``dtype=`` argument: float32 (None, the
+    default) or float64; anything else raises ValueError naming it."""
+    if dtype is None:
+        return np.dtype(np.float32)
+    try:
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError):
+        dt = None
+    if dt is None or dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be numpy.float32 or numpy.float64 (None: float32), got {dtype!r}")
+    return dt
+
+
 def check_finite(a: np.ndarray, name: str) -> None:
     """Raises ValueError naming the first NaN or infinite element of a float array.
 

@@ -80,6 +80,11 @@ def host(x, name: str, *, finite: bool = True) -> np.ndarray:
     return _checks.as_f32(x, name, finite=finite)
 
 
+def host64(x, name: str) -> np.ndarray:
+    """x as a C-contiguous finite float64 numpy array (a copy unless x already is one; never written)."""
+    return _checks.as_f64(x, name)
+
+
 def shape_of(x) -> tuple:
     """The shape of any array of a supported library, without converting it."""
     if hasattr(x, "shape") and not isinstance(x, np.ndarray):
@@ -90,6 +95,11 @@ def shape_of(x) -> tuple:
 def torch_host(t):
     """A float32 contiguous CPU tensor's numpy view (detached; a copy for other dtypes)."""
     return t.detach().to(torch_module().float32).contiguous().numpy()
+
+
+def torch_host64(t):
+    """A float64 contiguous CPU tensor's numpy view (detached; a copy for other dtypes)."""
+    return t.detach().to(torch_module().float64).contiguous().numpy()
 
 
 class Buf:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks, cuda
-from .backends import pipeline
+from .backends import cpu64, pipeline
 from .backends.cpu import CpuBackend
 from .backends.problem import KernelType, Normalization, compat_arg, compat_value, enum_arg
 from .features import _grid_features
@@ -34,11 +34,19 @@ class DenseCRF:
         n_points: N >= 0 (N = 0 gives empty results).
         n_labels: K >= 1.
         threads: threads for native work (default: all cores).
+        dtype: the computation dtype, ``numpy.float32`` (None, the default:
+            the fast path, pydensecrf's arithmetic) or ``numpy.float64``:
+            unary, features, compatibilities, lattice, filters and mean
+            field all in float64 (the same lattice computed in double, a
+            simple scalar path several times slower); inference then
+            returns float64, on the CPU only.
     """
 
-    def __init__(self, n_points: int, n_labels: int, *, threads: int | None = None):
+    def __init__(self, n_points: int, n_labels: int, *, threads: int | None = None, dtype=None):
         self.n_points = _checks.positive_int(n_points, "n_points", minimum=0)
         self.n_labels = _checks.positive_int(n_labels, "n_labels")
+        self.dtype = _checks.dtype_arg(dtype)
+        self._f64 = self.dtype == np.float64
         self._backend = CpuBackend(threads)
         self._threads = self._backend.threads
         self._unary: np.ndarray | None = None
@@ -48,7 +56,7 @@ class DenseCRF:
     # -- energy -----------------------------------------------------------
     def set_unary(self, unary) -> None:
         """Sets the unary energies ``[N, K]`` (e.g. -log p, see :func:`unary_from_softmax`)."""
-        u = _checks.as_f32(unary, "unary")
+        u = self._as_dtype(unary, "unary")
         if u.shape != (self.n_points, self.n_labels):
             raise ValueError(
                 f"unary must have shape ({self.n_points}, {self.n_labels}) = (N, K), got {_checks.shape_str(u.shape)}"
@@ -63,7 +71,7 @@ class DenseCRF:
         (or a :class:`Normalization`). ``kernel`` ('const', 'diag', 'full') is
         accepted for compatibility and does not change inference.
         """
-        f = _checks.as_f32(features, "features", ndim=2)
+        f = self._as_dtype(features, "features", ndim=2)
         if f.shape[0] != self.n_points:
             raise ValueError(
                 f"features must have shape ({self.n_points}, d) = (N, d), got {_checks.shape_str(f.shape)}"
@@ -72,6 +80,10 @@ class DenseCRF:
             raise ValueError(f"features must have 1 to 32 columns, got shape {_checks.shape_str(f.shape)}")
         self._add_term(f, compat, kernel, normalization)
 
+    def _as_dtype(self, x, name: str, ndim: int | None = None) -> np.ndarray:
+        """x as a checked C-contiguous finite array in the CRF's dtype."""
+        return _checks.as_f64(x, name, ndim) if self._f64 else _checks.as_f32(x, name, ndim)
+
     def _add_term(self, f, compat, kernel, normalization) -> None:
         # f: [N, d] C-contiguous finite float32 (checked by the caller, or
         # built here from checked inputs).
@@ -79,7 +91,7 @@ class DenseCRF:
 
     def _term_args(self, compat, kernel, normalization) -> tuple:
         """Checked (compat kind, compat values, Normalization, KernelType) of a term."""
-        kind, values = compat_arg(compat, self.n_labels)
+        kind, values = compat_arg(compat, self.n_labels, self.dtype)
         return (
             kind,
             values,
@@ -91,7 +103,11 @@ class DenseCRF:
         """Native work of a term (lattice build, unless given, and normalisation) on
         checked arguments (the CPU backend's)."""
         kind, values, norm, ktype = args
-        term, lat = self._backend.term(f, args, self.n_labels, threads, lattice)
+        if self._f64:
+            lat = cpu64.lattice64(f, threads) if lattice is None else lattice
+            term = cpu64.Term64(lat, norm, kind, values, self.n_labels, threads)
+        else:
+            term, lat = self._backend.term(f, args, self.n_labels, threads, lattice)
         return term, {
             "lattice": lat,
             "normalization": norm,
@@ -113,16 +129,23 @@ class DenseCRF:
     # -- inference --------------------------------------------------------
     def _unary_or_zero(self) -> np.ndarray:
         if self._unary is None:
-            self._unary = np.zeros((self.n_points, self.n_labels), dtype=np.float32)
+            self._unary = np.zeros((self.n_points, self.n_labels), dtype=self.dtype)
         return self._unary
 
     def inference(self, n_iter: int = 5, *, device="cpu") -> np.ndarray:
-        """Runs ``n_iter`` mean-field iterations from softmax(-U); returns Q ``[N, K]`` float32.
+        """Runs ``n_iter`` mean-field iterations from softmax(-U); returns Q ``[N, K]``
+        in the CRF's dtype (float32 unless made with ``dtype=numpy.float64``).
 
-        ``device``: 'cpu', or 'cuda' / 'cuda:N' to run on the CUDA backend.
+        ``device``: 'cpu', or 'cuda' / 'cuda:N' to run on the CUDA backend
+        (float32 only).
         """
         n_iter = _checks.positive_int(n_iter, "n_iter", minimum=0)
         if device is not None and str(device) != "cpu":
+            if self._f64:
+                raise ValueError(
+                    f"this DenseCRF computes in float64, which runs on the CPU backend only; device={device!r} "
+                    "needs a float32 DenseCRF (dtype=None)"
+                )
             pairwise = [
                 (
                     info["features"],
@@ -136,6 +159,8 @@ class DenseCRF:
 
     def start_inference(self) -> np.ndarray:
         """The initial distribution Q = softmax(-U), ``[N, K]``."""
+        if self._f64:
+            return cpu64.softmax_neg(self._unary_or_zero())
         return self._backend.mean_field(self._unary_or_zero(), self._terms, 0, check_finite=False)
 
     def step_inference(self, Q) -> np.ndarray:
@@ -146,6 +171,8 @@ class DenseCRF:
     def _mean_field(self, n_iter: int, q) -> np.ndarray:
         # The native loop flags rows whose logits overflowed (they come out
         # NaN) while it writes them, instead of a second pass over Q here.
+        if self._f64:
+            return cpu64.mean_field(self._unary_or_zero(), self._terms, n_iter, q)
         return self._backend.mean_field(
             self._unary_or_zero(), self._terms, n_iter, q, compats=[t["compat"] for t in self._term_info]
         )
@@ -157,6 +184,8 @@ class DenseCRF:
     def pairwise_messages(self, Q) -> list:
         """Each term's message compat(filter(Q)) ``[N, K]`` (an energy, Kraehenbuehl's sign)."""
         q = self._check_q(Q)
+        if self._f64:
+            return [t.apply(q) for t in self._terms]
         return [self._backend.message(t, q) for t in self._terms]
 
     def kl_divergence(self, Q) -> float:
@@ -174,7 +203,7 @@ class DenseCRF:
         return kl
 
     def _check_q(self, Q) -> np.ndarray:
-        q = _checks.as_f32(Q, "Q")
+        q = self._as_dtype(Q, "Q")
         if q.shape != (self.n_points, self.n_labels):
             raise ValueError(
                 f"Q must have shape ({self.n_points}, {self.n_labels}) = (N, K), got {_checks.shape_str(q.shape)}"
@@ -188,12 +217,14 @@ class DenseCRF2D(DenseCRF):
     Position features are (x, y) = (column, row), as in pydensecrf's DenseCRF2D.
     """
 
-    def __init__(self, width: int, height: int, n_labels: int, *, threads: int | None = None):
+    def __init__(self, width: int, height: int, n_labels: int, *, threads: int | None = None, dtype=None):
         self.width = _checks.positive_int(width, "width")
         self.height = _checks.positive_int(height, "height")
-        super().__init__(self.width * self.height, n_labels, threads=threads)
+        super().__init__(self.width * self.height, n_labels, threads=threads, dtype=dtype)
 
     def _positions(self, sxy) -> np.ndarray:
+        if self._f64:
+            return cpu64.grid_features64((self.height, self.width), _checks.per_axis(sxy, 2, "sxy"))
         return grid_positions((self.height, self.width), sxy)
 
     def add_pairwise_gaussian(self, sxy, compat, *, kernel="diag", normalization="symmetric") -> None:
@@ -207,7 +238,7 @@ class DenseCRF2D(DenseCRF):
         dtype, uint8 used as 0..255) or ``[height, width]``; ``srgb`` a number
         or one bandwidth per channel.
         """
-        im = _checks.as_f32(image, "image")
+        im = self._as_dtype(image, "image")
         if im.ndim == 2:
             im = im[..., None]
         if im.ndim != 3 or im.shape[:2] != (self.height, self.width):
@@ -217,8 +248,14 @@ class DenseCRF2D(DenseCRF):
         c = im.shape[2]
         if not 1 <= c <= 30:
             raise ValueError(f"image must have 1 to 30 channels, got {c}")
+        if self._f64:
+            feats = cpu64.grid_features64(
+                (self.height, self.width), _checks.per_axis(sxy, 2, "sxy"), im, _checks.per_axis(srgb, c, "srgb")
+            )
+        else:
+            feats = _grid_features((self.height, self.width), sxy, im, srgb, self._threads or None)
         self._add_term(
-            _grid_features((self.height, self.width), sxy, im, srgb, self._threads or None),
+            feats,
             compat,
             kernel,
             normalization,
@@ -269,6 +306,7 @@ def refine(
     params=None,
     volume: bool = False,
     image_range=None,
+    dtype=None,
 ) -> np.ndarray:
     """Refines per-pixel class probabilities with a dense CRF along the image's edges.
 
@@ -310,9 +348,15 @@ def refine(
             warning). Images with other than 3 channels (medical
             intensities, feature maps) are always in the caller's units and
             never warned about.
+        dtype: the computation dtype: ``numpy.float32`` (None, the default;
+            the fast path, pydensecrf's answers, whatever the inputs' dtype)
+            or ``numpy.float64`` (unary, features, lattice and mean field in
+            float64 on the CPU backend, the same lattice in double; several
+            times slower). Other values raise ValueError; float64 with a
+            CUDA ``device`` too.
 
     Returns:
-        Refined probabilities, float32, the same shape as ``probs``.
+        Refined probabilities in ``dtype`` (float32 by default), the same shape as ``probs``.
 
     The defaults are pydensecrf's classic parameters; for a 2-D image the
     result equals pydensecrf's DenseCRF2D with addPairwiseGaussian(3, 3) and
@@ -327,6 +371,7 @@ def refine(
         threads=threads,
         params=params,
         image_range=image_range,
+        dtype=dtype,
         n_iter=n_iter,
         gaussian_sxy=gaussian_sxy,
         gaussian_compat=gaussian_compat,
@@ -358,6 +403,7 @@ def refine_batch(
     params=None,
     volume: bool = False,
     image_range=None,
+    dtype=None,
 ):
     """Refines a batch of images with one set of CRF parameters, on the CPU or a GPU.
 
@@ -380,11 +426,12 @@ def refine_batch(
         volume: True to allow 3 or more spatial axes per image (volumes).
 
     The CRF arguments (``n_iter``, the Gaussian and bilateral terms, ``clip``,
-    ``scale``, ``normalization``, ``threads``, ``params``) and ``image_range``
-    (images in 0..255 units unless stated) are :func:`refine`'s.
+    ``scale``, ``normalization``, ``threads``, ``params``), ``image_range``
+    (images in 0..255 units unless stated) and ``dtype`` (float32 by
+    default, float64 on the CPU when asked) are :func:`refine`'s.
 
     Returns:
-        Refined probabilities in the layout of ``probs``: one float32 array for
+        Refined probabilities in the layout of ``probs``: one array (in ``dtype``) for
         a batch array (of the input's library on a GPU), a list for lists.
     """
     return pipeline.refine_batch(
@@ -396,6 +443,7 @@ def refine_batch(
         threads=threads,
         params=params,
         image_range=image_range,
+        dtype=dtype,
         n_iter=n_iter,
         gaussian_sxy=gaussian_sxy,
         gaussian_compat=gaussian_compat,

@@ -23,17 +23,22 @@ class PermutohedralLattice:
     (pydensecrf) does, so the same features give the same numbers.
 
     Args:
-        features: ``[N, d]`` array (any real dtype, computed in float32), d in
+        features: ``[N, d]`` array (any real dtype, computed in ``dtype``), d in
             1..32. Extra leading dimensions are flattened: ``[..., d]``.
         threads: worker threads for the build (default: all cores, see
             :func:`densecrf.set_num_threads`).
+        dtype: ``numpy.float32`` (None, the default: the fast lattice) or
+            ``numpy.float64``: the same lattice built and applied in double
+            (a simple single-threaded build), whose filter returns float64
+            and whose transpose is the adjoint to float64 rounding.
 
     Output is deterministic: bit-identical across runs and thread counts.
     Memory: about ``(d+1) * 20`` bytes per point plus ``(d+1) * 8`` bytes per
     lattice vertex.
     """
 
-    def __init__(self, features, *, threads: int | None = None):
+    def __init__(self, features, *, threads: int | None = None, dtype=None):
+        self._f64 = _checks.dtype_arg(dtype) == np.float64
         raw = _checks.as_array(features, "features")
         if (
             raw.ndim >= 2
@@ -46,7 +51,7 @@ class PermutohedralLattice:
                 f"features of shape {_checks.shape_str(raw.shape)} give N*(d+1) = "
                 f"{raw.size // raw.shape[-1] * (raw.shape[-1] + 1)} lattice entries, over the 32-bit index limit 2^31-1"
             )
-        f = _checks.as_f32(raw, "features")
+        f = _checks.as_f64(raw, "features") if self._f64 else _checks.as_f32(raw, "features")
         if f.ndim < 2:
             raise ValueError(f"features must have shape [N, d], got {_checks.shape_str(f.shape)}")
         self._lead_shape = f.shape[:-1]
@@ -62,6 +67,7 @@ class PermutohedralLattice:
         """The lattice of C-contiguous, finite float32 features ``[N, d]`` checked by
         the caller (DenseCRF's terms): no copy, no second finiteness pass."""
         self = cls.__new__(cls)
+        self._f64 = False
         self._lead_shape = f.shape[:-1]
         self._build(f, threads)
         return self
@@ -69,7 +75,7 @@ class PermutohedralLattice:
     def _build(self, f: np.ndarray, threads) -> None:
         self._threads = _checks.threads_arg(threads)
         try:
-            self._lat = _C.Lattice(f, self._threads)
+            self._lat = _C.Lattice64(f, self._threads) if self._f64 else _C.Lattice(f, self._threads)
         except ValueError as exc:
             if f.size and "key range" in str(exc):
                 at = np.unravel_index(int(np.argmax(np.abs(f))), f.shape)
@@ -104,9 +110,10 @@ class PermutohedralLattice:
 
         ``transpose=True`` applies the adjoint filter (blur axes in reverse
         order); the forward filter is not exactly symmetric, its transpose is.
-        Returns a new float32 array of the input's shape.
+        Returns a new array of the input's shape, float32 (float64 for a
+        lattice made with ``dtype=numpy.float64``).
         """
-        v = _checks.as_f32(values, "values")
+        v = _checks.as_f64(values, "values") if self._f64 else _checks.as_f32(values, "values")
         n = self.n_points
         if v.ndim == 1 and v.shape[0] == n:
             return self._lat.filter(v.reshape(n, 1), bool(transpose), self._thr(threads)).reshape(n)

@@ -43,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - only without torch
 from . import arrays
 from .backends import cuda as _cuda
 from .backends.cpu import CpuBackend
+from .backends.cpu64 import is_lattice64, lattice64
 from .backends.problem import image_range_factor, warn_image_units
 
 __all__ = ["CRFasRNN", "LatticeFilter", "build_lattice", "gaussian_filter"]
@@ -60,19 +61,26 @@ _NORMALIZATIONS = {"none": 0, "before": 1, "after": 2, "symmetric": 3}
 # graph). A CUDA backend needs only the first two to run everything.
 # --------------------------------------------------------------------------
 class _CpuBackend:
-    """Torch CPU tensors over :class:`densecrf.backends.CpuBackend`: float32
-    inside, the caller's dtype outside."""
+    """Torch CPU tensors over :class:`densecrf.backends.CpuBackend`, in the
+    features' dtype: float32 features get the float32 lattice, float64
+    features the float64 one (``_C.Lattice64``, whose filters compute in
+    float64); results in the values' dtype."""
 
     def __init__(self, threads: int = 0):
         self.threads = threads
         self.native = CpuBackend(threads or None)
 
     def lattice(self, features: torch.Tensor):
+        if features.dtype == torch.float64:
+            return lattice64(arrays.torch_host64(features), self.threads)
         return self.native.lattice(arrays.torch_host(features))
 
     def filter(self, lattice, values: torch.Tensor, transpose: bool) -> torch.Tensor:
         if values.shape[0] == 0 or values.shape[1] == 0:
             return torch.zeros_like(values)
+        if is_lattice64(lattice):
+            out = lattice.filter(arrays.torch_host64(values), bool(transpose), self.threads)
+            return torch.from_numpy(out).to(values.dtype)
         out = torch.from_numpy(self.native.filter(lattice, arrays.torch_host(values), transpose))
         return out.to(values.dtype)
 
@@ -100,7 +108,10 @@ class _CpuBackend:
 
     def normalized(self, lattice, normalization: int):
         """A handle whose filter() applies the normalised kernel, the scales
-        folded into the splat and slice weights (DenseCRF's own pairwise term)."""
+        folded into the splat and slice weights (DenseCRF's own pairwise term);
+        None for a float64 lattice (its normalisation runs in torch)."""
+        if is_lattice64(lattice):
+            return None
         return self.native.normalized(lattice, normalization)
 
 
@@ -119,6 +130,12 @@ class _CudaBackend:
         return arrays.place_of([t], None, _cuda.DeviceArray)
 
     def lattice(self, features: torch.Tensor):
+        if features.dtype == torch.float64:
+            raise TypeError(
+                "densecrf's CUDA backend computes in float32; got float64 tensors on "
+                f"{features.device}: float64 runs on the CPU backend (move the tensors to the CPU, "
+                "or use float32 on the GPU)"
+            )
         place = self._place(features)
         f = place.put(features, "features")
         # f stays alive while the build may still read it on the stream
@@ -258,9 +275,10 @@ class _Kernel:
         self.scale = None
         self.fixed = None
         if not features.requires_grad and hasattr(backend, "normalized"):
-            # No feature gradient: let the native term fold the normalisation in.
+            # No feature gradient: let the native term fold the normalisation
+            # in (None where it does not: a float64 lattice).
             self.fixed = backend.normalized(self.lattice, normalization)
-        elif normalization:
+        if self.fixed is None and normalization:
             ones = features.new_ones(features.shape[0], 1)
             norm = LatticeFilter.apply(ones, features, self.lattice, backend)  # [N, 1] = K 1
             norm = norm + 1e-20  # Kraehenbuehl's guard against 1/0
@@ -293,8 +311,8 @@ def gaussian_filter(
     :math:`D = \mathrm{diag}(K 1)`, as :class:`densecrf.DenseCRF`. Gradients
     flow to ``values`` and ``features`` (hence to bandwidths the features were
     divided by). ``lattice``: a handle from :func:`build_lattice` for these
-    features, to skip the build. float32 or float64 (the lattice computes in
-    float32); deterministic.
+    features, to skip the build. float32 or float64: the lattice computes in
+    the features' dtype (float64 on the CPU only); deterministic.
     """
     _check_features(features)
     if not isinstance(values, torch.Tensor) or values.dim() != 2 or values.shape[0] != features.shape[0]:
@@ -390,8 +408,11 @@ class CRFasRNN(nn.Module):
     filter passes (two more filters of ``K (d + 1)`` channels per term and
     iteration in backward). Weights and the compatibility are always learned.
 
-    Works for any batch size, any number of spatial axes, float32 and float64,
-    CPU tensors (CUDA when densecrf is built with it). Each term's lattice is
+    Works for any batch size, any number of spatial axes, float32 and float64
+    (the logits' dtype: a float64 input, e.g. to a ``.double()`` layer, runs
+    the lattice, the filters and the mean field in float64, so that
+    ``torch.autograd.gradcheck`` passes at its default tolerances), CPU
+    tensors (CUDA when densecrf is built with it, float32 only). Each term's lattice is
     built once per image and forward and reused by every iteration and by
     backward. Under ``torch.no_grad()`` / inference mode (or when nothing
     requires a gradient) float32 inputs take the fused native mean field: no

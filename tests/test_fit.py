@@ -127,12 +127,19 @@ def test_layer_from_params_equals_refine(case, dtype, learn):
     with torch.set_grad_enabled(learn):
         z = layer(logits, image)
     qq = torch.softmax(z, 1)[0].permute(1, 2, 0).detach().numpy()
-    # 5e-4: both run the same float32 lattice; the graph path (learn=True)
+    # 5e-4: both run the same lattice (the layer in float64 for float64,
+    # against refine's float32: float32 rounding apart); the graph path (learn=True)
     # normalises in Python from K 1 while the native term folds the
     # normalisation into its weights, a float32 rounding difference that
     # five iterations amplify (measured up to 7e-5). A wrong compatibility
     # orientation or sign moves Q by more than 0.1 here.
-    np.testing.assert_allclose(qq, q, atol=5e-4)
+    # 1e-2 for learned bandwidths in float64: they are exp(log v), off from
+    # refine's v by the float32 rounding of the stored log (~1e-8 relative);
+    # the float64 lattice keeps that difference (the float32 one rounds it
+    # away), and grid positions sit on simplex boundaries, so some points
+    # fall into the neighbouring simplex: another, equally close
+    # approximation of the Gaussian (measured up to 3.2e-3 in Q, case 1).
+    np.testing.assert_allclose(qq, q, atol=1e-2 if learn and dtype == torch.float64 else 5e-4)
 
 
 @needs_torch

@@ -94,11 +94,12 @@ def test_adjoint_identity(dtype, d, c):
     (kty,) = torch.autograd.grad(kx, x, y)
     lhs, rhs = float((kx.detach().double() * y.double()).sum()), float((x.detach().double() * kty.double()).sum())
     scale = float(kx.detach().double().abs().mul(y.double().abs()).sum())
-    # 1e-6 of sum|Kx||y|: both sides are float32 lattice filters (splat, d+1
-    # blur passes, slice: ~10 roundings of 6e-8 each per value, 6e-7 at
-    # worst) summed over N*C = 1200 terms with random signs; measured at
-    # most 5e-9 of the scale over the six cases.
-    assert abs(lhs - rhs) <= 1e-6 * scale
+    # 1e-6 of sum|Kx||y| in float32: both sides are float32 lattice filters
+    # (splat, d+1 blur passes, slice: ~10 roundings of 6e-8 each per value,
+    # 6e-7 at worst) summed over N*C = 1200 terms with random signs; measured
+    # at most 5e-9 of the scale over the float32 cases. float64 tensors take
+    # the float64 lattice: the same count of roundings of 1.1e-16, so 1e-12.
+    assert abs(lhs - rhs) <= (1e-12 if dtype == torch.float64 else 1e-6) * scale
     assert kty.dtype == dtype
 
 
@@ -193,13 +194,10 @@ def test_gradcheck_crfasrnn_exact(dense_backend):
 
 
 def test_gradcheck_crfasrnn_lattice_float64():
-    # The real lattice filters in float32, so finite differences need a large
-    # step: eps = 1e-2 makes the float32 rounding of the O(1) outputs (~1e-7
-    # relative) contribute ~1e-5, and with unit kernel weights the central-
-    # difference truncation error (eps^2 / 6 * third derivative, growing like
-    # weight^3) stays small too: measured max |numerical - analytical| 2.4e-5
-    # over all inputs. atol 1e-4 (rtol 1e-3) leaves a 4x margin. At the default
-    # weights 3 and 5, truncation reaches 1e-2 on the compatibility.
+    # The real lattice on float64 input computes in float64 (the float64
+    # lattice, _C.Lattice64), a fixed linear map of the values whose
+    # transpose is exact: gradcheck's default eps and tolerances apply
+    # (tests/test_float64.py checks the default weights on a larger image).
     g = torch.Generator().manual_seed(5)
     h, w, k = 3, 4, 3
     mod = dnn.CRFasRNN(
@@ -215,7 +213,7 @@ def test_gradcheck_crfasrnn_lattice_float64():
     image = torch.rand(2, 2, h, w, generator=g, dtype=torch.float64)
     logits = torch.randn(2, k, h, w, generator=g, dtype=torch.float64, requires_grad=True)
     fn, params = _module_fn(mod, image)
-    assert torch.autograd.gradcheck(fn, (logits, *params), eps=1e-2, atol=1e-4, rtol=1e-3)
+    assert torch.autograd.gradcheck(fn, (logits, *params))
 
 
 # --------------------------------------------------------------------------
@@ -331,7 +329,8 @@ def test_forward_matches_densecrf(device, dtype, per_class, grad):
     assert out.requires_grad == grad
     mu = mod.compat.detach().double().numpy()
     for i in range(b):
-        crf = densecrf.DenseCRF2D(w, h, k)
+        # float64 input runs the float64 lattice: compare with DenseCRF in float64
+        crf = densecrf.DenseCRF2D(w, h, k, dtype=np.float64 if dtype == torch.float64 else None)
         crf.set_unary(-logits[i].detach().permute(1, 2, 0).reshape(-1, k).double().numpy())
         ws = mod.weights["spatial"].detach().double().numpy()
         wb = mod.weights["bilateral"].detach().double().numpy()
@@ -342,8 +341,10 @@ def test_forward_matches_densecrf(device, dtype, per_class, grad):
         # Both run the same float32 lattice; only the order of float32
         # operations in the normalisation and the epilogue differs (~1e-6 per
         # iteration, amplified a little by 5 softmax iterations): measured
-        # max 3.0e-6 over the 16 CPU cases; 1e-5.
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+        # max 3.0e-6 over the 16 CPU cases; 1e-5. In float64 the same
+        # lattice and loop in double differ only by float64 rounding (order
+        # of operations, ~1e-16 per operation): 1e-12.
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-5)
 
 
 def test_forward_nd_features_match_densecrf():

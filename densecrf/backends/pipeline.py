@@ -23,6 +23,7 @@ from .. import _checks, arrays
 from ..features import check_prob_range
 from . import cuda as _cuda
 from .cpu import CpuBackend, sums_message
+from .cpu64 import Cpu64Backend
 from .problem import describe, image_layout, probs_layout, settings, uses_image, warn_image_units
 
 # warnings.warn's stacklevel, seen from a _refine_* function, that names the
@@ -41,22 +42,40 @@ def refine(
     threads=None,
     params=None,
     image_range=None,
+    dtype=None,
     **kwargs,
 ):
     """:func:`densecrf.refine` (see there) on ``device``."""
     s = settings(params, **kwargs)
+    dt = _dtype_for(dtype, device)
     if arrays.is_cpu(device):
-        return _refine_cpu(image, probs, channel_axis, volume, threads, s, image_range)
+        return _refine_cpu(image, probs, channel_axis, volume, threads, s, image_range, dt)
     return _refine_cuda(image, probs, channel_axis, volume, device, s, image_range)
 
 
-def _refine_cpu(image, probs, channel_axis, volume, threads, s, image_range):
-    p = arrays.host(probs, "probs", finite=False)  # finiteness: checked natively with the unary
+def _dtype_for(dtype, device) -> np.dtype:
+    """The checked computation dtype of a refine on ``device``: float64 runs on the CPU only."""
+    dt = _checks.dtype_arg(dtype)
+    if dt == np.float64 and not arrays.is_cpu(device):
+        raise ValueError(
+            f"dtype=float64 runs on the CPU backend only (device='cpu'); device={device!r} computes in float32"
+        )
+    return dt
+
+
+def _refine_cpu(image, probs, channel_axis, volume, threads, s, image_range, dt=np.float32):
+    if dt == np.float64:
+        p = arrays.host64(probs, "probs")
+        im = arrays.host64(image, "image")
+    else:
+        p = arrays.host(probs, "probs", finite=False)  # finiteness: checked natively with the unary
+        im = arrays.host(image, "image")
     axis, spatial, k = probs_layout(p.shape, channel_axis, volume=volume)
-    im = arrays.host(image, "image")
     c = image_layout(im.shape, spatial, p.shape, axis)
-    backend = CpuBackend(threads)
-    problem = describe(s, labels=k, ndim=len(spatial), channels=c, label_axis=channel_axis, image_range=image_range)
+    backend = Cpu64Backend(threads) if dt == np.float64 else CpuBackend(threads)
+    problem = describe(
+        s, labels=k, ndim=len(spatial), channels=c, label_axis=channel_axis, image_range=image_range, dtype=dt
+    )
     if uses_image(problem):
         warn_image_units(
             image_range,
@@ -123,10 +142,12 @@ def refine_batch(
     threads=None,
     params=None,
     image_range=None,
+    dtype=None,
     **kwargs,
 ):
     """:func:`densecrf.refine_batch` (see there) on ``device``."""
     s = settings(params, **kwargs)
+    dt = _dtype_for(dtype, device)
     as_list = isinstance(probs, (list, tuple))
     if as_list != isinstance(images, (list, tuple)):
         raise TypeError("images and probs must both be arrays or both be lists")
@@ -138,13 +159,13 @@ def refine_batch(
         return []
     names = [(f"images[{j}]", f"probs[{j}]") if as_list else ("images", "probs") for j in range(len(plist))]
     if arrays.is_cpu(device):
-        res = _refine_batch_cpu(ilist, plist, names, as_list, channels_first, volume, threads, s, image_range)
+        res = _refine_batch_cpu(ilist, plist, names, as_list, channels_first, volume, threads, s, image_range, dt)
     else:
         res = _refine_batch_cuda(ilist, plist, names, as_list, channels_first, volume, device, s, image_range)
     return res if as_list else res[0]
 
 
-def _batch_problem(ishapes, pshapes, as_list, channels_first, volume, s, image_range):
+def _batch_problem(ishapes, pshapes, as_list, channels_first, volume, s, image_range, dt=np.float32):
     """(per entry (count, spatial, K, C), the Problem) of a batch."""
     layouts = [
         _batch_layout(i, p, j, as_list, channels_first, volume)
@@ -161,6 +182,7 @@ def _batch_problem(ishapes, pshapes, as_list, channels_first, volume, s, image_r
         channels_first=channels_first,
         label_axis=0 if channels_first else -1,
         image_range=image_range,
+        dtype=dt,
     )
     return layouts, problem
 
@@ -180,19 +202,25 @@ def _warn_batch_units(problem, image_range, originals, names, peaks) -> None:
             return
 
 
-def _refine_batch_cpu(ilist, plist, names, as_list, channels_first, volume, threads, s, image_range) -> list:
-    plist = [
-        arrays.host(p, n, finite=False) for p, (_, n) in zip(plist, names, strict=True)
-    ]  # finite: checked natively
+def _refine_batch_cpu(
+    ilist, plist, names, as_list, channels_first, volume, threads, s, image_range, dt=np.float32
+) -> list:
+    if dt == np.float64:
+        plist = [arrays.host64(p, n) for p, (_, n) in zip(plist, names, strict=True)]
+    else:
+        plist = [
+            arrays.host(p, n, finite=False) for p, (_, n) in zip(plist, names, strict=True)
+        ]  # finite: checked natively
     originals = ilist
-    ilist = [arrays.host(im, n) for im, (n, _) in zip(ilist, names, strict=True)]
+    host = arrays.host64 if dt == np.float64 else arrays.host
+    ilist = [host(im, n) for im, (n, _) in zip(ilist, names, strict=True)]
     layouts, problem = _batch_problem(
-        [im.shape for im in ilist], [p.shape for p in plist], as_list, channels_first, volume, s, image_range
+        [im.shape for im in ilist], [p.shape for p in plist], as_list, channels_first, volume, s, image_range, dt
     )
     _warn_batch_units(
         problem, image_range, originals, names, [(lambda im=im: im.max() if im.size else 0.0) for im in ilist]
     )
-    backend = CpuBackend(threads)
+    backend = Cpu64Backend(threads) if dt == np.float64 else CpuBackend(threads)
     try:
         return backend.refine(
             problem, [(im, pr, b, sp) for im, pr, (b, sp, _, _) in zip(ilist, plist, layouts, strict=True)]

@@ -67,11 +67,12 @@ def enum_arg(value, enum_cls, name):
 POTTS, DIAGONAL, MATRIX = 0, 1, 2
 
 
-def compat_arg(compat, n_labels: int):
-    """Returns (kind, flat float32 values) for a Potts number, a [K] diagonal or a [K, K] matrix."""
+def compat_arg(compat, n_labels: int, dtype=np.float32):
+    """Returns (kind, flat values) for a Potts number, a [K] diagonal or a [K, K]
+    matrix; the values in ``dtype`` (float32, or float64 for the float64 backend)."""
     if isinstance(compat, numbers.Real) and not isinstance(compat, (bool, np.bool_)):
-        return POTTS, np.array([_checks.finite_scalar(compat, "compat")], dtype=np.float32)
-    c = _checks.as_f32(compat, "compat")
+        return POTTS, np.array([_checks.finite_scalar(compat, "compat")], dtype=dtype)
+    c = _checks.as_f64(compat, "compat") if np.dtype(dtype) == np.float64 else _checks.as_f32(compat, "compat")
     if c.ndim == 0:
         return POTTS, c.reshape(1)
     if c.ndim == 1:
@@ -106,7 +107,7 @@ class Term:
     sxy: tuple  # one positional bandwidth per spatial axis (floats as given)
     srgb: tuple | None  # one bandwidth per image channel (bilateral terms), else None
     compat_kind: int  # POTTS, DIAGONAL or MATRIX
-    compat: np.ndarray  # float32 [1], [K] or [K * K]
+    compat: np.ndarray  # [1], [K] or [K * K], in the problem's dtype (float32 unless float64 was asked)
     normalization: Normalization
     kernel: KernelType = KernelType.DIAG
 
@@ -114,6 +115,9 @@ class Term:
     def dim(self) -> int:
         """Feature dimension d."""
         return len(self.sxy) + (len(self.srgb) if self.srgb is not None else 0)
+
+
+_F32 = np.dtype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,7 @@ class Problem:
     scale: float | None
     channels_first: bool = False  # items laid out [K, *spatial] / [C, *spatial] (else channels last)
     label_axis: int = -1  # the caller's label axis, for messages only
+    dtype: np.dtype = _F32  # the computation dtype (float64: the CPU's float64 backend)
 
 
 REFINE_DEFAULTS = {
@@ -295,18 +300,21 @@ def describe(
     channels_first: bool = False,
     label_axis: int = -1,
     image_range=None,
+    dtype=np.float32,
 ) -> Problem:
     """Checks the settings ``s`` (from :func:`settings`) for images with ``ndim``
     spatial axes and ``channels`` channels and ``labels`` labels. ``image_range``
     (None, ``'raw'`` or ``(lo, hi)``, see :func:`image_range_factor`) scales
-    the colour bandwidths."""
+    the colour bandwidths. ``dtype``: the computation dtype (checked, see
+    :func:`densecrf._checks.dtype_arg`)."""
+    dtype = _checks.dtype_arg(dtype)
     n_iter = _checks.positive_int(s["n_iter"], "n_iter", minimum=0)
     factor = image_range_factor(image_range)
     terms = []
     if s["gaussian_compat"] is not None:
-        terms.append(_term("gaussian", s, labels, ndim, None))
+        terms.append(_term("gaussian", s, labels, ndim, None, dtype=dtype))
     if s["bilateral_compat"] is not None:
-        terms.append(_term("bilateral", s, labels, ndim, channels, factor))
+        terms.append(_term("bilateral", s, labels, ndim, channels, factor, dtype=dtype))
     clip = scale = None
     if s["clip"] is not None:
         clip = _checks.positive_scalar(s["clip"], "clip")
@@ -326,10 +334,13 @@ def describe(
         scale=scale,
         channels_first=channels_first,
         label_axis=label_axis,
+        dtype=dtype,
     )
 
 
-def _term(name: str, s: dict, labels: int, ndim: int, channels: int | None, factor: float = 1.0) -> Term:
+def _term(
+    name: str, s: dict, labels: int, ndim: int, channels: int | None, factor: float = 1.0, dtype=np.float32
+) -> Term:
     sxy = tuple(_checks.per_axis(s[f"{name}_sxy"], ndim, f"{name}_sxy"))
     srgb = None
     if channels is not None:
@@ -341,6 +352,6 @@ def _term(name: str, s: dict, labels: int, ndim: int, channels: int | None, fact
                 f"the bilateral features would have {ndim} positions + {channels} channels = "
                 f"{ndim + channels} dimensions; at most 32 are supported"
             )
-    kind, values = compat_arg(s[f"{name}_compat"], labels)
+    kind, values = compat_arg(s[f"{name}_compat"], labels, dtype)
     norm = enum_arg(s["normalization"], Normalization, "normalization")
     return Term(name, sxy, srgb, kind, values, norm)
