@@ -55,6 +55,19 @@ class _ASPP(nn.Module):
         return self.project(torch.cat(feats, 1))
 
 
+def pyramid_logits(forward, x, scales=(1.0,)):
+    """``forward``'s logits at ``x``'s size, averaged over the image resized by each of ``scales``
+    (bilinearly, and the logits back to x's size); ``(1.0,)`` is one plain call."""
+    if tuple(scales) == (1.0,):
+        return forward(x)
+    h, w = x.shape[2:]
+    out = 0
+    for s in scales:
+        xs = F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False) if s != 1.0 else x
+        out = out + F.interpolate(forward(xs), size=(h, w), mode="bilinear", align_corners=False)
+    return out / len(scales)
+
+
 class DeepLabLite(nn.Module):
     """Image ``[B, 3, H, W]`` (0..1 floats) -> class logits ``[B, K, H, W]``.
 
@@ -83,14 +96,7 @@ class DeepLabLite(nn.Module):
 
     def forward(self, x, scales: tuple = (1.0,)):
         """Logits at the input size; several ``scales`` average an image pyramid."""
-        if tuple(scales) != (1.0,):
-            h, w = x.shape[2:]
-            out = 0
-            for s in scales:
-                xs = F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False) if s != 1.0 else x
-                out = out + F.interpolate(self._forward(xs), size=(h, w), mode="bilinear", align_corners=False)
-            return out / len(scales)
-        return self._forward(x)
+        return pyramid_logits(self._forward, x, scales)
 
     def _forward(self, x):
         h, w = x.shape[2:]

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .deeplab import pyramid_logits
+
 
 def _double(cin, cout):
     return nn.Sequential(
@@ -56,14 +58,7 @@ class UNet(nn.Module):
 
     def forward(self, x, scales: tuple = (1.0,)):
         """Logits at the input size; several ``scales`` average an image pyramid."""
-        if tuple(scales) != (1.0,):
-            h, w = x.shape[2:]
-            out = 0
-            for s in scales:
-                xs = F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False) if s != 1.0 else x
-                out = out + F.interpolate(self._forward(xs), size=(h, w), mode="bilinear", align_corners=False)
-            return out / len(scales)
-        return self._forward(x)
+        return pyramid_logits(self._forward, x, scales)
 
     def _forward(self, x):
         skips = []
