@@ -37,6 +37,13 @@ over ``W / (read + CRF + write)``.
     python benchmarks/dataset_throughput.py pool IMAGES MAPS OUT --workers 2   # the pydensecrf side alone
     python benchmarks/dataset_throughput.py --cuda --skip dask ray --layouts f16  # on a GPU machine
 
+Sides beside the local executor: ``pydensecrf`` (above), ``dask`` and ``ray``
+(a cluster started and stopped by each command), and ``dask-running`` and
+``ray-running``: a cluster started once by this script before any timed
+command (see ``RunningClusters``), each command connecting to it with
+``--scheduler ADDRESS``, as a long-lived cluster is used (these two with
+``--running``). ``--skip`` drops any.
+
 With ``--cuda`` it also runs ``densecrf refine --executor cuda`` on the same
 files and says what bounds it: the GPU alone (``densecrf.cuda.refine_batch``
 on preloaded frames, numpy in and Q out) against reading and writing alone
@@ -64,7 +71,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAMVID = os.environ.get("DENSECRF_CAMVID", "/work/shared/data/camvid")
 LAYOUTS = ("f32", "f16", "npz")
 ITERS = 10
+ENGINES = ("pydensecrf", "dask", "ray", "dask-running", "ray-running")  # the sides beside densecrf's local executor
 AGREE_MIN = 0.999  # the issue's criterion for label agreement with pydensecrf
+RAY_CLI = os.path.join(os.path.dirname(sys.executable), "ray")  # the ray command of this environment
 
 
 # -- the pydensecrf side: a pool of one process per core, as weakly-supervised code does it ----------
@@ -158,11 +167,12 @@ def _timed(cmd, out) -> float:
     return dt
 
 
-def side_commands(dirs, layout, workers, scratch):
+def side_commands(dirs, layout, workers, scratch, clusters=None):
     py = sys.executable
     maps = dirs[layout]
+    clusters = clusters or {}
     base = [py, "-m", "densecrf", "refine", dirs["images"], maps, "--iters", str(ITERS), "--no-progress"]
-    return {
+    cmds = {
         "densecrf": (
             [*base, "-o", os.path.join(scratch, "densecrf"), "--workers", str(workers)],
             os.path.join(scratch, "densecrf"),
@@ -189,6 +199,77 @@ def side_commands(dirs, layout, workers, scratch):
             os.path.join(scratch, "ray"),
         ),
     }
+    # A cluster that was running before the command (what `--scheduler ADDRESS` is for): no
+    # --workers, so the command keeps two tasks per worker thread in flight.
+    for side, address in (("dask-running", clusters.get("dask")), ("ray-running", clusters.get("ray"))):
+        if address:
+            out = os.path.join(scratch, side)
+            engine = side.split("-")[0]
+            # The benchmark's Ray head listens on loopback only, started without token authentication.
+            prefix = ["env", "RAY_AUTH_MODE=disabled"] if engine == "ray" else []
+            cmds[side] = ([*prefix, *base, "-o", out, "--executor", engine, "--scheduler", address], out)
+    return cmds
+
+
+class RunningClusters:
+    """A Dask LocalCluster and a Ray head started once, before any timed command, stopped at the end.
+
+    Dask: ``LocalCluster(n_workers=W, threads_per_worker=1, processes=True)``
+    in this process (scheduler on 127.0.0.1), its workers preloading
+    densecrf (``preload=["densecrf"]``), as a long-lived cluster's workers
+    would (``dask worker --preload densecrf``). Ray: ``ray start --head
+    --num-cpus W`` on 127.0.0.1 as a separate process tree (token
+    authentication off: ``RAY_AUTH_MODE=disabled`` on both ends), stopped by
+    ``ray stop``.
+    """
+
+    def __init__(self, workers: int, want: set):
+        self.workers, self.want = workers, want
+        self.addresses: dict = {}
+        self._dask = None
+
+    def __enter__(self):
+        if "dask-running" in self.want:
+            from distributed import LocalCluster
+
+            self._dask = LocalCluster(
+                n_workers=self.workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                preload=["densecrf"],
+            )
+            self.addresses["dask"] = self._dask.scheduler_address
+        if "ray-running" in self.want:
+            env = {
+                **os.environ,
+                "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                "RAY_AUTH_MODE": "disabled",  # loopback only, for this benchmark
+            }
+            port = 6391
+            subprocess.run(
+                [
+                    RAY_CLI,
+                    "start",
+                    "--head",
+                    f"--num-cpus={self.workers}",
+                    f"--port={port}",
+                    "--include-dashboard=false",
+                ],
+                check=True,
+                capture_output=True,
+                env=env,
+                cwd=ROOT,
+            )
+            self.addresses["ray"] = f"127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *exc):
+        if self._dask is not None:
+            self._dask.close()
+        if "ray" in self.addresses:
+            subprocess.run([RAY_CLI, "stop", "--force"], capture_output=True, check=False)
 
 
 def agreement(a_dir, b_dir, stems) -> float:
@@ -318,8 +399,7 @@ def cuda_report(dirs, layout, workers, batch_size, scratch, repeats) -> dict:
 
 def main_bench(args) -> int:
     dirs = prepare(args.data, args.limit)
-    n, stems = dirs["n"], dirs["stems"]
-    scratch = os.path.join(args.data, f"out_n{n}")
+    n = dirs["n"]
     load = os.getloadavg()
     header = (
         f"{datetime.datetime.now().isoformat(timespec='seconds')} {platform.node()} "
@@ -328,69 +408,77 @@ def main_bench(args) -> int:
     )
     print(header, flush=True)
     report = {"header": header, "layouts": {}}
-    sides = ["densecrf"] + [s for s in ("pydensecrf", "dask", "ray") if s not in args.skip]
-    for layout in args.layouts:
-        cmds = side_commands(dirs, layout, args.workers, os.path.join(scratch, layout))
-        times = {s: [] for s in sides}
-        for s in sides:  # warm-up: file cache, and the outputs to check
-            _timed(*cmds[s])
-        # Without the pydensecrf side (a GPU machine without it installed) there is nothing to agree with.
-        agree = agreement(cmds["densecrf"][1], cmds["pydensecrf"][1], stems) if "pydensecrf" in sides else None
-        same = {s: identical(cmds["densecrf"][1], cmds[s][1], stems) for s in sides if s in ("dask", "ray")}
-        for _ in range(args.repeats):
-            for s in sides:  # alternated: load from others falls on every side alike
-                times[s].append(_timed(*cmds[s]))
-        costs = per_image_costs(dirs, layout, stems)
-        implied = args.workers / (sum(costs.values()) / 1e3)
-        row = {"agreement": agree, "identical": same, "costs_ms": costs, "implied_per_s": implied, "sides": {}}
-        for s in sides:
-            med = statistics.median(times[s])
-            row["sides"][s] = {"median_s": med, "min_s": min(times[s]), "images_per_s": n / med, "runs": times[s]}
-        d = row["sides"]["densecrf"]["images_per_s"]
-        if "pydensecrf" in sides:
-            row["speedup_vs_pydensecrf"] = d / row["sides"]["pydensecrf"]["images_per_s"]
-        row["efficiency"] = d / implied
-        report["layouts"][layout] = row
-        print(
-            f"\n[{layout}] "
-            + (
-                f"labels agree with pydensecrf on {agree * 100:.3f} % of pixels"
-                if agree is not None
-                else "no pydensecrf side"
-            )
-            + "".join(f"; {s} PNGs {'identical' if ok else 'DIFFER'}" for s, ok in same.items())
-        )
-        for s in sides:
-            r = row["sides"][s]
-            print(f"  {s:10s} {r['median_s']:7.2f} s median ({r['min_s']:.2f} min)  {r['images_per_s']:6.2f} images/s")
-        if "pydensecrf" in sides:
-            print(f"  densecrf / pydensecrf: {row['speedup_vs_pydensecrf']:.2f}x")
-        print(
-            f"  alone, per image: read {costs['read']:.1f} ms, CRF (1 thread) {costs['crf']:.1f} ms, "
-            f"write {costs['write']:.1f} ms -> {implied:.2f} images/s on {args.workers} workers; "
-            f"efficiency {row['efficiency'] * 100:.0f} %"
-        )
-        if args.cuda:
-            c = cuda_report(dirs, layout, args.workers, args.batch_size, os.path.join(scratch, layout), args.repeats)
-            row["cuda"] = c
-            decode = args.workers / ((costs["read"] + costs["write"]) / 1e3)
-            bound = "the GPU" if c["gpu_alone_per_s"] < decode else "reading/decoding on the CPUs"
-            print(
-                f"  cuda ({c['device']}): {c['images_per_s']:.1f} images/s end to end "
-                f"(labels agree with local on {c['agreement_with_local'] * 100:.3f} %); GPU alone "
-                f"{c['gpu_alone_per_s']:.1f} images/s (numpy in, Q out), CPU read+write alone {decode:.1f} "
-                f"images/s on {args.workers} readers: bound by {bound}; 512 x 512, K = 21 in batches of 16: "
-                f"{c['batch512_ms_per_image']:.2f} ms per image"
-            )
-            if c["agreement_with_local"] < AGREE_MIN:
-                report["failed"] = True
-        if (agree is not None and agree < AGREE_MIN) or not all(same.values()):
-            print("  CHECK FAILED: outputs disagree", flush=True)
-            report["failed"] = True
+    wanted = ENGINES if args.running else ENGINES[:3]
+    sides = ["densecrf"] + [s for s in wanted if s not in args.skip]
+    with RunningClusters(args.workers, set(sides)) as running:
+        for layout in args.layouts:
+            _bench_layout(args, dirs, layout, sides, running.addresses, report)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=2)
     return 1 if report.get("failed") else 0
+
+
+def _bench_layout(args, dirs, layout, sides, clusters, report) -> None:
+    n, stems = dirs["n"], dirs["stems"]
+    scratch = os.path.join(args.data, f"out_n{n}")
+    cmds = side_commands(dirs, layout, args.workers, os.path.join(scratch, layout), clusters)
+    times = {s: [] for s in sides}
+    for s in sides:  # warm-up: file cache, and the outputs to check
+        _timed(*cmds[s])
+    # Without the pydensecrf side (a GPU machine without it installed) there is nothing to agree with.
+    agree = agreement(cmds["densecrf"][1], cmds["pydensecrf"][1], stems) if "pydensecrf" in sides else None
+    same = {s: identical(cmds["densecrf"][1], cmds[s][1], stems) for s in sides if s not in ("densecrf", "pydensecrf")}
+    for _ in range(args.repeats):
+        for s in sides:  # alternated: load from others falls on every side alike
+            times[s].append(_timed(*cmds[s]))
+    costs = per_image_costs(dirs, layout, stems)
+    implied = args.workers / (sum(costs.values()) / 1e3)
+    row = {"agreement": agree, "identical": same, "costs_ms": costs, "implied_per_s": implied, "sides": {}}
+    for s in sides:
+        med = statistics.median(times[s])
+        row["sides"][s] = {"median_s": med, "min_s": min(times[s]), "images_per_s": n / med, "runs": times[s]}
+    d = row["sides"]["densecrf"]["images_per_s"]
+    if "pydensecrf" in sides:
+        row["speedup_vs_pydensecrf"] = d / row["sides"]["pydensecrf"]["images_per_s"]
+    row["efficiency"] = d / implied
+    report["layouts"][layout] = row
+    print(
+        f"\n[{layout}] "
+        + (
+            f"labels agree with pydensecrf on {agree * 100:.3f} % of pixels"
+            if agree is not None
+            else "no pydensecrf side"
+        )
+        + "".join(f"; {s} PNGs {'identical' if ok else 'DIFFER'}" for s, ok in same.items())
+    )
+    for s in sides:
+        r = row["sides"][s]
+        print(f"  {s:12s} {r['median_s']:7.2f} s median ({r['min_s']:.2f} min)  {r['images_per_s']:6.2f} images/s")
+    if "pydensecrf" in sides:
+        print(f"  densecrf / pydensecrf: {row['speedup_vs_pydensecrf']:.2f}x")
+    print(
+        f"  alone, per image: read {costs['read']:.1f} ms, CRF (1 thread) {costs['crf']:.1f} ms, "
+        f"write {costs['write']:.1f} ms -> {implied:.2f} images/s on {args.workers} workers; "
+        f"efficiency {row['efficiency'] * 100:.0f} %"
+    )
+    if args.cuda:
+        c = cuda_report(dirs, layout, args.workers, args.batch_size, os.path.join(scratch, layout), args.repeats)
+        row["cuda"] = c
+        decode = args.workers / ((costs["read"] + costs["write"]) / 1e3)
+        bound = "the GPU" if c["gpu_alone_per_s"] < decode else "reading/decoding on the CPUs"
+        print(
+            f"  cuda ({c['device']}): {c['images_per_s']:.1f} images/s end to end "
+            f"(labels agree with local on {c['agreement_with_local'] * 100:.3f} %); GPU alone "
+            f"{c['gpu_alone_per_s']:.1f} images/s (numpy in, Q out), CPU read+write alone {decode:.1f} "
+            f"images/s on {args.workers} readers: bound by {bound}; 512 x 512, K = 21 in batches of 16: "
+            f"{c['batch512_ms_per_image']:.2f} ms per image"
+        )
+        if c["agreement_with_local"] < AGREE_MIN:
+            report["failed"] = True
+    if (agree is not None and agree < AGREE_MIN) or not all(same.values()):
+        print("  CHECK FAILED: outputs disagree", flush=True)
+        report["failed"] = True
 
 
 def main(argv=None) -> int:
@@ -409,7 +497,10 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count())
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
-    p.add_argument("--skip", nargs="*", choices=("pydensecrf", "dask", "ray"), default=[])
+    p.add_argument("--skip", nargs="*", choices=ENGINES, default=[])
+    p.add_argument(
+        "--running", action="store_true", help="also dask-running and ray-running (clusters started beforehand)"
+    )
     p.add_argument("--json", default=None)
     p.add_argument("--cuda", action="store_true", help="also the cuda executor (needs a GPU)")
     p.add_argument("--batch-size", type=int, default=16, help="the cuda executor's batch (16)")

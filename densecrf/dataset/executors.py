@@ -34,7 +34,8 @@ recorded as they come, so a killed run loses at most the items in flight.
 ``ray``
     Ray: the running Ray instance if there is one, a cluster address
     (``ray.init(address=...)``), or a local instance
-    (``ray.init(num_cpus=N, include_dashboard=False)``) shut down at the end.
+    (``ray.init(address="local", num_cpus=N, include_dashboard=False)``: a new
+    one even when a Ray cluster runs on this machine) shut down at the end.
     Items are ``@ray.remote(num_cpus=1)`` tasks; the job is put in the
     object store once (``ray.put``).
 
@@ -554,7 +555,10 @@ class RayExecutor:
             if self.scheduler:
                 ray_init(address=self.scheduler, log_to_driver=False)
             else:
+                # address="local": a new instance even when a Ray cluster is already running on
+                # this machine (a bare ray.init would join it, and then refuse num_cpus).
                 ray_init(
+                    address="local",
                     num_cpus=self.workers or cpu_count(),
                     include_dashboard=False,
                     log_to_driver=False,
