@@ -833,4 +833,5 @@ def _crf_forward(mod: CRFasRNN, logits, image, features, srgb_factor: float = 1.
     return torch.stack(outs).transpose(1, 2).reshape(logits.shape)
 
 
+from .instance_layer import InstanceCRF  # noqa: E402,F401
 from .losses import DenseCRFLoss, NormalizedCutLoss  # noqa: E402,F401
