@@ -217,7 +217,8 @@ class RunningClusters:
     Dask: ``LocalCluster(n_workers=W, threads_per_worker=1, processes=True)``
     in this process (scheduler on 127.0.0.1), its workers preloading
     densecrf (``preload=["densecrf"]``), as a long-lived cluster's workers
-    would (``dask worker --preload densecrf``). Ray: ``ray start --head
+    would (``dask worker --preload densecrf``), and without Dask's
+    ``MALLOC_TRIM_THRESHOLD_`` (docs/datasets.md). Ray: ``ray start --head
     --num-cpus W`` on 127.0.0.1 as a separate process tree (token
     authentication off: ``RAY_AUTH_MODE=disabled`` on both ends), stopped by
     ``ray stop``.
@@ -230,16 +231,20 @@ class RunningClusters:
 
     def __enter__(self):
         if "dask-running" in self.want:
+            import dask
             from distributed import LocalCluster
 
-            self._dask = LocalCluster(
-                n_workers=self.workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-                preload=["densecrf"],
-            )
+            # Configured as docs/datasets.md advises for one's own cluster (and as the command's
+            # own LocalCluster runs): workers without Dask's MALLOC_TRIM_THRESHOLD_.
+            with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+                self._dask = LocalCluster(
+                    n_workers=self.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    preload=["densecrf"],
+                )
             self.addresses["dask"] = self._dask.scheduler_address
         if "ray-running" in self.want:
             env = {
