@@ -12,7 +12,7 @@ from .backends.cuda import cuda_available
 from .crf import DenseCRF, DenseCRF2D, KernelType, Normalization, grid_positions, refine, refine_batch
 from .features import bilateral_features, gaussian_features, unary_from_labels, unary_from_softmax
 from .fit import fit
-from .instance_fit import fit_instances
+from .instance_fit import fit_instances, fit_panoptic
 from .instances import InstanceParams, paste_masks, refine_instances, refine_panoptic
 from .lattice import PermutohedralLattice
 
@@ -55,6 +55,7 @@ __all__ = [
     "cuda_available",
     "fit",
     "fit_instances",
+    "fit_panoptic",
     "gaussian_features",
     "get_num_threads",
     "grid_positions",

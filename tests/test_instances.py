@@ -521,6 +521,123 @@ def test_fit_returns_no_refinement_for_perfect_inputs():
     assert not p.refine and p.info["selected"] == "no refinement"
 
 
+def test_fit_selection_needs_a_reliable_gain():
+    # Every finalist's bootstrap confidence is recorded, and a selected point
+    # has one at or above the threshold; with the threshold at its top (no
+    # resample may tie or lose) on these few images the same search returns
+    # no refinement unless a finalist won on every resample.
+    pytest.importorskip("pycocotools")
+    images, inputs, gts = _fit_data(6, blur=True)
+    p = densecrf.fit_instances(images, inputs, gts, n_random=3, n_local=2, top=2, holdout=0.5, seed=1)
+    rows = p.info["finalists"]
+    assert rows and all(0.0 <= r["gain_confidence"] <= 1.0 for r in rows)
+    if p.refine:
+        sel = [r for r in rows if r["held_out"] == p.info["held_out_selected"]]
+        assert sel and sel[0]["gain_confidence"] >= 0.9 and sel[0]["no_worse"]
+    strict = densecrf.fit_instances(
+        images, inputs, gts, n_random=3, n_local=2, top=2, holdout=0.5, seed=1, confidence=0.999, n_boot=1000
+    )
+    if strict.refine:
+        sel = [r for r in strict.info["finalists"] if r["held_out"] == strict.info["held_out_selected"]]
+        assert sel[0]["gain_confidence"] >= 0.999
+    with pytest.raises(ValueError, match="confidence"):
+        densecrf.fit_instances(images, inputs, gts, confidence=1.0)
+    with pytest.raises(ValueError, match="n_boot"):
+        densecrf.fit_instances(images, inputs, gts, n_boot=0)
+
+
+def test_gain_confidence_by_hand():
+    from densecrf.instance_fit import gain_confidence
+
+    rng = np.random.default_rng(0)
+    sel = np.array([True, True])
+    # Per image [iou, tp, fp, fn] x 2 categories. The reference misses every segment the candidate finds.
+    cand = np.tile(np.array([[0.9, 0.8], [1, 1], [0, 0], [0, 0]]), (5, 1, 1))
+    ref = np.tile(np.array([[0.0, 0.0], [0, 0], [0, 0], [1, 1]]), (5, 1, 1))
+    assert gain_confidence(cand, ref, sel, 200, rng) == 1.0
+    assert gain_confidence(ref, cand, sel, 200, rng) == 0.0
+    assert gain_confidence(cand, cand, sel, 200, rng) == 0.0  # a tie is no gain
+    # One image of five better, one worse by as much: wins only in resamples that draw the better one more often.
+    mixed = ref.copy()
+    mixed[0] = cand[0]
+    worse = ref.copy()
+    worse[1] = cand[1]
+    c = gain_confidence(mixed, worse, sel, 2000, rng)
+    assert (
+        0.3 < c < 0.42
+    )  # P(more draws of image 0 than of image 1) in 5 draws = (1 - P(tie) 0.279) / 2 = 0.36; 2000 resamples: sd 0.011
+
+
+def _panoptic_fit_data(n, blur=True):
+    images, probs, inputs, gts = [], [], [], []
+    for s in range(n):
+        rng = np.random.default_rng(300 + s)
+        img, gt, soft, _ = _scene(rng, n=2, blur=blur)
+        h, w = img.shape[:2]
+        sem = rng.uniform(0.1, 1, size=(h, w, 3))  # classes 0, 1 stuff (left / right half), 2 things
+        sem[:, : w // 2, 0] += 1.5
+        sem[:, w // 2 :, 1] += 1.5
+        sem[..., 2] += 2.5 * soft.max(axis=0)
+        sem /= sem.sum(-1, keepdims=True)
+        ids = np.where(np.arange(w)[None, :] < w // 2, 1, 2) * np.ones((h, 1), dtype=np.int64)
+        info = [{"id": 1, "category_id": 0}, {"id": 2, "category_id": 1}]
+        for i, m in enumerate(gt):
+            ids[m] = 3 + i
+            info.append({"id": 3 + i, "category_id": 2})
+        images.append(img)
+        probs.append(sem.astype(np.float32))
+        inputs.append({"masks": soft, "classes": np.array([2, 2]), "scores": np.array([0.9, 0.8])})
+        gts.append((ids, info))
+    return images, probs, inputs, gts
+
+
+def test_fit_panoptic_never_worse_than_input_on_held_out():
+    images, probs, inputs, gts = _panoptic_fit_data(6)
+    p = densecrf.fit_panoptic(images, probs, inputs, gts, [2], n_random=3, n_local=2, top=2, holdout=0.5, seed=1)
+    info = p.info
+    assert info["method"] == "fit_panoptic" and len(info["held_out_indices"]) == 3
+    for g in ("pq", "pq_things", "pq_stuff"):
+        assert info["held_out_selected"][g] >= info["held_out_input"][g]
+    if p.refine:
+        assert info["held_out_selected"]["pq"] > info["held_out_input"]["pq"]
+    # The held-out input row is refine_panoptic without refinement, scored here by hand.
+    from densecrf.metrics import PanopticQuality
+
+    pq = PanopticQuality({0: False, 1: False, 2: True})
+    for j in info["held_out_indices"]:
+        ids, segs = refine_panoptic(images[j], probs[j], inputs[j], [2], params=InstanceParams.no_refinement())
+        pq.update(ids, segs, *gts[j])
+    assert info["held_out_input"]["pq"] == pytest.approx(pq.compute()["all"]["pq"], abs=1e-12)  # the same sums
+    assert p.to_dict()["class_power"] > 0 and InstanceParams.from_dict(p.to_dict()) == p
+
+
+def test_fit_panoptic_returns_no_refinement_for_perfect_inputs():
+    # Instances and stuff probabilities equal to the truth: nothing can beat them.
+    images, probs, inputs, gts = _panoptic_fit_data(4, blur=False)
+    for sp, inp, (ids, _) in zip(probs, inputs, gts, strict=True):
+        inp["masks"] = np.stack([(ids == 3), (ids == 4)]).astype(np.float32)
+        sp[:] = 0.0
+        sp[..., 0] = ids == 1
+        sp[..., 1] = ids == 2
+        sp[..., 2] = ids >= 3
+    p = densecrf.fit_panoptic(images, probs, inputs, gts, [2], n_random=2, n_local=0, top=2, holdout=0.5)
+    assert not p.refine and p.info["selected"] == "no refinement"
+    assert p.info["held_out_selected"]["pq"] == pytest.approx(1.0)
+
+
+def test_fit_panoptic_checks_its_arguments():
+    images, probs, inputs, gts = _panoptic_fit_data(3)
+    with pytest.raises(ValueError, match="metrics must be"):
+        densecrf.fit_panoptic(images, probs, inputs, gts, [2], metric="ap")
+    with pytest.raises(ValueError, match="one entry per image"):
+        densecrf.fit_panoptic(images, probs[:2], inputs, gts, [2])
+    with pytest.raises(ValueError, match=r"ground_truth\[0\] must be \(ids, segments_info\)"):
+        densecrf.fit_panoptic(images, probs, inputs, [g[0] for g in gts], [2])
+    bad = [(g[0], g[1] + [{"id": 9, "category_id": 7}]) for g in gts]
+    with pytest.raises(ValueError, match="category 7"):
+        densecrf.fit_panoptic(images, probs, inputs, bad, [2])
+
+
 def test_import_stays_light():
     code = (
         "import sys, densecrf, densecrf.instances, densecrf.instance_fit, densecrf.coco, densecrf.metrics; "

@@ -27,7 +27,7 @@ on):
 Subcommands:
 
     python tools/camvid_instances.py cache ROOT        # network probabilities -> /tmp/inst_cache/<stem>.npz (float16)
-    python tools/camvid_instances.py fit ROOT DRIVE KIND MODE OUT.json [--step 3]
+    python tools/camvid_instances.py fit ROOT DRIVE KIND joint|binary|panoptic OUT.json [--step 3]
     python tools/camvid_instances.py eval ROOT SPLIT KIND NAME=PARAMS.json|none|textbook ... [--step N] [--json OUT]
     python tools/camvid_instances.py table EVAL.json ...
     python tools/camvid_instances.py pictures ROOT OUTDIR JOINT.json BINARY.json STEM [STEM ...]
@@ -307,18 +307,20 @@ def evaluate(items, params, *, panoptic: bool = False, threads=None, device="cpu
 
 
 def fit(root, drive, kind, mode, out, step, n_random, n_local):
-    from densecrf.instance_fit import fit_instances
+    """fit_instances (mode joint or binary) or fit_panoptic (mode panoptic) on every STEP-th frame of a drive."""
+    from densecrf.instance_fit import fit_instances, fit_panoptic
 
     items = build(load(root, drive, step=step), kind)
-    p = fit_instances(
-        [it["image"] for it in items],
-        [{"masks": it["masks"], "scores": it["scores"], "classes": it["classes"]} for it in items],
-        [{"masks": it["gt_masks"], "classes": it["gt_classes"]} for it in items],
-        mode=mode,
-        n_random=n_random,
-        n_local=n_local,
-        log=lambda s: print(s, flush=True),
-    )
+    images = [it["image"] for it in items]
+    inputs = [{"masks": it["masks"], "scores": it["scores"], "classes": it["classes"]} for it in items]
+    say = lambda s: print(s, flush=True)  # noqa: E731
+    if mode == "panoptic":
+        gts = [gt_panoptic(it["labels"], it["gt_masks"], it["gt_classes"]) for it in items]
+        probs = [it["probs"] for it in items]
+        p = fit_panoptic(images, probs, inputs, gts, THING_CLASSES, n_random=n_random, n_local=n_local, log=say)
+    else:
+        gts = [{"masks": it["gt_masks"], "classes": it["gt_classes"]} for it in items]
+        p = fit_instances(images, inputs, gts, mode=mode, n_random=n_random, n_local=n_local, log=say)
     p.info.update({"drive": drive, "kind": kind, "frame_step": step})
     p.save(out)
     print(
@@ -420,7 +422,7 @@ def main(argv=None) -> int:
     f.add_argument("root")
     f.add_argument("drive")
     f.add_argument("kind", choices=("detector", "network"))
-    f.add_argument("mode", choices=("joint", "binary"))
+    f.add_argument("mode", choices=("joint", "binary", "panoptic"))
     f.add_argument("out")
     f.add_argument("--step", type=int, default=3, help="use every STEP-th frame of the drive (default 3)")
     f.add_argument("--n-random", type=int, default=20)
@@ -440,6 +442,9 @@ def main(argv=None) -> int:
     e.add_argument("kind", choices=("detector", "network"))
     e.add_argument("params", nargs="+", help="NAME=PARAMS.json|none|textbook (the first is the table's reference)")
     e.add_argument("--panoptic", nargs="*", default=[], help="names of the params also run through refine_panoptic")
+    e.add_argument(
+        "--panoptic-only", nargs="*", default=[], help="names of the params run through refine_panoptic only"
+    )
     e.add_argument("--step", type=int, default=1)
     e.add_argument("--json", help="write the results here")
     e.add_argument("--device", default="cpu")
@@ -467,7 +472,8 @@ def main(argv=None) -> int:
             for kv in path.split(":")[1:]:  # overrides, e.g. file.json:n_iter=0
                 k, v = kv.split("=")
                 prm = prm.replace(**{k: type(getattr(prm, k))(v) if getattr(prm, k) is not None else float(v)})
-        runs = [(name, False)] + ([(name + "+panoptic", True)] if name in a.panoptic else [])
+        runs = [] if name in a.panoptic_only else [(name, False)]
+        runs += [(name + "+panoptic", True)] if name in a.panoptic or name in a.panoptic_only else []
         for label, pan in runs:
             results[label] = evaluate(items, prm, panoptic=pan, device=a.device)
             r = results[label]
