@@ -30,6 +30,7 @@ Subcommands:
     python tools/camvid_instances.py fit ROOT DRIVE KIND joint|binary|panoptic OUT.json [--step 3]
     python tools/camvid_instances.py eval ROOT SPLIT KIND NAME=PARAMS.json|none|textbook ... [--step N] [--json OUT]
     python tools/camvid_instances.py table EVAL.json ...
+    python tools/camvid_instances.py fits-table FIT.json ...
     python tools/camvid_instances.py pictures ROOT OUTDIR JOINT.json BINARY.json STEM [STEM ...]
 """
 
@@ -411,6 +412,44 @@ def table(paths) -> int:
     return 0
 
 
+def fits_table(paths) -> int:
+    """A markdown table of fit JSON files: held-out input -> selected, the selected
+    finalist's bootstrap confidence, the chosen parameters."""
+    import json
+
+    print(
+        "| fit | selected | held-out figures, input -> selected | confidence | power | score | fg_bias | "
+        "min_prob | class | Gauss w | bilateral sxy / srgb / w | inst compat | s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for path in paths:
+        with open(path) as fh:
+            d = json.load(fh)
+        info = d["info"]
+        metrics = list(info["held_out_input"])
+        figs = ", ".join(
+            f"{m} {100 * info['held_out_input'][m]:.1f} -> {100 * info['held_out_selected'][m]:.1f}" for m in metrics
+        )
+        best = max((r["gain_confidence"] for r in info["finalists"]), default=0.0)
+        sel = [r for r in info["finalists"] if r["held_out"] == info["held_out_selected"]]
+        conf = f"{100 * sel[0]['gain_confidence']:.0f} %" if d["refine"] and sel else f"(best {100 * best:.0f} %)"
+        name = f"{info['kind']} {info.get('mode', 'panoptic') if info['method'] == 'fit_instances' else 'panoptic'}, {info['drive']}"
+        if not d["refine"]:
+            print(f"| {name} | no refinement | {figs} | {conf} | | | | | | | | | {info['seconds']:.0f} |")
+            continue
+        g = "-" if d["gaussian_weight"] is None else f"{d['gaussian_weight']:.2f}"
+        b = (
+            "-"
+            if d["bilateral_weight"] is None
+            else f"{d['bilateral_sxy']:.1f} / {d['bilateral_srgb']:.1f} / {d['bilateral_weight']:.2f}"
+        )
+        print(
+            f"| {name} | search | {figs} | {conf} | {d['power']:.2f} | {d['score_power']:.2f} | {d['fg_bias']:.2f} | "
+            f"{d['min_prob']:.3g} | {d['class_power']:.2f} | {g} | {b} | {d['instance_compat']:.2f} | {info['seconds']:.0f} |"
+        )
+    return 0
+
+
 def main(argv=None) -> int:
     import json
 
@@ -434,6 +473,8 @@ def main(argv=None) -> int:
     pc.add_argument("params_binary")
     pc.add_argument("frames", nargs="+", help="val frame stems, e.g. 0016E5_07965")
     pc.add_argument("--kind", default="detector", choices=("detector", "network"))
+    ft = sub.add_parser("fits-table")
+    ft.add_argument("json", nargs="+")
     tb = sub.add_parser("table")
     tb.add_argument("json", nargs="+")
     e = sub.add_parser("eval")
@@ -453,6 +494,8 @@ def main(argv=None) -> int:
         return cache(a.root)
     if a.cmd == "table":
         return table(a.json)
+    if a.cmd == "fits-table":
+        return fits_table(a.json)
     if a.cmd == "pictures":
         return pictures(a.root, a.outdir, a.params_joint, a.params_binary, set(a.frames), a.kind)
     if a.cmd == "fit":
