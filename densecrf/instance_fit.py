@@ -452,9 +452,10 @@ def fit_panoptic(
         guard: metrics on which the selected point must be no worse than
             the input (the semantic arg-max for stuff, the instances
             thresholded at 0.5, merged) on the held-out part.
-        confidence, n_boot, holdout, n_random, n_local, top, base, seed,
-        threads, device, log: as :func:`fit_instances` (the bootstrap
-        resamples PQ over all segments).
+        confidence: as :func:`fit_instances`, the bootstrap resampling PQ
+            over all segments.
+        n_boot, holdout, n_random, n_local, top, base, seed, threads, device, log:
+            as :func:`fit_instances`.
 
     Returns:
         :class:`InstanceParams` for refine_panoptic (``class_power``
