@@ -7,9 +7,9 @@ into one instance: CamVid's labels cannot separate them). Stuff is the other
 eight classes; Unlabelled (11) is void.
 
 Inputs come from the bundled network (``densecrf.models.pretrained()``, the
-one trained on all of CamVid train; issue 20's per-fold models do not exist
-yet, so on the train drives its probabilities are on frames it was trained
-on):
+one trained on all of CamVid train; issue 20's per-fold models' weights
+were not kept, so on the train drives its probabilities are on frames it
+was trained on):
 
 1. detector-style: per ground-truth instance, its box with each side moved
    by up to 8 % of the box's width (left/right) or height (top/bottom),
