@@ -77,37 +77,46 @@ def _counts(pq: PanopticQuality) -> np.ndarray:
     return np.stack([pq.iou, pq.tp, pq.fp, pq.fn]).astype(np.float64)
 
 
-def _pq_of(counts: np.ndarray, select: np.ndarray) -> float:
-    """PQ (mean over the selected categories that have a TP, FP or FN) of summed counts."""
-    iou, tp, fp, fn = counts
-    present = select & (tp + fp + fn > 0)
-    if not present.any():
-        return float("nan")
-    return float(np.mean(iou[present] / (tp[present] + 0.5 * fp[present] + 0.5 * fn[present])))
+def _totals(per_image: np.ndarray, categories: dict) -> dict:
+    """``PanopticQuality(categories).compute()`` over the images whose counts
+    (``[n, 4, n_categories]``, from :func:`_counts`) are given: the counts
+    summed, the figures by the metric's own definition."""
+    pq = PanopticQuality(categories)
+    iou, tp, fp, fn = per_image.sum(axis=0) if len(per_image) else np.zeros((4, len(categories)))
+    pq.iou = iou
+    pq.tp, pq.fp, pq.fn = (np.rint(x).astype(np.int64) for x in (tp, fp, fn))
+    pq.n_images = len(per_image)
+    return pq.compute()
 
 
-def _score_instances(predictions, ground_truth) -> tuple[dict, np.ndarray, np.ndarray]:
-    """score_instances' figures, the per-image PQ counts ``[n, 4, n_categories]`` and the things' mask."""
+def _per_image_counts(pairs, categories: dict) -> np.ndarray:
+    """``[n, 4, n_categories]`` counts of (prediction, ground truth) pairs in COCO's
+    panoptic form, ``((ids, segments), (ids, segments))`` per image."""
+    rows = []
+    for (pid, pinfo), (gid, ginfo) in pairs:
+        one = PanopticQuality(categories)
+        one.update(pid, pinfo, gid, ginfo)
+        rows.append(_counts(one))
+    return np.array(rows).reshape(-1, 4, len(categories))
+
+
+def _score_instances(predictions, ground_truth) -> tuple[dict, np.ndarray, dict]:
+    """score_instances' figures, the per-image PQ counts ``[n, 4, n_categories]`` and the PQ's categories."""
     from .coco import mask_ap
 
     ap = mask_ap(predictions, ground_truth)
     cats = {int(c): True for g in ground_truth for c in np.asarray(g["classes"]).reshape(-1)}
     cats.update({int(c): True for p in predictions for c in np.asarray(p["classes"]).reshape(-1)})
     cats[_BACKGROUND] = False
-    total = PanopticQuality(cats)
-    per_image = []
+    pairs = []
     for p, g in zip(predictions, ground_truth, strict=True):
         gm = np.asarray(g["masks"], dtype=bool)
         shape = gm.shape[1:] if gm.ndim == 3 and gm.shape[0] else np.asarray(p["masks"]).shape[1:]
-        pid, pinfo = _thing_panoptic(np.asarray(p["masks"], dtype=bool), p["classes"], p["scores"], shape)
-        gid, ginfo = _thing_panoptic(gm, g["classes"], None, shape)
-        one = PanopticQuality(cats)
-        one.update(pid, pinfo, gid, ginfo)
-        total.update(pid, pinfo, gid, ginfo)
-        per_image.append(_counts(one))
-    res = total.compute()
-    things = np.array([cats[c] for c in sorted(cats)])
-    return {"ap": ap["ap"], "ap50": ap["ap50"], "pq": res["things"]["pq"]}, np.array(per_image), things
+        pred = _thing_panoptic(np.asarray(p["masks"], dtype=bool), p["classes"], p["scores"], shape)
+        pairs.append((pred, _thing_panoptic(gm, g["classes"], None, shape)))
+    per_image = _per_image_counts(pairs, cats)
+    res = _totals(per_image, cats)
+    return {"ap": ap["ap"], "ap50": ap["ap50"], "pq": res["things"]["pq"]}, per_image, cats
 
 
 def score_instances(predictions, ground_truth) -> dict:
@@ -120,16 +129,18 @@ def score_instances(predictions, ground_truth) -> dict:
 
 
 class _Scored(dict):
-    """Scores (a dict of figures) with the per-image PQ counts for the bootstrap
-    (``per_image`` ``[n, 4, n_categories]``, ``select`` the categories of the bootstrap's PQ)."""
+    """Scores (a dict of figures) with what the bootstrap resamples: the per-image
+    PQ counts ``per_image`` ``[n, 4, n_categories]`` over ``categories``, and
+    ``part``, the PQ compared ('things' or 'all')."""
 
     per_image: np.ndarray
-    select: np.ndarray
+    categories: dict
+    part: str
 
 
-def _scored(figures: dict, per_image: np.ndarray, select: np.ndarray) -> _Scored:
+def _scored(figures: dict, per_image: np.ndarray, categories: dict, part: str) -> _Scored:
     s = _Scored(figures)
-    s.per_image, s.select = per_image, select
+    s.per_image, s.categories, s.part = per_image, categories, part
     return s
 
 
@@ -161,8 +172,8 @@ class _Scorer:
             )
             gts.append(gt)
             self.n_runs += 1
-        figures, per_image, things = _score_instances(preds, gts)
-        return _scored(figures, per_image, things)
+        figures, per_image, cats = _score_instances(preds, gts)
+        return _scored(figures, per_image, cats, "things")
 
 
 class _PanopticScorer:
@@ -175,18 +186,16 @@ class _PanopticScorer:
         self.n_runs = 0
 
     def __call__(self, prm: InstanceParams) -> _Scored:
-        total = PanopticQuality(self.categories)
-        per_image = []
-        for im, sp, inp, (gid, ginfo) in self.items:
-            ids, info = refine_panoptic(im, sp, inp, self.things, params=prm, threads=self.threads, device=self.device)
-            one = PanopticQuality(self.categories)
-            one.update(ids, info, gid, ginfo)
-            total.update(ids, info, gid, ginfo)
-            per_image.append(_counts(one))
+        pairs = []
+        for im, sp, inp, gt in self.items:
+            pairs.append(
+                (refine_panoptic(im, sp, inp, self.things, params=prm, threads=self.threads, device=self.device), gt)
+            )
             self.n_runs += 1
-        res = total.compute()
+        per_image = _per_image_counts(pairs, self.categories)
+        res = _totals(per_image, self.categories)
         figures = {"pq": res["all"]["pq"], "pq_things": res["things"]["pq"], "pq_stuff": res["stuff"]["pq"]}
-        return _scored(figures, np.array(per_image), np.ones(len(self.categories), dtype=bool))
+        return _scored(figures, per_image, self.categories, "all")
 
 
 def _random_point(base: InstanceParams, rng, panoptic: bool = False) -> InstanceParams:
@@ -233,19 +242,23 @@ def _key(s: dict, metric: str) -> float:
     return -np.inf if np.isnan(v) else v
 
 
-def gain_confidence(candidate: np.ndarray, reference: np.ndarray, select: np.ndarray, n_boot: int, rng) -> float:
+def gain_confidence(
+    candidate: np.ndarray, reference: np.ndarray, categories: dict, part: str, n_boot: int, rng
+) -> float:
     """The fraction of ``n_boot`` paired bootstrap resamples of the images in which the
     candidate's PQ beats the reference's (ties count as no gain).
 
     ``candidate`` and ``reference`` are per-image counts ``[n, 4, n_categories]``
-    (summed IoU, TP, FP, FN) on the same images; ``select`` the categories whose
-    PQ is averaged."""
+    (summed IoU, TP, FP, FN, categories in sorted order as
+    :class:`densecrf.metrics.PanopticQuality` keeps them) on the same images;
+    ``categories`` ``{category: isthing}``; ``part`` the PQ compared: 'all',
+    'things' or 'stuff', as ``PanopticQuality.compute()`` names them."""
     n = candidate.shape[0]
     if n == 0 or n_boot <= 0:
         return 0.0
     wins = 0
     for rows in rng.integers(n, size=(n_boot, n)):
-        gain = _pq_of(candidate[rows].sum(0), select) - _pq_of(reference[rows].sum(0), select)
+        gain = _totals(candidate[rows], categories)[part]["pq"] - _totals(reference[rows], categories)[part]["pq"]
         wins += bool(gain > 0)  # NaN (no segment at all in the resample) is no gain
     return wins / n_boot
 
@@ -298,7 +311,7 @@ def _search_and_select(
     chosen, chosen_s, rows = no_ref, input_held, []
     for s, p in finalists:
         hs = held(p)
-        conf = gain_confidence(hs.per_image, input_held.per_image, hs.select, n_boot, boot_rng)
+        conf = gain_confidence(hs.per_image, input_held.per_image, hs.categories, hs.part, n_boot, boot_rng)
         no_worse = all(_key(hs, g) >= _key(input_held, g) for g in guard)
         rows.append(
             {
@@ -325,6 +338,36 @@ def _search_and_select(
         "selected": "no refinement" if not chosen.refine else "search",
     }
     return chosen, info
+
+
+def _fit(make_scorer, n: int, header: dict, *, mode, panoptic, holdout, base, seed, log, **search) -> InstanceParams:
+    """Steps 1 to 3 of the module docstring for either fit: the split, the scorers
+    (``make_scorer(indices)``), the search and the selection; ``info`` starts with ``header``."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    search_idx, hold = _checks.holdout_split(n, holdout, rng)
+    base = (base or InstanceParams()).replace(mode=mode, refine=True, info={})
+    scorer, held = make_scorer(search_idx), make_scorer(hold)
+    chosen, info = _search_and_select(
+        scorer,
+        held,
+        base,
+        mode,
+        rng=rng,
+        boot_rng=np.random.default_rng([seed, 1]),
+        say=log or (lambda s: None),
+        panoptic=panoptic,
+        **search,
+    )
+    info = {
+        **header,
+        "n_images": n,
+        "held_out_indices": hold,
+        **info,
+        "crf_runs": scorer.n_runs + held.n_runs,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    return chosen.replace(info=info)
 
 
 def fit_instances(
@@ -377,41 +420,26 @@ def fit_instances(
         finalist's held-out scores and bootstrap confidence, the search's
         best score, the number of CRF runs and the time.
     """
-    t0 = time.perf_counter()
     n = len(images)
     _check_common(n, (len(inputs), len(ground_truth)), metric, guard, _METRICS, confidence, n_boot)
-    rng = np.random.default_rng(seed)
-    search_idx, hold = _checks.holdout_split(n, holdout, rng)
-    base = (base or InstanceParams()).replace(mode=mode, refine=True, info={})
-    search = _Scorer(images, inputs, ground_truth, search_idx, threads, device)
-    held = _Scorer(images, inputs, ground_truth, hold, threads, device)
-    chosen, info = _search_and_select(
-        search,
-        held,
-        base,
-        mode,
+    return _fit(
+        lambda idx: _Scorer(images, inputs, ground_truth, idx, threads, device),
+        n,
+        {"method": "fit_instances", "mode": mode},
+        mode=mode,
+        panoptic=False,
         metric=metric,
         guard=guard,
         confidence=confidence,
         n_boot=n_boot,
+        holdout=holdout,
         n_random=n_random,
         n_local=n_local,
         top=top,
-        rng=rng,
-        boot_rng=np.random.default_rng([seed, 1]),
-        say=log or (lambda s: None),
-        panoptic=False,
+        base=base,
+        seed=seed,
+        log=log,
     )
-    info = {
-        "method": "fit_instances",
-        "mode": mode,
-        "n_images": n,
-        "held_out_indices": hold,
-        **info,
-        "crf_runs": search.n_runs + held.n_runs,
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    return chosen.replace(info=info)
 
 
 def fit_panoptic(
@@ -461,7 +489,6 @@ def fit_panoptic(
         :class:`InstanceParams` for refine_panoptic (``class_power``
         included), with ``info`` as :func:`fit_instances`.
     """
-    t0 = time.perf_counter()
     n = len(images)
     _check_common(
         n, (len(semantic_probs), len(inputs), len(ground_truth)), metric, guard, _PANOPTIC_METRICS, confidence, n_boot
@@ -480,37 +507,23 @@ def fit_panoptic(
                     f"ground_truth[{j}] has a segment of category {seg['category_id']}, not a class index of "
                     f"semantic_probs (0..{len(categories) - 1})"
                 )
-    rng = np.random.default_rng(seed)
-    search_idx, hold = _checks.holdout_split(n, holdout, rng)
-    base = (base or InstanceParams()).replace(mode="joint", refine=True, info={})
-    search = _PanopticScorer(
-        images, semantic_probs, inputs, ground_truth, things, categories, search_idx, threads, device
-    )
-    held = _PanopticScorer(images, semantic_probs, inputs, ground_truth, things, categories, hold, threads, device)
-    chosen, info = _search_and_select(
-        search,
-        held,
-        base,
-        "joint",
+    return _fit(
+        lambda idx: _PanopticScorer(
+            images, semantic_probs, inputs, ground_truth, things, categories, idx, threads, device
+        ),
+        n,
+        {"method": "fit_panoptic", "thing_classes": things},
+        mode="joint",
+        panoptic=True,
         metric=metric,
         guard=guard,
         confidence=confidence,
         n_boot=n_boot,
+        holdout=holdout,
         n_random=n_random,
         n_local=n_local,
         top=top,
-        rng=rng,
-        boot_rng=np.random.default_rng([seed, 1]),
-        say=log or (lambda s: None),
-        panoptic=True,
+        base=base,
+        seed=seed,
+        log=log,
     )
-    info = {
-        "method": "fit_panoptic",
-        "n_images": n,
-        "thing_classes": things,
-        "held_out_indices": hold,
-        **info,
-        "crf_runs": search.n_runs + held.n_runs,
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    return chosen.replace(info=info)

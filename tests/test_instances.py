@@ -550,19 +550,19 @@ def test_gain_confidence_by_hand():
     from densecrf.instance_fit import gain_confidence
 
     rng = np.random.default_rng(0)
-    sel = np.array([True, True])
+    cats = {0: True, 1: True}
     # Per image [iou, tp, fp, fn] x 2 categories. The reference misses every segment the candidate finds.
     cand = np.tile(np.array([[0.9, 0.8], [1, 1], [0, 0], [0, 0]]), (5, 1, 1))
     ref = np.tile(np.array([[0.0, 0.0], [0, 0], [0, 0], [1, 1]]), (5, 1, 1))
-    assert gain_confidence(cand, ref, sel, 200, rng) == 1.0
-    assert gain_confidence(ref, cand, sel, 200, rng) == 0.0
-    assert gain_confidence(cand, cand, sel, 200, rng) == 0.0  # a tie is no gain
+    assert gain_confidence(cand, ref, cats, "all", 200, rng) == 1.0
+    assert gain_confidence(ref, cand, cats, "all", 200, rng) == 0.0
+    assert gain_confidence(cand, cand, cats, "all", 200, rng) == 0.0  # a tie is no gain
     # One image of five better, one worse by as much: wins only in resamples that draw the better one more often.
     mixed = ref.copy()
     mixed[0] = cand[0]
     worse = ref.copy()
     worse[1] = cand[1]
-    c = gain_confidence(mixed, worse, sel, 2000, rng)
+    c = gain_confidence(mixed, worse, cats, "all", 2000, rng)
     assert (
         0.3 < c < 0.42
     )  # P(more draws of image 0 than of image 1) in 5 draws = (1 - P(tie) 0.279) / 2 = 0.36; 2000 resamples: sd 0.011
