@@ -12,6 +12,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -21,60 +22,72 @@
 #include "lattice_cuda.h"
 
 namespace py = pybind11;
-using dcrf::cuda::CudaLattice;
-using dcrf::cuda::CudaPairwiseTerm;
+using dcrf::cuda::CudaLatticeT;
+using dcrf::cuda::CudaPairwiseTermT;
 using dcrf::cuda::DeviceBuffer;
 
 namespace {
 
 void* as_ptr(uintptr_t p) { return reinterpret_cast<void*>(p); }
-float* as_fptr(uintptr_t p) { return reinterpret_cast<float*>(p); }
+template <class T>
+T* as_tptr(uintptr_t p) {
+  return reinterpret_cast<T*>(p);
+}
 
 void require_ptr(uintptr_t p, const char* name) {
   if (p == 0) throw dcrf::InvalidArgument(std::string(name) + " is a null device pointer");
 }
 
-std::shared_ptr<CudaLattice> make_lattice(uintptr_t features, int64_t n_points, int dim, std::vector<int64_t> segments,
-                                          int device, uintptr_t stream) {
+// Everything below is a template over the scalar type T (float, or double
+// for float64 inputs), registered twice by register_scalar.
+template <class T>
+std::shared_ptr<CudaLatticeT<T>> make_lattice(uintptr_t features, int64_t n_points, int dim,
+                                              std::vector<int64_t> segments, int device, uintptr_t stream) {
   if (n_points > 0) require_ptr(features, "features");
   py::gil_scoped_release nogil;
-  return std::make_shared<CudaLattice>(reinterpret_cast<const float*>(features), n_points, dim, segments, device,
-                                       as_ptr(stream));
+  return std::make_shared<CudaLatticeT<T>>(as_tptr<const T>(features), n_points, dim, segments, device, as_ptr(stream));
 }
 
-void lattice_filter(const CudaLattice& lat, uintptr_t in, uintptr_t out, int channels, bool transpose, uintptr_t pre,
-                    uintptr_t post, uintptr_t stream) {
+template <class T>
+void lattice_filter(const CudaLatticeT<T>& lat, uintptr_t in, uintptr_t out, int channels, bool transpose,
+                    uintptr_t pre, uintptr_t post, uintptr_t stream) {
   if (channels < 0) throw dcrf::InvalidArgument("channels must be >= 0, got " + std::to_string(channels));
   if (lat.n_points() == 0 || channels == 0) return;
   require_ptr(in, "values");
   require_ptr(out, "out");
   py::gil_scoped_release nogil;
-  lat.filter(as_fptr(in), as_fptr(out), channels, transpose, as_fptr(pre), as_fptr(post), as_ptr(stream));
+  lat.filter(as_tptr<const T>(in), as_tptr<T>(out), channels, transpose, as_tptr<const T>(pre), as_tptr<const T>(post),
+             as_ptr(stream));
 }
 
-std::shared_ptr<CudaPairwiseTerm> make_term(std::shared_ptr<CudaLattice> lat, int normalization, int compat_kind,
-                                            py::array_t<float, py::array::c_style | py::array::forcecast> compat,
-                                            int n_labels, uintptr_t stream) {
-  std::vector<float> c(compat.data(), compat.data() + compat.size());
+template <class T>
+std::shared_ptr<CudaPairwiseTermT<T>> make_term(std::shared_ptr<CudaLatticeT<T>> lat, int normalization,
+                                                int compat_kind,
+                                                py::array_t<T, py::array::c_style | py::array::forcecast> compat,
+                                                int n_labels, uintptr_t stream) {
+  std::vector<T> c(compat.data(), compat.data() + compat.size());
   py::gil_scoped_release nogil;
-  return std::make_shared<CudaPairwiseTerm>(std::move(lat), normalization, compat_kind, std::move(c), n_labels,
-                                            as_ptr(stream));
+  return std::make_shared<CudaPairwiseTermT<T>>(std::move(lat), normalization, compat_kind, std::move(c), n_labels,
+                                                as_ptr(stream));
 }
 
-void term_filter(const CudaPairwiseTerm& t, uintptr_t in, uintptr_t out, int channels, bool transpose,
+template <class T>
+void term_filter(const CudaPairwiseTermT<T>& t, uintptr_t in, uintptr_t out, int channels, bool transpose,
                  uintptr_t stream) {
   if (channels < 0) throw dcrf::InvalidArgument("channels must be >= 0, got " + std::to_string(channels));
   if (t.lattice().n_points() == 0 || channels == 0) return;
   require_ptr(in, "values");
   require_ptr(out, "out");
   py::gil_scoped_release nogil;
-  t.filter(as_fptr(in), as_fptr(out), channels, transpose, as_ptr(stream));
+  t.filter(as_tptr<const T>(in), as_tptr<T>(out), channels, transpose, as_ptr(stream));
 }
 
+template <class T>
 void mean_field(uintptr_t unary, uintptr_t q, int64_t n, int k,
-                const std::vector<std::shared_ptr<CudaPairwiseTerm>>& terms, int n_iter, bool fresh, uintptr_t stream) {
+                const std::vector<std::shared_ptr<CudaPairwiseTermT<T>>>& terms, int n_iter, bool fresh,
+                uintptr_t stream) {
   if (n < 0) throw dcrf::InvalidArgument("n must be >= 0, got " + std::to_string(n));
-  std::vector<const CudaPairwiseTerm*> ptrs;
+  std::vector<const CudaPairwiseTermT<T>*> ptrs;
   for (const auto& t : terms) {
     if (!t) throw dcrf::InvalidArgument("terms must not contain None");
     ptrs.push_back(t.get());
@@ -84,7 +97,7 @@ void mean_field(uintptr_t unary, uintptr_t q, int64_t n, int k,
     require_ptr(q, "Q");
   }
   py::gil_scoped_release nogil;
-  dcrf::cuda::mean_field(reinterpret_cast<const float*>(unary), as_fptr(q), n, k, ptrs, n_iter, fresh, as_ptr(stream));
+  dcrf::cuda::mean_field<T>(as_tptr<const T>(unary), as_tptr<T>(q), n, k, ptrs, n_iter, fresh, as_ptr(stream));
 }
 
 std::shared_ptr<DeviceBuffer> make_buffer(size_t nbytes, int device) {
@@ -108,6 +121,80 @@ void buffer_download(const DeviceBuffer& b, py::array host, uintptr_t stream) {
   void* dst = host.mutable_data();
   py::gil_scoped_release nogil;
   b.copy_to_host(dst, nbytes, as_ptr(stream));
+}
+
+// The lattice, term, mean-field and layout bindings of one scalar type: the
+// float ones under their plain names, the double ones with the suffix "64"
+// (CudaLattice64, cuda_mean_field64, ...). Device pointers are T*.
+template <class T>
+void register_scalar(py::module_& m, const std::string& suffix) {
+  // Names live as long as the module (pybind11 may keep the pointer).
+  static std::list<std::string> names;
+  auto name = [&suffix](const char* base) {
+    names.push_back(std::string(base) + suffix);
+    return names.back().c_str();
+  };
+  py::class_<CudaLatticeT<T>, std::shared_ptr<CudaLatticeT<T>>>(m, name("CudaLattice"))
+      .def(py::init(&make_lattice<T>), py::arg("features"), py::arg("n_points"), py::arg("dim"),
+           py::arg("segments") = std::vector<int64_t>(), py::arg("device") = 0, py::arg("stream") = 0)
+      .def_property_readonly("n_points", &CudaLatticeT<T>::n_points)
+      .def_property_readonly("dim", &CudaLatticeT<T>::dim)
+      .def_property_readonly("n_vertices", &CudaLatticeT<T>::n_vertices)
+      .def_property_readonly("n_segments", &CudaLatticeT<T>::n_segments)
+      .def_property_readonly("n_chunks", &CudaLatticeT<T>::n_chunks)
+      .def_property_readonly("device", &CudaLatticeT<T>::device)
+      .def_property_readonly("memory_bytes", &CudaLatticeT<T>::memory_bytes)
+      .def("filter", &lattice_filter<T>, py::arg("values"), py::arg("out"), py::arg("channels"),
+           py::arg("transpose") = false, py::arg("pre") = 0, py::arg("post") = 0, py::arg("stream") = 0);
+
+  py::class_<CudaPairwiseTermT<T>, std::shared_ptr<CudaPairwiseTermT<T>>>(m, name("CudaPairwiseTerm"))
+      .def(py::init(&make_term<T>), py::arg("lattice"), py::arg("normalization"), py::arg("compat_kind"),
+           py::arg("compat"), py::arg("n_labels"), py::arg("stream") = 0)
+      .def_property_readonly("norm_ptr",
+                             [](const CudaPairwiseTermT<T>& t) { return reinterpret_cast<uintptr_t>(t.norm()); })
+      .def("filter", &term_filter<T>, py::arg("values"), py::arg("out"), py::arg("channels"),
+           py::arg("transpose") = false, py::arg("stream") = 0);
+
+  m.def(name("cuda_mean_field"), &mean_field<T>, py::arg("unary"), py::arg("Q"), py::arg("n"), py::arg("k"),
+        py::arg("terms"), py::arg("n_iter"), py::arg("fresh"), py::arg("stream") = 0);
+
+  m.def(
+      name("cuda_grid_features"),
+      [](uintptr_t image, uintptr_t out, int64_t batch, std::vector<int64_t> spatial, std::vector<T> sdims,
+         int channels, std::vector<T> schan, bool channel_first, int device, uintptr_t stream) {
+        require_ptr(out, "out");
+        py::gil_scoped_release nogil;
+        dcrf::cuda::grid_features<T>(as_tptr<const T>(image), as_tptr<T>(out), batch, spatial, sdims, channels, schan,
+                                     channel_first, device, as_ptr(stream));
+      },
+      py::arg("image"), py::arg("out"), py::arg("batch"), py::arg("spatial"), py::arg("sdims"), py::arg("channels"),
+      py::arg("schan"), py::arg("channel_first") = false, py::arg("device") = 0, py::arg("stream") = 0);
+
+  m.def(
+      name("cuda_unary_from_probs"),
+      [](uintptr_t probs, uintptr_t unary, int64_t batch, int64_t s, int k, bool channel_first, T clip, double scale,
+         int device, uintptr_t stream) {
+        require_ptr(probs, "probs");
+        require_ptr(unary, "unary");
+        py::gil_scoped_release nogil;
+        dcrf::cuda::unary_from_probs<T>(as_tptr<const T>(probs), as_tptr<T>(unary), batch, s, k, channel_first, clip,
+                                        scale, device, as_ptr(stream));
+      },
+      py::arg("probs"), py::arg("unary"), py::arg("batch"), py::arg("s"), py::arg("k"), py::arg("channel_first"),
+      py::arg("clip"), py::arg("scale"), py::arg("device") = 0, py::arg("stream") = 0);
+
+  m.def(
+      name("cuda_copy_labels_layout"),
+      [](uintptr_t q, uintptr_t out, int64_t batch, int64_t s, int k, bool channel_first, int device,
+         uintptr_t stream) {
+        require_ptr(q, "Q");
+        require_ptr(out, "out");
+        py::gil_scoped_release nogil;
+        dcrf::cuda::copy_labels_layout<T>(as_tptr<const T>(q), as_tptr<T>(out), batch, s, k, channel_first, device,
+                                          as_ptr(stream));
+      },
+      py::arg("Q"), py::arg("out"), py::arg("batch"), py::arg("s"), py::arg("k"), py::arg("channel_first"),
+      py::arg("device") = 0, py::arg("stream") = 0);
 }
 
 }  // namespace
@@ -158,65 +245,6 @@ void register_cuda(py::module_& m) {
       .def("download", &buffer_download, py::arg("host"), py::arg("stream") = 0,
            "Copies the buffer into a C-contiguous writeable host array; waits for the stream.");
 
-  py::class_<CudaLattice, std::shared_ptr<CudaLattice>>(m, "CudaLattice")
-      .def(py::init(&make_lattice), py::arg("features"), py::arg("n_points"), py::arg("dim"),
-           py::arg("segments") = std::vector<int64_t>(), py::arg("device") = 0, py::arg("stream") = 0)
-      .def_property_readonly("n_points", &CudaLattice::n_points)
-      .def_property_readonly("dim", &CudaLattice::dim)
-      .def_property_readonly("n_vertices", &CudaLattice::n_vertices)
-      .def_property_readonly("n_segments", &CudaLattice::n_segments)
-      .def_property_readonly("n_chunks", &CudaLattice::n_chunks)
-      .def_property_readonly("device", &CudaLattice::device)
-      .def_property_readonly("memory_bytes", &CudaLattice::memory_bytes)
-      .def("filter", &lattice_filter, py::arg("values"), py::arg("out"), py::arg("channels"),
-           py::arg("transpose") = false, py::arg("pre") = 0, py::arg("post") = 0, py::arg("stream") = 0);
-
-  py::class_<CudaPairwiseTerm, std::shared_ptr<CudaPairwiseTerm>>(m, "CudaPairwiseTerm")
-      .def(py::init(&make_term), py::arg("lattice"), py::arg("normalization"), py::arg("compat_kind"),
-           py::arg("compat"), py::arg("n_labels"), py::arg("stream") = 0)
-      .def_property_readonly("norm_ptr",
-                             [](const CudaPairwiseTerm& t) { return reinterpret_cast<uintptr_t>(t.norm()); })
-      .def("filter", &term_filter, py::arg("values"), py::arg("out"), py::arg("channels"), py::arg("transpose") = false,
-           py::arg("stream") = 0);
-
-  m.def("cuda_mean_field", &mean_field, py::arg("unary"), py::arg("Q"), py::arg("n"), py::arg("k"), py::arg("terms"),
-        py::arg("n_iter"), py::arg("fresh"), py::arg("stream") = 0);
-
-  m.def(
-      "cuda_grid_features",
-      [](uintptr_t image, uintptr_t out, int64_t batch, std::vector<int64_t> spatial, std::vector<float> sdims,
-         int channels, std::vector<float> schan, bool channel_first, int device, uintptr_t stream) {
-        require_ptr(out, "out");
-        py::gil_scoped_release nogil;
-        dcrf::cuda::grid_features(reinterpret_cast<const float*>(image), as_fptr(out), batch, spatial, sdims, channels,
-                                  schan, channel_first, device, as_ptr(stream));
-      },
-      py::arg("image"), py::arg("out"), py::arg("batch"), py::arg("spatial"), py::arg("sdims"), py::arg("channels"),
-      py::arg("schan"), py::arg("channel_first") = false, py::arg("device") = 0, py::arg("stream") = 0);
-
-  m.def(
-      "cuda_unary_from_probs",
-      [](uintptr_t probs, uintptr_t unary, int64_t batch, int64_t s, int k, bool channel_first, float clip,
-         double scale, int device, uintptr_t stream) {
-        require_ptr(probs, "probs");
-        require_ptr(unary, "unary");
-        py::gil_scoped_release nogil;
-        dcrf::cuda::unary_from_probs(reinterpret_cast<const float*>(probs), as_fptr(unary), batch, s, k, channel_first,
-                                     clip, scale, device, as_ptr(stream));
-      },
-      py::arg("probs"), py::arg("unary"), py::arg("batch"), py::arg("s"), py::arg("k"), py::arg("channel_first"),
-      py::arg("clip"), py::arg("scale"), py::arg("device") = 0, py::arg("stream") = 0);
-
-  m.def(
-      "cuda_copy_labels_layout",
-      [](uintptr_t q, uintptr_t out, int64_t batch, int64_t s, int k, bool channel_first, int device,
-         uintptr_t stream) {
-        require_ptr(q, "Q");
-        require_ptr(out, "out");
-        py::gil_scoped_release nogil;
-        dcrf::cuda::copy_labels_layout(reinterpret_cast<const float*>(q), as_fptr(out), batch, s, k, channel_first,
-                                       device, as_ptr(stream));
-      },
-      py::arg("Q"), py::arg("out"), py::arg("batch"), py::arg("s"), py::arg("k"), py::arg("channel_first"),
-      py::arg("device") = 0, py::arg("stream") = 0);
+  register_scalar<float>(m, "");
+  register_scalar<double>(m, "64");
 }

@@ -41,43 +41,72 @@ DCRF_HOST_DEVICE inline void lattice_scale_factors(int d, float* scale) {
 // constant signal come back unchanged on a uniform lattice.
 DCRF_HOST_DEVICE inline float lattice_alpha(int d) { return 1.0f / (1.0f + powf(2.0f, static_cast<float>(-d))); }
 
+// The float64 lattice's scale factors and slice normalisation: the same
+// formulas, never rounded to float (as csrc/lattice_f64.cpp).
+DCRF_HOST_DEVICE inline void lattice_scale_factors(int d, double* scale) {
+  const double inv_std_dev = sqrt(2.0 / 3.0) * (d + 1);
+  for (int i = 0; i < d; ++i) scale[i] = inv_std_dev / sqrt(static_cast<double>((i + 2) * (i + 1)));
+}
+DCRF_HOST_DEVICE inline double lattice_alpha64(int d) { return 1.0 / (1.0 + pow(2.0, -static_cast<double>(d))); }
+
+// The slice normalisation in the lattice's scalar type.
+template <class T>
+DCRF_HOST_DEVICE inline T lattice_alpha_of(int d);
+template <>
+DCRF_HOST_DEVICE inline float lattice_alpha_of<float>(int d) {
+  return lattice_alpha(d);
+}
+template <>
+DCRF_HOST_DEVICE inline double lattice_alpha_of<double>(int d) {
+  return lattice_alpha64(d);
+}
+
+// Rounding and magnitude in either scalar type (rintf / fabsf for float, so
+// that the float path's arithmetic is exactly what it was).
+DCRF_HOST_DEVICE inline float lattice_rint(float x) { return rintf(x); }
+DCRF_HOST_DEVICE inline double lattice_rint(double x) { return rint(x); }
+DCRF_HOST_DEVICE inline float lattice_fabs(float x) { return fabsf(x); }
+DCRF_HOST_DEVICE inline double lattice_fabs(double x) { return fabs(x); }
+
 // Locates one point with features f[0..d) in the lattice: the remainder-0
 // vertex rem0[d+1] (coordinates summing to zero) and the rank[d+1] of each
 // coordinate, which together name the enclosing simplex, and the point's
 // barycentric weights bary[d+1] w.r.t. the simplex's vertices.
 // Returns false when a coordinate is NaN, infinite or outside the int32 key
 // range. DC is the compile-time dimension (0 = runtime d, at most kMaxDim).
-template <int DC>
-DCRF_HOST_DEVICE inline bool locate_point(const float* f, int d_rt, const float* scale, int32_t* rem0_out,
-                                          int32_t* rank_out, float* bary) {
+// T: float (the float32 backends) or double (the CUDA float64 lattice; the
+// same steps as csrc/lattice_f64.cpp's locate_point64).
+template <int DC, class T>
+DCRF_HOST_DEVICE inline bool locate_point(const T* f, int d_rt, const T* scale, int32_t* rem0_out, int32_t* rank_out,
+                                          T* bary) {
   constexpr int cap = DC > 0 ? DC : kMaxDim;
   const int d = DC > 0 ? DC : d_rt;
-  float elevated[cap + 1];
-  float rem0[cap + 1];
+  T elevated[cap + 1];
+  T rem0[cap + 1];
   int rank[cap + 1];
-  float b[cap + 2];
+  T b[cap + 2];
 
   // Elevate: y = E f (p. 5), accumulated from the last axis down.
-  float sm = 0.0f;
+  T sm = T(0);
   for (int j = d; j > 0; --j) {
-    const float cf = f[j - 1] * scale[j - 1];
-    elevated[j] = sm - static_cast<float>(j) * cf;
+    const T cf = f[j - 1] * scale[j - 1];
+    elevated[j] = sm - static_cast<T>(j) * cf;
     sm += cf;
   }
   elevated[0] = sm;
 
   // Nearest remainder-0 lattice point: round each coordinate to a multiple of
   // d+1 (ties to even, as the default FPU rounding mode does).
-  const float down = 1.0f / static_cast<float>(d + 1);
-  const float up = static_cast<float>(d + 1);
-  float sum = 0.0f;
+  const T down = T(1) / static_cast<T>(d + 1);
+  const T up = static_cast<T>(d + 1);
+  T sum = T(0);
   bool ok = true;
   for (int i = 0; i <= d; ++i) {
-    const float v = rintf(down * elevated[i]);
+    const T v = lattice_rint(down * elevated[i]);
     rem0[i] = v * up;
     // NaN, infinity, or a coordinate beyond the int32 key range (with room
     // for the canonical offsets and blur neighbours, at most d+1 away).
-    ok = ok && fabsf(rem0[i]) < 1.0e9f;
+    ok = ok && lattice_fabs(rem0[i]) < T(1.0e9);
     sum += v;
   }
   if (!ok) return false;
@@ -85,7 +114,7 @@ DCRF_HOST_DEVICE inline bool locate_point(const float* f, int d_rt, const float*
   // Rank of each coordinate's remainder in decreasing order (p. 10). The
   // comparisons are data-dependent and about as often true as false: counted
   // as integers rather than branched on (a mispredicted branch each).
-  float resid[cap + 1];
+  T resid[cap + 1];
   for (int i = 0; i <= d; ++i) {
     rank[i] = 0;
     resid[i] = elevated[i] - rem0[i];
@@ -106,17 +135,17 @@ DCRF_HOST_DEVICE inline bool locate_point(const float* f, int d_rt, const float*
     const int r = rank[i] + isum;
     const int wrap = (r < 0) - (r > d);
     rank[i] = r + wrap * (d + 1);
-    rem0[i] += static_cast<float>(wrap) * up;
+    rem0[i] += static_cast<T>(wrap) * up;
   }
 
   // Barycentric coordinates (p. 10).
-  for (int i = 0; i <= d + 1; ++i) b[i] = 0.0f;
+  for (int i = 0; i <= d + 1; ++i) b[i] = T(0);
   for (int i = 0; i <= d; ++i) {
-    const float v = (elevated[i] - rem0[i]) * down;
+    const T v = (elevated[i] - rem0[i]) * down;
     b[d - rank[i]] += v;
     b[d - rank[i] + 1] -= v;
   }
-  b[0] += 1.0f + b[d + 1];
+  b[0] += T(1) + b[d + 1];
   for (int i = 0; i <= d; ++i) {
     bary[i] = b[i];
     rem0_out[i] = static_cast<int32_t>(rem0[i]);
@@ -139,8 +168,8 @@ DCRF_HOST_DEVICE inline void simplex_keys(const int32_t* rem0, const int32_t* ra
 
 // Embeds one point: the keys [(d+1), d] of its simplex's vertices and its
 // barycentric weights [d+1] (locate_point + simplex_keys).
-template <int DC>
-DCRF_HOST_DEVICE inline bool embed_point(const float* f, int d_rt, const float* scale, int32_t* keys, float* bary) {
+template <int DC, class T>
+DCRF_HOST_DEVICE inline bool embed_point(const T* f, int d_rt, const T* scale, int32_t* keys, T* bary) {
   constexpr int cap = DC > 0 ? DC : kMaxDim;
   const int d = DC > 0 ? DC : d_rt;
   int32_t rem0[cap + 1];
@@ -177,6 +206,10 @@ DCRF_HOST_DEVICE inline void neighbour_key(const int32_t* key, int d, int j, int
 DCRF_HOST_DEVICE inline float normalization_scale(float filtered_one, bool symmetric) {
   const double v = static_cast<double>(filtered_one) + 1e-20;
   return static_cast<float>(symmetric ? 1.0 / sqrt(v) : 1.0 / v);
+}
+DCRF_HOST_DEVICE inline double normalization_scale(double filtered_one, bool symmetric) {
+  const double v = filtered_one + 1e-20;  // as densecrf/backends/cpu64.py
+  return symmetric ? 1.0 / sqrt(v) : 1.0 / v;
 }
 
 }  // namespace dcrf

@@ -204,8 +204,9 @@ inline unsigned blocks_for(int64_t n) {
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 #endif
 
+template <class T>
 struct ScaleArg {
-  float v[kMaxDim];
+  T v[kMaxDim];
 };
 
 // Segment b holds points [seg[b], seg[b+1]); returns the b holding `point`
@@ -250,9 +251,9 @@ constexpr int kErrTableFull = 2;
 // Build kernels.
 
 // keys: [N, d+1, d]; weights: [N, d+1].
-template <int DC>
-__global__ void embed_kernel(const float* __restrict__ features, int64_t n, int d, ScaleArg scale,
-                             int32_t* __restrict__ keys, float* __restrict__ weights, int* __restrict__ error) {
+template <int DC, class T>
+__global__ void embed_kernel(const T* __restrict__ features, int64_t n, int d, ScaleArg<T> scale,
+                             int32_t* __restrict__ keys, T* __restrict__ weights, int* __restrict__ error) {
   const int dp1 = d + 1;
   DCRF_GRID_STRIDE(i, n) {
     if (!embed_point<DC>(features + i * d, d, scale.v, keys + i * dp1 * d, weights + i * dp1)) {
@@ -354,9 +355,10 @@ __global__ void iota_kernel(int32_t* __restrict__ p, int64_t n) {
 
 // From the entries sorted by vertex (stable, so ascending entry id, hence
 // ascending point, within a vertex): the CSR arrays.
+template <class T>
 __global__ void csr_kernel(const int32_t* __restrict__ sorted_vertex, const int32_t* __restrict__ sorted_entry,
-                           const float* __restrict__ weights, int64_t n_entries, int dp1, int64_t m,
-                           int64_t* __restrict__ begin, int32_t* __restrict__ point, float* __restrict__ weight) {
+                           const T* __restrict__ weights, int64_t n_entries, int dp1, int64_t m,
+                           int64_t* __restrict__ begin, int32_t* __restrict__ point, T* __restrict__ weight) {
   DCRF_GRID_STRIDE(k, n_entries) {
     const int32_t v = sorted_vertex[k];
     const int32_t e = sorted_entry[k];
@@ -385,14 +387,27 @@ __global__ void chunk_vertex_kernel(const int32_t* __restrict__ chunk_begin, int
 }
 
 // ---------------------------------------------------------------------------
-// Filter kernels. vals rows: row 0 zero, vertex v in row v+1.
+// exp, max, min and log in either scalar type (the float functions for float,
+// so that the float32 path's arithmetic is exactly what it was).
+__device__ inline float lattice_exp(float x) { return expf(x); }
+__device__ inline double lattice_exp(double x) { return exp(x); }
+__device__ inline float lattice_max(float a, float b) { return fmaxf(a, b); }
+__device__ inline double lattice_max(double a, double b) { return fmax(a, b); }
+__device__ inline float lattice_min(float a, float b) { return fminf(a, b); }
+__device__ inline double lattice_min(double a, double b) { return fmin(a, b); }
+__device__ inline float lattice_log(float x) { return logf(x); }
+__device__ inline double lattice_log(double x) { return log(x); }
+
+// Filter kernels, in the lattice's scalar type T (float or double). vals
+// rows: row 0 zero, vertex v in row v+1.
 
 // partial[j, c] = sum of chunk j's entries w_k pre[p_k] in[p_k, c], in order.
-__global__ void chunk_splat_kernel(const float* __restrict__ in, int channels, const float* __restrict__ pre,
+template <class T>
+__global__ void chunk_splat_kernel(const T* __restrict__ in, int channels, const T* __restrict__ pre,
                                    const int64_t* __restrict__ begin, const int32_t* __restrict__ point,
-                                   const float* __restrict__ weight, const int32_t* __restrict__ chunk_begin,
+                                   const T* __restrict__ weight, const int32_t* __restrict__ chunk_begin,
                                    const int32_t* __restrict__ chunk_vertex, int64_t n_chunks,
-                                   float* __restrict__ partial) {
+                                   T* __restrict__ partial) {
   DCRF_GRID_STRIDE(t, n_chunks * channels) {
     const int64_t j = t / channels;
     const int c = static_cast<int>(t - j * channels);
@@ -400,10 +415,10 @@ __global__ void chunk_splat_kernel(const float* __restrict__ in, int channels, c
     const int64_t b = begin[v] + (j - chunk_begin[v]) * kChunk;
     const int64_t end_v = begin[v + 1];
     const int64_t e = b + kChunk < end_v ? b + kChunk : end_v;
-    float acc = 0.0f;
+    T acc = T(0);
     for (int64_t k = b; k < e; ++k) {
       const int64_t p = point[k];
-      const float w = pre ? weight[k] * pre[p] : weight[k];
+      const T w = pre ? weight[k] * pre[p] : weight[k];
       acc += w * in[p * channels + c];
     }
     partial[t] = acc;
@@ -414,14 +429,15 @@ __global__ void chunk_splat_kernel(const float* __restrict__ in, int channels, c
 // ascending point order: directly for a light vertex, as the in-order sum of
 // its chunks' partial sums for a heavy one (a fixed tree: deterministic, and
 // no thread walks a list longer than max(kChunk, count / kChunk)).
-__global__ void splat_kernel(const float* __restrict__ in, int channels, const float* __restrict__ pre,
+template <class T>
+__global__ void splat_kernel(const T* __restrict__ in, int channels, const T* __restrict__ pre,
                              const int64_t* __restrict__ begin, const int32_t* __restrict__ point,
-                             const float* __restrict__ weight, const int32_t* __restrict__ chunk_begin,
-                             const float* __restrict__ partial, int64_t m, float* __restrict__ vals) {
+                             const T* __restrict__ weight, const int32_t* __restrict__ chunk_begin,
+                             const T* __restrict__ partial, int64_t m, T* __restrict__ vals) {
   DCRF_GRID_STRIDE(t, m * channels) {
     const int64_t v = t / channels;
     const int c = static_cast<int>(t - v * channels);
-    float acc = 0.0f;
+    T acc = T(0);
     const int64_t cb = chunk_begin[v], ce = chunk_begin[v + 1];
     if (ce > cb) {
       for (int64_t j = cb; j < ce; ++j) acc += partial[j * channels + c];
@@ -429,7 +445,7 @@ __global__ void splat_kernel(const float* __restrict__ in, int channels, const f
       const int64_t b = begin[v], e = begin[v + 1];
       for (int64_t k = b; k < e; ++k) {
         const int64_t p = point[k];
-        const float w = pre ? weight[k] * pre[p] : weight[k];
+        const T w = pre ? weight[k] * pre[p] : weight[k];
         acc += w * in[p * channels + c];
       }
     }
@@ -438,29 +454,31 @@ __global__ void splat_kernel(const float* __restrict__ in, int channels, const f
 }
 
 // One blur pass along one axis: dst = src + (n1 + n2) / 2 (p. 6).
-__global__ void blur_kernel(const float* __restrict__ src, const int32_t* __restrict__ nb, int channels, int64_t m,
-                            float* __restrict__ dst) {
+template <class T>
+__global__ void blur_kernel(const T* __restrict__ src, const int32_t* __restrict__ nb, int channels, int64_t m,
+                            T* __restrict__ dst) {
   DCRF_GRID_STRIDE(t, m * channels) {
     const int64_t v = t / channels;
     const int c = static_cast<int>(t - v * channels);
-    const float o = src[(v + 1) * channels + c];
-    const float n1 = src[static_cast<int64_t>(nb[2 * v]) * channels + c];
-    const float n2 = src[static_cast<int64_t>(nb[2 * v + 1]) * channels + c];
-    dst[(v + 1) * channels + c] = o + 0.5f * (n1 + n2);
+    const T o = src[(v + 1) * channels + c];
+    const T n1 = src[static_cast<int64_t>(nb[2 * v]) * channels + c];
+    const T n2 = src[static_cast<int64_t>(nb[2 * v + 1]) * channels + c];
+    dst[(v + 1) * channels + c] = o + T(0.5) * (n1 + n2);
   }
 }
 
 // out[i, c] = sum_r (w_r alpha) post[i] vals[offsets_r + 1, c].
-__global__ void slice_kernel(const float* __restrict__ vals, int channels, const float* __restrict__ post,
-                             const int32_t* __restrict__ offsets, const float* __restrict__ weights, float alpha,
-                             int dp1, int64_t n, float* __restrict__ out) {
+template <class T>
+__global__ void slice_kernel(const T* __restrict__ vals, int channels, const T* __restrict__ post,
+                             const int32_t* __restrict__ offsets, const T* __restrict__ weights, T alpha, int dp1,
+                             int64_t n, T* __restrict__ out) {
   DCRF_GRID_STRIDE(t, n * channels) {
     const int64_t i = t / channels;
     const int c = static_cast<int>(t - i * channels);
-    float acc = 0.0f;
+    T acc = T(0);
     for (int r = 0; r < dp1; ++r) {
       const int64_t en = i * dp1 + r;
-      float w = weights[en] * alpha;
+      T w = weights[en] * alpha;
       if (post) w = w * post[i];
       acc += w * vals[(static_cast<int64_t>(offsets[en]) + 1) * channels + c];
     }
@@ -471,48 +489,52 @@ __global__ void slice_kernel(const float* __restrict__ vals, int channels, const
 // ---------------------------------------------------------------------------
 // Mean-field kernels.
 
-__global__ void norm_scale_kernel(const float* __restrict__ norm, int64_t n, bool symmetric,
-                                  float* __restrict__ scale) {
+template <class T>
+__global__ void norm_scale_kernel(const T* __restrict__ norm, int64_t n, bool symmetric, T* __restrict__ scale) {
   DCRF_GRID_STRIDE(i, n) {
     scale[i] = normalization_scale(norm[i], symmetric);  // as the CPU backend
   }
 }
 
-__device__ inline void softmax_row(float* x, int k) {
-  float mx = x[0];
-  for (int c = 1; c < k; ++c) mx = fmaxf(mx, x[c]);
-  for (int c = 0; c < k; ++c) x[c] = expf(x[c] - mx);
-  float sum = 0.0f;
+template <class T>
+__device__ inline void softmax_row(T* x, int k) {
+  T mx = x[0];
+  for (int c = 1; c < k; ++c) mx = lattice_max(mx, x[c]);
+  for (int c = 0; c < k; ++c) x[c] = lattice_exp(x[c] - mx);
+  T sum = T(0);
   for (int c = 0; c < k; ++c) sum += x[c];
-  const float inv = 1.0f / sum;
+  const T inv = T(1) / sum;
   for (int c = 0; c < k; ++c) x[c] *= inv;
 }
 
-__global__ void softmax_neg_kernel(const float* __restrict__ unary, int64_t n, int k, float* __restrict__ q) {
+template <class T>
+__global__ void softmax_neg_kernel(const T* __restrict__ unary, int64_t n, int k, T* __restrict__ q) {
   DCRF_GRID_STRIDE(i, n) {
-    float* row = q + i * k;
+    T* row = q + i * k;
     for (int c = 0; c < k; ++c) row[c] = -unary[i * k + c];
-    softmax_row(row, k);
+    softmax_row<T>(row, k);
   }
 }
 
 constexpr int kMaxTerms = 16;
 
+template <class T>
 struct TermArg {
-  const float* vals;       // [(M+1), K] blurred values
+  const T* vals;           // [(M+1), K] blurred values
   const int32_t* offsets;  // [N, d+1]
-  const float* weights;    // [N, d+1]
-  const float* post;       // [N] slice scale or nullptr
-  const float* compat;     // device [1], [K] or [K, K]
-  float* slice_out;        // [N, K] sliced values of a matrix term (else nullptr)
-  float alpha;
-  float potts;  // compat[0] for a Potts term
+  const T* weights;        // [N, d+1]
+  const T* post;           // [N] slice scale or nullptr
+  const T* compat;         // device [1], [K] or [K, K]
+  T* slice_out;            // [N, K] sliced values of a matrix term (else nullptr)
+  T alpha;
+  T potts;  // compat[0] for a Potts term
   int dp1;
   int kind;  // 0 Potts, 1 diagonal, 2 matrix
 };
 
+template <class T>
 struct TermsArg {
-  TermArg t[kMaxTerms];
+  TermArg<T> t[kMaxTerms];
   int count;
 };
 
@@ -523,27 +545,27 @@ struct TermsArg {
 //   matrix_message_kernel, per matrix term and (point, label): logits -= W s;
 //   softmax_kernel, one thread per point: q = softmax(logits), in place.
 // The logits live in q (its old values were consumed by the splats).
-__global__ void logits_kernel(const float* __restrict__ unary, TermsArg terms, int64_t n, int k,
-                              float* __restrict__ q) {
+template <class T>
+__global__ void logits_kernel(const T* __restrict__ unary, TermsArg<T> terms, int64_t n, int k, T* __restrict__ q) {
   DCRF_GRID_STRIDE(t_id, n * k) {
     const int64_t i = t_id / k;
     const int c = static_cast<int>(t_id - i * k);
-    float logit = -unary[t_id];
+    T logit = -unary[t_id];
     for (int ti = 0; ti < terms.count; ++ti) {
-      const TermArg& t = terms.t[ti];
+      const TermArg<T>& t = terms.t[ti];
       const int64_t base = i * t.dp1;
       if (t.kind == 0) {
         // Potts folds into the slice weights: logit += (w * slice weight) x.
         for (int r = 0; r < t.dp1; ++r) {
-          float w = t.weights[base + r] * t.alpha;
+          T w = t.weights[base + r] * t.alpha;
           if (t.post) w = w * t.post[i];
           w = t.potts * w;
           logit += w * t.vals[(static_cast<int64_t>(t.offsets[base + r]) + 1) * k + c];
         }
       } else {
-        float acc = 0.0f;
+        T acc = T(0);
         for (int r = 0; r < t.dp1; ++r) {
-          float w = t.weights[base + r] * t.alpha;
+          T w = t.weights[base + r] * t.alpha;
           if (t.post) w = w * t.post[i];
           acc += w * t.vals[(static_cast<int64_t>(t.offsets[base + r]) + 1) * k + c];
         }
@@ -559,48 +581,52 @@ __global__ void logits_kernel(const float* __restrict__ unary, TermsArg terms, i
 }
 
 // q[i, a] -= sum_b W[a, b] s[i, b] for one matrix term.
-__global__ void matrix_message_kernel(const float* __restrict__ s, const float* __restrict__ w, int64_t n, int k,
-                                      float* __restrict__ q) {
+template <class T>
+__global__ void matrix_message_kernel(const T* __restrict__ s, const T* __restrict__ w, int64_t n, int k,
+                                      T* __restrict__ q) {
   DCRF_GRID_STRIDE(t_id, n * k) {
     const int64_t i = t_id / k;
     const int a = static_cast<int>(t_id - i * k);
-    const float* row = w + static_cast<int64_t>(a) * k;
-    const float* si = s + i * k;
-    float acc = 0.0f;
+    const T* row = w + static_cast<int64_t>(a) * k;
+    const T* si = s + i * k;
+    T acc = T(0);
     for (int b = 0; b < k; ++b) acc += row[b] * si[b];
     q[t_id] -= acc;
   }
 }
 
-__global__ void softmax_kernel(int64_t n, int k, float* __restrict__ q) {
-  DCRF_GRID_STRIDE(i, n) { softmax_row(q + i * k, k); }
+template <class T>
+__global__ void softmax_kernel(int64_t n, int k, T* __restrict__ q) {
+  DCRF_GRID_STRIDE(i, n) { softmax_row<T>(q + i * k, k); }
 }
 
 // ---------------------------------------------------------------------------
 // Layout kernels.
 
 // Grid shape and bandwidths, passed by value (no upload, no wait).
+template <class T>
 struct GridArg {
   int64_t shape[kMaxDim];  // spatial sizes, slowest axis first
-  float sdims[kMaxDim];    // position bandwidth of each feature column (x, y, ...)
-  float schan[kMaxDim];    // bandwidth of each image channel
+  T sdims[kMaxDim];        // position bandwidth of each feature column (x, y, ...)
+  T schan[kMaxDim];        // bandwidth of each image channel
 };
 
 // out[p, :] = positions then channels, for a grid of shape spatial
 // (row-major) per image of the batch.
-__global__ void grid_features_kernel(const float* __restrict__ image, int64_t n_total, int64_t s, int n_axes, GridArg g,
-                                     int channels, bool channel_first, float* __restrict__ out) {
+template <class T>
+__global__ void grid_features_kernel(const T* __restrict__ image, int64_t n_total, int64_t s, int n_axes, GridArg<T> g,
+                                     int channels, bool channel_first, T* __restrict__ out) {
   const int nf = n_axes + channels;
   DCRF_GRID_STRIDE(i, n_total) {
     int64_t rest = i % s;
-    float* o = out + i * nf;
+    T* o = out + i * nf;
     // Axis a (0 = slowest) goes to column n_axes-1-a: the last axis first.
     for (int a = n_axes - 1; a >= 0; --a) {
       const int64_t len = g.shape[a];
       const int64_t coord = rest % len;
       rest /= len;
       const int col = n_axes - 1 - a;
-      o[col] = static_cast<float>(coord) / g.sdims[col];
+      o[col] = static_cast<T>(coord) / g.sdims[col];
     }
     if (channel_first) {
       const int64_t b = i / s, p = i - b * s;
@@ -611,21 +637,23 @@ __global__ void grid_features_kernel(const float* __restrict__ image, int64_t n_
   }
 }
 
-__global__ void unary_kernel(const float* __restrict__ probs, int64_t batch, int64_t s, int k, bool channel_first,
-                             float clip, double scale, float* __restrict__ unary) {
+template <class T>
+__global__ void unary_kernel(const T* __restrict__ probs, int64_t batch, int64_t s, int k, bool channel_first, T clip,
+                             double scale, T* __restrict__ unary) {
   DCRF_GRID_STRIDE(t, batch * s * k) {
     const int64_t i = t / k;
     const int c = static_cast<int>(t - i * k);
     const int64_t b = i / s, p = i - b * s;
-    float v = channel_first ? probs[(b * k + c) * s + p] : probs[t];
-    if (scale > 0.0) v = static_cast<float>(scale * static_cast<double>(v) + (1.0 - scale) / k);
-    if (clip > 0.0f) v = fminf(fmaxf(v, clip), 1.0f);
-    unary[t] = -logf(v);
+    T v = channel_first ? probs[(b * k + c) * s + p] : probs[t];
+    if (scale > 0.0) v = static_cast<T>(scale * static_cast<double>(v) + (1.0 - scale) / k);
+    if (clip > T(0)) v = lattice_min(lattice_max(v, clip), T(1));
+    unary[t] = -lattice_log(v);
   }
 }
 
-__global__ void layout_kernel(const float* __restrict__ q, int64_t batch, int64_t s, int k, bool channel_first,
-                              float* __restrict__ out) {
+template <class T>
+__global__ void layout_kernel(const T* __restrict__ q, int64_t batch, int64_t s, int k, bool channel_first,
+                              T* __restrict__ out) {
   DCRF_GRID_STRIDE(t, batch * s * k) {
     if (channel_first) {
       // t indexes out[b, c, p].
@@ -763,8 +791,9 @@ void DeviceBuffer::copy_to_host(void* dst, size_t nbytes, void* stream) const {
 // ---------------------------------------------------------------------------
 // Lattice.
 
-CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim, const std::vector<int64_t>& segments,
-                         int device, void* stream_ptr)
+template <class T>
+CudaLatticeT<T>::CudaLatticeT(const T* features, int64_t n_points, int dim, const std::vector<int64_t>& segments,
+                              int device, void* stream_ptr)
     : n_(n_points), d_(dim), device_(device) {
   if (dim < 1 || dim > kMaxDim) {
     throw InvalidArgument("feature dimension must be in [1, " + std::to_string(kMaxDim) + "], got " +
@@ -813,21 +842,21 @@ CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim, const
 
     // 1. Embed.  keys: [E, d]
     Scratch<int32_t> keys(static_cast<size_t>(n_entries) * d_, stream, device_);
-    ScaleArg scale;
+    ScaleArg<T> scale;
     lattice_scale_factors(d_, scale.v);
     const unsigned gb = blocks_for(n_);
     switch (d_) {
       case 2:
-        embed_kernel<2><<<gb, kThreads, 0, stream>>>(features, n_, d_, scale, keys.get(), weights_, error.get());
+        embed_kernel<2, T><<<gb, kThreads, 0, stream>>>(features, n_, d_, scale, keys.get(), weights_, error.get());
         break;
       case 3:
-        embed_kernel<3><<<gb, kThreads, 0, stream>>>(features, n_, d_, scale, keys.get(), weights_, error.get());
+        embed_kernel<3, T><<<gb, kThreads, 0, stream>>>(features, n_, d_, scale, keys.get(), weights_, error.get());
         break;
       case 5:
-        embed_kernel<5><<<gb, kThreads, 0, stream>>>(features, n_, d_, scale, keys.get(), weights_, error.get());
+        embed_kernel<5, T><<<gb, kThreads, 0, stream>>>(features, n_, d_, scale, keys.get(), weights_, error.get());
         break;
       default:
-        embed_kernel<0><<<gb, kThreads, 0, stream>>>(features, n_, d_, scale, keys.get(), weights_, error.get());
+        embed_kernel<0, T><<<gb, kThreads, 0, stream>>>(features, n_, d_, scale, keys.get(), weights_, error.get());
         break;
     }
     DCRF_CUDA_LAUNCHED("embed_kernel");
@@ -952,9 +981,13 @@ CudaLattice::CudaLattice(const float* features, int64_t n_points, int dim, const
   }
 }
 
-CudaLattice::~CudaLattice() { release(); }
+template <class T>
+CudaLatticeT<T>::~CudaLatticeT() {
+  release();
+}
 
-void CudaLattice::release() {
+template <class T>
+void CudaLatticeT<T>::release() {
   if (!slabs_[0] && !slabs_[1] && !slabs_[2]) return;
   int prev = 0;
   const bool switched = cudaGetDevice(&prev) == cudaSuccess && prev != device_ && cudaSetDevice(device_) == cudaSuccess;
@@ -971,34 +1004,23 @@ void CudaLattice::release() {
   chunk_vertex_ = nullptr;
 }
 
-size_t CudaLattice::memory_bytes() const {
+template <class T>
+size_t CudaLatticeT<T>::memory_bytes() const {
   const size_t e = static_cast<size_t>(n_) * (d_ + 1);
   if (n_ == 0) return 0;
   return e * (4 + 4 + 4 + 4 + 4) + static_cast<size_t>(d_ + 1) * m_ * 2 * 4 + static_cast<size_t>(m_ + 1) * 12 +
          static_cast<size_t>(n_chunks_) * 4;
 }
 
-LatticeView CudaLattice::view() const {
-  LatticeView v;
-  v.n_points = n_;
-  v.dim = d_;
-  v.n_vertices = m_;
-  v.offsets = offsets_;
-  v.weights = weights_;
-  v.neighbours = neighbours_;
-  v.splat_begin = splat_begin_;
-  v.splat_point = splat_point_;
-  return v;
-}
-
-void CudaLattice::zero_rows(float* vals, float* tmp, int channels, void* stream) const {
+template <class T>
+void CudaLatticeT<T>::zero_rows(T* vals, T* tmp, int channels, void* stream) const {
   DeviceGuard guard(device_);
-  DCRF_CUDA_CHECK(cudaMemsetAsync(vals, 0, sizeof(float) * channels, as_stream(stream)));
-  DCRF_CUDA_CHECK(cudaMemsetAsync(tmp, 0, sizeof(float) * channels, as_stream(stream)));
+  DCRF_CUDA_CHECK(cudaMemsetAsync(vals, 0, sizeof(T) * channels, as_stream(stream)));
+  DCRF_CUDA_CHECK(cudaMemsetAsync(tmp, 0, sizeof(T) * channels, as_stream(stream)));
 }
 
-void CudaLattice::splat(const float* in, int channels, const float* pre, float* vals, float* partial,
-                        void* stream) const {
+template <class T>
+void CudaLatticeT<T>::splat(const T* in, int channels, const T* pre, T* vals, T* partial, void* stream) const {
   if (n_ == 0 || channels <= 0) return;
   if (n_chunks_ > 0 && !partial) throw std::logic_error("CudaLattice::splat: partial buffer missing");
   DeviceGuard guard(device_);
@@ -1012,7 +1034,8 @@ void CudaLattice::splat(const float* in, int channels, const float* pre, float* 
   DCRF_CUDA_LAUNCHED("splat_kernel");
 }
 
-float* CudaLattice::blur(float* vals, float* tmp, int channels, bool reverse, void* stream) const {
+template <class T>
+T* CudaLatticeT<T>::blur(T* vals, T* tmp, int channels, bool reverse, void* stream) const {
   if (n_ == 0 || channels <= 0) return vals;
   DeviceGuard guard(device_);
   for (int step = 0; step <= d_; ++step) {
@@ -1025,32 +1048,35 @@ float* CudaLattice::blur(float* vals, float* tmp, int channels, bool reverse, vo
   return vals;
 }
 
-void CudaLattice::slice(const float* vals, int channels, const float* post, float* out, void* stream) const {
+template <class T>
+void CudaLatticeT<T>::slice(const T* vals, int channels, const T* post, T* out, void* stream) const {
   if (n_ == 0 || channels <= 0) return;
   DeviceGuard guard(device_);
   slice_kernel<<<blocks_for(n_ * channels), kThreads, 0, as_stream(stream)>>>(vals, channels, post, offsets_, weights_,
-                                                                              lattice_alpha(d_), d_ + 1, n_, out);
+                                                                              lattice_alpha_of<T>(d_), d_ + 1, n_, out);
   DCRF_CUDA_LAUNCHED("slice_kernel");
 }
 
-void CudaLattice::filter(const float* in, float* out, int channels, bool reverse, const float* pre, const float* post,
-                         void* stream) const {
+template <class T>
+void CudaLatticeT<T>::filter(const T* in, T* out, int channels, bool reverse, const T* pre, const T* post,
+                             void* stream) const {
   if (n_ == 0 || channels <= 0) return;
   DeviceGuard guard(device_);
   const size_t rows = static_cast<size_t>(m_ + 1) * channels;
-  Scratch<float> a(rows, as_stream(stream), device_), b(rows, as_stream(stream), device_);        // [(M+1), C]
-  Scratch<float> partial(static_cast<size_t>(n_chunks_) * channels, as_stream(stream), device_);  // [chunks, C]
+  Scratch<T> a(rows, as_stream(stream), device_), b(rows, as_stream(stream), device_);        // [(M+1), C]
+  Scratch<T> partial(static_cast<size_t>(n_chunks_) * channels, as_stream(stream), device_);  // [chunks, C]
   zero_rows(a.get(), b.get(), channels, stream);
   splat(in, channels, pre, a.get(), partial.get(), stream);
-  const float* res = blur(a.get(), b.get(), channels, reverse, stream);
+  const T* res = blur(a.get(), b.get(), channels, reverse, stream);
   slice(res, channels, post, out, stream);
 }
 
 // ---------------------------------------------------------------------------
 // Pairwise terms and mean field.
 
-CudaPairwiseTerm::CudaPairwiseTerm(std::shared_ptr<const CudaLattice> lattice, int normalization, int compat_kind,
-                                   std::vector<float> compat, int n_labels, void* stream)
+template <class T>
+CudaPairwiseTermT<T>::CudaPairwiseTermT(std::shared_ptr<const CudaLatticeT<T>> lattice, int normalization,
+                                        int compat_kind, std::vector<T> compat, int n_labels, void* stream)
     : lattice_(std::move(lattice)),
       norm_type_(normalization),
       kind_(compat_kind),
@@ -1071,7 +1097,7 @@ CudaPairwiseTerm::CudaPairwiseTerm(std::shared_ptr<const CudaLattice> lattice, i
     }
     upload(compat_dev_, compat_.data(), compat_.size(), s);
     if (n > 0) {
-      fill_kernel<float><<<blocks_for(n), kThreads, 0, s>>>(norm_, n, 1.0f);
+      fill_kernel<T><<<blocks_for(n), kThreads, 0, s>>>(norm_, n, T(1));
       DCRF_CUDA_LAUNCHED("fill_kernel");
       lattice_->filter(norm_, norm_, 1, false, nullptr, nullptr, stream);
       if (norm_type_ != 0) {
@@ -1089,7 +1115,8 @@ CudaPairwiseTerm::CudaPairwiseTerm(std::shared_ptr<const CudaLattice> lattice, i
   }
 }
 
-CudaPairwiseTerm::~CudaPairwiseTerm() {
+template <class T>
+CudaPairwiseTermT<T>::~CudaPairwiseTermT() {
   int prev = 0;
   const int dev = lattice_ ? lattice_->device() : 0;
   const bool switched = cudaGetDevice(&prev) == cudaSuccess && prev != dev && cudaSetDevice(dev) == cudaSuccess;
@@ -1100,21 +1127,25 @@ CudaPairwiseTerm::~CudaPairwiseTerm() {
 // Which side of the filter carries the normalisation (as dcrf::PairwiseTerm):
 // symmetric both; BEFORE scales the splat of K D^-1 (the slice of its
 // adjoint), AFTER the slice of D^-1 K (the splat of its adjoint).
-const float* CudaPairwiseTerm::pre_scale(bool transpose) const {
+template <class T>
+const T* CudaPairwiseTermT<T>::pre_scale(bool transpose) const {
   const bool scaled = norm_type_ == 3 || (!transpose && norm_type_ == 1) || (transpose && norm_type_ == 2);
   return scaled ? scale_ : nullptr;
 }
 
-const float* CudaPairwiseTerm::post_scale(bool transpose) const {
+template <class T>
+const T* CudaPairwiseTermT<T>::post_scale(bool transpose) const {
   const bool scaled = norm_type_ == 3 || (!transpose && norm_type_ == 2) || (transpose && norm_type_ == 1);
   return scaled ? scale_ : nullptr;
 }
 
-void CudaPairwiseTerm::filter(const float* in, float* out, int channels, bool transpose, void* stream) const {
+template <class T>
+void CudaPairwiseTermT<T>::filter(const T* in, T* out, int channels, bool transpose, void* stream) const {
   lattice_->filter(in, out, channels, transpose, pre_scale(transpose), post_scale(transpose), stream);
 }
 
-void mean_field(const float* unary, float* q, int64_t n, int k, const std::vector<const CudaPairwiseTerm*>& terms,
+template <class T>
+void mean_field(const T* unary, T* q, int64_t n, int k, const std::vector<const CudaPairwiseTermT<T>*>& terms,
                 int n_iter, bool fresh, void* stream_ptr) {
   if (n_iter < 0) throw InvalidArgument("n_iter must be >= 0, got " + std::to_string(n_iter));
   if (k < 1) throw InvalidArgument("the number of labels must be >= 1, got " + std::to_string(k));
@@ -1123,7 +1154,7 @@ void mean_field(const float* unary, float* q, int64_t n, int k, const std::vecto
                           std::to_string(terms.size()));
   }
   int device = 0;
-  for (const CudaPairwiseTerm* t : terms) {
+  for (const CudaPairwiseTermT<T>* t : terms) {
     if (!t) throw InvalidArgument("terms must not contain None");
     if (t->lattice().n_points() != n || t->n_labels() != k) {
       throw InvalidArgument("a pairwise term was built for " + std::to_string(t->lattice().n_points()) +
@@ -1149,33 +1180,32 @@ void mean_field(const float* unary, float* q, int64_t n, int k, const std::vecto
   // splat's chunk sums [chunks_t, K], and [N, K] sliced values for a matrix
   // compatibility.
   const size_t nt = terms.size();
-  std::vector<std::unique_ptr<Scratch<float>>> buf_a(nt), buf_b(nt), partial(nt), sliced(nt);
+  std::vector<std::unique_ptr<Scratch<T>>> buf_a(nt), buf_b(nt), partial(nt), sliced(nt);
   for (size_t t = 0; t < nt; ++t) {
     const size_t rows = static_cast<size_t>(terms[t]->lattice().n_vertices() + 1) * k;
-    buf_a[t].reset(new Scratch<float>(rows, stream, device));
-    buf_b[t].reset(new Scratch<float>(rows, stream, device));
-    partial[t].reset(new Scratch<float>(static_cast<size_t>(terms[t]->lattice().n_chunks()) * k, stream, device));
-    sliced[t].reset(new Scratch<float>(terms[t]->compat_kind() == 2 ? static_cast<size_t>(n) * k : 0, stream, device));
+    buf_a[t].reset(new Scratch<T>(rows, stream, device));
+    buf_b[t].reset(new Scratch<T>(rows, stream, device));
+    partial[t].reset(new Scratch<T>(static_cast<size_t>(terms[t]->lattice().n_chunks()) * k, stream, device));
+    sliced[t].reset(new Scratch<T>(terms[t]->compat_kind() == 2 ? static_cast<size_t>(n) * k : 0, stream, device));
     terms[t]->lattice().zero_rows(buf_a[t]->get(), buf_b[t]->get(), k, stream);
   }
 
   // Where each term's blurred values end up depends only on d's parity, the
   // same every iteration: the epilogue's arguments are fixed.
-  TermsArg args;
+  TermsArg<T> args;
   args.count = static_cast<int>(nt);
-  std::vector<float*> result(nt);
+  std::vector<T*> result(nt);
   for (size_t t = 0; t < nt; ++t) {
-    const CudaLattice& L = terms[t]->lattice();
-    const LatticeView v = L.view();
+    const CudaLatticeT<T>& L = terms[t]->lattice();
     result[t] = (L.dim() + 1) % 2 == 0 ? buf_a[t]->get() : buf_b[t]->get();
-    TermArg& a = args.t[t];
+    TermArg<T>& a = args.t[t];
     a.vals = result[t];
-    a.offsets = v.offsets;
-    a.weights = v.weights;
+    a.offsets = L.offsets();
+    a.weights = L.weights();
     a.post = terms[t]->post_scale(false);
     a.compat = terms[t]->device_compat();
     a.slice_out = sliced[t]->get();
-    a.alpha = lattice_alpha(L.dim());
+    a.alpha = lattice_alpha_of<T>(L.dim());
     a.potts = terms[t]->compat()[0];
     a.dp1 = L.dim() + 1;
     a.kind = terms[t]->compat_kind();
@@ -1183,9 +1213,9 @@ void mean_field(const float* unary, float* q, int64_t n, int k, const std::vecto
 
   for (int it = 0; it < n_iter; ++it) {
     for (size_t t = 0; t < nt; ++t) {
-      const CudaLattice& L = terms[t]->lattice();
+      const CudaLatticeT<T>& L = terms[t]->lattice();
       L.splat(q, k, terms[t]->pre_scale(false), buf_a[t]->get(), partial[t]->get(), stream);
-      float* res = L.blur(buf_a[t]->get(), buf_b[t]->get(), k, false, stream);
+      T* res = L.blur(buf_a[t]->get(), buf_b[t]->get(), k, false, stream);
       if (res != result[t]) throw std::logic_error("CUDA mean field: blur result buffer mismatch");
     }
     logits_kernel<<<blocks_for(n * k), kThreads, 0, stream>>>(unary, args, n, k, q);
@@ -1205,8 +1235,9 @@ void mean_field(const float* unary, float* q, int64_t n, int k, const std::vecto
 // ---------------------------------------------------------------------------
 // Layout helpers.
 
-void grid_features(const float* image, float* out, int64_t batch, const std::vector<int64_t>& spatial,
-                   const std::vector<float>& sdims, int channels, const std::vector<float>& schan, bool channel_first,
+template <class T>
+void grid_features(const T* image, T* out, int64_t batch, const std::vector<int64_t>& spatial,
+                   const std::vector<T>& sdims, int channels, const std::vector<T>& schan, bool channel_first,
                    int device, void* stream_ptr) {
   const int n_axes = static_cast<int>(spatial.size());
   if (n_axes < 1) throw InvalidArgument("a grid needs at least one spatial axis");
@@ -1226,11 +1257,11 @@ void grid_features(const float* image, float* out, int64_t batch, const std::vec
   if (n_axes + channels > kMaxDim) {
     throw InvalidArgument("a grid's features (axes + channels) must number at most " + std::to_string(kMaxDim));
   }
-  GridArg g;
+  GridArg<T> g;
   for (int a = 0; a < kMaxDim; ++a) {
     g.shape[a] = a < n_axes ? spatial[a] : 1;
-    g.sdims[a] = a < n_axes ? sdims[a] : 1.0f;
-    g.schan[a] = a < channels ? schan[a] : 1.0f;
+    g.sdims[a] = a < n_axes ? sdims[a] : T(1);
+    g.schan[a] = a < channels ? schan[a] : T(1);
   }
   DeviceGuard guard(device);
   grid_features_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream_ptr)>>>(image, n, s, n_axes, g, channels,
@@ -1238,7 +1269,8 @@ void grid_features(const float* image, float* out, int64_t batch, const std::vec
   DCRF_CUDA_LAUNCHED("grid_features_kernel");
 }
 
-void unary_from_probs(const float* probs, float* unary, int64_t batch, int64_t s, int k, bool channel_first, float clip,
+template <class T>
+void unary_from_probs(const T* probs, T* unary, int64_t batch, int64_t s, int k, bool channel_first, T clip,
                       double scale, int device, void* stream) {
   if (batch < 0 || s < 0 || k < 1) throw InvalidArgument("bad probability layout");
   const int64_t total = batch * s * k;
@@ -1249,7 +1281,8 @@ void unary_from_probs(const float* probs, float* unary, int64_t batch, int64_t s
   DCRF_CUDA_LAUNCHED("unary_kernel");
 }
 
-void copy_labels_layout(const float* q, float* out, int64_t batch, int64_t s, int k, bool channel_first, int device,
+template <class T>
+void copy_labels_layout(const T* q, T* out, int64_t batch, int64_t s, int k, bool channel_first, int device,
                         void* stream) {
   if (batch < 0 || s < 0 || k < 1) throw InvalidArgument("bad probability layout");
   const int64_t total = batch * s * k;
@@ -1258,6 +1291,23 @@ void copy_labels_layout(const float* q, float* out, int64_t batch, int64_t s, in
   layout_kernel<<<blocks_for(total), kThreads, 0, as_stream(stream)>>>(q, batch, s, k, channel_first, out);
   DCRF_CUDA_LAUNCHED("layout_kernel");
 }
+
+// The two scalar types: float (the default, pydensecrf's arithmetic) and
+// double (float64 inputs).
+template class CudaLatticeT<float>;
+template class CudaLatticeT<double>;
+template class CudaPairwiseTermT<float>;
+template class CudaPairwiseTermT<double>;
+#define DCRF_CUDA_INSTANTIATE(T)                                                                                      \
+  template void mean_field<T>(const T*, T*, int64_t, int, const std::vector<const CudaPairwiseTermT<T>*>&, int, bool, \
+                              void*);                                                                                 \
+  template void grid_features<T>(const T*, T*, int64_t, const std::vector<int64_t>&, const std::vector<T>&, int,      \
+                                 const std::vector<T>&, bool, int, void*);                                            \
+  template void unary_from_probs<T>(const T*, T*, int64_t, int64_t, int, bool, T, double, int, void*);                \
+  template void copy_labels_layout<T>(const T*, T*, int64_t, int64_t, int, bool, int, void*);
+DCRF_CUDA_INSTANTIATE(float)
+DCRF_CUDA_INSTANTIATE(double)
+#undef DCRF_CUDA_INSTANTIATE
 
 }  // namespace cuda
 }  // namespace dcrf

@@ -1,8 +1,8 @@
 // CUDA backend of the permutohedral lattice (cuda/lattice_cuda.cu).
 //
 // A plain C++ header: no CUDA type appears here, so g++-compiled code (the
-// bindings) can include it. Device pointers are float* / int32_t* into GPU
-// memory, the stream is a cudaStream_t passed as void* (0 = the legacy
+// bindings) can include it. Device pointers are T* (float, or double for
+// float64 inputs) and int32_t* into GPU memory, the stream is a cudaStream_t passed as void* (0 = the legacy
 // default stream), the device is a CUDA ordinal. Every call enqueues its work
 // on the given stream and returns without waiting for it, except where a
 // result must come back to the host (the vertex count at build time).
@@ -83,17 +83,22 @@ class DeviceBuffer {
   int device_ = 0;
 };
 
-class CudaLattice {
+// The lattice in scalar type T: float (the default; the arithmetic of the
+// CPU backend and pydensecrf) or double (float64 inputs: the embedding,
+// weights, filter and mean field all in double, as csrc/lattice_f64.cpp).
+// Keys, vertex numbering and the splat order are the same for both.
+template <class T>
+class CudaLatticeT {
  public:
-  // features: device [N, d] float32, row-major, divided by the bandwidths.
+  // features: device [N, d] of T, row-major, divided by the bandwidths.
   // segments: host [B+1] point offsets, segments[0] = 0, segments[B] = N,
   // non-decreasing; empty means one segment. Waits for the stream once (to
   // learn the vertex count); throws InvalidArgument for non-finite features.
-  CudaLattice(const float* features, int64_t n_points, int dim, const std::vector<int64_t>& segments, int device,
-              void* stream);
-  ~CudaLattice();
-  CudaLattice(const CudaLattice&) = delete;
-  CudaLattice& operator=(const CudaLattice&) = delete;
+  CudaLatticeT(const T* features, int64_t n_points, int dim, const std::vector<int64_t>& segments, int device,
+               void* stream);
+  ~CudaLatticeT();
+  CudaLatticeT(const CudaLatticeT&) = delete;
+  CudaLatticeT& operator=(const CudaLatticeT&) = delete;
 
   int64_t n_points() const { return n_; }
   int dim() const { return d_; }
@@ -105,24 +110,24 @@ class CudaLattice {
   int64_t n_chunks() const { return n_chunks_; }
   const std::vector<int64_t>& segments() const { return segments_; }
   size_t memory_bytes() const;
-  // The lattice in the backend-neutral layout; all pointers are device pointers.
-  LatticeView view() const;
+  // Device arrays: [N, d+1] vertex id and barycentric weight of each entry.
+  const int32_t* offsets() const { return offsets_; }
+  const T* weights() const { return weights_; }
 
   // out[N, C] = post[i] * slice(blur(splat(pre[j] * in[j]))). pre / post:
   // device [N] per-point scales or nullptr (1). reverse blurs the axes in
   // reverse order (the transpose). in and out may alias. Scratch: two
   // [(M+1), C] buffers per call, stream-ordered (cudaMallocAsync).
-  void filter(const float* in, float* out, int channels, bool reverse, const float* pre, const float* post,
-              void* stream) const;
+  void filter(const T* in, T* out, int channels, bool reverse, const T* pre, const T* post, void* stream) const;
 
   // Stages, for callers that keep their own buffers. vals and tmp: device
   // [(M+1), C]; row 0 of both must be zero (zero_rows does it). partial:
   // device [n_chunks(), C] scratch of the splat of heavy vertices (null when
   // n_chunks() is 0). Scales as in filter. blur returns vals or tmp (the result).
-  void zero_rows(float* vals, float* tmp, int channels, void* stream) const;
-  void splat(const float* in, int channels, const float* pre, float* vals, float* partial, void* stream) const;
-  float* blur(float* vals, float* tmp, int channels, bool reverse, void* stream) const;
-  void slice(const float* vals, int channels, const float* post, float* out, void* stream) const;
+  void zero_rows(T* vals, T* tmp, int channels, void* stream) const;
+  void splat(const T* in, int channels, const T* pre, T* vals, T* partial, void* stream) const;
+  T* blur(T* vals, T* tmp, int channels, bool reverse, void* stream) const;
+  void slice(const T* vals, int channels, const T* post, T* out, void* stream) const;
 
  private:
   void release();  // frees the device buffers (destructor, failed build)
@@ -135,12 +140,12 @@ class CudaLattice {
   void* slabs_[3] = {nullptr, nullptr, nullptr};  // owned cudaMalloc blocks holding the arrays below
   // Device arrays (in slabs_).
   int32_t* offsets_ = nullptr;      // [N, d+1] vertex id of each entry
-  float* weights_ = nullptr;        // [N, d+1] barycentric weights
+  T* weights_ = nullptr;            // [N, d+1] barycentric weights
   int32_t* neighbours_ = nullptr;   // [d+1, M, 2] row ids (vertex+1, 0 = none)
   int64_t* splat_begin_ = nullptr;  // [M+1] CSR row pointers
   int32_t* splat_point_ = nullptr;  // [N(d+1)] point of each CSR entry, ascending per vertex
   int32_t* splat_entry_ = nullptr;  // [N(d+1)] entry of each CSR entry
-  float* splat_weight_ = nullptr;   // [N(d+1)] weight of each CSR entry
+  T* splat_weight_ = nullptr;       // [N(d+1)] weight of each CSR entry
   int64_t n_chunks_ = 0;
   int32_t* chunk_begin_ = nullptr;   // [M+1] first splat chunk of each vertex (heavy vertices only)
   int32_t* chunk_vertex_ = nullptr;  // [n_chunks] vertex of each chunk
@@ -151,38 +156,39 @@ class CudaLattice {
 // (0 Potts: 1 value, 1 diagonal: K values, 2 matrix: K*K values row-major)
 // and the per-point scales of the normalisation, computed at construction
 // from filter(1) on the stream.
-class CudaPairwiseTerm {
+template <class T>
+class CudaPairwiseTermT {
  public:
-  CudaPairwiseTerm(std::shared_ptr<const CudaLattice> lattice, int normalization, int compat_kind,
-                   std::vector<float> compat, int n_labels, void* stream);
-  ~CudaPairwiseTerm();
-  CudaPairwiseTerm(const CudaPairwiseTerm&) = delete;
-  CudaPairwiseTerm& operator=(const CudaPairwiseTerm&) = delete;
+  CudaPairwiseTermT(std::shared_ptr<const CudaLatticeT<T>> lattice, int normalization, int compat_kind,
+                    std::vector<T> compat, int n_labels, void* stream);
+  ~CudaPairwiseTermT();
+  CudaPairwiseTermT(const CudaPairwiseTermT&) = delete;
+  CudaPairwiseTermT& operator=(const CudaPairwiseTermT&) = delete;
 
-  const CudaLattice& lattice() const { return *lattice_; }
+  const CudaLatticeT<T>& lattice() const { return *lattice_; }
   int normalization() const { return norm_type_; }
   int compat_kind() const { return kind_; }
   int n_labels() const { return k_; }
-  const std::vector<float>& compat() const { return compat_; }
-  const float* device_compat() const { return compat_dev_; }
-  const float* norm() const { return norm_; }  // device [N] filter(1)
+  const std::vector<T>& compat() const { return compat_; }
+  const T* device_compat() const { return compat_dev_; }
+  const T* norm() const { return norm_; }  // device [N] filter(1)
   // Per-point scales for splat and slice; nullptr = 1 (see dcrf::PairwiseTerm).
-  const float* pre_scale(bool transpose) const;
-  const float* post_scale(bool transpose) const;
+  const T* pre_scale(bool transpose) const;
+  const T* post_scale(bool transpose) const;
 
   // out[N, C] = the term's normalised kernel applied to in (or its adjoint).
-  void filter(const float* in, float* out, int channels, bool transpose, void* stream) const;
+  void filter(const T* in, T* out, int channels, bool transpose, void* stream) const;
 
  private:
-  std::shared_ptr<const CudaLattice> lattice_;
+  std::shared_ptr<const CudaLatticeT<T>> lattice_;
   int norm_type_;
   int kind_;
-  std::vector<float> compat_;
+  std::vector<T> compat_;
   int k_;
-  void* slab_ = nullptr;         // owned cudaMalloc block holding the arrays below
-  float* compat_dev_ = nullptr;  // device copy of compat_
-  float* norm_ = nullptr;        // [N] filter(1)
-  float* scale_ = nullptr;       // [N] 1/sqrt(norm) or 1/norm (nullptr for none)
+  void* slab_ = nullptr;     // owned cudaMalloc block holding the arrays below
+  T* compat_dev_ = nullptr;  // device copy of compat_
+  T* norm_ = nullptr;        // [N] filter(1)
+  T* scale_ = nullptr;       // [N] 1/sqrt(norm) or 1/norm (nullptr for none)
 };
 
 // Q[N, K] <- n_iter mean-field iterations on the device, with no host round
@@ -192,29 +198,39 @@ class CudaPairwiseTerm {
 // Scratch (per term two [(M_t+1), K] blur buffers, [chunks_t, K] splat
 // partial sums, and [N, K] for a matrix compatibility) is allocated once per
 // call, stream-ordered, and reused by every iteration.
-void mean_field(const float* unary, float* q, int64_t n, int k, const std::vector<const CudaPairwiseTerm*>& terms,
+template <class T>
+void mean_field(const T* unary, T* q, int64_t n, int k, const std::vector<const CudaPairwiseTermT<T>*>& terms,
                 int n_iter, bool fresh, void* stream);
+
+// float (the default) and double (float64 inputs), instantiated in the .cu.
+using CudaLattice = CudaLatticeT<float>;
+using CudaLattice64 = CudaLatticeT<double>;
+using CudaPairwiseTerm = CudaPairwiseTermT<float>;
+using CudaPairwiseTerm64 = CudaPairwiseTermT<double>;
 
 // Layout helpers for the Python layer (no framework on the device path).
 //
 // grid_features: out[B * prod(spatial), n_axes + C] features of B grids of
 // shape spatial (row-major, last axis fastest): the position of each axis,
 // last axis first (x, y, ... as pydensecrf), divided by sdims[that axis in
-// x, y order], then the image channels (image: device float32
+// x, y order], then the image channels (image: device T
 // [B, prod(spatial), C], or [B, C, prod(spatial)] when channel_first; may be
 // null when C = 0) divided by schan[C]. n_axes + C <= kMaxDim.
-void grid_features(const float* image, float* out, int64_t batch, const std::vector<int64_t>& spatial,
-                   const std::vector<float>& sdims, int channels, const std::vector<float>& schan, bool channel_first,
+template <class T>
+void grid_features(const T* image, T* out, int64_t batch, const std::vector<int64_t>& spatial,
+                   const std::vector<T>& sdims, int channels, const std::vector<T>& schan, bool channel_first,
                    int device, void* stream);
 
 // unary[B*S, K] = -log(clip(p)) for probs laid out [B, K, S] (channel_first)
 // or [B, S, K]; scale in (0, 1] mixes with the uniform distribution first
 // (scale <= 0: none); clip <= 0: none.
-void unary_from_probs(const float* probs, float* unary, int64_t batch, int64_t s, int k, bool channel_first, float clip,
+template <class T>
+void unary_from_probs(const T* probs, T* unary, int64_t batch, int64_t s, int k, bool channel_first, T clip,
                       double scale, int device, void* stream);
 
 // Copies q[B*S, K] into out laid out [B, K, S] (channel_first) or [B, S, K].
-void copy_labels_layout(const float* q, float* out, int64_t batch, int64_t s, int k, bool channel_first, int device,
+template <class T>
+void copy_labels_layout(const T* q, T* out, int64_t batch, int64_t s, int k, bool channel_first, int device,
                         void* stream);
 
 }  // namespace cuda

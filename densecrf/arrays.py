@@ -4,7 +4,8 @@ Host side: anything numpy can read (numpy arrays, lists, torch CPU tensors)
 becomes a C-contiguous float32 numpy array (:func:`host`), never the
 caller's buffer to write. Device side: a :class:`Place` says where a call
 runs (the array library, the CUDA device, the stream) and turns each input
-into a :class:`Buf`, a float32 C-contiguous device array and its raw pointer,
+into a :class:`Buf`, a C-contiguous device array of the place's dtype (float32,
+or float64 when the caller asked for it) and its raw pointer,
 without a copy through the host; it allocates outputs in the same library
 and hands them back as that library's arrays:
 
@@ -103,35 +104,43 @@ def torch_host64(t):
 
 
 class Buf:
-    """A float32 C-contiguous device array: the owning object and its raw pointer."""
+    """A C-contiguous device array of float32 (or float64: ``itemsize`` 8): the
+    owning object and its raw pointer."""
 
-    __slots__ = ("obj", "ptr", "shape")
+    __slots__ = ("itemsize", "obj", "ptr", "shape")
 
-    def __init__(self, obj, ptr: int, shape):
+    def __init__(self, obj, ptr: int, shape, itemsize: int = F32):
         self.obj = obj
         self.ptr = int(ptr)
         self.shape = tuple(int(s) for s in shape)
+        self.itemsize = int(itemsize)
 
-    def at(self, offset_floats: int) -> int:
-        """The address ``offset_floats`` float32 values into the buffer."""
-        return self.ptr + offset_floats * F32
+    def at(self, offset: int) -> int:
+        """The address ``offset`` values into the buffer."""
+        return self.ptr + offset * self.itemsize
 
     def view(self, shape) -> Buf:
         """The same memory with another shape of as many values."""
-        return Buf(self.obj, self.ptr, shape)
+        return Buf(self.obj, self.ptr, shape, self.itemsize)
 
 
 class Place:
     """Where a device call runs: the array library ('numpy', 'torch', 'cupy' or
-    'raw' for ``memory`` arrays), the device ordinal and the stream.
+    'raw' for ``memory`` arrays), the device ordinal, the stream, and the dtype
+    of the computation (float32, or float64 when the caller asks for it):
+    inputs are converted to it, outputs allocated in it.
 
     ``memory``: the backend's own device array type, used for numpy inputs and
-    outputs and for 'raw' ones. It provides ``memory(shape, device)``,
+    outputs and for 'raw' ones. It provides ``memory(shape, device, dtype)``,
     ``.ptr``, ``.shape``, ``.device``, ``.upload(host, stream)``,
     ``.download(out, stream)`` and ``.copy(stream)``.
     """
 
-    def __init__(self, kind: str, device: int, memory, torch_device=None):
+    def __init__(self, kind: str, device: int, memory, torch_device=None, dtype=np.float32):
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"a device computation is float32 or float64, got {self.dtype}")
+        self.f64 = self.dtype == np.float64
         self.kind = kind
         self.device = device
         self.memory = memory
@@ -147,8 +156,15 @@ class Place:
             self.stream = 0
 
     # -- inputs -----------------------------------------------------------
+    def _buf(self, obj, ptr: int, shape) -> Buf:
+        return Buf(obj, ptr, shape, self.dtype.itemsize)
+
+    def _host(self, x, name: str, finite: bool) -> np.ndarray:
+        # float64 host arrays are always checked finite (as the float64 CPU backend)
+        return host64(x, name) if self.f64 else host(x, name, finite=finite)
+
     def put(self, x, name: str, *, finite: bool = True) -> Buf:
-        """x as a float32 C-contiguous device array of this place (no host copy for device inputs)."""
+        """x as a C-contiguous device array of this place's dtype (no host copy for device inputs)."""
         if self.kind == "torch":
             torch = torch_module()
             if not is_torch(x):
@@ -157,37 +173,44 @@ class Place:
                 elif hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray):
                     x = torch.from_dlpack(x)
                 else:
-                    x = torch.as_tensor(host(x, name, finite=finite), device=self.torch_device)
+                    x = torch.as_tensor(self._host(x, name, finite), device=self.torch_device)
             if not x.is_cuda or x.device.index != self.device:
                 raise ValueError(f"{name} is on {x.device}, expected cuda:{self.device} like the other arrays")
             if x.is_complex() or x.dtype == torch.bool:
                 raise TypeError(f"{name} has dtype {x.dtype}; expected real values")
-            x = x.detach().to(torch.float32).contiguous()
-            return Buf(x, x.data_ptr(), x.shape)
+            x = x.detach().to(torch.float64 if self.f64 else torch.float32).contiguous()
+            return self._buf(x, x.data_ptr(), x.shape)
         if self.kind == "raw":
             if isinstance(x, self.memory):
                 if x.device != self.device:
                     raise ValueError(f"{name} is on cuda:{x.device}, expected cuda:{self.device} like the other arrays")
-                return Buf(x, x.ptr, x.shape)
+                if np.dtype(x.dtype) != self.dtype:
+                    raise TypeError(
+                        f"{name} is a {np.dtype(x.dtype).name} DeviceArray, but this call computes in "
+                        f"{self.dtype.name}: pass dtype={np.dtype(x.dtype).name} or convert the array"
+                    )
+                return self._buf(x, x.ptr, x.shape)
             if hasattr(x, "__cuda_array_interface__") or is_torch(x):
                 raise TypeError(f"{name}: DeviceArray inputs cannot be mixed with other libraries' device arrays")
-            return self.upload(host(x, name, finite=finite))
+            return self.upload(self._host(x, name, finite))
         if self.kind == "cupy":
             import cupy
 
             with cupy.cuda.Device(self.device):
                 if isinstance(x, np.ndarray) or not hasattr(x, "__cuda_array_interface__"):
-                    x = host(x, name, finite=finite)
-                a = cupy.ascontiguousarray(cupy.asarray(x, dtype=cupy.float32))
-            return Buf(a, a.data.ptr, a.shape)
-        return self.upload(host(x, name, finite=finite))
+                    x = self._host(x, name, finite)
+                a = cupy.ascontiguousarray(cupy.asarray(x, dtype=cupy.float64 if self.f64 else cupy.float32))
+            return self._buf(a, a.data.ptr, a.shape)
+        return self.upload(self._host(x, name, finite))
 
     def upload(self, a: np.ndarray) -> Buf:
-        """A host float32 C-contiguous array copied into a new ``memory`` array on this place's stream."""
-        d = self.memory(a.shape, self.device)
+        """A host C-contiguous array (converted to this place's dtype) copied into a new
+        ``memory`` array on this place's stream."""
+        a = np.ascontiguousarray(a, dtype=self.dtype)
+        d = self.memory(a.shape, self.device, self.dtype)
         if a.size:
             d.upload(a, self.stream)
-        return Buf(d, d.ptr, a.shape)
+        return self._buf(d, d.ptr, a.shape)
 
     def shape_of(self, x) -> tuple:
         return shape_of(x)
@@ -198,45 +221,45 @@ class Place:
             return 0.0
         if self.kind in ("torch", "cupy"):
             return float(b.obj.max())
-        out = np.empty(b.shape, dtype=np.float32)
+        out = np.empty(b.shape, dtype=self.dtype)
         b.obj.download(out, self.stream)
         return float(out.max())
 
     # -- outputs ----------------------------------------------------------
     def empty(self, shape) -> Buf:
-        """A new uninitialised float32 device array in this place's library."""
+        """A new uninitialised device array of this place's dtype in its library."""
         shape = tuple(int(s) for s in shape)
         if self.kind == "torch":
             torch = torch_module()
-            t = torch.empty(shape, dtype=torch.float32, device=self.torch_device)
-            return Buf(t, t.data_ptr(), shape)
+            t = torch.empty(shape, dtype=torch.float64 if self.f64 else torch.float32, device=self.torch_device)
+            return self._buf(t, t.data_ptr(), shape)
         if self.kind == "cupy":
             import cupy
 
             with cupy.cuda.Device(self.device):
-                a = cupy.empty(shape, dtype=cupy.float32)
-            return Buf(a, a.data.ptr, shape)
-        a = self.memory(shape, self.device)
-        return Buf(a, a.ptr, shape)
+                a = cupy.empty(shape, dtype=cupy.float64 if self.f64 else cupy.float32)
+            return self._buf(a, a.data.ptr, shape)
+        a = self.memory(shape, self.device, self.dtype)
+        return self._buf(a, a.ptr, shape)
 
     def copy(self, b: Buf) -> Buf:
         """A fresh device copy of b (so that the caller's array is never written)."""
         if self.kind == "torch":
             t = b.obj.clone()
-            return Buf(t, t.data_ptr(), b.shape)
+            return self._buf(t, t.data_ptr(), b.shape)
         if self.kind == "cupy":
             a = b.obj.copy()
-            return Buf(a, a.data.ptr, b.shape)
+            return self._buf(a, a.data.ptr, b.shape)
         if self.kind == "raw":
             a = b.obj.copy(self.stream)
-            return Buf(a, a.ptr, b.shape)
+            return self._buf(a, a.ptr, b.shape)
         return b  # numpy inputs were uploaded into a fresh buffer already
 
     def result(self, b: Buf):
         """The caller's array of a buffer: the device array itself (reshaped to
         ``b.shape``), or a numpy copy for numpy callers."""
         if self.kind == "numpy":
-            out = np.empty(b.shape, dtype=np.float32)
+            out = np.empty(b.shape, dtype=self.dtype)
             if out.size:
                 b.obj.download(out, self.stream)
             return out
@@ -251,42 +274,42 @@ class Place:
             return b
         if self.kind == "torch":
             t = torch_module().movedim(b.obj, src, dst).contiguous()
-            return Buf(t, t.data_ptr(), t.shape)
+            return self._buf(t, t.data_ptr(), t.shape)
         if self.kind == "cupy":
             import cupy
 
             with cupy.cuda.Device(self.device):
                 a = cupy.ascontiguousarray(cupy.moveaxis(b.obj, src, dst))
-            return Buf(a, a.data.ptr, a.shape)
+            return self._buf(a, a.data.ptr, a.shape)
         raise ValueError("DeviceArray inputs need the label axis last (channel_axis=-1)")
 
 
-def place_of(arrays, device, memory) -> Place:
+def place_of(arrays, device, memory, dtype=np.float32) -> Place:
     """The place of the first device array among ``arrays``, else numpy on ``device``.
 
-    ``memory``: the backend's own device array type (see :class:`Place`).
+    ``memory``: the backend's own device array type (see :class:`Place`);
+    ``dtype``: the computation's, float32 (the default) or float64.
     """
     for x in arrays:
         if isinstance(x, memory):
-            return Place("raw", x.device, memory)
+            return Place("raw", x.device, memory, dtype=dtype)
         if is_torch(x):
             if not x.is_cuda:
                 continue
             torch = torch_module()
-            return Place(
-                "torch", x.device.index if x.device.index is not None else torch.cuda.current_device(), memory, x.device
-            )
+            index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+            return Place("torch", index, memory, x.device, dtype=dtype)
         if hasattr(x, "__cuda_array_interface__"):
             if is_cupy(x) or "cupy" in sys.modules or _importable("cupy"):
                 import cupy
 
                 dev = x.device.id if is_cupy(x) else cupy.cuda.Device().id
-                return Place("cupy", int(dev), memory)
+                return Place("cupy", int(dev), memory, dtype=dtype)
             if torch_module() is not None or _importable("torch"):
                 import torch
 
                 t = torch.as_tensor(x, device="cuda")
-                return Place("torch", t.device.index, memory, t.device)
+                return Place("torch", t.device.index, memory, t.device, dtype=dtype)
             raise TypeError(
                 f"{type(x).__name__} is a CUDA array, but neither CuPy nor torch is installed to hold "
                 "the result; install one of them or pass numpy arrays"
@@ -298,8 +321,8 @@ def place_of(arrays, device, memory) -> Place:
                     raise TypeError(f"{type(x).__name__} is a DLPack CUDA array; install torch or CuPy to pass it")
                 import torch
 
-                return Place("torch", int(dev_id), memory, torch.device("cuda", int(dev_id)))
-    return Place("numpy", parse_device(device), memory)
+                return Place("torch", int(dev_id), memory, torch.device("cuda", int(dev_id)), dtype=dtype)
+    return Place("numpy", parse_device(device), memory, dtype=dtype)
 
 
 def _importable(name: str) -> bool:

@@ -39,7 +39,8 @@ class DenseCRF:
             unary, features, compatibilities, lattice, filters and mean
             field all in float64 (the same lattice computed in double, a
             simple scalar path several times slower); inference then
-            returns float64, on the CPU only.
+            returns float64, on the CPU or (``device='cuda'``) on the GPU
+            (the double instantiation of the CUDA kernels).
     """
 
     def __init__(self, n_points: int, n_labels: int, *, threads: int | None = None, dtype=None):
@@ -137,15 +138,10 @@ class DenseCRF:
         in the CRF's dtype (float32 unless made with ``dtype=numpy.float64``).
 
         ``device``: 'cpu', or 'cuda' / 'cuda:N' to run on the CUDA backend
-        (float32 only).
+        (in the CRF's dtype).
         """
         n_iter = _checks.positive_int(n_iter, "n_iter", minimum=0)
         if device is not None and str(device) != "cpu":
-            if self._f64:
-                raise ValueError(
-                    f"this DenseCRF computes in float64, which runs on the CPU backend only; device={device!r} "
-                    "needs a float32 DenseCRF (dtype=None)"
-                )
             pairwise = [
                 (
                     info["features"],
@@ -154,7 +150,7 @@ class DenseCRF:
                 )
                 for info in self._term_info
             ]
-            return cuda.mean_field(self._unary_or_zero(), pairwise, n_iter=n_iter, device=device)
+            return cuda.mean_field(self._unary_or_zero(), pairwise, n_iter=n_iter, device=device, dtype=self.dtype)
         return self._mean_field(n_iter, None)
 
     def start_inference(self) -> np.ndarray:
@@ -351,9 +347,8 @@ def refine(
         dtype: the computation dtype: ``numpy.float32`` (None, the default;
             the fast path, pydensecrf's answers, whatever the inputs' dtype)
             or ``numpy.float64`` (unary, features, lattice and mean field in
-            float64 on the CPU backend, the same lattice in double; several
-            times slower). Other values raise ValueError; float64 with a
-            CUDA ``device`` too.
+            float64, the same lattice in double, on the CPU backend or a CUDA
+            ``device``; several times slower). Other values raise ValueError.
 
     Returns:
         Refined probabilities in ``dtype`` (float32 by default), the same shape as ``probs``.
@@ -428,7 +423,7 @@ def refine_batch(
     The CRF arguments (``n_iter``, the Gaussian and bilateral terms, ``clip``,
     ``scale``, ``normalization``, ``threads``, ``params``), ``image_range``
     (images in 0..255 units unless stated) and ``dtype`` (float32 by
-    default, float64 on the CPU when asked) are :func:`refine`'s.
+    default, float64 when asked, on either backend) are :func:`refine`'s.
 
     Returns:
         Refined probabilities in the layout of ``probs``: one array (in ``dtype``) for

@@ -16,7 +16,9 @@ the CPU backend: same embedding (the same source, compiled by nvcc), same
 vertex numbering, per-vertex sums in the same order, no FMA contraction. The
 results are deterministic (bit-identical from run to run on one device) and
 agree with the CPU backend to float32 rounding of the softmax (CPU and GPU
-exponentials differ in the last bits).
+exponentials differ in the last bits). ``dtype=numpy.float64`` runs the same
+kernels in double (inputs converted to float64, results float64): the float64
+CPU backend's answers to double rounding.
 
 Batches: B images of one size are one call; a list of images of different
 sizes is one call too (all images share one lattice structure whose vertices
@@ -33,7 +35,7 @@ from .backends.cuda import CudaBackend, DeviceArray, cuda_available, device_name
 from .backends.problem import Normalization, compat_arg, enum_arg
 
 
-def mean_field(unary, pairwise, *, n_iter: int = 5, Q=None, device=None):
+def mean_field(unary, pairwise, *, n_iter: int = 5, Q=None, device=None, dtype=None):
     r"""Mean-field inference on the GPU for one problem or a batch of B problems of one size.
 
     Iterates :math:`Q \leftarrow \operatorname{softmax}(-U - \sum_t \mu_t(\bar K_t Q))` as
@@ -48,14 +50,16 @@ def mean_field(unary, pairwise, *, n_iter: int = 5, Q=None, device=None):
         n_iter: iterations (0 returns softmax(-U), or Q).
         Q: optional starting distribution, the shape of unary (not modified).
         device: CUDA device for numpy inputs ('cuda', 'cuda:N' or N).
+        dtype: ``numpy.float32`` (None, the default) or ``numpy.float64``: the
+            dtype of the whole computation and of the result, whatever the inputs'.
 
     Returns:
-        Q, the shape of ``unary``: a numpy array for numpy input, else an array
-        of the input's library on its device.
+        Q, the shape of ``unary``, in ``dtype``: a numpy array for numpy input, else an
+        array of the input's library on its device.
     """
     n_iter = _checks.positive_int(n_iter, "n_iter", minimum=0)
     items = [unary] + [p[0] for p in pairwise] + ([Q] if Q is not None else [])
-    place = place_of(items, device)
+    place = place_of(items, device, _checks.dtype_arg(dtype))
     ushape = place.shape_of(unary)
     if len(ushape) not in (2, 3):
         raise ValueError(f"unary must be [N, K] or [B, N, K], got shape {_checks.shape_str(ushape)}")
@@ -76,7 +80,7 @@ def mean_field(unary, pairwise, *, n_iter: int = 5, Q=None, device=None):
                 f"with 1 <= d <= 32, got {_checks.shape_str(fshape)}"
             )
         f = place.put(p[0], f"pairwise[{t}] features")
-        kind, values = compat_arg(p[1], k)
+        kind, values = compat_arg(p[1], k, place.dtype)
         norm = enum_arg(p[2] if len(p) == 3 else "symmetric", Normalization, "normalization")
         specs.append((f.view((n, fshape[-1])), kind, values, norm))
     q0 = None
@@ -99,15 +103,16 @@ def mean_field(unary, pairwise, *, n_iter: int = 5, Q=None, device=None):
     return place.result(q.view(ushape))
 
 
-def filter(features, values, *, transpose: bool = False, normalization=None, device=None):
+def filter(features, values, *, transpose: bool = False, normalization=None, device=None, dtype=None):
     """Permutohedral-lattice Gaussian filter on the GPU (see :class:`densecrf.PermutohedralLattice`).
 
     features ``[N, d]`` or ``[B, N, d]``; values ``[N, C]`` or ``[B, N, C]`` (each of the B
     point sets filtered with its own lattice). ``normalization`` None filters with K;
     otherwise a :class:`densecrf.Normalization` as in a pairwise term. ``transpose`` applies
-    the adjoint. Returns an array of the shape of ``values``.
+    the adjoint. ``dtype``: float32 (None) or ``numpy.float64``, as :func:`mean_field`.
+    Returns an array of the shape of ``values``, in ``dtype``.
     """
-    place = place_of([features, values], device)
+    place = place_of([features, values], device, _checks.dtype_arg(dtype))
     fshape, vshape = place.shape_of(features), place.shape_of(values)
     if len(fshape) not in (2, 3) or not 1 <= fshape[-1] <= 32:
         raise ValueError(f"features must be [N, d] or [B, N, d] with 1 <= d <= 32, got {_checks.shape_str(fshape)}")
@@ -130,7 +135,8 @@ def filter(features, values, *, transpose: bool = False, normalization=None, dev
 
 
 def refine(image, probs, *, channel_axis: int = -1, device=None, volume: bool = False, **params):
-    """:func:`densecrf.refine` on the GPU: the same arguments, the same result up to float32 rounding.
+    """:func:`densecrf.refine` on the GPU: the same arguments, the same result up to float32
+    rounding (to float64 rounding with ``dtype=numpy.float64``).
 
     ``image`` ``[*spatial, C]`` (or ``[*spatial]``), ``probs`` ``[*spatial, K]`` with the label
     axis at ``channel_axis``; numpy arrays (run on ``device``, default 'cuda', result in numpy)

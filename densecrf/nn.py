@@ -34,6 +34,8 @@ import math
 import numbers
 from collections.abc import Sequence
 
+import numpy as np
+
 try:
     import torch
     from torch import nn
@@ -117,34 +119,31 @@ class _CpuBackend:
 
 class _CudaBackend:
     """Torch CUDA tensors over :class:`densecrf.backends.CudaBackend`, on torch's
-    current stream at each call: float32 inside, the caller's dtype outside. The
-    fused no-graph mean field is not offered here (inference without a graph
-    runs the same filters)."""
+    current stream at each call, in the features' dtype as the CPU backend:
+    float32 features get the float32 lattice, float64 features the float64
+    one (``_C.CudaLattice64``, whose filters compute in double); results in
+    the values' dtype. The fused no-graph mean field is not offered here
+    (inference without a graph runs the same filters)."""
 
     def __init__(self, device: torch.device):
         self.device = device
 
     @staticmethod
-    def _place(t: torch.Tensor) -> arrays.Place:
+    def _place(t: torch.Tensor, f64: bool) -> arrays.Place:
         # _backend() checked that the backend can run; the stream is read per call
-        return arrays.place_of([t], None, _cuda.DeviceArray)
+        return arrays.place_of([t], None, _cuda.DeviceArray, np.float64 if f64 else np.float32)
 
     def lattice(self, features: torch.Tensor):
-        if features.dtype == torch.float64:
-            raise TypeError(
-                "densecrf's CUDA backend computes in float32; got float64 tensors on "
-                f"{features.device}: float64 runs on the CPU backend (move the tensors to the CPU, "
-                "or use float32 on the GPU)"
-            )
-        place = self._place(features)
+        f64 = features.dtype == torch.float64
+        place = self._place(features, f64)
         f = place.put(features, "features")
         # f stays alive while the build may still read it on the stream
-        return _cuda.CudaBackend(place).lattice(f), f.obj
+        return _cuda.CudaBackend(place).lattice(f), f.obj, f64
 
     def filter(self, lattice, values: torch.Tensor, transpose: bool) -> torch.Tensor:
         if values.shape[0] == 0 or values.shape[1] == 0:
             return torch.zeros_like(values)
-        place = self._place(values)
+        place = self._place(values, lattice[2])
         out = _cuda.CudaBackend(place).filter(lattice[0], place.put(values, "values"), transpose)
         return out.obj.to(values.dtype)
 
@@ -312,7 +311,7 @@ def gaussian_filter(
     flow to ``values`` and ``features`` (hence to bandwidths the features were
     divided by). ``lattice``: a handle from :func:`build_lattice` for these
     features, to skip the build. float32 or float64: the lattice computes in
-    the features' dtype (float64 on the CPU only); deterministic.
+    the features' dtype (on the CPU and on CUDA); deterministic.
     """
     _check_features(features)
     if not isinstance(values, torch.Tensor) or values.dim() != 2 or values.shape[0] != features.shape[0]:
@@ -412,7 +411,7 @@ class CRFasRNN(nn.Module):
     (the logits' dtype: a float64 input, e.g. to a ``.double()`` layer, runs
     the lattice, the filters and the mean field in float64, so that
     ``torch.autograd.gradcheck`` passes at its default tolerances), CPU
-    tensors (CUDA when densecrf is built with it, float32 only). Each term's lattice is
+    tensors (CUDA when densecrf is built with it, float32 and float64). Each term's lattice is
     built once per image and forward and reused by every iteration and by
     backward. Under ``torch.no_grad()`` / inference mode (or when nothing
     requires a gradient) float32 inputs take the fused native mean field: no
@@ -571,7 +570,6 @@ class CRFasRNN(nn.Module):
         pairs raise ValueError. ``kwargs`` go to the constructor
         (``learn_bandwidths``, ``threads``, ...).
         """
-        import numpy as np
 
         from .params import as_params
 

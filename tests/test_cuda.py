@@ -461,3 +461,120 @@ def test_volume_rule_holds_on_cuda(backend):
         densecrf.refine(imgs, probs, device="cuda")
     with pytest.raises(ValueError, match="pass channel_axis=0"):
         densecrf.refine(imgs[0], np.moveaxis(probs[0], -1, 0), device="cuda")
+
+
+# ---------------------------------------------------------------------------
+# float64: the double instantiation of the same kernels, against the float64
+# CPU backend (csrc/lattice_f64.cpp and the numpy mean field of
+# densecrf/backends/cpu64.py).
+
+
+def _lattice64(f):
+    from densecrf._native import _C
+
+    return _C.Lattice64(np.ascontiguousarray(f, np.float64), 1)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 5, 7])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_float64_filter_matches_cpu_float64(backend, rng, d, transpose):
+    # spread so that no vertex has over 128 entries (no chunked splat: see below)
+    f = rng.normal(size=(700, d)) * (40 if d == 1 else 2)
+    v = rng.normal(size=(700, 3))
+    ref = _lattice64(f).filter(v, transpose, 1)
+    out = dcuda.filter(f, v, transpose=transpose, dtype=np.float64)
+    assert out.shape == ref.shape and out.dtype == np.float64
+    if backend == "emu":
+        df = dcuda.DeviceArray.from_numpy(f, dtype=np.float64)
+        assert cuda_backend._C.CudaLattice64(df.ptr, 700, d).n_chunks == 0
+        # The same double operations in the same order on the same host (the
+        # embedding, the splat in ascending point order, the blur, the
+        # slice): nothing may differ.
+        assert np.array_equal(out, ref)
+    # On a GPU (no FMA contraction, the same order) the results should be
+    # equal too; 1e-13 allows a few ulps of double (1.1e-16 each) through
+    # d+1 blur passes, and is still 10^6 times below float32's 2e-6.
+    assert rel_l2(out, ref) < 1e-13
+
+
+def test_float64_filter_with_heavy_vertices_matches_cpu_float64(backend, rng):
+    # The chunked splat sums 128-entry chunks, then the chunks: a different
+    # association than the CPU's running sum, so ulps apart, not equal.
+    f = rng.integers(0, 3, size=(5000, 3)).astype(np.float64) * 0.7
+    f[:2000] = 0.25
+    v = rng.normal(size=(5000, 5))
+    for transpose in (False, True):
+        ref = _lattice64(f).filter(v, transpose, 1)
+        out = dcuda.filter(f, v, transpose=transpose, dtype=np.float64)
+        # float32 measured 9.9e-7 here (test_filter_with_heavy_vertices_matches_cpu);
+        # double rounding is 2^29 times finer: 1e-13 leaves two decades of room.
+        assert rel_l2(out, ref) < 1e-13
+
+
+@pytest.mark.parametrize("compat", list(COMPATS))
+@pytest.mark.parametrize("normalization", ["none", "symmetric", "before"])
+def test_float64_mean_field_matches_cpu_float64(backend, rng, compat, normalization):
+    n, k = 400, 4
+    u = rng.normal(size=(n, k)) * 2
+    f1 = rng.random((n, 2)) * 3
+    f2 = rng.random((n, 5)) * 3
+    c = np.asarray(COMPATS[compat], np.float64)
+    crf = densecrf.DenseCRF(n, k, dtype=np.float64)
+    crf.set_unary(u)
+    crf.add_pairwise(f1, 1.5, normalization=normalization)
+    crf.add_pairwise(f2, c, normalization=normalization)
+    ref = crf.inference(5)
+    q = crf.inference(5, device="cuda")
+    assert q.dtype == np.float64 and ref.dtype == np.float64
+    # The filters agree to ulps (above); the softmax differs in how it
+    # divides (numpy's x / sum against the kernel's x * (1 / sum)) and in
+    # the device's exp: a few ulps per iteration, through 5 contractive
+    # iterations. 1e-12 is 10^4 ulps of double, and 10^7 times below the
+    # float32 path's 1e-5.
+    assert np.abs(q - ref).max() < 1e-12
+    # densecrf.cuda.mean_field with dtype=float64 is the same computation
+    q2 = dcuda.mean_field(u, [(f1, 1.5, normalization), (f2, c, normalization)], n_iter=5, dtype=np.float64)
+    assert np.array_equal(q2, q)
+    # and float32 stays the default
+    assert dcuda.mean_field(u, [(f1, 1.5, normalization)], n_iter=1).dtype == np.float32
+
+
+def test_refine_float64_on_cuda_matches_cpu_float64(backend):
+    img = smooth_image(30, 41, seed=3)
+    p = label_probs(30, 41, 5, seed=3)
+    ref = densecrf.refine(img, p, n_iter=10, dtype=np.float64)
+    out = densecrf.refine(img, p, n_iter=10, dtype=np.float64, device="cuda")
+    assert out.dtype == np.float64 and out.shape == ref.shape
+    # as test_float64_mean_field_matches_cpu_float64, at 10 iterations
+    assert np.abs(out - ref).max() < 1e-12
+    # channel-first layout and the batch entry point
+    out_cf = densecrf.refine(img, np.moveaxis(p, -1, 0), channel_axis=0, n_iter=10, dtype=np.float64, device="cuda")
+    assert np.array_equal(np.moveaxis(out_cf, 0, -1), out)
+    imgs = [img, smooth_image(12, 17, seed=4)]
+    probs = [p, label_probs(12, 17, 5, seed=4)]
+    got = densecrf.refine_batch(imgs, probs, n_iter=10, dtype=np.float64, device="cuda")
+    want = densecrf.refine_batch(imgs, probs, n_iter=10, dtype=np.float64)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == np.float64
+        assert np.abs(g - w).max() < 1e-12  # as above
+    # float32 on the device is unchanged by the float64 path's existence
+    assert densecrf.refine(img, p, n_iter=10, device="cuda").dtype == np.float32
+
+
+def test_float64_device_arrays(backend, rng):
+    f = rng.normal(size=(50, 2))
+    v = rng.normal(size=(50, 3))
+    df = dcuda.DeviceArray.from_numpy(f, dtype=np.float64)
+    dv = dcuda.DeviceArray.from_numpy(v, dtype=np.float64)
+    assert df.dtype == np.float64 and df.__cuda_array_interface__["typestr"] == "<f8"
+    assert np.array_equal(df.numpy(), f)  # no rounding on the way
+    out = dcuda.filter(df, dv, dtype=np.float64)
+    assert isinstance(out, dcuda.DeviceArray) and out.dtype == np.float64
+    assert np.array_equal(out.numpy(), dcuda.filter(f, v, dtype=np.float64))
+    # a float32 device array in a float64 call (and the reverse) is refused, naming both
+    with pytest.raises(TypeError, match=r"float32 DeviceArray.*computes in float64"):
+        dcuda.filter(dcuda.DeviceArray.from_numpy(f), dv, dtype=np.float64)
+    with pytest.raises(TypeError, match=r"float64 DeviceArray.*computes in float32"):
+        dcuda.filter(df, dv)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        dcuda.DeviceArray((2, 2), dtype=np.int32)

@@ -9,6 +9,7 @@ tests check those; here: dtype=None and dtype=float32 give the same array).
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -263,18 +264,6 @@ def test_bad_dtype_raises_naming_it(bad):
         assert repr(bad) in str(info.value)
 
 
-def test_float64_on_cuda_device_raises_before_any_gpu_work():
-    img = smooth_image(8, 9, seed=0)
-    p = label_probs(8, 9, 2, seed=0)
-    with pytest.raises(ValueError, match="float64 runs on the CPU backend only"):
-        densecrf.refine(img, p, dtype=np.float64, device="cuda")
-    with pytest.raises(ValueError, match="float64 runs on the CPU backend only"):
-        densecrf.refine_batch(img[None], p[None], dtype=np.float64, device="cuda:0")
-    crf = densecrf.DenseCRF(4, 2, dtype=np.float64)
-    with pytest.raises(ValueError, match="float64, which runs on the CPU backend only"):
-        crf.inference(2, device="cuda")
-
-
 def test_float64_lattice_bad_input():
     with pytest.raises(ValueError, match="key range"):
         densecrf.PermutohedralLattice(np.array([[0.0, 1e12], [1.0, 2.0]]), dtype=np.float64)
@@ -392,12 +381,58 @@ def test_torch_follows_the_tensor_dtype(torch_one_thread):
     assert np.array_equal(dnn.gaussian_filter(v, f).numpy(), want)
 
 
-def test_torch_cuda_float64_raises_naming_the_dtype(torch_one_thread):
-    # The CUDA backend computes in float32: a float64 tensor is refused
-    # before any device work (checked on the backend object, no GPU needed).
+def test_gradcheck_crfasrnn_double_on_cuda(torch_one_thread):
+    # The CUDA backend's float64 lattice (the double instantiation of its
+    # kernels; its filters are checked against the CPU's float64 lattice in
+    # tests/test_cuda.py, on the GPU and emulated): the same gradcheck as
+    # test_gradcheck_crfasrnn_double_default_tolerances, on CUDA tensors.
+    # Needs a GPU (torch CUDA tensors cannot be emulated).
     torch = torch_one_thread
     import densecrf.nn as dnn
 
+    if not (densecrf.cuda_available() and torch.cuda.is_available()):
+        pytest.skip("no CUDA device, or densecrf built without CUDA (densecrf.cuda_available() is False)")
+    dev = torch.device("cuda")
+    g = torch.Generator().manual_seed(21)
+    k = 3
+    mod = dnn.CRFasRNN(k, 2).double().to(dev)
+    with torch.no_grad():
+        mod.compat.add_(0.3 * torch.randn(k, k, generator=g, dtype=torch.float64).to(dev))
+    image = (torch.rand(2, 3, 8, 10, generator=g, dtype=torch.float64) * 255).to(dev)
+    logits = torch.randn(2, k, 8, 10, generator=g, dtype=torch.float64).to(dev).requires_grad_(True)
+    names = [n for n, _ in mod.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for p in mod.parameters()]
+
+    def fn(lg, *ps):
+        return torch.func.functional_call(mod, dict(zip(names, ps, strict=True)), (lg, image))
+
+    out = fn(logits, *params)
+    assert out.dtype == torch.float64 and out.is_cuda
+    assert torch.autograd.gradcheck(fn, (logits, *params))
+    # the same layer on the CPU: the same CRF in double (the lattices agree to
+    # ulps, tests/test_cuda.py); 1e-10 is far above that, far below float32's 1e-5
+    ref_mod = copy.deepcopy(mod).cpu()
+    cpu_params = dict(zip(names, [p.detach().cpu() for p in params], strict=True))
+    want = torch.func.functional_call(ref_mod, cpu_params, (logits.detach().cpu(), image.cpu()))
+    assert (out.detach().cpu() - want).abs().max() < 1e-10
+
+
+def test_torch_cuda_backend_picks_the_lattice_by_dtype(torch_one_thread, monkeypatch):
+    # No GPU needed: the backend object's choice of place and native class,
+    # with the place replaced by a recorder.
+    torch = torch_one_thread
+    import densecrf.nn as dnn
+    from densecrf import arrays
+
+    seen = []
+
+    def place_of(items, device, memory, dtype=np.float32):
+        seen.append(np.dtype(dtype))
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(arrays, "place_of", place_of)
     backend = dnn._CudaBackend(torch.device("cuda"))
-    with pytest.raises(TypeError, match="float64 runs on the CPU backend"):
-        backend.lattice(torch.zeros(4, 2, dtype=torch.float64))
+    for dt in (torch.float64, torch.float32):
+        with pytest.raises(RuntimeError, match="stop"):
+            backend.lattice(torch.zeros(4, 2, dtype=dt))
+    assert seen == [np.dtype(np.float64), np.dtype(np.float32)]

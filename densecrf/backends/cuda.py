@@ -10,7 +10,9 @@ The kernels (``cuda/lattice_cuda.cu``) implement the same lattice as the CPU
 backend: same embedding (the same source, compiled by nvcc), same vertex
 numbering, per-vertex sums in the same order, no FMA contraction. Results
 are deterministic and agree with the CPU backend to float32 rounding of the
-softmax.
+softmax. A place of dtype float64 runs the double instantiation of the same
+kernels (``_C.CudaLattice64``, ``_C.cuda_mean_field64``, ...): the float64
+CPU backend's arithmetic, on the device.
 """
 
 from __future__ import annotations
@@ -65,25 +67,27 @@ def device_name(device: int = 0) -> str:
 
 
 class DeviceArray:
-    """A float32 C-contiguous array in GPU memory owned by densecrf: no torch or CuPy needed.
+    """A float32 (or float64) C-contiguous array in GPU memory owned by densecrf: no torch or CuPy needed.
 
     Results of calls on DeviceArray inputs are DeviceArrays. It exposes
     ``__cuda_array_interface__`` (so ``cupy.asarray`` / ``torch.as_tensor`` can view it
     without a copy) and ``.numpy()`` to copy it back to the host.
     """
 
-    def __init__(self, shape, device=0):
+    def __init__(self, shape, device=0, dtype=np.float32):
         require_cuda()
         self.shape = tuple(int(s) for s in shape)
         self.device = arrays.parse_device(device)
-        self.dtype = np.dtype(np.float32)
-        self._buf = _C.CudaBuffer(max(1, math.prod(self.shape)) * arrays.F32, self.device)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"a DeviceArray holds float32 or float64 values, got dtype {self.dtype}")
+        self._buf = _C.CudaBuffer(max(1, math.prod(self.shape)) * self.dtype.itemsize, self.device)
 
     @classmethod
-    def from_numpy(cls, a, device=0) -> DeviceArray:
-        """Copies a host array (converted to float32) to the device."""
-        h = np.ascontiguousarray(a, dtype=np.float32)
-        out = cls(h.shape, device)
+    def from_numpy(cls, a, device=0, dtype=np.float32) -> DeviceArray:
+        """Copies a host array (converted to ``dtype``, float32 unless asked) to the device."""
+        h = np.ascontiguousarray(a, dtype=dtype)
+        out = cls(h.shape, device, h.dtype)
         if h.size:
             out.upload(h, 0)
         return out
@@ -97,22 +101,23 @@ class DeviceArray:
         return math.prod(self.shape)
 
     def upload(self, h: np.ndarray, stream: int) -> None:
-        """Copies the float32 C-contiguous host array ``h`` (as many values) in, on ``stream``."""
+        """Copies the C-contiguous host array ``h`` of this array's dtype (as many values) in, on ``stream``."""
         self._buf.upload(h, stream)
 
     def download(self, out: np.ndarray, stream: int) -> None:
-        """Copies the values into the float32 C-contiguous host array ``out``, on ``stream``."""
+        """Copies the values into the C-contiguous host array ``out`` of this array's dtype, on ``stream``."""
         self._buf.download(out, stream)
 
     def copy(self, stream: int = 0) -> DeviceArray:
         """A new device array with the same values (copied on ``stream``)."""
-        a = DeviceArray(self.shape, self.device)
-        _C.cuda_copy_labels_layout(self.ptr, a.ptr, 1, 1, max(1, a.size), False, self.device, stream)
+        a = DeviceArray(self.shape, self.device, self.dtype)
+        copy = _C.cuda_copy_labels_layout64 if self.dtype == np.float64 else _C.cuda_copy_labels_layout
+        copy(self.ptr, a.ptr, 1, 1, max(1, a.size), False, self.device, stream)
         return a
 
     def numpy(self) -> np.ndarray:
         """A host copy (waits for the device's legacy default stream)."""
-        out = np.empty(self.shape, dtype=np.float32)
+        out = np.empty(self.shape, dtype=self.dtype)
         if out.size:
             self.download(out, 0)
         return out
@@ -128,17 +133,19 @@ class DeviceArray:
 
     @property
     def __cuda_array_interface__(self) -> dict:
-        return {"shape": self.shape, "typestr": "<f4", "data": (self.ptr, False), "version": 3, "strides": None}
+        typestr = "<f8" if self.dtype == np.float64 else "<f4"
+        return {"shape": self.shape, "typestr": typestr, "data": (self.ptr, False), "version": 3, "strides": None}
 
     def __repr__(self) -> str:
-        return f"DeviceArray(shape={self.shape}, device=cuda:{self.device})"
+        extra = ", dtype=float64" if self.dtype == np.float64 else ""
+        return f"DeviceArray(shape={self.shape}, device=cuda:{self.device}{extra})"
 
 
-def place_of(items, device) -> arrays.Place:
-    """Where a call on ``items`` runs (see :func:`densecrf.arrays.place_of`), after
-    checking that the backend can run at all."""
+def place_of(items, device, dtype=np.float32) -> arrays.Place:
+    """Where a call on ``items`` runs (see :func:`densecrf.arrays.place_of`), computing
+    in ``dtype`` (float32 or float64), after checking that the backend can run at all."""
     require_cuda()
-    return arrays.place_of(items, device, DeviceArray)
+    return arrays.place_of(items, device, DeviceArray, dtype)
 
 
 class CudaBackend:
@@ -151,6 +158,12 @@ class CudaBackend:
 
     def __init__(self, place: arrays.Place):
         self.place = place
+        # the native names of the place's scalar type: CudaLattice or CudaLattice64, ...
+        self._suffix = "64" if place.f64 else ""
+        self._np = place.dtype
+
+    def _native(self, name: str):
+        return getattr(_C, name + self._suffix)
 
     # -- building blocks ----------------------------------------------------
     def lattice(self, features: arrays.Buf, segments=None):
@@ -158,12 +171,12 @@ class CudaBackend:
         of a batch, whose vertices never mix; default one item)."""
         n, d = features.shape[0], features.shape[-1]
         seg = [0, n] if segments is None else list(segments)
-        return _C.CudaLattice(features.ptr, n, d, seg, self.place.device, self.place.stream)
+        return self._native("CudaLattice")(features.ptr, n, d, seg, self.place.device, self.place.stream)
 
     def term(self, lattice, kind: int, values: np.ndarray, normalization: int, labels: int):
         """A pairwise term (normalisation computed) over ``lattice``."""
-        return _C.CudaPairwiseTerm(
-            lattice, int(normalization), kind, np.ascontiguousarray(values, dtype=np.float32), labels, self.place.stream
+        return self._native("CudaPairwiseTerm")(
+            lattice, int(normalization), kind, np.ascontiguousarray(values, dtype=self._np), labels, self.place.stream
         )
 
     def filter(self, lattice, values: arrays.Buf, transpose: bool = False, normalization=None) -> arrays.Buf:
@@ -173,7 +186,9 @@ class CudaBackend:
         if normalization is None:
             lattice.filter(values.ptr, out.ptr, c, bool(transpose), 0, 0, self.place.stream)
         else:
-            term = _C.CudaPairwiseTerm(lattice, int(normalization), 0, np.ones(1, np.float32), 1, self.place.stream)
+            term = self._native("CudaPairwiseTerm")(
+                lattice, int(normalization), 0, np.ones(1, self._np), 1, self.place.stream
+            )
             term.filter(values.ptr, out.ptr, c, bool(transpose), self.place.stream)
         return out
 
@@ -183,10 +198,10 @@ class CudaBackend:
         n, k = unary.shape
         if q0 is None:
             q = self.place.empty((n, k))
-            _C.cuda_mean_field(unary.ptr, q.ptr, n, k, list(terms), n_iter, True, self.place.stream)
+            self._native("cuda_mean_field")(unary.ptr, q.ptr, n, k, list(terms), n_iter, True, self.place.stream)
         else:
             q = q0
-            _C.cuda_mean_field(unary.ptr, q.ptr, n, k, list(terms), n_iter, False, self.place.stream)
+            self._native("cuda_mean_field")(unary.ptr, q.ptr, n, k, list(terms), n_iter, False, self.place.stream)
         return q
 
     # -- the refine problem --------------------------------------------------
@@ -212,16 +227,17 @@ class CudaBackend:
         scale_v = 0.0 if problem.scale is None else problem.scale
         unary = place.empty((n, k))
         for (_img, prb, b, sp), st in zip(items, starts[:-1], strict=True):
-            _C.cuda_unary_from_probs(
+            self._native("cuda_unary_from_probs")(
                 prb.ptr, unary.at(int(st) * k), b, math.prod(sp), k, first, clip_v, scale_v, dev, stream
             )
         features = []
         for t in problem.terms:
-            sd = [float(np.float32(v)) for v in t.sxy]
-            sc = [] if t.srgb is None else [float(np.float32(v)) for v in t.srgb]
+            # bandwidths rounded to the computation's dtype, as the CPU backends take them
+            sd = [float(self._np.type(v)) for v in t.sxy]
+            sc = [] if t.srgb is None else [float(self._np.type(v)) for v in t.srgb]
             feats = place.empty((n, t.dim))
             for (img, _prb, b, sp), st in zip(items, starts[:-1], strict=True):
-                _C.cuda_grid_features(
+                self._native("cuda_grid_features")(
                     img.ptr if t.srgb is not None else 0,
                     feats.at(int(st) * t.dim),
                     b,
@@ -244,6 +260,6 @@ class CudaBackend:
         outs = []
         for (_img, prb, b, sp), st in zip(items, starts[:-1], strict=True):
             out = place.empty(prb.shape)
-            _C.cuda_copy_labels_layout(q.at(int(st) * k), out.ptr, b, math.prod(sp), k, first, dev, stream)
+            self._native("cuda_copy_labels_layout")(q.at(int(st) * k), out.ptr, b, math.prod(sp), k, first, dev, stream)
             outs.append(out)
         return outs

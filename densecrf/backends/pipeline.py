@@ -50,17 +50,12 @@ def refine(
     dt = _dtype_for(dtype, device)
     if arrays.is_cpu(device):
         return _refine_cpu(image, probs, channel_axis, volume, threads, s, image_range, dt)
-    return _refine_cuda(image, probs, channel_axis, volume, device, s, image_range)
+    return _refine_cuda(image, probs, channel_axis, volume, device, s, image_range, dt)
 
 
 def _dtype_for(dtype, device) -> np.dtype:
-    """The checked computation dtype of a refine on ``device``: float64 runs on the CPU only."""
-    dt = _checks.dtype_arg(dtype)
-    if dt == np.float64 and not arrays.is_cpu(device):
-        raise ValueError(
-            f"dtype=float64 runs on the CPU backend only (device='cpu'); device={device!r} computes in float32"
-        )
-    return dt
+    """The checked computation dtype of a refine (float32 unless float64 is asked, on either backend)."""
+    return _checks.dtype_arg(dtype)
 
 
 def _refine_cpu(image, probs, channel_axis, volume, threads, s, image_range, dt=np.float32):
@@ -94,18 +89,19 @@ def _refine_cpu(image, probs, channel_axis, volume, threads, s, image_range, dt=
     return np.ascontiguousarray(np.moveaxis(q, -1, channel_axis))
 
 
-def _refine_cuda(image, probs, channel_axis, volume, device, s, image_range):
-    place = _cuda.place_of([probs, image], device)
+def _refine_cuda(image, probs, channel_axis, volume, device, s, image_range, dt=np.float32):
+    place = _cuda.place_of([probs, image], device, dt)
     pshape = place.shape_of(probs)
     axis, spatial, k = probs_layout(pshape, channel_axis, volume=volume)
     c = image_layout(place.shape_of(image), spatial, pshape, axis)
-    problem = describe(s, labels=k, ndim=len(spatial), channels=c, label_axis=channel_axis, image_range=image_range)
+    problem = describe(
+        s, labels=k, ndim=len(spatial), channels=c, label_axis=channel_axis, image_range=image_range, dtype=dt
+    )
     if place.kind == "numpy":
         # Host arrays are checked on the host (device arrays are not: that
         # would wait for the GPU), with the label axis moved there too.
-        prb = place.upload(
-            _checked_host_probs(np.ascontiguousarray(np.moveaxis(arrays.host(probs, "probs"), axis, -1)), channel_axis)
-        )
+        host = arrays.host64(probs, "probs") if place.f64 else arrays.host(probs, "probs")
+        prb = place.upload(_checked_host_probs(np.ascontiguousarray(np.moveaxis(host, axis, -1)), channel_axis))
     else:
         prb = place.moveaxis(place.put(probs, "probs"), axis, -1)
     img = place.put(image, "image")
@@ -161,7 +157,7 @@ def refine_batch(
     if arrays.is_cpu(device):
         res = _refine_batch_cpu(ilist, plist, names, as_list, channels_first, volume, threads, s, image_range, dt)
     else:
-        res = _refine_batch_cuda(ilist, plist, names, as_list, channels_first, volume, device, s, image_range)
+        res = _refine_batch_cuda(ilist, plist, names, as_list, channels_first, volume, device, s, image_range, dt)
     return res if as_list else res[0]
 
 
@@ -232,8 +228,10 @@ def _refine_batch_cpu(
         raise
 
 
-def _refine_batch_cuda(ilist, plist, names, as_list, channels_first, volume, device, s, image_range) -> list:
-    place = _cuda.place_of(plist + ilist, device)
+def _refine_batch_cuda(
+    ilist, plist, names, as_list, channels_first, volume, device, s, image_range, dt=np.float32
+) -> list:
+    place = _cuda.place_of(plist + ilist, device, dt)
     layouts, problem = _batch_problem(
         [place.shape_of(im) for im in ilist],
         [place.shape_of(p) for p in plist],
@@ -242,12 +240,13 @@ def _refine_batch_cuda(ilist, plist, names, as_list, channels_first, volume, dev
         volume,
         s,
         image_range,
+        dt,
     )
     lead_label = (0 if as_list else 1) if channels_first else -1  # the label axis of each probs array
     items = []
     for im, pr, (b, sp, _, _), (iname, pname) in zip(ilist, plist, layouts, names, strict=True):
         if place.kind == "numpy":
-            h = arrays.host(pr, pname)
+            h = arrays.host64(pr, pname) if place.f64 else arrays.host(pr, pname)
             _checked_host_probs(np.moveaxis(h, lead_label, -1), problem.label_axis)
             prb = place.upload(h)
         else:

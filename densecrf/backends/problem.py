@@ -72,8 +72,9 @@ def compat_arg(compat, n_labels: int, dtype=np.float32):
     matrix; the values in ``dtype`` (float32, or float64 for the float64 backend)."""
     if isinstance(compat, numbers.Real) and not isinstance(compat, (bool, np.bool_)):
         return POTTS, np.array([_checks.finite_scalar(compat, "compat")], dtype=dtype)
+    zero_d = np.ndim(compat) == 0  # a 0-d array is a Potts number (the conversion below makes it [1])
     c = _checks.as_f64(compat, "compat") if np.dtype(dtype) == np.float64 else _checks.as_f32(compat, "compat")
-    if c.ndim == 0:
+    if zero_d:
         return POTTS, c.reshape(1)
     if c.ndim == 1:
         if c.shape[0] != n_labels:
