@@ -11,7 +11,8 @@
 #  3. compute-sanitizer memcheck on the smoke workload;
 #  4. benchmarks/bench_cuda.py --quick and bench_nn_cuda.py (issue "GPU near its
 #     memory floor": the before figures on this device);
-#  5. benchmarks/thread_scaling.py on all cores (2048 x 2048 and the reference workload);
+#  5. float64 on the GPU (the reference workload, against float32 and the CPU's float64);
+#     benchmarks/thread_scaling.py on all cores (2048 x 2048 and the reference workload);
 #  6. the dataset pipeline on the GPU (benchmarks/dataset_throughput.py --cuda)
 #     when CamVid is at $DENSECRF_CAMVID;
 #  7. DenseCRFLoss forward + backward on the GPU (benchmarks/rloss_compare.py without --rloss);
@@ -48,7 +49,7 @@ for f in tests/test_dataset.py tests/test_losses.py tests/test_instances.py; do 
 timeout $(lim 150) $PY -m pytest -q -rs -p no:cacheprovider --timeout 60 $tests -k "not emu and (cuda or gpu or GPU)" \
     2>&1 | tee "$OUT/tests_cuda.txt" | tail -15
 timeout $(lim 60) $PY -m pytest -q -rs -p no:cacheprovider --timeout 60 \
-    tests/test_nn.py tests/test_hostile.py -k "cuda or gpu or GPU" 2>&1 | tee "$OUT/tests_nn.txt" | tail -6
+    tests/test_nn.py tests/test_hostile.py tests/test_float64.py -k "cuda or gpu or GPU" 2>&1 | tee "$OUT/tests_nn.txt" | tail -6
 
 step "memcheck"
 timeout $(lim 60) compute-sanitizer --tool memcheck --error-exitcode 3 $PY benchmarks/bench_cuda.py --smoke \
@@ -59,6 +60,25 @@ step "bench_cuda"
 timeout $(lim 90) $PY benchmarks/bench_cuda.py --quick --out "$OUT/bench_cuda.md" 2>&1 | tee "$OUT/bench_cuda.txt" | tail -20
 step "bench_nn_cuda"
 timeout $(lim 60) $PY benchmarks/bench_nn_cuda.py --repeats 10 2>&1 | tee "$OUT/bench_nn_cuda.txt" | tail -8
+
+step "float64 on the GPU"
+# the reference workload (500 x 375, K = 21, 10 iterations, lattice build included) in
+# float32 and float64, alternated, 5 each after a warm-up; milliseconds per call (wall, synchronised)
+timeout $(lim 60) $PY - <<'PYEOF' 2>&1 | tee "$OUT/float64_cuda.txt"
+import time, numpy as np, densecrf
+from densecrf.bench import reference_workload
+img, probs, _ = reference_workload()
+t = {"float32": [], "float64": []}
+for rep in range(6):
+    for name, dt in (("float32", None), ("float64", np.float64)):
+        t0 = time.perf_counter(); densecrf.refine(img, probs, n_iter=10, device="cuda", dtype=dt); dt_s = time.perf_counter() - t0
+        if rep: t[name].append(dt_s * 1e3)
+q32 = densecrf.refine(img, probs, n_iter=10, device="cuda")
+q64 = densecrf.refine(img, probs, n_iter=10, device="cuda", dtype=np.float64)
+c64 = densecrf.refine(img, probs, n_iter=10, dtype=np.float64)
+print({k: round(float(np.median(v)), 2) for k, v in t.items()}, "ms median (numpy in and out)")
+print("float64 GPU vs CPU max abs", float(np.abs(q64 - c64).max()), "| float32 vs float64 labels agree", float((q32.argmax(-1) == q64.argmax(-1)).mean()))
+PYEOF
 
 step "thread scaling"
 timeout $(lim 90) $PY benchmarks/thread_scaling.py --repeats 3 --json "$OUT/thread_scaling.json" 2>&1 \

@@ -16,9 +16,9 @@ instances that the CRF empties (a post-processing on labels, not
 differentiable: apply :func:`densecrf.refine_instances` at inference for
 that guarantee), gradients to the image or to the bandwidths (fixed, as
 the features they divide). ``torch`` is needed (``import densecrf`` alone
-does not import it); float32 and float64 (float64 on the CPU: the float64
-lattice, so ``torch.autograd.gradcheck`` passes at its default
-tolerances); CPU tensors, and CUDA tensors (float32) where densecrf is built
+does not import it); float32 and float64 (float64: the float64 lattice,
+on the CPU or CUDA, so ``torch.autograd.gradcheck`` passes at its default
+tolerances); CPU tensors, and CUDA tensors where densecrf is built
 with CUDA.
 """
 

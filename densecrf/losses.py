@@ -286,7 +286,7 @@ class _RegularizedLoss(nn.Module):
         dt = torch.float64 if segmentations.dtype == torch.float64 else torch.float32
         with torch.autocast(segmentations.device.type, enabled=False):
             seg = segmentations.to(dt)  # float16 / bfloat16 are computed in float32
-            img = images.detach().to(dt)  # features in dt too (float64: the float64 lattice, CPU only)
+            img = images.detach().to(dt)  # features in dt too (float64: the float64 lattice)
             roi = rois.detach().to(dt) if rois is not None else None
             if seg.numel() == 0:  # no image, no class or no pixel: [B, K] zeros with a (zero) gradient path
                 zero = seg.sum(dim=tuple(range(2, seg.dim())))
@@ -393,8 +393,8 @@ class DenseCRFLoss(_RegularizedLoss):
     Beyond rloss: CPU and CUDA tensors (the caller's stream); any number of
     image channels and 1 to 3 spatial axes (``[B, C, D, H, W]`` volumes);
     float16 / bfloat16 segmentations (autocast) computed in float32, float64
-    computed in float64 throughout, the lattice included (on the CPU; the
-    CUDA backend is float32 only and refuses float64); a step compiled with
+    computed in float64 throughout, the lattice included (on the CPU and on
+    CUDA, the double instantiation of its kernels); a step compiled with
     ``torch.compile`` runs with a graph break around the filter. On the
     host the images of a batch are filtered on parallel threads.
 

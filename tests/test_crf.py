@@ -397,3 +397,19 @@ def test_gpu_array_on_the_cpu_path_names_device_cuda():
 
     with pytest.raises(TypeError, match=r"probs is a GPU array.*pass device='cuda'"):
         densecrf.refine(smooth_image(6, 7), FakeGpuArray())
+
+
+@pytest.mark.parametrize("dtype", [None, np.float64])
+def test_zero_d_array_compat_is_potts(rng, dtype):
+    # A 0-d array (what np.asarray(3.0) or a numpy scalar reduction gives)
+    # is the Potts number it holds, in both dtypes (it was read as a
+    # one-value diagonal before 2026-12-05 and refused for K > 1).
+    f = rng.random((60, 2)).astype(np.float32)
+    u = rng.normal(size=(60, 3)).astype(np.float32)
+    out = []
+    for compat in (3.0, np.asarray(3.0)):
+        crf = densecrf.DenseCRF(60, 3, dtype=dtype)
+        crf.set_unary(u)
+        crf.add_pairwise(f, compat)
+        out.append(crf.inference(3))
+    assert np.array_equal(out[0], out[1])
