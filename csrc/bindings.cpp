@@ -476,6 +476,18 @@ PYBIND11_MODULE(_C, m) {
                                  default: return "general";
                                }
                              })
+      // the splat rule (tests): whether a splat on `threads` threads gathers over entry lists
+      .def("_splat_by_lists", &CpuLattice::splat_by_lists, py::arg("threads"))
+      .def_property_readonly("_has_entry_lists", &CpuLattice::has_entry_lists)
+      .def_static(
+          "_set_splat_mode",  // benchmarks and tests: "auto" (the rule), "scan" or "lists"
+          [](const std::string& mode) {
+            if (mode == "auto") return dcrf::set_splat_mode(dcrf::SplatMode::kAuto);
+            if (mode == "scan") return dcrf::set_splat_mode(dcrf::SplatMode::kScan);
+            if (mode == "lists") return dcrf::set_splat_mode(dcrf::SplatMode::kLists);
+            throw dcrf::InvalidArgument("splat mode must be 'auto', 'scan' or 'lists', got '" + mode + "'");
+          },
+          py::arg("mode"))
       .def("filter", &lattice_filter, py::arg("values"), py::arg("transpose") = false, py::arg("threads") = 0);
 
   // The float64 lattice (csrc/lattice_f64.h): float64 arrays only.

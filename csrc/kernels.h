@@ -85,6 +85,14 @@ struct Kernels {
   // (writing nothing) for K > kMaxRowLabels.
   bool (*unary_rows)(const float* p, float* u, float* q0, int k, float clip, int64_t n, int64_t ib, int64_t ie,
                      UnaryStats* st);
+  // splat as a gather: vals[v+1] = sum over k in [begin[v], begin[v+1]) of
+  // (w[k] * scale[point[k]]) * in[point[k]], in that order, for v in
+  // [vb, ve). With each vertex's entries listed in ascending point order
+  // (CpuLattice's entry lists) this is splat's sum, operation for
+  // operation: the same bits. Each row is written once, so vertex ranges
+  // may be cut anywhere (by entries, for balance).
+  void (*splat_csr)(const int64_t* begin, const int32_t* point, const float* w, const float* scale, const float* in,
+                    float* vals, int cp, int64_t vb, int64_t ve);
 };
 
 const Kernels& kernels();

@@ -225,6 +225,23 @@ void splat_generic(const int32_t* off, const float* w, const float* scale, int d
   }
 }
 
+// Kernels::splat_csr for the generic width: splat_generic's row updates,
+// gathered per vertex.
+inline void splat_csr_generic(const int64_t* begin, const int32_t* point, const float* w, const float* scale,
+                              const float* in, float* vals, int cp, int64_t vb, int64_t ve) {
+  const int nb = cp / 8;
+  for (int64_t v = vb; v < ve; ++v) {
+    float* row = vals + (v + 1) * cp;
+    for (int b = 0; b < nb; ++b) store(row + b * 8, splat1(0.0f));
+    for (int64_t k = begin[v]; k < begin[v + 1]; ++k) {
+      const int64_t i = point[k];
+      const float* x = in + i * cp;
+      const v8f wk = splat1(w[k] * (scale ? scale[i] : 1.0f));
+      for (int b = 0; b < nb; ++b) store(row + b * 8, load(row + b * 8) + wk * load(x + b * 8));
+    }
+  }
+}
+
 inline void blur_generic(const int32_t* nb_ids, const float* src, float* dst, int cp, int64_t vb, int64_t ve) {
   const int nb = cp / 8;
   const v8f half = splat1(0.5f);
@@ -421,6 +438,29 @@ void splat_rows(const int32_t* off, const float* w, const float* scale, int dp1,
       acc.fma(w[en] * s, X);
       acc.store_to(row);
     }
+  }
+}
+
+// Kernels::splat_csr for rows in registers: the accumulator starts at zero
+// as splat's vertex row does and takes the same multiply-adds in the same
+// order.
+template <class Row>
+void splat_csr_rows(const int64_t* begin, const int32_t* point, const float* w, const float* scale, const float* in,
+                    float* vals, int64_t vb, int64_t ve) {
+  constexpr int CP = 8 * Row::kBlocks;
+  for (int64_t v = vb; v < ve; ++v) {
+    Row acc;
+    acc.zero();
+    const int64_t e = begin[v + 1];
+    for (int64_t k = begin[v]; k < e; ++k) {
+      const int64_t i = point[k];
+      if (k + 8 < e) __builtin_prefetch(in + static_cast<int64_t>(point[k + 8]) * CP);
+      Row X;
+      X.load_from(in + i * CP);
+      const float s = scale ? scale[i] : 1.0f;
+      acc.fma(w[k] * s, X);
+    }
+    acc.store_to(vals + (v + 1) * CP);
   }
 }
 
@@ -771,6 +811,15 @@ void splat_t(const int32_t* off, const float* w, const float* scale, int dp1, co
   }
 }
 template <int NB>
+void splat_csr_t(const int64_t* begin, const int32_t* point, const float* w, const float* scale, const float* in,
+                 float* vals, int cp, int64_t vb, int64_t ve) {
+  if constexpr (NB > 0) {
+    splat_csr_rows<MeanFieldRow<NB>>(begin, point, w, scale, in, vals, vb, ve);
+  } else {
+    splat_csr_generic(begin, point, w, scale, in, vals, cp, vb, ve);
+  }
+}
+template <int NB>
 void blur_t(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb, int64_t ve) {
   if constexpr (NB > 0) {
     blur_rows<MeanFieldRow<NB>>(nb, src, dst, vb, ve);
@@ -791,6 +840,10 @@ bool epilogue_t(const float* u, float* q, int k, int cp, int64_t n, const Epilog
 void splat(const int32_t* off, const float* w, const float* scale, int dp1, const float* in, float* vals, int cp,
            int64_t pb, int64_t pe, int64_t vb, int64_t ve, int64_t m) {
   DCRF_DISPATCH(splat_t, cp, off, w, scale, dp1, in, vals, cp, pb, pe, vb, ve, m)
+}
+void splat_csr(const int64_t* begin, const int32_t* point, const float* w, const float* scale, const float* in,
+               float* vals, int cp, int64_t vb, int64_t ve) {
+  DCRF_DISPATCH(splat_csr_t, cp, begin, point, w, scale, in, vals, cp, vb, ve)
 }
 void blur(const int32_t* nb, const float* src, float* dst, int cp, int64_t vb, int64_t ve) {
   DCRF_DISPATCH(blur_t, cp, nb, src, dst, cp, vb, ve)
@@ -820,8 +873,8 @@ bool unary_rows(const float* p, float* u, float* q0, int k, float clip, int64_t 
 
 }  // namespace
 
-extern const Kernels table = {DCRF_KERNEL_NAME, splat,     blur, slice, epilogue, softmax_neg,
-                              unary_from_probs, unary_rows};
+extern const Kernels table = {DCRF_KERNEL_NAME, splat,      blur,     slice, epilogue, softmax_neg,
+                              unary_from_probs, unary_rows, splat_csr};
 
 }  // namespace DCRF_KERNEL_NS
 }  // namespace dcrf

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -127,6 +128,13 @@ class CpuLattice {
   // cp = padded_channels(C) floats, 32-byte aligned. in/out: [N, cp];
   // vals, tmp: [(M+1), cp] with row 0 kept zero. blur returns the buffer
   // holding the result (vals or tmp).
+  //
+  // splat_padded's schedule is a rule on cost: equal vertex ranges, each
+  // thread scanning in point order the points that can touch its range
+  // (owner computes), unless the slowest thread would then scan more than
+  // kScanExcess times its share of the points; then a gather over
+  // per-vertex entry lists (built once, on first need), cut by entries.
+  // Both sum every vertex's entries in ascending point order: same bits.
   void splat_padded(const float* in, int cp, const float* splat_scale, float* vals, int threads) const;
   float* blur_padded(float* vals, float* tmp, int cp, bool reverse, int threads) const;
   void slice_padded(const float* vals, int cp, const float* slice_w, float* out, int threads) const;
@@ -139,6 +147,10 @@ class CpuLattice {
  public:
   // Per-entry slice weights for a per-point scale s[N]: w_e * alpha * s[i].
   UninitVector<float> slice_weights(const float* point_scale, int threads = 0) const;
+  // Whether a splat on `threads` threads gathers over entry lists (the rule
+  // above), and whether the lists exist yet (tests).
+  bool splat_by_lists(int threads) const;
+  bool has_entry_lists() const { return !list_begin_.empty(); }
 
  private:
   int64_t n_ = 0;
@@ -151,7 +163,23 @@ class CpuLattice {
   std::vector<int32_t> last_point_;   // [M] last point touching each vertex
   LatticeTable table_ = LatticeTable::kGeneral;
   std::vector<float> weight_sums_;  // [M] per-vertex weight sums in point order, or empty
+
+  // Entry lists of the gather splat, built by build_lists on first need.
+  void build_lists(int threads) const;
+  mutable std::once_flag lists_once_;
+  mutable UninitVector<int64_t> list_begin_;  // [M+1] start of each vertex's entries
+  mutable UninitVector<int32_t> list_point_;  // [N(d+1)] point of each entry, ascending within a vertex
+  mutable UninitVector<float> list_weight_;   // [N(d+1)] barycentric weight of each entry
+  // splat_by_lists' answer per thread count (0 unknown, 1 no, 2 yes), guarded by rule_mu_.
+  mutable std::mutex rule_mu_;
+  mutable std::vector<int8_t> by_lists_;
 };
+
+// Overrides the splat rule process-wide, for benchmarks and tests: kAuto
+// (the rule), kScan (always owner computes), kLists (always the gather, on
+// any thread count). Results are the same bits in every mode.
+enum class SplatMode { kAuto = 0, kScan = 1, kLists = 2 };
+void set_splat_mode(SplatMode mode);
 
 // Number of worker threads used when a call passes threads <= 0.
 int default_threads();

@@ -9,6 +9,7 @@
 // own range, so no two threads ever add into the same value and every sum
 // is the same for any thread count.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -704,7 +705,8 @@ LatticeView CpuLattice::view() const {
 
 size_t CpuLattice::memory_bytes() const {
   return offsets_.size() * 4 + weights_.size() * 4 + neighbours_.size() * 4 + first_point_.size() * 4 +
-         last_point_.size() * 4 + weight_sums_.size() * 4;
+         last_point_.size() * 4 + weight_sums_.size() * 4 + list_begin_.size() * 8 + list_point_.size() * 4 +
+         list_weight_.size() * 4;
 }
 
 UninitVector<float> CpuLattice::slice_weights(const float* s, int threads) const {
@@ -719,15 +721,109 @@ UninitVector<float> CpuLattice::slice_weights(const float* s, int threads) const
   return w;
 }
 
+namespace {
+// The splat rule's threshold (see lattice.h): owner computes while its
+// slowest thread scans at most this many times its share N/T of the points.
+// On a mirror-tiled 1024 x 1024 photo (benchmarks/workloads.py) the
+// bilateral lattice (sxy 80, srgb 13) gives 1.4 at 2 threads, 2.2 at 4, 3.5
+// at 8 and 6.2 at 16; the Gaussian one (sxy 3) stays under 1.12 up to 16.
+// The gather costs about 1.4 times the scan per entry on one thread (its
+// rows of `in` are read per entry, not per point: 85.7 against 62.9 ms for
+// that bilateral lattice, K = 21, 2026-12-05 on this 2-core machine), plus
+// the lists' build (two scans without the channel work, once per lattice)
+// and their memory, 8 bytes per entry: it pays where the scan's excess is
+// well above 1.4. At 2 threads the excess never exceeds 2, so 1 and 2
+// threads keep the scan.
+constexpr double kScanExcess = 2.0;
+std::atomic<int> g_splat_mode{0};  // SplatMode
+}  // namespace
+
+void set_splat_mode(SplatMode mode) { g_splat_mode.store(static_cast<int>(mode)); }
+
+bool CpuLattice::splat_by_lists(int threads) const {
+  const int nt = static_cast<int>(std::min<int64_t>(std::max(threads, 1), std::max<int64_t>(1, m_ / kGrain)));
+  const int mode = g_splat_mode.load();
+  if (mode != 0) return mode == static_cast<int>(SplatMode::kLists) && n_ > 0;
+  if (nt < 2 || n_ == 0) return false;
+  std::lock_guard<std::mutex> lk(rule_mu_);
+  if (static_cast<int>(by_lists_.size()) <= nt) by_lists_.resize(nt + 1, 0);
+  if (by_lists_[nt] == 0) {
+    // The points the slowest thread of the owner-computes split would scan.
+    int64_t slowest = 0;
+    for (int t = 0; t < nt; ++t) {
+      const int64_t vb = m_ * t / nt, ve = m_ * (t + 1) / nt;
+      if (vb >= ve) continue;
+      const int32_t last = *std::max_element(last_point_.begin() + vb, last_point_.begin() + ve);
+      slowest = std::max<int64_t>(slowest, static_cast<int64_t>(last) + 1 - first_point_[vb]);
+    }
+    by_lists_[nt] = static_cast<double>(slowest) > kScanExcess * static_cast<double>(n_) / nt ? 2 : 1;
+  }
+  return by_lists_[nt] == 2;
+}
+
+void CpuLattice::build_lists(int nt) const {
+  const int dp1 = d_ + 1;
+  const int64_t n_entries = n_ * dp1;
+  UninitVector<int64_t> begin(static_cast<size_t>(m_) + 1);
+  UninitVector<int32_t> point(static_cast<size_t>(n_entries));
+  UninitVector<float> weight(static_cast<size_t>(n_entries));
+  // Owner computes, twice (count, then fill): thread t scans in point order
+  // the points touching its vertex range and handles only its own vertices,
+  // so each list comes out in ascending point order.
+  auto scan = [&](int t, int nth, auto&& on_entry) {
+    const int64_t vb = m_ * t / nth, ve = m_ * (t + 1) / nth;
+    if (vb >= ve) return;
+    const int32_t last = *std::max_element(last_point_.begin() + vb, last_point_.begin() + ve);
+    for (int64_t i = first_point_[vb]; i <= last; ++i) {
+      for (int r = 0; r < dp1; ++r) {
+        const int64_t e = i * dp1 + r;
+        const int64_t v = offsets_[e];
+        if (v >= vb && v < ve) on_entry(v, i, e);
+      }
+    }
+  };
+  std::fill(begin.begin(), begin.end(), int64_t{0});
+  parallel_run(nt, [&](int t, int nth) { scan(t, nth, [&](int64_t v, int64_t, int64_t) { ++begin[v + 1]; }); });
+  for (int64_t v = 0; v < m_; ++v) begin[v + 1] += begin[v];
+  parallel_run(nt, [&](int t, int nth) {
+    const int64_t vb = m_ * t / nth, ve = m_ * (t + 1) / nth;
+    if (vb >= ve) return;
+    std::vector<int64_t> cursor(begin.begin() + vb, begin.begin() + ve);
+    scan(t, nth, [&](int64_t v, int64_t i, int64_t e) {
+      const int64_t k = cursor[v - vb]++;
+      point[k] = static_cast<int32_t>(i);
+      weight[k] = weights_[e];
+    });
+  });
+  list_point_ = std::move(point);
+  list_weight_ = std::move(weight);
+  list_begin_ = std::move(begin);  // last: has_entry_lists() reads it
+}
+
 void CpuLattice::splat_padded(const float* in, int cp, const float* splat_scale, float* vals, int threads) const {
   std::fill(vals, vals + cp, 0.0f);  // the zero row
   if (m_ == 0) return;
   const Kernels& K = kernels();
+  int nt = static_cast<int>(std::min<int64_t>(std::max(threads, 1), std::max<int64_t>(1, m_ / kGrain)));
+  if (splat_by_lists(nt)) {
+    std::call_once(lists_once_, [this, nt] { build_lists(nt); });
+    // Vertex ranges of about equal entry counts: each row is one thread's gather.
+    const int64_t n_entries = list_begin_[m_];
+    const int64_t* bp = list_begin_.data();
+    parallel_run(nt, [&](int t, int nth) {
+      auto cut = [&](int u) -> int64_t {
+        if (u >= nth) return m_;
+        return std::lower_bound(bp, bp + m_, n_entries * u / nth) - bp;
+      };
+      const int64_t vb = cut(t), ve = cut(t + 1);
+      if (vb < ve) K.splat_csr(bp, list_point_.data(), list_weight_.data(), splat_scale, in, vals, cp, vb, ve);
+    });
+    return;
+  }
   // Owner computes: thread t owns vertices [vb, ve) and scans, in point
   // order, the points that can touch them, adding only into its own rows.
   // Every vertex sums its entries in ascending point order whatever the
   // thread count, so the result is bit-identical for any number of threads.
-  int nt = static_cast<int>(std::min<int64_t>(std::max(threads, 1), std::max<int64_t>(1, m_ / kGrain)));
   parallel_run(nt, [&](int t, int nth) {
     const int64_t vb = m_ * t / nth, ve = m_ * (t + 1) / nth;
     if (vb >= ve) return;

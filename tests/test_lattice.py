@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import densecrf
+from densecrf._native import _C
 from reference import gaussian_filter_exact
 
 
@@ -300,3 +301,87 @@ def test_vectorised_point_location_rejects_what_the_scalar_rejects():
         # and the lattice itself names the problem
         with pytest.raises(ValueError, match="finite"):
             densecrf.PermutohedralLattice(f)
+
+
+# --------------------------------------------------------------------------
+# The splat's schedule: owner computes (a scan in point order per vertex
+# range) or a gather over per-vertex entry lists, by a rule on cost.
+# --------------------------------------------------------------------------
+def _recurring_colour_features():
+    """Bilateral features (sxy 80, srgb 13) of a 384 x 384 image whose 64 x 64
+    blocks of colour recur across it, and Gaussian ones (sxy 3): the
+    bilateral lattice's vertices, numbered by first appearance, are touched
+    again far down the image, as in a real photo."""
+    rng = np.random.default_rng(0)
+    tile = (rng.random((8, 8, 3)) * 255).astype(np.float32).repeat(8, 0).repeat(8, 1)
+    img = np.tile(tile, (6, 6, 1))
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    bil = np.concatenate([np.stack([xx / 80, yy / 80], -1), img / 13], -1).reshape(-1, 5)
+    gauss = np.stack([xx / 3, yy / 3], -1).reshape(-1, 2)
+    return np.ascontiguousarray(bil, np.float32), np.ascontiguousarray(gauss, np.float32)
+
+
+@pytest.fixture
+def splat_mode():
+    """Sets the process-wide splat mode for a test; 'auto' again after it."""
+    yield _C.Lattice._set_splat_mode
+    _C.Lattice._set_splat_mode("auto")
+
+
+def test_splat_rule_keeps_the_scan_at_one_and_two_threads():
+    bil, gauss = _recurring_colour_features()
+    b, g = _C.Lattice(bil, 1), _C.Lattice(gauss, 1)
+    # 1 and 2 threads: always the scan (the scan's excess cannot exceed 2 there)
+    assert [b._splat_by_lists(t) for t in (1, 2)] == [False, False]
+    # the bilateral lattice's first vertex range spans most of the image: the gather from 3 threads on
+    assert b._splat_by_lists(3) and b._splat_by_lists(16)
+    # a Gaussian lattice's vertex ranges hold their own points: never
+    assert not any(g._splat_by_lists(t) for t in (2, 4, 8, 16))
+    assert not b._has_entry_lists
+    v = np.random.default_rng(1).random((bil.shape[0], 21)).astype(np.float32)
+    one = b.filter(v, False, 1)
+    assert not b._has_entry_lists  # one thread never builds them
+    assert np.array_equal(b.filter(v, False, 4), one)  # the gather, same bits
+    assert b._has_entry_lists
+
+
+@pytest.mark.parametrize("d", [2, 5, 9])
+@pytest.mark.parametrize("channels", [1, 3, 8, 21, 64, 70])
+def test_splat_gather_is_bit_identical_to_the_scan(rng, splat_mode, d, channels):
+    # Every row width (register rows of 1..8 blocks, the generic width above
+    # 64 channels), forward and transpose, 1 and 3 threads: the gather adds
+    # each vertex's entries in the scan's order with the same operations.
+    f = (rng.random((3000, d)) * 4).astype(np.float32)
+    v = rng.normal(size=(3000, channels)).astype(np.float32)
+    lat = _C.Lattice(f, 1)
+    out = {}
+    for mode in ("scan", "lists"):
+        splat_mode(mode)
+        for threads in (1, 3):
+            for transpose in (False, True):
+                out[mode, threads, transpose] = lat.filter(v, transpose, threads)
+    for key, val in out.items():
+        assert np.array_equal(val, out["scan", 1, key[2]]), key
+
+
+@pytest.mark.parametrize("normalization", ["none", "before", "after", "symmetric"])
+def test_splat_gather_in_mean_field_is_bit_identical(rng, splat_mode, normalization):
+    # the splat's per-point scale (normalisation) and the fused mean field
+    bil, gauss = _recurring_colour_features()
+    n = bil.shape[0]
+    u = rng.normal(size=(n, 6)).astype(np.float32)
+    out = []
+    for mode in ("scan", "lists"):
+        splat_mode(mode)
+        crf = densecrf.DenseCRF(n, 6, threads=3)
+        crf.set_unary(u)
+        crf.add_pairwise(gauss, 3.0, normalization=normalization)
+        crf.add_pairwise(bil, 5.0, normalization=normalization)
+        out.append(crf.inference(3))
+    assert np.array_equal(out[0], out[1])
+
+
+def test_splat_mode_rejects_unknown_names():
+    with pytest.raises(ValueError, match="'auto', 'scan' or 'lists'"):
+        _C.Lattice._set_splat_mode("fast")
