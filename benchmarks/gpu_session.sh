@@ -81,7 +81,7 @@ print("float64 GPU vs CPU max abs", float(np.abs(q64 - c64).max()), "| float32 v
 PYEOF
 
 step "thread scaling"
-timeout $(lim 90) $PY benchmarks/thread_scaling.py --repeats 3 --json "$OUT/thread_scaling.json" 2>&1 \
+timeout $(lim 120) $PY benchmarks/thread_scaling.py --repeats 3 --json "$OUT/thread_scaling.json" 2>&1 \
     | tee "$OUT/thread_scaling.txt"
 
 if [ -n "${DENSECRF_CAMVID:-}" ] && [ -d "$DENSECRF_CAMVID/val" ] && [ -f benchmarks/dataset_throughput.py ]; then

@@ -479,6 +479,7 @@ PYBIND11_MODULE(_C, m) {
       // the splat rule (tests): whether a splat on `threads` threads gathers over entry lists
       .def("_splat_by_lists", &CpuLattice::splat_by_lists, py::arg("threads"))
       .def_property_readonly("_has_entry_lists", &CpuLattice::has_entry_lists)
+      .def("_splat_scan_excess", &CpuLattice::splat_scan_excess, py::arg("threads"))
       .def_static(
           "_set_splat_mode",  // benchmarks and tests: "auto" (the rule), "scan" or "lists"
           [](const std::string& mode) {

@@ -148,8 +148,12 @@ class CpuLattice {
   // Per-entry slice weights for a per-point scale s[N]: w_e * alpha * s[i].
   UninitVector<float> slice_weights(const float* point_scale, int threads = 0) const;
   // Whether a splat on `threads` threads gathers over entry lists (the rule
-  // above), and whether the lists exist yet (tests).
+  // above, for min(threads, cores) vertex ranges), and whether the lists
+  // exist yet (tests).
   bool splat_by_lists(int threads) const;
+  // The owner-computes split's slowest thread's points to scan over its
+  // share N / threads (1 = perfect balance), for `threads` vertex ranges.
+  double splat_scan_excess(int threads) const;
   bool has_entry_lists() const { return !list_begin_.empty(); }
 
  private:

@@ -725,14 +725,15 @@ namespace {
 // The splat rule's threshold (see lattice.h): owner computes while its
 // slowest thread scans at most this many times its share N/T of the points.
 // On a mirror-tiled 1024 x 1024 photo (benchmarks/workloads.py) the
-// bilateral lattice (sxy 80, srgb 13) gives 1.4 at 2 threads, 2.2 at 4, 3.5
-// at 8 and 6.2 at 16; the Gaussian one (sxy 3) stays under 1.12 up to 16.
-// The gather costs about 1.4 times the scan per entry on one thread (its
-// rows of `in` are read per entry, not per point: 85.7 against 62.9 ms for
-// that bilateral lattice, K = 21, 2026-12-05 on this 2-core machine), plus
+// bilateral lattice (sxy 80, srgb 13) gives 1.41 at 2 threads, 2.25 at 4,
+// 3.56 at 8 and 6.27 at 16 (2048 x 2048: 2.24 at 8, 3.68 at 16); the
+// Gaussian one (sxy 3) stays under 1.25 (benchmarks/splat_balance.py).
+// The gather costs 1.3-1.6 times the scan on one thread (its rows of `in`
+// are read per entry, not per point: 95.1 against 72.3 ms for that
+// bilateral lattice, K = 21, benchmarks/splat_modes.py, 2026-12-05), plus
 // the lists' build (two scans without the channel work, once per lattice)
 // and their memory, 8 bytes per entry: it pays where the scan's excess is
-// well above 1.4. At 2 threads the excess never exceeds 2, so 1 and 2
+// well above that. At 2 threads the excess never exceeds 2, so 1 and 2
 // threads keep the scan.
 constexpr double kScanExcess = 2.0;
 std::atomic<int> g_splat_mode{0};  // SplatMode
@@ -740,24 +741,32 @@ std::atomic<int> g_splat_mode{0};  // SplatMode
 
 void set_splat_mode(SplatMode mode) { g_splat_mode.store(static_cast<int>(mode)); }
 
+double CpuLattice::splat_scan_excess(int threads) const {
+  const int nt = std::max(threads, 1);
+  if (n_ == 0 || m_ == 0) return 1.0;
+  // The points the slowest thread of the owner-computes split would scan,
+  // over its share N / nt.
+  int64_t slowest = 0;
+  for (int t = 0; t < nt; ++t) {
+    const int64_t vb = m_ * t / nt, ve = m_ * (t + 1) / nt;
+    if (vb >= ve) continue;
+    const int32_t last = *std::max_element(last_point_.begin() + vb, last_point_.begin() + ve);
+    slowest = std::max<int64_t>(slowest, static_cast<int64_t>(last) + 1 - first_point_[vb]);
+  }
+  return static_cast<double>(slowest) * nt / static_cast<double>(n_);
+}
+
 bool CpuLattice::splat_by_lists(int threads) const {
-  const int nt = static_cast<int>(std::min<int64_t>(std::max(threads, 1), std::max<int64_t>(1, m_ / kGrain)));
   const int mode = g_splat_mode.load();
   if (mode != 0) return mode == static_cast<int>(SplatMode::kLists) && n_ > 0;
+  // The ranges that run at once: no more than the cores (threads beyond them
+  // share cores, and then the total work decides, which the scan keeps lower).
+  const int run = std::min(std::max(threads, 1), hardware_threads());
+  const int nt = static_cast<int>(std::min<int64_t>(run, std::max<int64_t>(1, m_ / kGrain)));
   if (nt < 2 || n_ == 0) return false;
   std::lock_guard<std::mutex> lk(rule_mu_);
   if (static_cast<int>(by_lists_.size()) <= nt) by_lists_.resize(nt + 1, 0);
-  if (by_lists_[nt] == 0) {
-    // The points the slowest thread of the owner-computes split would scan.
-    int64_t slowest = 0;
-    for (int t = 0; t < nt; ++t) {
-      const int64_t vb = m_ * t / nt, ve = m_ * (t + 1) / nt;
-      if (vb >= ve) continue;
-      const int32_t last = *std::max_element(last_point_.begin() + vb, last_point_.begin() + ve);
-      slowest = std::max<int64_t>(slowest, static_cast<int64_t>(last) + 1 - first_point_[vb]);
-    }
-    by_lists_[nt] = static_cast<double>(slowest) > kScanExcess * static_cast<double>(n_) / nt ? 2 : 1;
-  }
+  if (by_lists_[nt] == 0) by_lists_[nt] = splat_scan_excess(nt) > kScanExcess ? 2 : 1;
   return by_lists_[nt] == 2;
 }
 

@@ -332,18 +332,25 @@ def splat_mode():
 def test_splat_rule_keeps_the_scan_at_one_and_two_threads():
     bil, gauss = _recurring_colour_features()
     b, g = _C.Lattice(bil, 1), _C.Lattice(gauss, 1)
+    # the rule's quantity: one range scans every point (1.0 exactly)
+    assert b._splat_scan_excess(1) == 1.0
+    assert b._splat_scan_excess(2) <= 2.0 < b._splat_scan_excess(3)
+    assert g._splat_scan_excess(8) < 2.0
+    # the rule: excess > 2 over min(threads, cores, one range per 2048 vertices) ranges
+    cores = _C.hardware_threads()
+    for lat in (b, g):
+        for t in (1, 2, 3, 4, 8, 16):
+            nt = min(t, cores, max(1, lat.n_vertices // 2048))
+            assert lat._splat_by_lists(t) == (nt >= 2 and lat._splat_scan_excess(nt) > 2.0), (t, nt)
     # 1 and 2 threads: always the scan (the scan's excess cannot exceed 2 there)
     assert [b._splat_by_lists(t) for t in (1, 2)] == [False, False]
-    # the bilateral lattice's first vertex range spans most of the image: the gather from 3 threads on
-    assert b._splat_by_lists(3) and b._splat_by_lists(16)
-    # a Gaussian lattice's vertex ranges hold their own points: never
     assert not any(g._splat_by_lists(t) for t in (2, 4, 8, 16))
     assert not b._has_entry_lists
     v = np.random.default_rng(1).random((bil.shape[0], 21)).astype(np.float32)
     one = b.filter(v, False, 1)
     assert not b._has_entry_lists  # one thread never builds them
-    assert np.array_equal(b.filter(v, False, 4), one)  # the gather, same bits
-    assert b._has_entry_lists
+    assert np.array_equal(b.filter(v, False, 4), one)
+    assert b._has_entry_lists == b._splat_by_lists(4)  # built exactly when the rule asks
 
 
 @pytest.mark.parametrize("d", [2, 5, 9])
