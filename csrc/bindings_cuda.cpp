@@ -213,6 +213,15 @@ void register_cuda(py::module_& m) {
       },
       py::arg("device") = 0);
 
+  m.def("cuda_scratch_reserved", &dcrf::cuda::scratch_reserved, py::arg("device") = 0,
+        "Bytes held by densecrf's scratch memory pool on the device.");
+  m.def(
+      "cuda_empty_cache",
+      [](int device) {
+        py::gil_scoped_release nogil;
+        dcrf::cuda::empty_cache(device);
+      },
+      py::arg("device") = 0, "Waits for the device, then releases the scratch pool's unused memory.");
   m.def(
       "cuda_synchronize",
       [](int device) {

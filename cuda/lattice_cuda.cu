@@ -40,7 +40,9 @@
 #include <climits>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -143,25 +145,85 @@ void slab_free(void*& p) {
   p = nullptr;
 }
 
-bool pools_supported(int device) {
-  int v = 0;
-  if (cudaDeviceGetAttribute(&v, cudaDevAttrMemoryPoolsSupported, device) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return v != 0;
+// Per device (up to kMaxDevices; others go without a pool): densecrf's own
+// memory pool for call scratch, created on first use. Its release threshold
+// is unlimited, so memory freed at the end of a call stays reserved for the
+// next one: the device's default pool gives freed memory back to the system
+// at every synchronisation (threshold 0), and each call then mapped its
+// scratch afresh. A pool of its own leaves other libraries' allocators (and
+// the default pool they may tune) alone. empty_cache() trims it.
+constexpr int kMaxDevices = 64;
+std::mutex g_pool_mu;
+cudaMemPool_t g_pools[kMaxDevices] = {};
+int8_t g_pool_state[kMaxDevices] = {};  // 0 unknown, 1 no pool (unsupported or failed), 2 pool, 3 default pool
+
+// DENSECRF_CUDA_SCRATCH_POOL=0 takes the device's default pool instead
+// (cudaMallocAsync, as before 2026-12-05): the before side of a benchmark.
+bool own_pool_disabled() {
+  const char* v = std::getenv("DENSECRF_CUDA_SCRATCH_POOL");
+  return v && std::strcmp(v, "0") == 0;
 }
 
-// Scratch memory for one call, stream-ordered (cudaMallocAsync on the
-// caller's stream; cudaMalloc where the device has no memory pools).
+// The scratch pool of `device`, or nullptr where memory pools are not
+// supported (then plain cudaMalloc / cudaFree).
+cudaMemPool_t scratch_pool(int device) {
+  if (device < 0 || device >= kMaxDevices) return nullptr;
+  std::lock_guard<std::mutex> lk(g_pool_mu);
+  if (g_pool_state[device] == 0) {
+    g_pool_state[device] = 1;
+    int supported = 0;
+    if (cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, device) != cudaSuccess || !supported) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    if (own_pool_disabled()) {
+      g_pool_state[device] = 3;
+      return nullptr;
+    }
+    cudaMemPoolProps props;
+    std::memset(&props, 0, sizeof(props));
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = device;
+    cudaMemPool_t pool = nullptr;
+    if (cudaMemPoolCreate(&pool, &props) != cudaSuccess) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    uint64_t keep = UINT64_MAX;
+    if (cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep) != cudaSuccess) {
+      cudaGetLastError();
+      cudaMemPoolDestroy(pool);
+      return nullptr;
+    }
+    g_pools[device] = pool;
+    g_pool_state[device] = 2;
+  }
+  return g_pool_state[device] == 2 ? g_pools[device] : nullptr;
+}
+
+// Whether `device` allocates scratch with cudaMallocAsync from its default
+// pool (DENSECRF_CUDA_SCRATCH_POOL=0 on a device with pools).
+bool default_pool(int device) {
+  scratch_pool(device);
+  std::lock_guard<std::mutex> lk(g_pool_mu);
+  return device >= 0 && device < kMaxDevices && g_pool_state[device] == 3;
+}
+
+// Scratch memory for one call, stream-ordered (from the device's scratch
+// pool on the caller's stream; cudaMalloc where the device has no memory
+// pools).
 template <class T>
 class Scratch {
  public:
   Scratch(size_t count, cudaStream_t stream, int device) : stream_(stream) {
     if (count == 0) return;
-    async_ = pools_supported(device);
+    cudaMemPool_t pool = scratch_pool(device);
+    async_ = pool != nullptr || default_pool(device);
     void* p = nullptr;
-    if (async_) {
+    if (pool) {
+      DCRF_CUDA_CHECK(cudaMallocFromPoolAsync(&p, count * sizeof(T), pool, stream));
+    } else if (async_) {
       DCRF_CUDA_CHECK(cudaMallocAsync(&p, count * sizeof(T), stream));
     } else {
       DCRF_CUDA_CHECK(cudaMalloc(&p, count * sizeof(T)));
@@ -711,6 +773,22 @@ void device_info(int device, DeviceInfo* out) {
     }
     dlclose(lib);
   }
+}
+
+size_t scratch_reserved(int device) {
+  cudaMemPool_t pool = scratch_pool(device);
+  if (!pool) return 0;
+  uint64_t v = 0;
+  DCRF_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &v));
+  return static_cast<size_t>(v);
+}
+
+void empty_cache(int device) {
+  cudaMemPool_t pool = scratch_pool(device);
+  if (!pool) return;
+  DeviceGuard g(device);
+  DCRF_CUDA_CHECK(cudaDeviceSynchronize());  // frees still pending on a stream complete first
+  DCRF_CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
 }
 
 void synchronize(int device) {

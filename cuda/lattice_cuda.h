@@ -45,6 +45,13 @@ void device_info(int device, DeviceInfo* out);
 // Blocks the host until all work on `device` is done.
 void synchronize(int device);
 
+// Call scratch comes from a memory pool of densecrf's own per device that
+// keeps freed memory reserved for the next call (0 bytes and no-ops where
+// the device has no memory pools). scratch_reserved: the bytes it holds;
+// empty_cache: waits for the device, then gives all unused memory back.
+size_t scratch_reserved(int device);
+void empty_cache(int device);
+
 // Device-side timing with a pair of CUDA events recorded on a stream.
 class EventTimer {
  public:

@@ -31,7 +31,16 @@ from __future__ import annotations
 
 from . import _checks
 from .backends import pipeline as _pipeline
-from .backends.cuda import CudaBackend, DeviceArray, cuda_available, device_name, place_of, require_cuda
+from .backends.cuda import (
+    CudaBackend,
+    DeviceArray,
+    cuda_available,
+    device_name,
+    empty_cache,
+    memory_reserved,
+    place_of,
+    require_cuda,
+)
 from .backends.problem import Normalization, compat_arg, enum_arg
 
 
@@ -176,8 +185,10 @@ __all__ = [
     "DeviceArray",
     "cuda_available",
     "device_name",
+    "empty_cache",
     "filter",
     "mean_field",
+    "memory_reserved",
     "refine",
     "refine_batch",
     "require_cuda",

@@ -578,3 +578,24 @@ def test_float64_device_arrays(backend, rng):
         dcuda.filter(df, dv)
     with pytest.raises(ValueError, match="float32 or float64"):
         dcuda.DeviceArray((2, 2), dtype=np.int32)
+
+
+# ---------------------------------------------------------------------------
+# The scratch memory pool.
+
+
+def test_scratch_pool_keeps_memory_between_calls(backend):
+    img = smooth_image(40, 50, seed=5)
+    p = label_probs(40, 50, 6, seed=5)
+    dcuda.empty_cache()
+    assert dcuda.memory_reserved() == 0
+    a = densecrf.refine(img, p, n_iter=3, device="cuda")
+    held = dcuda.memory_reserved()
+    # the blur buffers alone: 2 x (vertices + 1) x 6 floats per term, well over 1 KiB here
+    assert held > 1024
+    b = densecrf.refine(img, p, n_iter=3, device="cuda")
+    assert dcuda.memory_reserved() == held  # the same call again reuses what is held
+    assert np.array_equal(a, b)
+    dcuda.empty_cache()
+    assert dcuda.memory_reserved() == 0
+    assert np.array_equal(densecrf.refine(img, p, n_iter=3, device="cuda"), a)

@@ -66,6 +66,26 @@ def device_name(device: int = 0) -> str:
     return _C.cuda_device_name(int(device))
 
 
+def memory_reserved(device=0) -> int:
+    """Bytes densecrf's scratch memory pool holds on a CUDA device.
+
+    Each call's scratch (blur buffers, the lattice build's tables) comes from
+    a pool of densecrf's own that keeps freed memory for the next call
+    instead of returning it at every synchronisation; this is what it holds
+    now. 0 where the device has no memory pools. Other allocations (the
+    lattices' arrays, results) are not counted.
+    """
+    require_cuda()
+    return int(_C.cuda_scratch_reserved(arrays.parse_device(device)))
+
+
+def empty_cache(device=0) -> None:
+    """Gives the unused memory of densecrf's scratch pool on ``device`` back
+    (waits for the device first), as ``torch.cuda.empty_cache`` does for torch's."""
+    require_cuda()
+    _C.cuda_empty_cache(arrays.parse_device(device))
+
+
 class DeviceArray:
     """A float32 (or float64) C-contiguous array in GPU memory owned by densecrf: no torch or CuPy needed.
 

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
+#include <unordered_map>
 #include <vector>
 
 #define __global__
@@ -77,8 +78,75 @@ inline cudaError_t cudaFree(void* p) {
   std::free(p);
   return cudaSuccess;
 }
+
+// Memory pools: a pool counts the bytes it reserves. Memory freed back to
+// it stays reserved (as a pool with an unlimited release threshold keeps
+// it) until cudaMemPoolTrimTo; the blocks themselves go back to malloc.
+struct dcrf_emu_pool {
+  size_t reserved = 0;  // bytes of live blocks plus freed, kept ones
+  size_t live = 0;
+  uint64_t release_threshold = 0;
+};
+typedef dcrf_emu_pool* cudaMemPool_t;
+enum cudaMemAllocationType { cudaMemAllocationTypePinned = 1 };
+enum cudaMemLocationType { cudaMemLocationTypeDevice = 1 };
+enum cudaMemPoolAttr { cudaMemPoolAttrReleaseThreshold, cudaMemPoolAttrReservedMemCurrent };
+struct cudaMemLocation {
+  cudaMemLocationType type;
+  int id;
+};
+struct cudaMemPoolProps {
+  cudaMemAllocationType allocType;
+  int handleTypes;
+  cudaMemLocation location;
+};
+struct dcrf_emu_block {
+  cudaMemPool_t pool;
+  size_t bytes;
+};
+inline std::unordered_map<void*, dcrf_emu_block>& dcrf_emu_blocks() {
+  static std::unordered_map<void*, dcrf_emu_block> blocks;
+  return blocks;
+}
+inline cudaError_t cudaMemPoolCreate(cudaMemPool_t* pool, const cudaMemPoolProps* props) {
+  if (props->location.type != cudaMemLocationTypeDevice || props->location.id != 0) return cudaErrorInvalidValue;
+  *pool = new dcrf_emu_pool();
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemPoolDestroy(cudaMemPool_t pool) {
+  delete pool;
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value) {
+  if (attr != cudaMemPoolAttrReleaseThreshold) return cudaErrorInvalidValue;
+  pool->release_threshold = *static_cast<uint64_t*>(value);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value) {
+  *static_cast<uint64_t*>(value) = attr == cudaMemPoolAttrReservedMemCurrent ? pool->reserved : pool->release_threshold;
+  return cudaSuccess;
+}
+inline cudaError_t cudaMallocFromPoolAsync(void** p, size_t n, cudaMemPool_t pool, cudaStream_t s) {
+  const cudaError_t e = cudaMalloc(p, n);
+  if (e != cudaSuccess) return e;
+  dcrf_emu_blocks()[*p] = {pool, n};
+  pool->live += n;
+  pool->reserved = std::max(pool->reserved, pool->live);  // a free block is reused before the pool grows
+  return cudaSuccess;
+}
 inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
+  auto& blocks = dcrf_emu_blocks();
+  auto it = blocks.find(p);
+  if (it != blocks.end()) {
+    it->second.pool->live -= it->second.bytes;
+    if (it->second.pool->release_threshold == 0) it->second.pool->reserved = it->second.pool->live;
+    blocks.erase(it);
+  }
   std::free(p);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemPoolTrimTo(cudaMemPool_t pool, size_t keep) {
+  pool->reserved = std::max(pool->live, std::min(pool->reserved, keep));
   return cudaSuccess;
 }
 inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) {
