@@ -48,6 +48,7 @@
 #include <string>
 #include <vector>
 
+#include "fast_div.h"
 #include "lattice_cuda.h"
 #include "lattice_math.h"
 
@@ -468,10 +469,10 @@ template <class T>
 __global__ void chunk_splat_kernel(const T* __restrict__ in, int channels, const T* __restrict__ pre,
                                    const int64_t* __restrict__ begin, const int32_t* __restrict__ point,
                                    const T* __restrict__ weight, const int32_t* __restrict__ chunk_begin,
-                                   const int32_t* __restrict__ chunk_vertex, int64_t n_chunks,
+                                   const int32_t* __restrict__ chunk_vertex, int64_t n_chunks, FastDiv by_channels,
                                    T* __restrict__ partial) {
   DCRF_GRID_STRIDE(t, n_chunks * channels) {
-    const int64_t j = t / channels;
+    const int64_t j = by_channels.div(t);
     const int c = static_cast<int>(t - j * channels);
     const int64_t v = chunk_vertex[j];
     const int64_t b = begin[v] + (j - chunk_begin[v]) * kChunk;
@@ -495,9 +496,9 @@ template <class T>
 __global__ void splat_kernel(const T* __restrict__ in, int channels, const T* __restrict__ pre,
                              const int64_t* __restrict__ begin, const int32_t* __restrict__ point,
                              const T* __restrict__ weight, const int32_t* __restrict__ chunk_begin,
-                             const T* __restrict__ partial, int64_t m, T* __restrict__ vals) {
+                             const T* __restrict__ partial, int64_t m, FastDiv by_channels, T* __restrict__ vals) {
   DCRF_GRID_STRIDE(t, m * channels) {
-    const int64_t v = t / channels;
+    const int64_t v = by_channels.div(t);
     const int c = static_cast<int>(t - v * channels);
     T acc = T(0);
     const int64_t cb = chunk_begin[v], ce = chunk_begin[v + 1];
@@ -518,9 +519,9 @@ __global__ void splat_kernel(const T* __restrict__ in, int channels, const T* __
 // One blur pass along one axis: dst = src + (n1 + n2) / 2 (p. 6).
 template <class T>
 __global__ void blur_kernel(const T* __restrict__ src, const int32_t* __restrict__ nb, int channels, int64_t m,
-                            T* __restrict__ dst) {
+                            FastDiv by_channels, T* __restrict__ dst) {
   DCRF_GRID_STRIDE(t, m * channels) {
-    const int64_t v = t / channels;
+    const int64_t v = by_channels.div(t);
     const int c = static_cast<int>(t - v * channels);
     const T o = src[(v + 1) * channels + c];
     const T n1 = src[static_cast<int64_t>(nb[2 * v]) * channels + c];
@@ -533,9 +534,9 @@ __global__ void blur_kernel(const T* __restrict__ src, const int32_t* __restrict
 template <class T>
 __global__ void slice_kernel(const T* __restrict__ vals, int channels, const T* __restrict__ post,
                              const int32_t* __restrict__ offsets, const T* __restrict__ weights, T alpha, int dp1,
-                             int64_t n, T* __restrict__ out) {
+                             int64_t n, FastDiv by_channels, T* __restrict__ out) {
   DCRF_GRID_STRIDE(t, n * channels) {
-    const int64_t i = t / channels;
+    const int64_t i = by_channels.div(t);
     const int c = static_cast<int>(t - i * channels);
     T acc = T(0);
     for (int r = 0; r < dp1; ++r) {
@@ -608,9 +609,10 @@ struct TermsArg {
 //   softmax_kernel, one thread per point: q = softmax(logits), in place.
 // The logits live in q (its old values were consumed by the splats).
 template <class T>
-__global__ void logits_kernel(const T* __restrict__ unary, TermsArg<T> terms, int64_t n, int k, T* __restrict__ q) {
+__global__ void logits_kernel(const T* __restrict__ unary, TermsArg<T> terms, int64_t n, int k, FastDiv by_k,
+                              T* __restrict__ q) {
   DCRF_GRID_STRIDE(t_id, n * k) {
-    const int64_t i = t_id / k;
+    const int64_t i = by_k.div(t_id);
     const int c = static_cast<int>(t_id - i * k);
     T logit = -unary[t_id];
     for (int ti = 0; ti < terms.count; ++ti) {
@@ -644,10 +646,10 @@ __global__ void logits_kernel(const T* __restrict__ unary, TermsArg<T> terms, in
 
 // q[i, a] -= sum_b W[a, b] s[i, b] for one matrix term.
 template <class T>
-__global__ void matrix_message_kernel(const T* __restrict__ s, const T* __restrict__ w, int64_t n, int k,
+__global__ void matrix_message_kernel(const T* __restrict__ s, const T* __restrict__ w, int64_t n, int k, FastDiv by_k,
                                       T* __restrict__ q) {
   DCRF_GRID_STRIDE(t_id, n * k) {
-    const int64_t i = t_id / k;
+    const int64_t i = by_k.div(t_id);
     const int a = static_cast<int>(t_id - i * k);
     const T* row = w + static_cast<int64_t>(a) * k;
     const T* si = s + i * k;
@@ -701,11 +703,11 @@ __global__ void grid_features_kernel(const T* __restrict__ image, int64_t n_tota
 
 template <class T>
 __global__ void unary_kernel(const T* __restrict__ probs, int64_t batch, int64_t s, int k, bool channel_first, T clip,
-                             double scale, T* __restrict__ unary) {
+                             double scale, FastDiv by_k, FastDiv by_s, T* __restrict__ unary) {
   DCRF_GRID_STRIDE(t, batch * s * k) {
-    const int64_t i = t / k;
+    const int64_t i = by_k.div(t);
     const int c = static_cast<int>(t - i * k);
-    const int64_t b = i / s, p = i - b * s;
+    const int64_t b = by_s.div(i), p = i - b * s;
     T v = channel_first ? probs[(b * k + c) * s + p] : probs[t];
     if (scale > 0.0) v = static_cast<T>(scale * static_cast<double>(v) + (1.0 - scale) / k);
     if (clip > T(0)) v = lattice_min(lattice_max(v, clip), T(1));
@@ -715,14 +717,14 @@ __global__ void unary_kernel(const T* __restrict__ probs, int64_t batch, int64_t
 
 template <class T>
 __global__ void layout_kernel(const T* __restrict__ q, int64_t batch, int64_t s, int k, bool channel_first,
-                              T* __restrict__ out) {
+                              FastDiv by_k, FastDiv by_s, T* __restrict__ out) {
   DCRF_GRID_STRIDE(t, batch * s * k) {
     if (channel_first) {
       // t indexes out[b, c, p].
-      const int64_t p = t % s;
-      const int64_t bc = t / s;
-      const int c = static_cast<int>(bc % k);
-      const int64_t b = bc / k;
+      const int64_t bc = by_s.div(t);
+      const int64_t p = t - bc * s;
+      const int64_t b = by_k.div(bc);
+      const int c = static_cast<int>(bc - b * k);
       out[t] = q[(b * s + p) * k + c];
     } else {
       out[t] = q[t];
@@ -1104,11 +1106,12 @@ void CudaLatticeT<T>::splat(const T* in, int channels, const T* pre, T* vals, T*
   DeviceGuard guard(device_);
   if (n_chunks_ > 0) {
     chunk_splat_kernel<<<blocks_for(n_chunks_ * channels), kThreads, 0, as_stream(stream)>>>(
-        in, channels, pre, splat_begin_, splat_point_, splat_weight_, chunk_begin_, chunk_vertex_, n_chunks_, partial);
+        in, channels, pre, splat_begin_, splat_point_, splat_weight_, chunk_begin_, chunk_vertex_, n_chunks_,
+        FastDiv(channels), partial);
     DCRF_CUDA_LAUNCHED("chunk_splat_kernel");
   }
   splat_kernel<<<blocks_for(m_ * channels), kThreads, 0, as_stream(stream)>>>(
-      in, channels, pre, splat_begin_, splat_point_, splat_weight_, chunk_begin_, partial, m_, vals);
+      in, channels, pre, splat_begin_, splat_point_, splat_weight_, chunk_begin_, partial, m_, FastDiv(channels), vals);
   DCRF_CUDA_LAUNCHED("splat_kernel");
 }
 
@@ -1119,7 +1122,8 @@ T* CudaLatticeT<T>::blur(T* vals, T* tmp, int channels, bool reverse, void* stre
   for (int step = 0; step <= d_; ++step) {
     const int j = reverse ? d_ - step : step;
     const int32_t* nb = neighbours_ + static_cast<size_t>(j) * m_ * 2;
-    blur_kernel<<<blocks_for(m_ * channels), kThreads, 0, as_stream(stream)>>>(vals, nb, channels, m_, tmp);
+    blur_kernel<<<blocks_for(m_ * channels), kThreads, 0, as_stream(stream)>>>(vals, nb, channels, m_,
+                                                                               FastDiv(channels), tmp);
     DCRF_CUDA_LAUNCHED("blur_kernel");
     std::swap(vals, tmp);
   }
@@ -1130,8 +1134,8 @@ template <class T>
 void CudaLatticeT<T>::slice(const T* vals, int channels, const T* post, T* out, void* stream) const {
   if (n_ == 0 || channels <= 0) return;
   DeviceGuard guard(device_);
-  slice_kernel<<<blocks_for(n_ * channels), kThreads, 0, as_stream(stream)>>>(vals, channels, post, offsets_, weights_,
-                                                                              lattice_alpha_of<T>(d_), d_ + 1, n_, out);
+  slice_kernel<<<blocks_for(n_ * channels), kThreads, 0, as_stream(stream)>>>(
+      vals, channels, post, offsets_, weights_, lattice_alpha_of<T>(d_), d_ + 1, n_, FastDiv(channels), out);
   DCRF_CUDA_LAUNCHED("slice_kernel");
 }
 
@@ -1289,6 +1293,7 @@ void mean_field(const T* unary, T* q, int64_t n, int k, const std::vector<const 
     a.kind = terms[t]->compat_kind();
   }
 
+  const FastDiv by_k(k);
   for (int it = 0; it < n_iter; ++it) {
     for (size_t t = 0; t < nt; ++t) {
       const CudaLatticeT<T>& L = terms[t]->lattice();
@@ -1296,12 +1301,12 @@ void mean_field(const T* unary, T* q, int64_t n, int k, const std::vector<const 
       T* res = L.blur(buf_a[t]->get(), buf_b[t]->get(), k, false, stream);
       if (res != result[t]) throw std::logic_error("CUDA mean field: blur result buffer mismatch");
     }
-    logits_kernel<<<blocks_for(n * k), kThreads, 0, stream>>>(unary, args, n, k, q);
+    logits_kernel<<<blocks_for(n * k), kThreads, 0, stream>>>(unary, args, n, k, by_k, q);
     DCRF_CUDA_LAUNCHED("logits_kernel");
     for (size_t t = 0; t < nt; ++t) {
       if (terms[t]->compat_kind() != 2) continue;
       matrix_message_kernel<<<blocks_for(n * k), kThreads, 0, stream>>>(sliced[t]->get(), terms[t]->device_compat(), n,
-                                                                        k, q);
+                                                                        k, by_k, q);
       DCRF_CUDA_LAUNCHED("matrix_message_kernel");
     }
     softmax_kernel<<<blocks_for(n), kThreads, 0, stream>>>(n, k, q);
@@ -1355,7 +1360,7 @@ void unary_from_probs(const T* probs, T* unary, int64_t batch, int64_t s, int k,
   if (total == 0) return;
   DeviceGuard guard(device);
   unary_kernel<<<blocks_for(total), kThreads, 0, as_stream(stream)>>>(probs, batch, s, k, channel_first, clip, scale,
-                                                                      unary);
+                                                                      FastDiv(k), FastDiv(s), unary);
   DCRF_CUDA_LAUNCHED("unary_kernel");
 }
 
@@ -1366,7 +1371,8 @@ void copy_labels_layout(const T* q, T* out, int64_t batch, int64_t s, int k, boo
   const int64_t total = batch * s * k;
   if (total == 0) return;
   DeviceGuard guard(device);
-  layout_kernel<<<blocks_for(total), kThreads, 0, as_stream(stream)>>>(q, batch, s, k, channel_first, out);
+  layout_kernel<<<blocks_for(total), kThreads, 0, as_stream(stream)>>>(q, batch, s, k, channel_first, FastDiv(k),
+                                                                       FastDiv(s), out);
   DCRF_CUDA_LAUNCHED("layout_kernel");
 }
 

@@ -599,3 +599,32 @@ def test_scratch_pool_keeps_memory_between_calls(backend):
     dcuda.empty_cache()
     assert dcuda.memory_reserved() == 0
     assert np.array_equal(densecrf.refine(img, p, n_iter=3, device="cuda"), a)
+
+
+# ---------------------------------------------------------------------------
+# The kernels' index divisions (cuda/fast_div.h: a multiply-high and a shift).
+
+
+def test_fast_div_is_integer_division():
+    mod = _emu_module()  # the host side of the same header the kernels use
+    rng = np.random.default_rng(7)
+    divisors = list(range(1, 300)) + [2**k for k in range(31)] + [2**k - 1 for k in range(2, 32)]
+    divisors += [2**k + 1 for k in range(1, 31)] + [int(x) for x in rng.integers(1, 2**31, 200)]
+    divisors += [2**31, 2**31 + 5, 3 * 2**33]  # beyond the fast path's divisors
+    for d in divisors:
+        ns = [0, 1, d - 1, d, d + 1, 2 * d - 1, 2 * d, 2**31 - 2, 2**31 - 1, 2**31, 2**31 + d, 2**40 + 3]
+        ns += [int(x) for x in rng.integers(0, 2**31, 50)]
+        ns = [n for n in ns if n >= 0]
+        assert mod._fast_div(d, ns) == [n // d for n in ns], d
+
+
+@pytest.mark.parametrize(("batch", "s", "k"), [(1, 1, 1), (2, 7, 3), (3, 97, 21), (1, 4096, 65), (5, 33, 1)])
+def test_label_layouts_on_the_device(backend, rng, batch, s, k):
+    # copy_labels_layout's index arithmetic (divisions by the spatial size and by K)
+    q = rng.random((batch * s, k)).astype(np.float32)
+    dq = dcuda.DeviceArray.from_numpy(q)
+    for first in (False, True):
+        out = dcuda.DeviceArray((batch, k, s) if first else (batch, s, k))
+        cuda_backend._C.cuda_copy_labels_layout(dq.ptr, out.ptr, batch, s, k, first, 0, 0)
+        want = q.reshape(batch, s, k)
+        assert np.array_equal(out.numpy(), np.moveaxis(want, -1, 1) if first else want)

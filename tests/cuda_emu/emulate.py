@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 SOURCES = [
     os.path.join(ROOT, "cuda", "lattice_cuda.cu"),
     os.path.join(ROOT, "cuda", "lattice_cuda.h"),
+    os.path.join(ROOT, "cuda", "fast_div.h"),
     os.path.join(ROOT, "csrc", "bindings_cuda.cpp"),
     os.path.join(ROOT, "csrc", "lattice.h"),
     os.path.join(ROOT, "csrc", "lattice_math.h"),
