@@ -417,6 +417,74 @@ def test_gradcheck_crfasrnn_double_on_cuda(torch_one_thread):
     assert (out.detach().cpu() - want).abs().max() < 1e-10
 
 
+def test_gradcheck_crfasrnn_double_through_the_emulated_cuda_backend(torch_one_thread, monkeypatch):
+    # densecrf.nn's CUDA backend object (its dtype choice, the float64
+    # lattice _C.CudaLattice64 and its filter) over the host emulation of the
+    # CUDA source, on CPU tensors whose host pointers stand in for device
+    # ones (as tests/test_losses.py runs the loss): the gradcheck of
+    # test_gradcheck_crfasrnn_double_default_tolerances, and the same output
+    # as the CPU backend's float64 lattice to double rounding.
+    torch = torch_one_thread
+    import os
+    import sys
+
+    import densecrf.nn as dnn
+    from densecrf.backends import cuda as cuda_backend
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, os.path.join(here, "cuda_emu"))
+    try:
+        import emulate
+    finally:
+        sys.path.pop(0)
+    try:
+        mod = emulate.build()
+    except RuntimeError as exc:  # no compiler or no pybind11 headers
+        from conftest import missing
+
+        missing(f"CUDA host emulation unavailable: {exc}")
+
+    class HostCuda(dnn._CudaBackend):
+        def filter(self, lattice, values, transpose):
+            place = self._place(values, lattice[2])
+            out = cuda_backend.CudaBackend(place).filter(lattice[0], place.put(values, "values"), transpose)
+            return torch.from_numpy(out.obj.numpy()).to(values.dtype)
+
+    g = torch.Generator().manual_seed(21)
+    k = 3
+    mod_crf = dnn.CRFasRNN(k, 2).double()
+    with torch.no_grad():
+        mod_crf.compat.add_(0.3 * torch.randn(k, k, generator=g, dtype=torch.float64))
+    image = torch.rand(2, 3, 8, 10, generator=g, dtype=torch.float64) * 255
+    logits = torch.randn(2, k, 8, 10, generator=g, dtype=torch.float64, requires_grad=True)
+    names = [n for n, _ in mod_crf.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for p in mod_crf.parameters()]
+
+    def fn(lg, *ps):
+        return torch.func.functional_call(mod_crf, dict(zip(names, ps, strict=True)), (lg, image))
+
+    class Seen:  # the emulated module, noting which of its names are used
+        def __init__(self, m):
+            self.m, self.names = m, set()
+
+        def __getattr__(self, name):
+            self.names.add(name)
+            return getattr(self.m, name)
+
+    want = fn(logits, *params).detach()  # the CPU backend's float64 lattice
+    seen = Seen(mod)
+    monkeypatch.setattr(cuda_backend, "_C", seen)
+    monkeypatch.setattr(cuda_backend, "_built_with_cuda", lambda: True)
+    host_cuda = HostCuda(torch.device("cpu"))
+    monkeypatch.setattr(dnn, "_backend", lambda device, threads=0: host_cuda)
+    got = fn(logits, *params)
+    assert got.dtype == torch.float64
+    assert "CudaLattice64" in seen.names and "CudaLattice" not in seen.names
+    # the two float64 lattices agree to ulps (tests/test_cuda.py); 1e-12 on O(1) values
+    assert (got.detach() - want).abs().max() < 1e-12
+    assert torch.autograd.gradcheck(fn, (logits, *params))
+
+
 def test_torch_cuda_backend_picks_the_lattice_by_dtype(torch_one_thread, monkeypatch):
     # No GPU needed: the backend object's choice of place and native class,
     # with the place replaced by a recorder.

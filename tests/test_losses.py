@@ -544,7 +544,7 @@ class _HostCudaBackend(dnn._CudaBackend):
     def filter(self, lattice, values, transpose):
         from densecrf.backends import cuda as cuda_backend
 
-        place = self._place(values)
+        place = self._place(values, lattice[2])
         out = cuda_backend.CudaBackend(place).filter(lattice[0], place.put(values, "values"), transpose)
         return torch.from_numpy(out.obj.numpy()).to(values.dtype)
 
