@@ -11,7 +11,7 @@
 #  3. compute-sanitizer memcheck on the smoke workload;
 #  4. benchmarks/bench_cuda.py --quick and bench_nn_cuda.py (issue "GPU near its
 #     memory floor": the before figures on this device);
-#  5. the scratch pool before/after; float64 on the GPU (the reference workload, against
+#  5. the scratch pool and index division before/after (benchmarks/cuda_ab.py); float64 on the GPU (the reference workload, against
 #     float32 and the CPU's float64);
 #     benchmarks/thread_scaling.py on all cores (2048 x 2048 and the reference workload);
 #  6. the dataset pipeline on the GPU (benchmarks/dataset_throughput.py --cuda)
@@ -62,10 +62,11 @@ timeout $(lim 90) $PY benchmarks/bench_cuda.py --quick --out "$OUT/bench_cuda.md
 step "bench_nn_cuda"
 timeout $(lim 60) $PY benchmarks/bench_nn_cuda.py --repeats 10 2>&1 | tee "$OUT/bench_nn_cuda.txt" | tail -8
 
-step "scratch pool: the device's default pool against densecrf's own (alternating processes)"
-for side in 0 1 0 1; do
-  DENSECRF_CUDA_SCRATCH_POOL=$side timeout $(lim 40) $PY benchmarks/cuda_pool_ab.py --calls 20 2>&1 | tail -1
-done | tee "$OUT/cuda_pool_ab.txt"
+step "before/after of 2026-12-05's CUDA changes (scratch pool, index division), alternating processes"
+for side in "0 1" "1 0" "0 0" "1 1" "0 1" "1 0"; do
+  set -- $side
+  DENSECRF_CUDA_SCRATCH_POOL=$1 DENSECRF_CUDA_PLAIN_DIV=$2 timeout $(lim 40) $PY benchmarks/cuda_ab.py --calls 20 2>&1 | tail -1
+done | tee "$OUT/cuda_ab.txt"
 
 step "float64 on the GPU"
 # the reference workload (500 x 375, K = 21, 10 iterations, lattice build included) in

@@ -8,10 +8,14 @@
 // mul = floor(2^32 (2^s - d) / d) + 1, floor(n / d) = (mulhi(n, mul) + n)
 // >> s for every 0 <= n < 2^31 and 1 <= d < 2^31 (the error of the scaled
 // reciprocal, n (mul + 2^32) d - n 2^(32+s), stays below 2^(32+s)).
-// Dividends of 2^31 or more take the plain 64-bit division.
+// Dividends of 2^31 or more take the plain 64-bit division, and so does
+// every division when DENSECRF_CUDA_PLAIN_DIV=1 (read once; the before side
+// of benchmarks/cuda_ab.py).
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "lattice_math.h"  // DCRF_HOST_DEVICE
 
@@ -22,12 +26,13 @@ struct FastDiv {
   int64_t d = 1;
   uint32_t mul = 1;
   uint32_t shift = 0;
-  bool fast = true;  // the divisor is below 2^31
+  bool fast = true;  // the divisor is below 2^31 (and DENSECRF_CUDA_PLAIN_DIV is not 1)
 
   FastDiv() = default;
   // divisor >= 1 (a smaller one is taken as 1: the callers launch nothing
   // then); from 2^31 on every division takes the plain path.
-  explicit FastDiv(int64_t divisor) : d(divisor < 1 ? 1 : divisor), fast(divisor < (int64_t{1} << 31)) {
+  explicit FastDiv(int64_t divisor)
+      : d(divisor < 1 ? 1 : divisor), fast(divisor < (int64_t{1} << 31) && !plain_only()) {
     if (divisor < 1) divisor = 1;
     if (!fast) return;
     const uint64_t ud = static_cast<uint64_t>(divisor);
@@ -42,6 +47,14 @@ struct FastDiv {
     const uint32_t hi = static_cast<uint32_t>((static_cast<uint64_t>(n) * mul) >> 32);
 #endif
     return (hi + n) >> shift;  // hi <= n < 2^31: no overflow
+  }
+
+  static bool plain_only() {
+    static const bool plain = [] {
+      const char* v = std::getenv("DENSECRF_CUDA_PLAIN_DIV");
+      return v != nullptr && std::strcmp(v, "1") == 0;
+    }();
+    return plain;
   }
 
   // floor(n / d) for 0 <= n.

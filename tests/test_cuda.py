@@ -628,3 +628,22 @@ def test_label_layouts_on_the_device(backend, rng, batch, s, k):
         cuda_backend._C.cuda_copy_labels_layout(dq.ptr, out.ptr, batch, s, k, first, 0, 0)
         want = q.reshape(batch, s, k)
         assert np.array_equal(out.numpy(), np.moveaxis(want, -1, 1) if first else want)
+
+
+def test_plain_division_switch_gives_the_same_quotients():
+    # DENSECRF_CUDA_PLAIN_DIV=1 (the before side of benchmarks/cuda_ab.py)
+    # makes every FastDiv a plain division; read once per process.
+    _emu_module()  # built (and cached) here first
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import emulate; m = emulate.build(); "
+        "ns = list(range(0, 5000, 7)) + [2**31 - 1, 2**31, 2**35 + 11]; "
+        "assert all(m._fast_div(d, ns) == [n // d for n in ns] for d in (1, 3, 21, 2048, 2**31 - 1)); "
+        "print(m._fast_div(7, [2**31 - 1]), m._fast_div_is_fast(7))"
+    )
+    env = dict(os.environ, DENSECRF_CUDA_PLAIN_DIV="1")
+    res = subprocess.run(
+        [sys.executable, "-c", code, os.path.join(HERE, "cuda_emu")], env=env, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == f"{[(2**31 - 1) // 7]} False"  # the plain path was taken
+    assert _emu_module()._fast_div_is_fast(7)  # and without the switch, the fast one

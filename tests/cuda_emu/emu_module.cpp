@@ -22,4 +22,6 @@ PYBIND11_MODULE(DCRF_EMU_MODULE, m) {
     for (int64_t n : ns) out.push_back(f.div(n));
     return out;
   });
+  // Whether FastDiv(d) takes the multiply-high path (DENSECRF_CUDA_PLAIN_DIV=1 turns it off).
+  m.def("_fast_div_is_fast", [](int64_t d) { return dcrf::cuda::FastDiv(d).fast; });
 }

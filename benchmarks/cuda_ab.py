@@ -1,14 +1,19 @@
-"""One side of the scratch-pool comparison: the reference workload on the GPU, repeated.
+"""One side of a before/after comparison on the GPU: the reference workload and a batch, repeated.
 
-    DENSECRF_CUDA_SCRATCH_POOL=0 python benchmarks/cuda_pool_ab.py   # the device's default pool (before)
-    python benchmarks/cuda_pool_ab.py                                # densecrf's own pool (after)
+    DENSECRF_CUDA_SCRATCH_POOL=0 DENSECRF_CUDA_PLAIN_DIV=1 python benchmarks/cuda_ab.py   # before both
+    python benchmarks/cuda_ab.py                                                          # after both
 
-benchmarks/gpu_session.sh runs the two sides as alternating processes
-(before, after, before, after). Each process: one warm-up call, then
-``--calls`` calls of ``densecrf.refine(..., device='cuda')`` on the
-reference workload (500 x 375, K = 21, 10 iterations, numpy in and out, so
-each call ends synchronised), and a batch of 16 512 x 512 images through
-``refine_batch``; prints the medians in milliseconds and the pool's holding.
+Two switches, read by the CUDA backend at start-up, give back the code paths
+of before 2026-12-05: ``DENSECRF_CUDA_SCRATCH_POOL=0`` allocates call
+scratch from the device's default pool (cudaMallocAsync) instead of
+densecrf's own caching pool; ``DENSECRF_CUDA_PLAIN_DIV=1`` makes the kernels'
+index divisions plain 64-bit divisions instead of a multiply-high and a
+shift. benchmarks/gpu_session.sh runs the sides as alternating processes.
+Each process: one warm-up call, then ``--calls`` calls of
+``densecrf.refine(..., device='cuda')`` on the reference workload (500 x 375,
+K = 21, 10 iterations, numpy in and out, so each call ends synchronised),
+and a batch of 16 512 x 512 images through ``refine_batch``; prints the
+medians in milliseconds and what the scratch pool holds.
 """
 
 from __future__ import annotations
@@ -43,7 +48,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=20)
     args = ap.parse_args(argv)
-    side = "default pool" if os.environ.get("DENSECRF_CUDA_SCRATCH_POOL") == "0" else "own pool"
+    pool = "default pool" if os.environ.get("DENSECRF_CUDA_SCRATCH_POOL") == "0" else "own pool"
+    div = "plain division" if os.environ.get("DENSECRF_CUDA_PLAIN_DIV") == "1" else "fast division"
+    side = f"{pool}, {div}"
     ref = workloads.reference()
     big = workloads.by_size(512)
     imgs = np.stack([big.image] * 16)
