@@ -267,9 +267,14 @@ class PackedTable {
 // more than it saves.
 constexpr int64_t kBuildGrain = 16384;
 
+// Chunks of points a build on `threads` threads can use.
+int point_chunks(int64_t n, int threads) {
+  return static_cast<int>(std::min<int64_t>(std::max(threads, 1), std::max<int64_t>(1, n / kBuildGrain)));
+}
+
 // Chunks (each with a table of its own) a build of n points splits into.
 int build_chunks(int64_t n, int d, int threads) {
-  int nt = static_cast<int>(std::min<int64_t>(std::max(threads, 1), std::max<int64_t>(1, n / kBuildGrain)));
+  int nt = point_chunks(n, threads);
   // Two chunks do not pay for d <= 2, whose cheap points come with many
   // vertices to merge: measured on 2 cores, 500 x 375 grid positions (d = 2)
   // 5.8 ms on one thread against 6.1 on two, 1024 x 1024 48 against 52 (d =
@@ -341,7 +346,9 @@ struct DenseBox {
   // simplex's vertices and blur neighbours by one more each way. (Rounding
   // of E in float is far below a cell where the features pass the 1e8
   // test; simplex_ids checks every point anyway.)
-  static DenseBox of(const float* features, int64_t n, int d, int threads) {
+  // tables: how many box-sized tables the build holds (one per chunk, or
+  // one shared by all: build_dense_shared).
+  static DenseBox of(const float* features, int64_t n, int d, int threads, int tables) {
     DenseBox box;
     if (!applies(d) || n <= 0) return box;
     const int nt = std::max(1, std::min<int>(threads, static_cast<int>(std::min<int64_t>(4, n / 65536 + 1))));
@@ -388,7 +395,7 @@ struct DenseBox {
       box.width[i] = static_cast<int64_t>(std::ceil(e_hi / dp1)) + 3 - box.lo[i] + 1;
       slots *= static_cast<double>(box.width[i]);
     }
-    if (slots * build_chunks(n, d, threads) > static_cast<double>(n + kBaseSlots)) return box;
+    if (slots * tables > static_cast<double>(n + kBaseSlots)) return box;
     int64_t s = 1;
     for (int i = d - 1; i >= 0; --i) {
       box.stride[i] = s;
@@ -396,17 +403,55 @@ struct DenseBox {
     }
     box.stride_r = s;
     box.slots = s * (d + 1);
+    for (int i = 0; i < d; ++i) box.sum_strides += box.stride[i];
+    box.inv_dp1 = 1.0 / (d + 1);
     box.ok = true;
     return box;
   }
+
+  // The slots of a simplex's d+1 vertices (remainder-0 vertex rem0, ranks);
+  // false when a vertex or a blur neighbour would leave the box.
+  bool simplex_slots(int d, const int32_t* rem0, const int32_t* rank, int64_t* out) const {
+    // Slot of the remainder-0 vertex; each c_i at least 2 cells inside the
+    // box (the simplex's -1 and a blur neighbour's -1 or +1).
+    int64_t base = 0;
+    for (int i = 0; i < d; ++i) {
+      // rem0[i] is an exact multiple of d+1 below 2^31: the double product
+      // rounds to that integer.
+      const int64_t c = std::llrint(static_cast<double>(rem0[i]) * inv_dp1) - lo[i];
+      if (c < 2 || c > width[i] - 2) return false;
+      base += c * stride[i];
+    }
+    // Vertex r: remainder r; c_i - 1 on the coordinates of rank > d - r
+    // (as PackedTable's keys).
+    int32_t who[kMaxDim + 1];
+    for (int i = 0; i <= d; ++i) who[rank[i]] = i;
+    int64_t high = 0;
+    for (int r = 0; r <= d; ++r) {
+      if (r > 0 && who[d - r + 1] < d) high += stride[who[d - r + 1]];
+      out[r] = r * stride_r + base - high;
+    }
+    return true;
+  }
+
+  // The slot of the blur neighbour along axis j of the vertex in slot s:
+  // key - 1 on every coordinate (remainder r - 1 with the same c for r >= 1,
+  // or remainder d with every c - 1 for r = 0), then + (d+1) on axis j < d
+  // (c_j + 1). Inside the box by the margins simplex_slots checked.
+  int64_t neighbour_slot(int d, int64_t s, int j) const {
+    s += s >= stride_r ? -stride_r : d * stride_r - sum_strides;
+    if (j < d) s += stride[j];
+    return s;
+  }
+  int64_t sum_strides = 0;
+  double inv_dp1 = 0.0;
 };
 
 class DenseTable {
  public:
-  DenseTable(int d, int64_t expected, const DenseBox& box) : d_(d), box_(box), inv_dp1_(1.0 / (d + 1)) {
+  DenseTable(int d, int64_t expected, const DenseBox& box) : d_(d), box_(box) {
     slots_.assign(static_cast<size_t>(box.slots), -1);
     keys_.reserve(static_cast<size_t>(expected));
-    for (int i = 0; i < d; ++i) sum_strides_ += box.stride[i];
   }
 
   int64_t size() const { return static_cast<int64_t>(keys_.size()); }
@@ -414,36 +459,14 @@ class DenseTable {
   std::vector<float> weight_sum;
 
   bool simplex_ids(const int32_t* rem0, const int32_t* rank, int32_t* ids) {
-    // Slot of the remainder-0 vertex; each c_i at least 2 cells inside the
-    // box (the simplex's -1 and a blur neighbour's -1 or +1).
-    int64_t base = 0;
-    for (int i = 0; i < d_; ++i) {
-      // rem0[i] is an exact multiple of d+1 below 2^31: the double product
-      // rounds to that integer.
-      const int64_t c = std::llrint(static_cast<double>(rem0[i]) * inv_dp1_) - box_.lo[i];
-      if (c < 2 || c > box_.width[i] - 2) return false;
-      base += c * box_.stride[i];
-    }
-    // Vertex r: remainder r; c_i - 1 on the coordinates of rank > d - r
-    // (as PackedTable's keys).
-    int32_t who[kMaxDim + 1];
-    for (int i = 0; i <= d_; ++i) who[rank[i]] = i;
-    int64_t high = 0;
-    for (int r = 0; r <= d_; ++r) {
-      if (r > 0 && who[d_ - r + 1] < d_) high += box_.stride[who[d_ - r + 1]];
-      ids[r] = find_or_insert(r * box_.stride_r + base - high);
-    }
+    int64_t slots[kMaxDim + 1];
+    if (!box_.simplex_slots(d_, rem0, rank, slots)) return false;
+    for (int r = 0; r <= d_; ++r) ids[r] = find_or_insert(slots[r]);
     return true;
   }
 
   int32_t neighbour(int64_t v, int j, int32_t*) const {
-    // key - 1 on every coordinate: remainder r - 1 with the same c (r >= 1),
-    // or remainder d with every c - 1 (r = 0); then + (d+1) on axis j < d:
-    // c_j + 1. Inside the box by the margins simplex_ids checked.
-    int64_t s = keys_[v];
-    s += s >= box_.stride_r ? -box_.stride_r : d_ * box_.stride_r - sum_strides_;
-    if (j < d_) s += box_.stride[j];
-    return slots_[static_cast<size_t>(s)];
+    return slots_[static_cast<size_t>(box_.neighbour_slot(d_, keys_[v], j))];
   }
 
   int32_t insert_from(const DenseTable& other, int64_t id) { return find_or_insert(other.keys_[id]); }
@@ -460,8 +483,6 @@ class DenseTable {
 
   int d_;
   DenseBox box_;
-  double inv_dp1_;
-  int64_t sum_strides_ = 0;
   std::vector<int32_t> slots_;
   std::vector<int64_t> keys_;  // slot of each id
 };
@@ -649,6 +670,180 @@ bool build_lattice(const float* features, int64_t n, int d, int threads, UninitV
   return true;
 }
 
+// embed_chunk's table for build_dense_shared: no numbering of its own.
+// simplex_ids writes each vertex's slot in the shared box (not an id) and
+// notes, with atomic min / max on per-slot arrays shared by all chunks, the
+// first entry and the last point that touch each slot. A run of points
+// with the same simplex (embed_chunk skips simplex_ids for them) ends where
+// the next simplex starts, or at the chunk's end (finish).
+class SlotTable {
+ public:
+  template <class V>
+  struct Sink {  // embed_chunk's per-vertex bookkeeping, not kept here
+    V v{};
+    V& operator[](int64_t) { return v; }
+    void push_back(V) {}
+  };
+  Sink<int32_t> first_point, last_point;
+  Sink<float> weight_sum;
+
+  SlotTable(int d, const DenseBox& box, const int32_t* offsets, std::atomic<int32_t>* slot_first,
+            std::atomic<int32_t>* slot_last)
+      : d_(d), box_(box), offsets_(offsets), first_(slot_first), last_(slot_last) {}
+
+  int64_t size() const { return 0; }
+
+  bool simplex_ids(const int32_t* rem0, const int32_t* rank, int32_t* ids) {
+    const int64_t e0 = ids - offsets_;  // entry of vertex 0 of this point
+    const int64_t i = e0 / (d_ + 1);
+    if (run_) finish(i - 1);
+    int64_t slots[kMaxDim + 1];
+    if (!box_.simplex_slots(d_, rem0, rank, slots)) return false;
+    for (int r = 0; r <= d_; ++r) {
+      ids[r] = static_cast<int32_t>(slots[r]);  // box.slots <= n + 2^16 < 2^31
+      fetch_min(first_[slots[r]], static_cast<int32_t>(e0 + r));
+      run_slots_[r] = ids[r];
+    }
+    run_ = true;
+    return true;
+  }
+
+  // The current run ends at point `last`.
+  void finish(int64_t last) {
+    if (!run_) return;
+    for (int r = 0; r <= d_; ++r) fetch_max(last_[run_slots_[r]], static_cast<int32_t>(last));
+    run_ = false;
+  }
+
+ private:
+  static void fetch_min(std::atomic<int32_t>& a, int32_t v) {
+    int32_t cur = a.load(std::memory_order_relaxed);
+    while (v < cur && !a.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
+    }
+  }
+  static void fetch_max(std::atomic<int32_t>& a, int32_t v) {
+    int32_t cur = a.load(std::memory_order_relaxed);
+    while (v > cur && !a.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
+    }
+  }
+
+  int d_;
+  const DenseBox& box_;
+  const int32_t* offsets_;
+  std::atomic<int32_t>* first_;
+  std::atomic<int32_t>* last_;
+  int32_t run_slots_[kMaxDim + 1] = {};
+  bool run_ = false;
+};
+
+// The dense build on many threads (d <= 4, the keys in a box with one slot
+// per point at most): the box gives every key its slot directly, so the
+// chunks share one slot array instead of keeping tables to merge (a
+// serial merge, and a box per chunk, which left the Gaussian term of a
+// large image on the general tables: 2048 x 2048 grid positions built in
+// about the same 200-270 ms on 1 to 16 threads). As the CUDA build: embed
+// every chunk (each entry's slot, the first entry and last point of each
+// slot by atomic min / max), then an entry is its vertex's first when it
+// is its slot's first entry, and a scan over those flags numbers the
+// vertices by first appearance in point order; then each entry's id, each
+// vertex's first and last point, and the blur neighbours through the box.
+// The same lattice as the other tables, bit for bit; no weight sums (as any
+// multi-chunk build). Returns false where a key leaves the box.
+bool build_dense_shared(const float* features, int64_t n, int d, int threads, const DenseBox& box,
+                        UninitVector<int32_t>& offsets, UninitVector<float>& weights, int64_t& m,
+                        std::vector<int32_t>& first_point, std::vector<int32_t>& last_point,
+                        UninitVector<int32_t>& neighbours, std::vector<float>& weight_sums) {
+  const int dp1 = d + 1;
+  const int64_t n_entries = n * dp1;
+  const int64_t n_slots = box.slots;
+  float scale[kMaxDim];
+  lattice_scale_factors(d, scale);
+  std::unique_ptr<std::atomic<int32_t>[]> slot_first(new std::atomic<int32_t>[static_cast<size_t>(n_slots)]);
+  std::unique_ptr<std::atomic<int32_t>[]> slot_last(new std::atomic<int32_t>[static_cast<size_t>(n_slots)]);
+  parallel_for(n_slots, threads, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      slot_first[k].store(std::numeric_limits<int32_t>::max(), std::memory_order_relaxed);
+      slot_last[k].store(-1, std::memory_order_relaxed);
+    }
+  });
+
+  // 1. Embed: offsets hold slots for now.
+  const int nt = point_chunks(n, threads);
+  std::vector<Embed> status(nt, Embed::kOk);
+  parallel_run(nt, [&](int t, int nth) {
+    const int64_t b = n * t / nth, e = n * (t + 1) / nth;
+    SlotTable table(d, box, offsets.data(), slot_first.get(), slot_last.get());
+    status[t] = embed_dispatch(features, d, b, e, scale, table, offsets.data(), weights.data());
+    if (status[t] == Embed::kOk) table.finish(e - 1);
+  });
+  for (int t = 0; t < nt; ++t) {
+    if (status[t] == Embed::kBadFeature) {
+      throw InvalidArgument(
+          "features must be finite and within the lattice key range (|feature / bandwidth| "
+          "up to about 1e8): a NaN, infinite or too large value was found");
+    }
+  }
+  for (int t = 0; t < nt; ++t) {
+    if (status[t] == Embed::kUnpackable) return false;
+  }
+
+  // 2. Number the vertices: counts of first entries per chunk of entries,
+  // then each chunk numbers its own from its offset (a two-pass scan).
+  std::vector<int64_t> counts(static_cast<size_t>(nt) + 1, 0);
+  auto is_first = [&](int64_t e) { return slot_first[offsets[e]].load(std::memory_order_relaxed) == e; };
+  parallel_run(nt, [&](int t, int nth) {
+    const int64_t b = n_entries * t / nth, e = n_entries * (t + 1) / nth;
+    int64_t c = 0;
+    for (int64_t k = b; k < e; ++k) c += is_first(k);
+    counts[t + 1] = c;
+  });
+  for (int t = 0; t < nt; ++t) counts[t + 1] += counts[t];
+  m = counts[nt];
+  // slot -> vertex id, and each vertex's slot, first and last point
+  std::vector<int32_t> slot_id(static_cast<size_t>(n_slots), -1);  // -1: no vertex
+  std::vector<int64_t> vertex_slot(static_cast<size_t>(m));
+  first_point.resize(static_cast<size_t>(m));
+  last_point.resize(static_cast<size_t>(m));
+  parallel_run(nt, [&](int t, int nth) {
+    const int64_t b = n_entries * t / nth, e = n_entries * (t + 1) / nth;
+    int64_t id = counts[t];
+    for (int64_t k = b; k < e; ++k) {
+      if (!is_first(k)) continue;
+      const int64_t sl = offsets[k];
+      slot_id[sl] = static_cast<int32_t>(id);
+      vertex_slot[id] = sl;
+      first_point[id] = static_cast<int32_t>(k / dp1);
+      last_point[id] = slot_last[sl].load(std::memory_order_relaxed);
+      ++id;
+    }
+  });
+  // 3. Entries: slot -> id (every slot an entry names has an id now).
+  parallel_for(n_entries, threads, kGrain * 4, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) offsets[k] = slot_id[offsets[k]];
+  });
+  weight_sums.clear();
+
+  // 4. Blur neighbours through the box, as build_lattice's step 3: one
+  // lookup per vertex and axis in the + direction, which also fills the
+  // - slot of the vertex found (each - slot has at most one writer).
+  neighbours.resize(static_cast<size_t>(dp1) * m * 2);
+  parallel_for(m, threads, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t v = b; v < e; ++v) {
+      for (int j = 0; j <= d; ++j) neighbours[(static_cast<size_t>(j) * m + v) * 2 + 1] = 0;
+    }
+  });
+  parallel_for(m, threads, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t v = b; v < e; ++v) {
+      for (int j = 0; j <= d; ++j) {
+        const int32_t id = slot_id[static_cast<size_t>(box.neighbour_slot(d, vertex_slot[v], j))];
+        neighbours[(static_cast<size_t>(j) * m + v) * 2] = id + 1;
+        if (id >= 0) neighbours[(static_cast<size_t>(j) * m + id) * 2 + 1] = static_cast<int32_t>(v) + 1;
+      }
+    }
+  });
+  return true;
+}
+
 }  // namespace
 
 CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int threads, LatticeTable table)
@@ -672,7 +867,17 @@ CpuLattice::CpuLattice(const float* features, int64_t n_points, int dim, int thr
   // 64-bit keys where they fit (d <= 8, moderate coordinates), else the
   // general table; the same lattice either way.
   if (table != LatticeTable::kPacked && table != LatticeTable::kGeneral && DenseBox::applies(d_)) {
-    const DenseBox box = DenseBox::of(features, n_, d_, threads);
+    // Two or more chunks share one box (no tables to merge); one keeps its
+    // table (and the weight sums of the normalisation).
+    if (point_chunks(n_, threads) >= 2) {
+      const DenseBox shared = DenseBox::of(features, n_, d_, threads, 1);
+      if (shared.ok && build_dense_shared(features, n_, d_, threads, shared, offsets_, weights_, m_, first_point_,
+                                          last_point_, neighbours_, weight_sums_)) {
+        table_ = LatticeTable::kDense;
+        return;
+      }
+    }
+    const DenseBox box = DenseBox::of(features, n_, d_, threads, build_chunks(n_, d_, threads));
     if (box.ok && build_lattice<DenseTable>(features, n_, d_, threads, offsets_, weights_, m_, first_point_,
                                             last_point_, neighbours_, weight_sums_, box)) {
       table_ = LatticeTable::kDense;

@@ -392,3 +392,35 @@ def test_splat_gather_in_mean_field_is_bit_identical(rng, splat_mode, normalizat
 def test_splat_mode_rejects_unknown_names():
     with pytest.raises(ValueError, match="'auto', 'scan' or 'lists'"):
         _C.Lattice._set_splat_mode("fast")
+
+
+# --------------------------------------------------------------------------
+# The dense table on several threads: one box shared by every chunk.
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("d", [1, 2, 3, 4])
+def test_shared_dense_build_is_the_one_chunk_lattice(rng, d):
+    # 40,000 points: up to two chunks of 16,384 and more (the shared box),
+    # against one chunk (its own table): same vertices in the same order,
+    # same neighbours and weights, so the same filter bits both ways.
+    cases = {"scattered": (rng.random((40000, d)) * 12).astype(np.float32)}
+    if d == 2:  # grid positions, as a Gaussian term's (sxy 3)
+        yy, xx = np.mgrid[0:200, 0:200].astype(np.float32)
+        cases["grid"] = np.ascontiguousarray(np.stack([xx, yy], -1).reshape(-1, 2) / 3.0)
+    v = rng.normal(size=(40000, 4)).astype(np.float32)
+    for name, f in cases.items():
+        one = _C.Lattice(f, 1)
+        if d <= 3:
+            assert one._table == "dense", name  # the box applies
+        for threads in (2, 3, 8):
+            lat = _C.Lattice(f, threads)
+            assert lat._table == one._table and lat.n_vertices == one.n_vertices, (name, threads)
+            for transpose in (False, True):
+                assert np.array_equal(lat.filter(v, transpose, 1), one.filter(v, transpose, 1)), (name, threads)
+
+
+def test_shared_dense_build_reports_bad_features():
+    f = np.zeros((40000, 2), np.float32)
+    f[:, 0] = np.arange(40000) / 7.0
+    f[33333, 1] = np.nan
+    with pytest.raises(ValueError, match="finite and within the lattice key range"):
+        _C.Lattice(f, 4)
