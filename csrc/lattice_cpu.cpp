@@ -565,6 +565,19 @@ Embed embed_dispatch(const float* features, int d, int64_t begin, int64_t end, c
   }
 }
 
+// After the chunks' embedding: raises for a bad feature; false when a key
+// did not fit the table (the caller tries the next kind of table).
+bool chunks_embedded(const std::vector<Embed>& status) {
+  for (Embed s : status) {
+    if (s == Embed::kBadFeature) {
+      throw InvalidArgument(
+          "features must be finite and within the lattice key range (|feature / bandwidth| "
+          "up to about 1e8): a NaN, infinite or too large value was found");
+    }
+  }
+  return std::find(status.begin(), status.end(), Embed::kUnpackable) == status.end();
+}
+
 // Vertices or points per chunk below which filter stages do not split.
 constexpr int64_t kGrain = 2048;
 
@@ -595,16 +608,7 @@ bool build_lattice(const float* features, int64_t n, int d, int threads, UninitV
     tables[t].reset(new Table(d, std::min<int64_t>((e - b) * dp1, int64_t(1) << 16), table_args...));
     status[t] = embed_dispatch(features, d, b, e, scale, *tables[t], offsets.data(), weights.data());
   });
-  for (int t = 0; t < nt; ++t) {
-    if (status[t] == Embed::kBadFeature) {
-      throw InvalidArgument(
-          "features must be finite and within the lattice key range (|feature / bandwidth| "
-          "up to about 1e8): a NaN, infinite or too large value was found");
-    }
-  }
-  for (int t = 0; t < nt; ++t) {
-    if (status[t] == Embed::kUnpackable) return false;
-  }
+  if (!chunks_embedded(status)) return false;
 
   // 2. Merge the local tables in chunk order; remap the later chunks' ids.
   // A vertex's first point comes from the first chunk that has it, its last
@@ -776,16 +780,7 @@ bool build_dense_shared(const float* features, int64_t n, int d, int threads, co
     status[t] = embed_dispatch(features, d, b, e, scale, table, offsets.data(), weights.data());
     if (status[t] == Embed::kOk) table.finish(e - 1);
   });
-  for (int t = 0; t < nt; ++t) {
-    if (status[t] == Embed::kBadFeature) {
-      throw InvalidArgument(
-          "features must be finite and within the lattice key range (|feature / bandwidth| "
-          "up to about 1e8): a NaN, infinite or too large value was found");
-    }
-  }
-  for (int t = 0; t < nt; ++t) {
-    if (status[t] == Embed::kUnpackable) return false;
-  }
+  if (!chunks_embedded(status)) return false;
 
   // 2. Number the vertices: counts of first entries per chunk of entries,
   // then each chunk numbers its own from its offset (a two-pass scan).

@@ -41,6 +41,40 @@ def missing(reason: str):
     pytest.skip(reason)
 
 
+def emulated_cuda_module():
+    """The CUDA backend's source built for the host emulation (tests/cuda_emu),
+    or missing() where it cannot be built (no compiler, no pybind11 headers)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda_emu"))
+    try:
+        import emulate
+    finally:
+        sys.path.pop(0)
+    try:
+        return emulate.build()
+    except RuntimeError as exc:
+        missing(f"CUDA host emulation unavailable: {exc}")
+
+
+def host_cuda_backend():
+    """densecrf.nn's CUDA backend object for CPU tensors over the emulated
+    module (install that first: monkeypatch densecrf.backends.cuda's _C and
+    _built_with_cuda, as tests/test_cuda.py's fixture does): host pointers
+    stand in for device ones, and the filter's result, densecrf's own
+    DeviceArray (host memory here), comes back as a tensor."""
+    import torch
+
+    import densecrf.nn as dnn
+    from densecrf.backends import cuda as cuda_backend
+
+    class HostCudaBackend(dnn._CudaBackend):
+        def filter(self, lattice, values, transpose):
+            place = self._place(values, lattice[2])
+            out = cuda_backend.CudaBackend(place).filter(lattice[0], place.put(values, "values"), transpose)
+            return torch.from_numpy(out.obj.numpy()).to(values.dtype)
+
+    return HostCudaBackend(torch.device("cpu"))
+
+
 def camvid_dir() -> str:
     """The CamVid folder (with val/ and valannot/), or missing()."""
     if not (os.path.isdir(os.path.join(CAMVID, "val")) and os.path.isdir(os.path.join(CAMVID, "valannot"))):

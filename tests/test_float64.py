@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import densecrf
+from conftest import emulated_cuda_module, host_cuda_backend
 from densecrf._native import _C
 from reference import gaussian_filter_exact, label_probs, mean_field_numpy, normalized_filter, smooth_image
 
@@ -297,6 +298,29 @@ def torch_one_thread():
     torch.set_num_threads(before)
 
 
+def _crfasrnn_case(torch, device="cpu"):
+    """CRFasRNN(K = 3, 2 iterations).double() with a non-Potts compatibility,
+    an image 2 x 3 x 8 x 10 and logits needing a gradient, on ``device``:
+    (fn(logits, *params), logits, params, module, parameter names, image),
+    fn the layer as a function of the logits and its parameters."""
+    import densecrf.nn as dnn
+
+    g = torch.Generator().manual_seed(21)
+    k = 3
+    mod = dnn.CRFasRNN(k, 2).double().to(device)
+    with torch.no_grad():
+        mod.compat.add_(0.3 * torch.randn(k, k, generator=g, dtype=torch.float64).to(device))
+    image = (torch.rand(2, 3, 8, 10, generator=g, dtype=torch.float64) * 255).to(device)
+    logits = torch.randn(2, k, 8, 10, generator=g, dtype=torch.float64).to(device).requires_grad_(True)
+    names = [n for n, _ in mod.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for p in mod.parameters()]
+
+    def fn(lg, *ps):
+        return torch.func.functional_call(mod, dict(zip(names, ps, strict=True)), (lg, image))
+
+    return fn, logits, params, mod, names, image
+
+
 def test_gradcheck_crfasrnn_double_default_tolerances(torch_one_thread):
     # CRFasRNN(K = 3, 2 iterations).double() on 2 x 3 x 8 x 10 with the
     # default weights (3 and 5) and a non-Potts compatibility, with respect
@@ -307,21 +331,8 @@ def test_gradcheck_crfasrnn_double_default_tolerances(torch_one_thread):
     # 1e-7 rounding divided by eps = 1e-6 alone is ~0.1 (see the control
     # below).
     torch = torch_one_thread
-    import densecrf.nn as dnn
-
-    g = torch.Generator().manual_seed(21)
-    k = 3
-    mod = dnn.CRFasRNN(k, 2).double()
-    with torch.no_grad():
-        mod.compat.add_(0.3 * torch.randn(k, k, generator=g, dtype=torch.float64))
-    image = torch.rand(2, 3, 8, 10, generator=g, dtype=torch.float64) * 255
-    logits = torch.randn(2, k, 8, 10, generator=g, dtype=torch.float64, requires_grad=True)
-    names = [n for n, _ in mod.named_parameters()]
+    fn, logits, params, _, names, _ = _crfasrnn_case(torch)
     assert names == ["compat", "weights.spatial", "weights.bilateral"]
-    params = [p.detach().clone().requires_grad_(True) for p in mod.parameters()]
-
-    def fn(lg, *ps):
-        return torch.func.functional_call(mod, dict(zip(names, ps, strict=True)), (lg, image))
 
     assert fn(logits, *params).dtype == torch.float64
     assert torch.autograd.gradcheck(fn, (logits, *params))
@@ -388,24 +399,9 @@ def test_gradcheck_crfasrnn_double_on_cuda(torch_one_thread):
     # test_gradcheck_crfasrnn_double_default_tolerances, on CUDA tensors.
     # Needs a GPU (torch CUDA tensors cannot be emulated).
     torch = torch_one_thread
-    import densecrf.nn as dnn
-
     if not (densecrf.cuda_available() and torch.cuda.is_available()):
         pytest.skip("no CUDA device, or densecrf built without CUDA (densecrf.cuda_available() is False)")
-    dev = torch.device("cuda")
-    g = torch.Generator().manual_seed(21)
-    k = 3
-    mod = dnn.CRFasRNN(k, 2).double().to(dev)
-    with torch.no_grad():
-        mod.compat.add_(0.3 * torch.randn(k, k, generator=g, dtype=torch.float64).to(dev))
-    image = (torch.rand(2, 3, 8, 10, generator=g, dtype=torch.float64) * 255).to(dev)
-    logits = torch.randn(2, k, 8, 10, generator=g, dtype=torch.float64).to(dev).requires_grad_(True)
-    names = [n for n, _ in mod.named_parameters()]
-    params = [p.detach().clone().requires_grad_(True) for p in mod.parameters()]
-
-    def fn(lg, *ps):
-        return torch.func.functional_call(mod, dict(zip(names, ps, strict=True)), (lg, image))
-
+    fn, logits, params, mod, names, image = _crfasrnn_case(torch, torch.device("cuda"))
     out = fn(logits, *params)
     assert out.dtype == torch.float64 and out.is_cuda
     assert torch.autograd.gradcheck(fn, (logits, *params))
@@ -425,43 +421,11 @@ def test_gradcheck_crfasrnn_double_through_the_emulated_cuda_backend(torch_one_t
     # test_gradcheck_crfasrnn_double_default_tolerances, and the same output
     # as the CPU backend's float64 lattice to double rounding.
     torch = torch_one_thread
-    import os
-    import sys
-
     import densecrf.nn as dnn
     from densecrf.backends import cuda as cuda_backend
 
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path.insert(0, os.path.join(here, "cuda_emu"))
-    try:
-        import emulate
-    finally:
-        sys.path.pop(0)
-    try:
-        mod = emulate.build()
-    except RuntimeError as exc:  # no compiler or no pybind11 headers
-        from conftest import missing
-
-        missing(f"CUDA host emulation unavailable: {exc}")
-
-    class HostCuda(dnn._CudaBackend):
-        def filter(self, lattice, values, transpose):
-            place = self._place(values, lattice[2])
-            out = cuda_backend.CudaBackend(place).filter(lattice[0], place.put(values, "values"), transpose)
-            return torch.from_numpy(out.obj.numpy()).to(values.dtype)
-
-    g = torch.Generator().manual_seed(21)
-    k = 3
-    mod_crf = dnn.CRFasRNN(k, 2).double()
-    with torch.no_grad():
-        mod_crf.compat.add_(0.3 * torch.randn(k, k, generator=g, dtype=torch.float64))
-    image = torch.rand(2, 3, 8, 10, generator=g, dtype=torch.float64) * 255
-    logits = torch.randn(2, k, 8, 10, generator=g, dtype=torch.float64, requires_grad=True)
-    names = [n for n, _ in mod_crf.named_parameters()]
-    params = [p.detach().clone().requires_grad_(True) for p in mod_crf.parameters()]
-
-    def fn(lg, *ps):
-        return torch.func.functional_call(mod_crf, dict(zip(names, ps, strict=True)), (lg, image))
+    mod = emulated_cuda_module()
+    fn, logits, params, _, _, _ = _crfasrnn_case(torch)
 
     class Seen:  # the emulated module, noting which of its names are used
         def __init__(self, m):
@@ -475,7 +439,7 @@ def test_gradcheck_crfasrnn_double_through_the_emulated_cuda_backend(torch_one_t
     seen = Seen(mod)
     monkeypatch.setattr(cuda_backend, "_C", seen)
     monkeypatch.setattr(cuda_backend, "_built_with_cuda", lambda: True)
-    host_cuda = HostCuda(torch.device("cpu"))
+    host_cuda = host_cuda_backend()
     monkeypatch.setattr(dnn, "_backend", lambda device, threads=0: host_cuda)
     got = fn(logits, *params)
     assert got.dtype == torch.float64

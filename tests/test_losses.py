@@ -25,7 +25,7 @@ import sys
 
 import pytest
 
-from conftest import PACKAGE_PARENT
+from conftest import PACKAGE_PARENT, emulated_cuda_module, host_cuda_backend
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -537,32 +537,12 @@ def test_cuda_matches_cpu(cls, mode):
     assert dl < 1e-5 and dg < 1e-4, (dl, dg)
 
 
-class _HostCudaBackend(dnn._CudaBackend):
-    """densecrf.nn's CUDA backend on CPU tensors over the emulation: the filter's result
-    comes back as densecrf's own DeviceArray (host memory here), turned into a tensor."""
-
-    def filter(self, lattice, values, transpose):
-        from densecrf.backends import cuda as cuda_backend
-
-        place = self._place(values, lattice[2])
-        out = cuda_backend.CudaBackend(place).filter(lattice[0], place.put(values, "values"), transpose)
-        return torch.from_numpy(out.obj.numpy()).to(values.dtype)
-
-
 @pytest.mark.parametrize("cls", LOSSES)
 def test_cuda_source_in_host_emulation_matches_cpu(cls, monkeypatch):
     # The CUDA backend's build and filter (cuda/lattice_cuda.cu) run on the
     # host: the same tolerances as the GPU test (same vertices, float32 sums
     # in another order).
-    sys.path.insert(0, os.path.join(HERE, "cuda_emu"))
-    try:
-        import emulate
-    finally:
-        sys.path.pop(0)
-    try:
-        mod = emulate.build()
-    except Exception as exc:  # no compiler or no pybind11 headers
-        pytest.skip(f"CUDA host emulation unavailable: {exc}")
+    mod = emulated_cuda_module()
     images, seg, rois = case(b=2, k=4, spatial=(40, 52), seed=16, dtype=torch.float32)
     cpu = _run(cls, images, seg, rois, "cpu")
     # densecrf.nn's CUDA backend over the emulated module: every CUDA native call goes
@@ -572,7 +552,7 @@ def test_cuda_source_in_host_emulation_matches_cpu(cls, monkeypatch):
 
     monkeypatch.setattr(cuda_backend, "_C", mod)
     monkeypatch.setattr(cuda_backend, "_built_with_cuda", lambda: True)
-    backend = _HostCudaBackend(torch.device("cpu"))
+    backend = host_cuda_backend()
     monkeypatch.setattr(dnn, "_backend", lambda device, threads=0: backend)
     emu = _run(cls, images, seg, rois, "cpu")
     dl, dg = _agree(cpu, emu)
