@@ -168,6 +168,13 @@ class CpuLattice {
   LatticeTable table_ = LatticeTable::kGeneral;
   std::vector<float> weight_sums_;  // [M] per-vertex weight sums in point order, or empty
 
+  // Owner computes' split: range t of nt equal vertex ranges, [vb, ve), and
+  // the points that can touch it, [pb, pe) (empty ranges when vb == ve).
+  struct OwnerRange {
+    int64_t vb, ve, pb, pe;
+  };
+  OwnerRange owner_range(int t, int nt) const;
+
   // Entry lists of the gather splat, built by build_lists on first need.
   void build_lists(int threads) const;
   mutable std::once_flag lists_once_;

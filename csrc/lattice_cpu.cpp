@@ -941,6 +941,14 @@ std::atomic<int> g_splat_mode{0};  // SplatMode
 
 void set_splat_mode(SplatMode mode) { g_splat_mode.store(static_cast<int>(mode)); }
 
+CpuLattice::OwnerRange CpuLattice::owner_range(int t, int nt) const {
+  const int64_t vb = m_ * t / nt, ve = m_ * (t + 1) / nt;
+  if (vb >= ve) return {vb, ve, 0, 0};
+  // first_point_ is non-decreasing: the range's first point is its first vertex's
+  const int32_t last = *std::max_element(last_point_.begin() + vb, last_point_.begin() + ve);
+  return {vb, ve, first_point_[vb], static_cast<int64_t>(last) + 1};
+}
+
 double CpuLattice::splat_scan_excess(int threads) const {
   const int nt = std::max(threads, 1);
   if (n_ == 0 || m_ == 0) return 1.0;
@@ -948,10 +956,8 @@ double CpuLattice::splat_scan_excess(int threads) const {
   // over its share N / nt.
   int64_t slowest = 0;
   for (int t = 0; t < nt; ++t) {
-    const int64_t vb = m_ * t / nt, ve = m_ * (t + 1) / nt;
-    if (vb >= ve) continue;
-    const int32_t last = *std::max_element(last_point_.begin() + vb, last_point_.begin() + ve);
-    slowest = std::max<int64_t>(slowest, static_cast<int64_t>(last) + 1 - first_point_[vb]);
+    const OwnerRange r = owner_range(t, nt);
+    slowest = std::max(slowest, r.pe - r.pb);
   }
   return static_cast<double>(slowest) * nt / static_cast<double>(n_);
 }
@@ -979,27 +985,24 @@ void CpuLattice::build_lists(int nt) const {
   // Owner computes, twice (count, then fill): thread t scans in point order
   // the points touching its vertex range and handles only its own vertices,
   // so each list comes out in ascending point order.
-  auto scan = [&](int t, int nth, auto&& on_entry) {
-    const int64_t vb = m_ * t / nth, ve = m_ * (t + 1) / nth;
-    if (vb >= ve) return;
-    const int32_t last = *std::max_element(last_point_.begin() + vb, last_point_.begin() + ve);
-    for (int64_t i = first_point_[vb]; i <= last; ++i) {
+  auto scan = [&](const OwnerRange& o, auto&& on_entry) {
+    for (int64_t i = o.pb; i < o.pe; ++i) {
       for (int r = 0; r < dp1; ++r) {
         const int64_t e = i * dp1 + r;
         const int64_t v = offsets_[e];
-        if (v >= vb && v < ve) on_entry(v, i, e);
+        if (v >= o.vb && v < o.ve) on_entry(v, i, e);
       }
     }
   };
   std::fill(begin.begin(), begin.end(), int64_t{0});
-  parallel_run(nt, [&](int t, int nth) { scan(t, nth, [&](int64_t v, int64_t, int64_t) { ++begin[v + 1]; }); });
+  parallel_run(
+      nt, [&](int t, int nth) { scan(owner_range(t, nth), [&](int64_t v, int64_t, int64_t) { ++begin[v + 1]; }); });
   for (int64_t v = 0; v < m_; ++v) begin[v + 1] += begin[v];
   parallel_run(nt, [&](int t, int nth) {
-    const int64_t vb = m_ * t / nth, ve = m_ * (t + 1) / nth;
-    if (vb >= ve) return;
-    std::vector<int64_t> cursor(begin.begin() + vb, begin.begin() + ve);
-    scan(t, nth, [&](int64_t v, int64_t i, int64_t e) {
-      const int64_t k = cursor[v - vb]++;
+    const OwnerRange o = owner_range(t, nth);
+    std::vector<int64_t> cursor(begin.begin() + o.vb, begin.begin() + o.ve);
+    scan(o, [&](int64_t v, int64_t i, int64_t e) {
+      const int64_t k = cursor[v - o.vb]++;
       point[k] = static_cast<int32_t>(i);
       weight[k] = weights_[e];
     });
@@ -1034,12 +1037,9 @@ void CpuLattice::splat_padded(const float* in, int cp, const float* splat_scale,
   // Every vertex sums its entries in ascending point order whatever the
   // thread count, so the result is bit-identical for any number of threads.
   parallel_run(nt, [&](int t, int nth) {
-    const int64_t vb = m_ * t / nth, ve = m_ * (t + 1) / nth;
-    if (vb >= ve) return;
-    const int64_t pb = first_point_[vb];
-    int32_t last = 0;
-    for (int64_t v = vb; v < ve; ++v) last = std::max(last, last_point_[v]);
-    K.splat(offsets_.data(), weights_.data(), splat_scale, d_ + 1, in, vals, cp, pb, last + 1, vb, ve, m_);
+    const OwnerRange o = owner_range(t, nth);
+    if (o.vb < o.ve)
+      K.splat(offsets_.data(), weights_.data(), splat_scale, d_ + 1, in, vals, cp, o.pb, o.pe, o.vb, o.ve, m_);
   });
 }
 

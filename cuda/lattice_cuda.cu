@@ -156,7 +156,10 @@ void slab_free(void*& p) {
 constexpr int kMaxDevices = 64;
 std::mutex g_pool_mu;
 cudaMemPool_t g_pools[kMaxDevices] = {};
-int8_t g_pool_state[kMaxDevices] = {};  // 0 unknown, 1 no pool (unsupported or failed), 2 pool, 3 default pool
+
+// How a device allocates call scratch, decided on its first use.
+enum class ScratchKind : int8_t { kUnknown, kPlain, kOwnPool, kDefaultPool };
+ScratchKind g_pool_kind[kMaxDevices] = {};
 
 // DENSECRF_CUDA_SCRATCH_POOL=0 takes the device's default pool instead
 // (cudaMallocAsync, as before 2026-12-05): the before side of a benchmark.
@@ -165,21 +168,28 @@ bool own_pool_disabled() {
   return v && std::strcmp(v, "0") == 0;
 }
 
-// The scratch pool of `device`, or nullptr where memory pools are not
-// supported (then plain cudaMalloc / cudaFree).
-cudaMemPool_t scratch_pool(int device) {
-  if (device < 0 || device >= kMaxDevices) return nullptr;
+// Where `device`'s call scratch comes from: densecrf's own pool (pool set),
+// the default pool (cudaMallocAsync: async without a pool), or plain
+// cudaMalloc where the device has no memory pools (or beyond kMaxDevices).
+struct ScratchSource {
+  cudaMemPool_t pool = nullptr;
+  bool async = false;
+};
+
+ScratchSource scratch_source(int device) {
+  if (device < 0 || device >= kMaxDevices) return {};
   std::lock_guard<std::mutex> lk(g_pool_mu);
-  if (g_pool_state[device] == 0) {
-    g_pool_state[device] = 1;
+  ScratchKind& kind = g_pool_kind[device];
+  if (kind == ScratchKind::kUnknown) {
+    kind = ScratchKind::kPlain;
     int supported = 0;
     if (cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, device) != cudaSuccess || !supported) {
       cudaGetLastError();
-      return nullptr;
+      return {};
     }
     if (own_pool_disabled()) {
-      g_pool_state[device] = 3;
-      return nullptr;
+      kind = ScratchKind::kDefaultPool;
+      return {nullptr, true};
     }
     cudaMemPoolProps props;
     std::memset(&props, 0, sizeof(props));
@@ -189,26 +199,19 @@ cudaMemPool_t scratch_pool(int device) {
     cudaMemPool_t pool = nullptr;
     if (cudaMemPoolCreate(&pool, &props) != cudaSuccess) {
       cudaGetLastError();
-      return nullptr;
+      return {};
     }
     uint64_t keep = UINT64_MAX;
     if (cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep) != cudaSuccess) {
       cudaGetLastError();
       cudaMemPoolDestroy(pool);
-      return nullptr;
+      return {};
     }
     g_pools[device] = pool;
-    g_pool_state[device] = 2;
+    kind = ScratchKind::kOwnPool;
   }
-  return g_pool_state[device] == 2 ? g_pools[device] : nullptr;
-}
-
-// Whether `device` allocates scratch with cudaMallocAsync from its default
-// pool (DENSECRF_CUDA_SCRATCH_POOL=0 on a device with pools).
-bool default_pool(int device) {
-  scratch_pool(device);
-  std::lock_guard<std::mutex> lk(g_pool_mu);
-  return device >= 0 && device < kMaxDevices && g_pool_state[device] == 3;
+  if (kind == ScratchKind::kOwnPool) return {g_pools[device], true};
+  return {nullptr, kind == ScratchKind::kDefaultPool};
 }
 
 // Scratch memory for one call, stream-ordered (from the device's scratch
@@ -219,11 +222,11 @@ class Scratch {
  public:
   Scratch(size_t count, cudaStream_t stream, int device) : stream_(stream) {
     if (count == 0) return;
-    cudaMemPool_t pool = scratch_pool(device);
-    async_ = pool != nullptr || default_pool(device);
+    const ScratchSource src = scratch_source(device);
+    async_ = src.async;
     void* p = nullptr;
-    if (pool) {
-      DCRF_CUDA_CHECK(cudaMallocFromPoolAsync(&p, count * sizeof(T), pool, stream));
+    if (src.pool) {
+      DCRF_CUDA_CHECK(cudaMallocFromPoolAsync(&p, count * sizeof(T), src.pool, stream));
     } else if (async_) {
       DCRF_CUDA_CHECK(cudaMallocAsync(&p, count * sizeof(T), stream));
     } else {
@@ -778,7 +781,7 @@ void device_info(int device, DeviceInfo* out) {
 }
 
 size_t scratch_reserved(int device) {
-  cudaMemPool_t pool = scratch_pool(device);
+  const cudaMemPool_t pool = scratch_source(device).pool;
   if (!pool) return 0;
   uint64_t v = 0;
   DCRF_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &v));
@@ -786,7 +789,7 @@ size_t scratch_reserved(int device) {
 }
 
 void empty_cache(int device) {
-  cudaMemPool_t pool = scratch_pool(device);
+  const cudaMemPool_t pool = scratch_source(device).pool;
   if (!pool) return;
   DeviceGuard g(device);
   DCRF_CUDA_CHECK(cudaDeviceSynchronize());  // frees still pending on a stream complete first

@@ -137,9 +137,7 @@ class Place:
     """
 
     def __init__(self, kind: str, device: int, memory, torch_device=None, dtype=np.float32):
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise ValueError(f"a device computation is float32 or float64, got {self.dtype}")
+        self.dtype = _checks.dtype_arg(dtype)
         self.f64 = self.dtype == np.float64
         self.kind = kind
         self.device = device
@@ -159,8 +157,10 @@ class Place:
     def _buf(self, obj, ptr: int, shape) -> Buf:
         return Buf(obj, ptr, shape, self.dtype.itemsize)
 
-    def _host(self, x, name: str, finite: bool) -> np.ndarray:
-        # float64 host arrays are always checked finite (as the float64 CPU backend)
+    def host(self, x, name: str, *, finite: bool = True) -> np.ndarray:
+        """x as a C-contiguous host array of this place's dtype (:func:`host` or
+        :func:`host64`; float64 ones are always checked finite, as the float64
+        CPU backend's)."""
         return host64(x, name) if self.f64 else host(x, name, finite=finite)
 
     def put(self, x, name: str, *, finite: bool = True) -> Buf:
@@ -173,7 +173,7 @@ class Place:
                 elif hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray):
                     x = torch.from_dlpack(x)
                 else:
-                    x = torch.as_tensor(self._host(x, name, finite), device=self.torch_device)
+                    x = torch.as_tensor(self.host(x, name, finite=finite), device=self.torch_device)
             if not x.is_cuda or x.device.index != self.device:
                 raise ValueError(f"{name} is on {x.device}, expected cuda:{self.device} like the other arrays")
             if x.is_complex() or x.dtype == torch.bool:
@@ -192,16 +192,16 @@ class Place:
                 return self._buf(x, x.ptr, x.shape)
             if hasattr(x, "__cuda_array_interface__") or is_torch(x):
                 raise TypeError(f"{name}: DeviceArray inputs cannot be mixed with other libraries' device arrays")
-            return self.upload(self._host(x, name, finite))
+            return self.upload(self.host(x, name, finite=finite))
         if self.kind == "cupy":
             import cupy
 
             with cupy.cuda.Device(self.device):
                 if isinstance(x, np.ndarray) or not hasattr(x, "__cuda_array_interface__"):
-                    x = self._host(x, name, finite)
+                    x = self.host(x, name, finite=finite)
                 a = cupy.ascontiguousarray(cupy.asarray(x, dtype=cupy.float64 if self.f64 else cupy.float32))
             return self._buf(a, a.data.ptr, a.shape)
-        return self.upload(self._host(x, name, finite))
+        return self.upload(self.host(x, name, finite=finite))
 
     def upload(self, a: np.ndarray) -> Buf:
         """A host C-contiguous array (converted to this place's dtype) copied into a new

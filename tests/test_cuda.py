@@ -576,7 +576,7 @@ def test_float64_device_arrays(backend, rng):
         dcuda.filter(dcuda.DeviceArray.from_numpy(f), dv, dtype=np.float64)
     with pytest.raises(TypeError, match=r"float64 DeviceArray.*computes in float32"):
         dcuda.filter(df, dv)
-    with pytest.raises(ValueError, match="float32 or float64"):
+    with pytest.raises(ValueError, match=r"dtype must be numpy\.float32 or numpy\.float64 .*int32"):
         dcuda.DeviceArray((2, 2), dtype=np.int32)
 
 

@@ -98,9 +98,7 @@ class DeviceArray:
         require_cuda()
         self.shape = tuple(int(s) for s in shape)
         self.device = arrays.parse_device(device)
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise ValueError(f"a DeviceArray holds float32 or float64 values, got dtype {self.dtype}")
+        self.dtype = _checks.dtype_arg(dtype)
         self._buf = _C.CudaBuffer(max(1, math.prod(self.shape)) * self.dtype.itemsize, self.device)
 
     @classmethod

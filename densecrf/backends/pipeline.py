@@ -47,15 +47,10 @@ def refine(
 ):
     """:func:`densecrf.refine` (see there) on ``device``."""
     s = settings(params, **kwargs)
-    dt = _dtype_for(dtype, device)
+    dt = _checks.dtype_arg(dtype)
     if arrays.is_cpu(device):
         return _refine_cpu(image, probs, channel_axis, volume, threads, s, image_range, dt)
     return _refine_cuda(image, probs, channel_axis, volume, device, s, image_range, dt)
-
-
-def _dtype_for(dtype, device) -> np.dtype:
-    """The checked computation dtype of a refine (float32 unless float64 is asked, on either backend)."""
-    return _checks.dtype_arg(dtype)
 
 
 def _refine_cpu(image, probs, channel_axis, volume, threads, s, image_range, dt=np.float32):
@@ -100,7 +95,7 @@ def _refine_cuda(image, probs, channel_axis, volume, device, s, image_range, dt=
     if place.kind == "numpy":
         # Host arrays are checked on the host (device arrays are not: that
         # would wait for the GPU), with the label axis moved there too.
-        host = arrays.host64(probs, "probs") if place.f64 else arrays.host(probs, "probs")
+        host = place.host(probs, "probs")
         prb = place.upload(_checked_host_probs(np.ascontiguousarray(np.moveaxis(host, axis, -1)), channel_axis))
     else:
         prb = place.moveaxis(place.put(probs, "probs"), axis, -1)
@@ -143,7 +138,7 @@ def refine_batch(
 ):
     """:func:`densecrf.refine_batch` (see there) on ``device``."""
     s = settings(params, **kwargs)
-    dt = _dtype_for(dtype, device)
+    dt = _checks.dtype_arg(dtype)
     as_list = isinstance(probs, (list, tuple))
     if as_list != isinstance(images, (list, tuple)):
         raise TypeError("images and probs must both be arrays or both be lists")
@@ -246,7 +241,7 @@ def _refine_batch_cuda(
     items = []
     for im, pr, (b, sp, _, _), (iname, pname) in zip(ilist, plist, layouts, names, strict=True):
         if place.kind == "numpy":
-            h = arrays.host64(pr, pname) if place.f64 else arrays.host(pr, pname)
+            h = place.host(pr, pname)
             _checked_host_probs(np.moveaxis(h, lead_label, -1), problem.label_axis)
             prb = place.upload(h)
         else:
