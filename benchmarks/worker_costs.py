@@ -3,9 +3,11 @@
 Times, in one process on one native thread, each step that
 ``densecrf refine`` runs per item of a folder: the image's PNG decode, the
 map's ``.npy`` read, the CRF (split by cProfile into mean field, lattice
-builds and unary), the arg-max and the palette PNG write. Medians over the
-first ``--frames`` frames of the folders that ``dataset_throughput.py``
-prepares.
+builds and unary), the arg-max and the palette PNG write. Medians of
+``--frames`` calls: the reads go over the first ``--frames`` frames of the
+folders that ``dataset_throughput.py`` prepares; the CRF, arg-max and write
+repeat the first frame. ``dataset_throughput.per_image_costs`` measures the
+same item in three coarser parts (read, CRF, write) over every frame.
 
     python benchmarks/worker_costs.py --data /tmp/densecrf_dataset_bench/n101
 """
