@@ -263,6 +263,44 @@ def gain_confidence(
     return wins / n_boot
 
 
+def per_image_counts(pq: PanopticQuality) -> np.ndarray:
+    """``[4, n_categories]``: the summed IoU, TP, FP and FN that a
+    :class:`densecrf.metrics.PanopticQuality` fed one image holds, in the
+    layout :func:`gain_confidence` and :func:`pq_gain_interval` take (stack
+    one per image)."""
+    return _counts(pq)
+
+
+def pq_gain_interval(
+    candidate: np.ndarray, reference: np.ndarray, categories: dict, part: str, n_boot: int, rng, level: float = 0.9
+) -> tuple[float, float, float]:
+    """The candidate's PQ minus the reference's on the images given, and the
+    central ``level`` interval of that difference over ``n_boot`` paired
+    bootstrap resamples of the images: ``(gain, low, high)``.
+
+    Inputs as :func:`gain_confidence`. A resample in which either PQ is
+    undefined (no segment of ``part`` at all) is left out; NaNs come back when
+    every resample is."""
+    if candidate.shape != reference.shape or candidate.ndim != 3 or candidate.shape[1] != 4:
+        raise ValueError(
+            f"candidate and reference must be per-image counts [n, 4, n_categories] of the same shape, got "
+            f"{candidate.shape} and {reference.shape}"
+        )
+    if not 0 < float(level) < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    n = candidate.shape[0]
+    gain = _totals(candidate, categories)[part]["pq"] - _totals(reference, categories)[part]["pq"]
+    diffs = []
+    for rows in rng.integers(n, size=(max(0, int(n_boot)), n)) if n else ():
+        d = _totals(candidate[rows], categories)[part]["pq"] - _totals(reference[rows], categories)[part]["pq"]
+        if not np.isnan(d):
+            diffs.append(d)
+    if not diffs:
+        return float(gain), float("nan"), float("nan")
+    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    return float(gain), float(lo), float(hi)
+
+
 def _check_common(n, lengths, metric, guard, allowed, confidence, n_boot):
     if any(m != n for m in lengths):
         raise ValueError(

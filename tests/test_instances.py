@@ -568,6 +568,42 @@ def test_gain_confidence_by_hand():
     )  # P(more draws of image 0 than of image 1) in 5 draws = (1 - P(tie) 0.279) / 2 = 0.36; 2000 resamples: sd 0.011
 
 
+def test_pq_gain_interval_by_hand():
+    from densecrf.instance_fit import gain_confidence, per_image_counts, pq_gain_interval
+    from densecrf.metrics import PanopticQuality
+
+    rng = np.random.default_rng(1)
+    cats = {0: True, 1: True}
+    cand = np.tile(np.array([[0.9, 0.8], [1, 1], [0, 0], [0, 0]]), (5, 1, 1))
+    ref = np.tile(np.array([[0.0, 0.0], [0, 0], [0, 0], [1, 1]]), (5, 1, 1))
+    # Every image alike: every resample gives the same gain, PQ (0.9 + 0.8) / 2 against 0.
+    g, lo, hi = pq_gain_interval(cand, ref, cats, "all", 200, rng)
+    assert g == pytest.approx(0.85) and lo == pytest.approx(0.85) and hi == pytest.approx(0.85)
+    # One image better, another worse by as much: no gain on the whole set, an interval on both sides of 0.
+    mixed, worse = ref.copy(), ref.copy()
+    mixed[0], worse[1] = cand[0], cand[1]
+    g, lo, hi = pq_gain_interval(mixed, worse, cats, "all", 2000, rng)
+    assert g == pytest.approx(0.0) and lo < 0 < hi
+    # The 90 % interval's ends sit where the bootstrap's win rate says: about 36 % of resamples gain
+    # (test_gain_confidence_by_hand), so the 5 % and 95 % quantiles are a loss and a gain.
+    assert gain_confidence(mixed, worse, cats, "all", 2000, rng) < 0.5
+    # The counts of a real PanopticQuality: one image, a prediction covering its segment exactly.
+    ids = np.zeros((4, 4), dtype=np.int64)
+    ids[:2] = 1
+    info = [{"id": 1, "category_id": 0, "iscrowd": 0}]
+    pq = PanopticQuality({0: True})
+    pq.update(ids, info, ids, info)
+    c = per_image_counts(pq)
+    assert c.shape == (4, 1) and c[:, 0].tolist() == [1.0, 1.0, 0.0, 0.0]  # IoU 1, one TP, no FP or FN
+    with pytest.raises(ValueError, match="same shape"):
+        pq_gain_interval(cand, ref[:3], cats, "all", 10, rng)
+    with pytest.raises(ValueError, match="level"):
+        pq_gain_interval(cand, ref, cats, "all", 10, rng, level=1.0)
+    # No stuff segment anywhere: PQ of stuff is undefined in every resample.
+    g, lo, hi = pq_gain_interval(cand, ref, cats, "stuff", 10, rng)
+    assert np.isnan(lo) and np.isnan(hi)
+
+
 def _panoptic_fit_data(n, blur=True):
     images, probs, inputs, gts = [], [], [], []
     for s in range(n):

@@ -249,12 +249,13 @@ def gt_panoptic(labels, gm, gc):
 def evaluate(items, params, *, panoptic: bool = False, threads=None, device="cpu") -> dict:
     """AP (COCO, pycocotools), PQ / SQ / RQ of things and stuff (accumulated), seconds per image."""
     from densecrf.coco import mask_ap
+    from densecrf.instance_fit import per_image_counts
     from densecrf.instances import instances_to_panoptic, refine_instances, refine_panoptic
     from densecrf.metrics import PanopticQuality
 
     cats = {c: c in THING_CLASSES for c in range(11)}
     pq = PanopticQuality(cats)
-    preds, gts, secs, empties, confident = [], [], 0.0, 0, 0
+    preds, gts, secs, empties, confident, per_image = [], [], 0.0, 0, 0, []
     for it in items:
         t = time.perf_counter()
         if panoptic:
@@ -285,6 +286,9 @@ def evaluate(items, params, *, panoptic: bool = False, threads=None, device="cpu
         empties += int((conf & ~masks.any(axis=(1, 2))).sum())
         gid, ginfo = gt_panoptic(it["labels"], it["gt_masks"], it["gt_classes"])
         pq.update(ids, info, gid, ginfo)
+        one = PanopticQuality(cats)
+        one.update(ids, info, gid, ginfo)
+        per_image.append(per_image_counts(one).tolist())
         preds.append({"masks": masks, "scores": it["scores"], "classes": it["classes"]})
         gts.append({"masks": it["gt_masks"], "classes": it["gt_classes"]})
     ap = mask_ap(preds, gts, categories=THING_CLASSES)
@@ -304,6 +308,8 @@ def evaluate(items, params, *, panoptic: bool = False, threads=None, device="cpu
         "n_instances": int(sum(len(g["masks"]) for g in gts)),
         "confident_emptied": empties,
         "confident_inputs": confident,
+        "tp_th": int(pq.tp[list(THING_CLASSES)].sum()),
+        "pq_counts": per_image,  # per image [summed IoU, TP, FP, FN] x the 11 classes, for the bootstrap
     }
 
 
@@ -387,9 +393,24 @@ def pictures(root, outdir, params_joint, params_binary, frames_wanted, kind="det
     return 0
 
 
-def table(paths) -> int:
-    """Markdown tables of eval JSON files (figures in %, time in ms per image)."""
+def table(paths, n_boot: int = 1000) -> int:
+    """Markdown tables of eval JSON files (figures in %, time in ms per image). Each row's
+    change of PQ of things and of stuff against the first row comes with its 90 %
+    paired bootstrap interval over the images (``n_boot`` resamples, seeded), from
+    the per-image counts the eval stored; *TP th* counts the matched thing instances."""
     import json
+
+    from densecrf.instance_fit import pq_gain_interval
+
+    cats = {c: c in THING_CLASSES for c in range(11)}
+
+    def change(r, ref, part):
+        if r is ref or "pq_counts" not in r:
+            return ""
+        g, lo, hi = pq_gain_interval(
+            np.array(r["pq_counts"]), np.array(ref["pq_counts"]), cats, part, n_boot, np.random.default_rng(0)
+        )
+        return f"{100 * g:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
     for path in paths:
         with open(path) as fh:
@@ -400,13 +421,17 @@ def table(paths) -> int:
             f"\n{d['split']}, {d['kind']} inputs, every {d['step']}. frame: {ref['n_images']} images, "
             f"{ref['n_instances']} instances\n"
         )
-        print("| run | AP | AP50 | PQ th | SQ th | RQ th | PQ st | PQ | ms/img | emptied |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print(
+            "| run | AP | AP50 | PQ th | SQ th | RQ th | TP th | PQ st | PQ | ΔPQ th [90 %] | ΔPQ st [90 %] | "
+            "ms/img | emptied |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for name, r in res.items():
             delta = "" if r is ref else f" ({100 * (r['ap'] - ref['ap']):+.1f})"
             print(
                 f"| {name} | {100 * r['ap']:.1f}{delta} | {100 * r['ap50']:.1f} | {100 * r['pq_th']:.1f} | "
-                f"{100 * r['sq_th']:.1f} | {100 * r['rq_th']:.1f} | {100 * r['pq_st']:.1f} | {100 * r['pq']:.1f} | "
+                f"{100 * r['sq_th']:.1f} | {100 * r['rq_th']:.1f} | {r.get('tp_th', '')} | {100 * r['pq_st']:.1f} | "
+                f"{100 * r['pq']:.1f} | {change(r, ref, 'things')} | {change(r, ref, 'stuff')} | "
                 f"{1000 * r['s_per_image']:.0f} | {r['confident_emptied']}/{r['confident_inputs']} |"
             )
     return 0
