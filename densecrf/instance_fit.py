@@ -112,7 +112,10 @@ def _score_instances(predictions, ground_truth) -> tuple[dict, np.ndarray, dict]
     for p, g in zip(predictions, ground_truth, strict=True):
         gm = np.asarray(g["masks"], dtype=bool)
         shape = gm.shape[1:] if gm.ndim == 3 and gm.shape[0] else np.asarray(p["masks"]).shape[1:]
-        pred = _thing_panoptic(np.asarray(p["masks"], dtype=bool), p["classes"], p["scores"], shape)
+        pm = np.asarray(p["masks"], dtype=bool)
+        if p.get("ids") is not None:  # overlaps already resolved: the masks of the id map
+            pm = np.asarray(p["ids"])[None] == np.arange(1, pm.shape[0] + 1)[:, None, None]
+        pred = _thing_panoptic(pm, p["classes"], p["scores"], shape)
         pairs.append((pred, _thing_panoptic(gm, g["classes"], None, shape)))
     per_image = _per_image_counts(pairs, cats)
     res = _totals(per_image, cats)
@@ -124,7 +127,11 @@ def score_instances(predictions, ground_truth) -> dict:
     ``[P, H, W]`` bool, ``scores``, ``classes``) against ground truth (dicts
     with ``masks``, ``classes``): COCO mask AP (pycocotools) and the
     things' PQ accumulated over the images (everything else one background
-    segment)."""
+    segment). PQ merges overlapping masks the usual way (decreasing score,
+    an instance with less than half of its mask left dropped), unless a
+    prediction holds ``ids`` (``[H, W]``, 0 or i + 1, as
+    :attr:`InstanceResult.ids <densecrf.instances.InstanceResult.ids>`): then
+    instance i's segment is where ``ids`` is i + 1."""
     return _score_instances(predictions, ground_truth)[0]
 
 
@@ -168,6 +175,8 @@ class _Scorer:
                     "masks": r.masks,
                     "classes": inp["classes"],
                     "scores": np.ones(n) if inp.get("scores") is None else inp["scores"],
+                    # A refinement's overlaps as its id map resolves them; the input's by the usual merge.
+                    "ids": r.ids if prm.refine else None,
                 }
             )
             gts.append(gt)

@@ -404,7 +404,12 @@ class InstanceResult(NamedTuple):
     masks: np.ndarray  #: [M, H, W] bool, the refined masks
     ids: (
         np.ndarray
-    )  #: [H, W] int32, 0 for background, i + 1 where instance i is (the highest score on top in binary mode)
+    )  #: [H, W] int32, 0 for background, i + 1 where instance i is (see :func:`refine_instances` for overlaps)
+
+    def exclusive_masks(self) -> np.ndarray:
+        """``[M, H, W]`` bool masks of :attr:`ids`: each pixel in at most one instance."""
+        m = self.masks.shape[0]
+        return self.ids[None] == np.arange(1, m + 1, dtype=np.int32)[:, None, None]
 
 
 def _box_of(mask: np.ndarray):
@@ -414,11 +419,32 @@ def _box_of(mask: np.ndarray):
     return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
 
 
-def _paint(masks: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Instance-id map of possibly overlapping masks, the higher score on top."""
+def _claim(ids: np.ndarray, best: np.ndarray, i: int, mine: np.ndarray, sure: np.ndarray) -> None:
+    """Instance i takes the pixels of ``mine`` where its ``sure`` (foreground
+    probability times score) beats ``best``, the holder's; in place."""
+    win = mine & (sure > best)
+    best[win] = sure[win]
+    ids[win] = i + 1
+
+
+def _drop_hidden(ids: np.ndarray, masks: np.ndarray, keep: float = 0.5) -> None:
+    """Removes from ``ids`` (to 0) each instance holding less than ``keep`` of
+    its mask, as the usual panoptic merge drops a mostly hidden instance; in place."""
+    held = np.bincount(ids.ravel(), minlength=masks.shape[0] + 1)[1:]
+    area = masks.reshape(masks.shape[0], -1).sum(axis=1)
+    gone = np.flatnonzero((held > 0) & (held < keep * area)) + 1
+    if gone.size:
+        ids[np.isin(ids, gone)] = 0
+
+
+def _exclusive_ids(masks: np.ndarray, p: np.ndarray, s: np.ndarray, order) -> np.ndarray:
+    """The id map of possibly overlapping masks (see :func:`refine_instances`):
+    a contested pixel to the highest ``p * s``, the higher score on a tie."""
     ids = np.zeros(masks.shape[1:], dtype=np.int32)
-    for i in np.argsort(s, kind="stable"):
-        ids[masks[i]] = i + 1
+    best = np.full(masks.shape[1:], -1.0, dtype=np.float32)
+    for i in order:
+        _claim(ids, best, int(i), masks[i], p[i] * np.float32(s[i]))
+    _drop_hidden(ids, masks)
     return ids
 
 
@@ -430,7 +456,7 @@ def _refine_one(im, masks, scores, boxes, prm: InstanceParams, threads, device) 
         return InstanceResult(np.zeros((0, h, w), dtype=bool), np.zeros((h, w), dtype=np.int32))
     if not prm.refine:
         out = p > 0.5
-        return InstanceResult(out, _paint(out, s))
+        return InstanceResult(out, _exclusive_ids(out, p, s, order))
     if prm.mode == "joint":
         bg = -prm.power * np.log(np.maximum(1.0 - p.max(axis=0), prm.min_prob))
         unary = np.concatenate([bg[None], _instance_energies(p, s, prm)], axis=0)
@@ -439,7 +465,9 @@ def _refine_one(im, masks, scores, boxes, prm: InstanceParams, threads, device) 
         out = labels[None] == np.arange(1, n + 1, dtype=np.int32)[:, None, None]
         return InstanceResult(out, labels)
     out = np.zeros((n, h, w), dtype=bool)
-    for i in range(n):
+    ids = np.zeros((h, w), dtype=np.int32)
+    best = np.full((h, w), -1.0, dtype=np.float32)
+    for i in order:
         box = tuple(b[i]) if b is not None else (_box_of(p[i] > 0.5) or _box_of(p[i] > prm.min_prob))
         if box is None:
             continue  # nothing of this instance anywhere: it stays empty
@@ -452,11 +480,14 @@ def _refine_one(im, masks, scores, boxes, prm: InstanceParams, threads, device) 
         pc = p[i, r0:r1, c0:c1]
         bg = -prm.power * np.log(np.maximum(1.0 - pc, prm.min_prob))
         unary = np.stack([bg, _instance_energies(pc[None], s[i : i + 1], prm)[0]])
-        lab = np.argmax(_mean_field(np.ascontiguousarray(im[r0:r1, c0:c1]), unary, 1, prm, threads, device), axis=0)
-        if not lab.any():
-            lab = (pc > 0.5).astype(lab.dtype)  # confident pixels come back (nothing competes in this mode)
-        out[i, r0:r1, c0:c1] = lab == 1
-    return InstanceResult(out, _paint(out, s))
+        q = _mean_field(np.ascontiguousarray(im[r0:r1, c0:c1]), unary, 1, prm, threads, device)
+        mine = q[1] > q[0]
+        if not mine.any():
+            mine = pc > 0.5  # confident pixels come back (nothing competes in this mode)
+        out[i, r0:r1, c0:c1] = mine
+        _claim(ids[r0:r1, c0:c1], best[r0:r1, c0:c1], i, mine, q[1] * np.float32(s[i]))
+    _drop_hidden(ids, out)
+    return InstanceResult(out, ids)
 
 
 def refine_instances(
@@ -499,7 +530,16 @@ def refine_instances(
     Returns:
         :class:`InstanceResult` ``(masks [M, H, W] bool, ids [H, W] int32)``;
         for a batch, a list of them. See the module docstring for the unary
-        model and the guarantees.
+        model and the guarantees. ``ids`` puts each pixel in at most one
+        instance: in joint mode it is the CRF's labelling (the masks are its
+        classes); in binary mode, and without refinement, where masks
+        overlap, a pixel goes to the instance with the highest foreground
+        probability there (its own CRF's marginal, or its input mask without
+        refinement) times its score, the higher score on a tie, and an
+        instance left with less than half of its mask is dropped from
+        ``ids`` (its pixels to 0), as the usual panoptic merge drops a mostly
+        hidden instance. ``masks`` keep their overlaps (for mask AP);
+        :meth:`InstanceResult.exclusive_masks` gives the masks of ``ids``.
     """
     prm = _as_instance_params(params, dict(overrides, mode=mode))
     batch = isinstance(image, (list, tuple)) or np.ndim(image) == 4

@@ -241,6 +241,84 @@ def test_no_refinement_is_the_thresholded_input(rng):
     np.testing.assert_array_equal(res.masks, soft > 0.5)
 
 
+def _ids_brute_force(masks, weight, scores):
+    """The id map rule of refine_instances written pixel by pixel: among the
+    masks holding a pixel, the highest weight wins, the higher score on a tie
+    (then the lower index); an instance holding less than half its mask is removed."""
+    m, h, w = masks.shape
+    ids = np.zeros((h, w), dtype=np.int32)
+    for y in range(h):
+        for x in range(w):
+            cands = [i for i in range(m) if masks[i, y, x]]
+            if cands:
+                ids[y, x] = 1 + max(cands, key=lambda i: (weight[i, y, x], scores[i], -i))
+    for i in range(m):
+        held = int((ids == i + 1).sum())
+        if 0 < held < 0.5 * masks[i].sum():
+            ids[ids == i + 1] = 0
+    return ids
+
+
+def test_id_map_of_overlapping_inputs_by_hand():
+    p = np.zeros((3, 4, 6), dtype=np.float32)
+    p[0, :, 0:4] = 0.9  # 0.9 * 0.6 = 0.54
+    p[1, :, 3:6] = 0.7  # 0.7 * 0.9 = 0.63: takes column 3 from instance 0
+    p[2, 1:3, 1:6] = 0.75  # 0.75 * 0.8 = 0.60: beats 0 in columns 1-2 and loses to 1 in 3-5:
+    s = np.array([0.6, 0.9, 0.8])  # it holds 4 of its 10 pixels and is removed; 0 holds 8 of 16, kept
+    res = refine_instances(np.zeros((4, 6, 3), np.uint8), p, s, params=InstanceParams.no_refinement())
+    want = np.array([[1, 1, 1, 2, 2, 2]] * 4)
+    want[1:3, 1:3] = 0  # instance 2's pixels, gone with it
+    np.testing.assert_array_equal(res.ids, want)
+    np.testing.assert_array_equal(res.ids, _ids_brute_force(p > 0.5, p * s[:, None, None], s))
+    np.testing.assert_array_equal(res.masks, p > 0.5)  # the masks keep their overlaps
+    ex = res.exclusive_masks()
+    assert ex.sum(axis=0).max() == 1 and not (ex & ~res.masks).any()
+
+
+def test_id_map_of_binary_mode_follows_the_marginals(rng):
+    # With no pairwise term the mean field is the softmax of the unary, so each
+    # instance's foreground marginal follows from the module docstring's formula.
+    img, _gt, soft, _ = _scene(rng, n=4)
+    s = np.array([0.9, 0.5, 0.7, 0.7])
+    prm = InstanceParams(mode="binary", power=1.5, fg_bias=0.3, confident_bonus=0.5, score_power=1.0).replace(
+        gaussian_weight=None, bilateral_weight=0.0
+    )
+    res = refine_instances(img, soft, s, params=prm)
+    c = lambda v: np.maximum(v, prm.min_prob)  # noqa: E731
+    u_bg = -prm.power * np.log(c(1.0 - soft))
+    u_fg = (
+        -prm.power * np.log(c(soft))
+        - prm.score_power * np.log(c(s))[:, None, None]
+        - prm.fg_bias
+        - prm.confident_bonus * (soft > 0.5)
+    )
+    q_fg = 1.0 / (1.0 + np.exp(u_fg - u_bg))
+    assert (res.masks.sum(axis=0) > 1).sum() > 50  # the scene has overlaps to resolve
+    # Outside an instance's crop q_fg is irrelevant: its mask is False there.
+    want = _ids_brute_force(res.masks, q_fg * s[:, None, None], s)
+    # float32 in the library against float64 here: a near-tie may flip (at most a few pixels).
+    assert (res.ids != want).sum() <= 3
+    assert not (res.exclusive_masks() & ~res.masks).any()
+
+
+def test_score_instances_uses_the_id_map():
+    from densecrf.instance_fit import score_instances
+
+    gt = np.zeros((1, 8, 8), bool)
+    gt[0, :, :4] = True
+    pred = np.zeros((2, 8, 8), bool)
+    pred[0, :, :6] = True  # IoU 4/6 with the truth
+    pred[1] = ~gt[0]  # a false positive that holds the truth's right neighbour
+    ids = np.where(gt[0], 1, 2)  # the id map gives columns 4-5 to instance 1: instance 0 matches exactly
+    common = {"masks": pred, "scores": np.array([0.9, 0.8]), "classes": np.array([1, 1])}
+    truth = [{"masks": gt, "classes": np.array([1])}]
+    merged = score_instances([common], truth)["pq"]
+    by_ids = score_instances([dict(common, ids=ids)], truth)["pq"]
+    # Usual merge: instance 0 (higher score) takes its 48 pixels, instance 1 keeps 32 of 48 (>= half): one TP
+    # of IoU 32/48 and one FP -> PQ (2/3) / (1 + 0.5 * 1) = 4/9. With the id map: IoU 1, one FP -> 1 / 1.5.
+    assert merged == pytest.approx(4 / 9) and by_ids == pytest.approx(2 / 3)
+
+
 def test_batch_equals_single(rng):
     scenes = [_scene(np.random.default_rng(s)) for s in range(2)]
     batch = refine_instances([s[0] for s in scenes], [s[2] for s in scenes], None, **GOOD)

@@ -28,7 +28,7 @@ Subcommands:
 
     python tools/camvid_instances.py cache ROOT        # network probabilities -> /tmp/inst_cache/<stem>.npz (float16)
     python tools/camvid_instances.py fit ROOT DRIVE KIND joint|binary|panoptic OUT.json [--step 3]
-    python tools/camvid_instances.py eval ROOT SPLIT KIND NAME=PARAMS.json|none|textbook ... [--step N] [--json OUT]
+    python tools/camvid_instances.py eval ROOT SPLIT KIND NAME=PARAMS.json|none|textbook[:FIELD=V...][:merge=ids|score] ... [--step N] [--json OUT]
     python tools/camvid_instances.py table EVAL.json ...
     python tools/camvid_instances.py fits-table FIT.json ...
     python tools/camvid_instances.py pictures ROOT OUTDIR JOINT.json BINARY.json STEM [STEM ...]
@@ -246,7 +246,7 @@ def gt_panoptic(labels, gm, gc):
     return ids, info
 
 
-def evaluate(items, params, *, panoptic: bool = False, threads=None, device="cpu") -> dict:
+def evaluate(items, params, *, panoptic: bool = False, threads=None, device="cpu", merge: str | None = None) -> dict:
     """AP (COCO, pycocotools), PQ / SQ / RQ of things and stuff (accumulated), seconds per image."""
     from densecrf.coco import mask_ap
     from densecrf.instance_fit import per_image_counts
@@ -274,13 +274,17 @@ def evaluate(items, params, *, panoptic: bool = False, threads=None, device="cpu
                 if s["isthing"]:
                     masks[s["instance"]] = ids == s["id"]
         else:
-            masks = refine_instances(
+            res = refine_instances(
                 it["image"], it["masks"], it["scores"], params=params, threads=threads, device=device
-            ).masks
+            )
             secs += time.perf_counter() - t
+            masks = res.masks
             pred = it["probs"].argmax(-1)
             stuff_map = np.where(np.isin(pred, THING_CLASSES), -1, pred)
-            ids, info = instances_to_panoptic(stuff_map, masks, it["classes"], it["scores"])
+            # A refinement's overlaps are resolved as its id map says, the input's by the usual score
+            # merge unless merge="ids" (a control: the input masks merged by probability times score).
+            exclusive = res.exclusive_masks() if (merge or ("ids" if params.refine else "score")) == "ids" else masks
+            ids, info = instances_to_panoptic(stuff_map, exclusive, it["classes"], it["scores"])
         conf = (it["masks"] > 0.5).any(axis=(1, 2))
         confident += int(conf.sum())
         empties += int((conf & ~masks.any(axis=(1, 2))).sum())
@@ -531,19 +535,23 @@ def main(argv=None) -> int:
     results = {}
     for spec in a.params:
         name, _, path = spec.partition("=")
-        if path == "none":
+        if path.split(":")[0] == "none":
             prm = InstanceParams.no_refinement()
-        elif path == "textbook":
+        elif path.split(":")[0] == "textbook":
             prm = InstanceParams.textbook()
         else:
             prm = InstanceParams.load(path.split(":")[0])
-            for kv in path.split(":")[1:]:  # overrides, e.g. file.json:n_iter=0
-                k, v = kv.split("=")
+        merge = None
+        for kv in path.split(":")[1:]:  # overrides, e.g. file.json:n_iter=0, none:merge=ids
+            k, v = kv.split("=")
+            if k == "merge":
+                merge = v
+            else:
                 prm = prm.replace(**{k: type(getattr(prm, k))(v) if getattr(prm, k) is not None else float(v)})
         runs = [] if name in a.panoptic_only else [(name, False)]
         runs += [(name + "+panoptic", True)] if name in a.panoptic or name in a.panoptic_only else []
         for label, pan in runs:
-            results[label] = evaluate(items, prm, panoptic=pan, device=a.device)
+            results[label] = evaluate(items, prm, panoptic=pan, device=a.device, merge=merge)
             r = results[label]
             print(
                 f"{a.split} {a.kind} {label:28s} AP {100 * r['ap']:5.1f} AP50 {100 * r['ap50']:5.1f} "
