@@ -29,8 +29,12 @@ dask and ray PNGs byte for byte against the local ones.
 
 The per-image costs measured alone, in this process on one thread, over the
 same frames: read (image + map), CRF (``densecrf.refine(threads=1)``) and
-write (arg-max + PNG); the pipeline's efficiency is the measured images/s
-over ``W / (read + CRF + write)``.
+write (arg-max + PNG), medians over the frames, measured again in every
+repeat just before its runs; the pipeline's efficiency is each repeat's
+measured images/s over ``W / (read + CRF + write)`` of that repeat, the
+median over the repeats (since 2026-12-06: before, the costs were measured
+once after all repeats, and this host's drift between the two moved the
+ratio by tens of percent).
 
     python benchmarks/dataset_throughput.py --limit 8 --repeats 1        # a check that it runs
     python benchmarks/dataset_throughput.py --repeats 5 --json out.json  # the measurement (quiet machine)
@@ -434,19 +438,35 @@ def _bench_layout(args, dirs, layout, sides, clusters, report) -> None:
     # Without the pydensecrf side (a GPU machine without it installed) there is nothing to agree with.
     agree = agreement(cmds["densecrf"][1], cmds["pydensecrf"][1], stems) if "pydensecrf" in sides else None
     same = {s: identical(cmds["densecrf"][1], cmds[s][1], stems) for s in sides if s not in ("densecrf", "pydensecrf")}
+    per_repeat = []  # the costs alone measured in each repeat, just before its runs
     for _ in range(args.repeats):
+        per_repeat.append(per_image_costs(dirs, layout, stems))
         for s in sides:  # alternated: load from others falls on every side alike
             times[s].append(_timed(*cmds[s]))
-    costs = per_image_costs(dirs, layout, stems)
+    # This host's speed drifts by 20-50 % between stretches of a minute (benchmarks/RESULTS.md), so
+    # each repeat's densecrf run is set against the costs measured right before it, and the
+    # efficiency is the median of those ratios; the costs printed are their medians.
+    costs = {k: statistics.median(c[k] for c in per_repeat) for k in per_repeat[0]}
     implied = args.workers / (sum(costs.values()) / 1e3)
-    row = {"agreement": agree, "identical": same, "costs_ms": costs, "implied_per_s": implied, "sides": {}}
+    effs = [
+        (n / t) / (args.workers / (sum(c.values()) / 1e3)) for t, c in zip(times["densecrf"], per_repeat, strict=True)
+    ]
+    row = {
+        "agreement": agree,
+        "identical": same,
+        "costs_ms": costs,
+        "costs_ms_per_repeat": per_repeat,
+        "implied_per_s": implied,
+        "efficiency_per_repeat": effs,
+        "sides": {},
+    }
     for s in sides:
         med = statistics.median(times[s])
         row["sides"][s] = {"median_s": med, "min_s": min(times[s]), "images_per_s": n / med, "runs": times[s]}
     d = row["sides"]["densecrf"]["images_per_s"]
     if "pydensecrf" in sides:
         row["speedup_vs_pydensecrf"] = d / row["sides"]["pydensecrf"]["images_per_s"]
-    row["efficiency"] = d / implied
+    row["efficiency"] = statistics.median(effs)
     report["layouts"][layout] = row
     print(
         f"\n[{layout}] "
@@ -465,7 +485,8 @@ def _bench_layout(args, dirs, layout, sides, clusters, report) -> None:
     print(
         f"  alone, per image: read {costs['read']:.1f} ms, CRF (1 thread) {costs['crf']:.1f} ms, "
         f"write {costs['write']:.1f} ms -> {implied:.2f} images/s on {args.workers} workers; "
-        f"efficiency {row['efficiency'] * 100:.0f} %"
+        f"efficiency {row['efficiency'] * 100:.0f} % (median over the repeats of each run against the costs "
+        f"measured just before it: {', '.join(f'{100 * e:.0f}' for e in effs)} %)"
     )
     if args.cuda:
         c = cuda_report(dirs, layout, args.workers, args.batch_size, os.path.join(scratch, layout), args.repeats)
