@@ -3,7 +3,9 @@
 Times, in one process on one native thread, each step that
 ``densecrf refine`` runs per item of a folder: the image's PNG decode, the
 map's ``.npy`` read, the CRF (split by cProfile into mean field, lattice
-builds and unary), the arg-max and the palette PNG write. Medians of
+builds and unary), the arg-max and the palette PNG write; with float16 maps
+(``--layout f16``) also the map's widening to float32 by numpy's cast and by
+densecrf's native one, which the CRF row includes. Medians of
 ``--frames`` calls: the reads go over the first ``--frames`` frames of the
 folders that ``dataset_throughput.py`` prepares; the CRF, arg-max and write
 repeat the first frame. ``dataset_throughput.per_image_costs`` measures the
@@ -25,7 +27,7 @@ import time
 import numpy as np
 
 import densecrf
-from densecrf import io
+from densecrf import _checks, io
 from densecrf.dataset import work
 
 
@@ -66,6 +68,14 @@ def main() -> None:
     for name, ms in rows.items():
         print(f"{name:40s} {ms:7.2f} ms")
     print(f"{'sum':40s} {sum(rows.values()):7.2f} ms")
+    if pr.dtype == np.float16:  # the CRF's own widening of the map, against numpy's cast (same bits)
+        pr32 = pr.astype(np.float32)
+        assert np.array_equal(_checks.as_f32(pr, "probs"), pr32)
+        for name, fn in (
+            ("numpy's cast", lambda k: pr.astype(np.float32)),
+            ("densecrf's (native)", lambda k: _checks.as_f32(pr, "probs", finite=False)),
+        ):
+            print(f"  inside the CRF: float16 to float32, {name:20s} {median_ms(fn, n):7.2f} ms")
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(n):
