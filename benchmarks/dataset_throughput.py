@@ -29,12 +29,13 @@ dask and ray PNGs byte for byte against the local ones.
 
 The per-image costs measured alone, in this process on one thread, over the
 same frames: read (image + map), CRF (``densecrf.refine(threads=1)``) and
-write (arg-max + PNG), medians over the frames, measured again in every
-repeat just before its runs; the pipeline's efficiency is each repeat's
-measured images/s over ``W / (read + CRF + write)`` of that repeat, the
-median over the repeats (since 2026-12-06: before, the costs were measured
-once after all repeats, and this host's drift between the two moved the
-ratio by tens of percent).
+write (arg-max + PNG), measured again in every repeat just before its
+runs; the pipeline's efficiency is each repeat's measured images/s over
+``W / (read + CRF + write)`` of that repeat, with the costs' means over the
+frames (a run's time is their sum), the median over the repeats; the same
+with the costs' medians is printed beside it. Before 2026-12-06 the costs
+were medians measured once after all repeats, and this host's drift
+between the two moved the ratio by tens of percent.
 
     python benchmarks/dataset_throughput.py --limit 8 --repeats 1        # a check that it runs
     python benchmarks/dataset_throughput.py --repeats 5 --json out.json  # the measurement (quiet machine)
@@ -301,8 +302,9 @@ def identical(a_dir, b_dir, stems) -> bool:
     )
 
 
-def per_image_costs(dirs, layout, stems) -> dict:
-    """Median ms per image of read (image + map), CRF on one thread, and write (arg-max + PNG), measured alone."""
+def per_image_costs(dirs, layout, stems, stat=statistics.median) -> dict:
+    """ms per image of read (image + map), CRF on one thread, and write (arg-max + PNG), measured alone:
+    ``stat`` over the frames of each part (``{"median": ..., "mean": ...}`` when ``stat`` is None)."""
     import tempfile
 
     import densecrf
@@ -323,7 +325,12 @@ def per_image_costs(dirs, layout, stems) -> dict:
             rows["read"].append(t1 - t0)
             rows["crf"].append(t2 - t1)
             rows["write"].append(t3 - t2)
-    return {k: statistics.median(v) * 1e3 for k, v in rows.items()}
+    if stat is None:
+        return {
+            name: {k: f(v) * 1e3 for k, v in rows.items()}
+            for name, f in (("median", statistics.median), ("mean", statistics.mean))
+        }
+    return {k: stat(v) * 1e3 for k, v in rows.items()}
 
 
 def _gpu_name() -> str:
@@ -438,26 +445,36 @@ def _bench_layout(args, dirs, layout, sides, clusters, report) -> None:
     # Without the pydensecrf side (a GPU machine without it installed) there is nothing to agree with.
     agree = agreement(cmds["densecrf"][1], cmds["pydensecrf"][1], stems) if "pydensecrf" in sides else None
     same = {s: identical(cmds["densecrf"][1], cmds[s][1], stems) for s in sides if s not in ("densecrf", "pydensecrf")}
-    per_repeat = []  # the costs alone measured in each repeat, just before its runs
+    both = []  # the costs alone measured in each repeat, just before its runs: medians and means over the frames
     for _ in range(args.repeats):
-        per_repeat.append(per_image_costs(dirs, layout, stems))
+        both.append(per_image_costs(dirs, layout, stems, stat=None))
         for s in sides:  # alternated: load from others falls on every side alike
             times[s].append(_timed(*cmds[s]))
     # This host's speed drifts by 20-50 % between stretches of a minute (benchmarks/RESULTS.md), so
     # each repeat's densecrf run is set against the costs measured right before it, and the
-    # efficiency is the median of those ratios; the costs printed are their medians.
+    # efficiency is the median of those ratios; the costs printed are their medians. The ideal is
+    # W / (mean cost per frame): a run's time is the sum of its frames' costs, so the mean is the
+    # bound; the median per frame (the figure before 2026-12-06) is printed beside it.
+    per_repeat = [b["median"] for b in both]
     costs = {k: statistics.median(c[k] for c in per_repeat) for k in per_repeat[0]}
     implied = args.workers / (sum(costs.values()) / 1e3)
-    effs = [
-        (n / t) / (args.workers / (sum(c.values()) / 1e3)) for t, c in zip(times["densecrf"], per_repeat, strict=True)
-    ]
+
+    def effs_of(stat):
+        return [
+            (n / t) / (args.workers / (sum(b[stat].values()) / 1e3))
+            for t, b in zip(times["densecrf"], both, strict=True)
+        ]
+
+    effs, effs_median = effs_of("mean"), effs_of("median")
     row = {
         "agreement": agree,
         "identical": same,
         "costs_ms": costs,
-        "costs_ms_per_repeat": per_repeat,
+        "costs_ms_per_repeat": both,
         "implied_per_s": implied,
         "efficiency_per_repeat": effs,
+        "efficiency_per_repeat_median_costs": effs_median,
+        "efficiency_median_costs": statistics.median(effs_median),
         "sides": {},
     }
     for s in sides:
@@ -485,8 +502,10 @@ def _bench_layout(args, dirs, layout, sides, clusters, report) -> None:
     print(
         f"  alone, per image: read {costs['read']:.1f} ms, CRF (1 thread) {costs['crf']:.1f} ms, "
         f"write {costs['write']:.1f} ms -> {implied:.2f} images/s on {args.workers} workers; "
-        f"efficiency {row['efficiency'] * 100:.0f} % (median over the repeats of each run against the costs "
-        f"measured just before it: {', '.join(f'{100 * e:.0f}' for e in effs)} %)"
+        f"efficiency {row['efficiency'] * 100:.0f} % (median over the repeats of each run against the mean "
+        f"costs measured just before it: {', '.join(f'{100 * e:.0f}' for e in effs)} %; against the "
+        f"median costs {row['efficiency_median_costs'] * 100:.0f} %: "
+        f"{', '.join(f'{100 * e:.0f}' for e in effs_median)} %)"
     )
     if args.cuda:
         c = cuda_report(dirs, layout, args.workers, args.batch_size, os.path.join(scratch, layout), args.repeats)
