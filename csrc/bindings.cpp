@@ -19,6 +19,7 @@
 #include "embed.h"
 #include "half.h"
 #include "kernels.h"
+#include "labels.h"
 #include "lattice.h"
 #include "lattice_f64.h"
 #include "parallel.h"
@@ -426,6 +427,31 @@ py::array_t<float> half_to_float_array(py::array_t<uint16_t, py::array::c_style>
   return out;
 }
 
+// Arg-max labels of q [N, K] (csrc/labels.h): uint8 for K <= 256, uint16 for K <= 65536.
+py::array argmax_labels(py::array_t<float, py::array::c_style> q, bool vectorized) {
+  require_2d(q, "q", -1, -1);
+  const int64_t n = q.shape(0), k = q.shape(1);
+  if (k < 1 || k > 65536)
+    throw dcrf::InvalidArgument("argmax_labels takes 1 to 65536 labels, got " + std::to_string(k));
+  const float* src = q.data();
+  if (k <= 256) {
+    py::array_t<uint8_t> out(static_cast<py::ssize_t>(n));
+    uint8_t* dst = out.mutable_data();
+    {
+      py::gil_scoped_release nogil;
+      dcrf::argmax_rows(src, n, k, dst, vectorized);
+    }
+    return out;
+  }
+  py::array_t<uint16_t> out(static_cast<py::ssize_t>(n));
+  uint16_t* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    dcrf::argmax_rows(src, n, k, dst, vectorized);
+  }
+  return out;
+}
+
 py::tuple unary_from_probs(FArray probs, float clip, int threads, bool with_start) {
   UnaryJob job(std::move(probs), clip, with_start);
   job.run(threads);
@@ -542,6 +568,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("_cpu_has_avx2", &dcrf::cpu_has_avx2);
   m.def("_cpu_has_f16c", &dcrf::cpu_has_f16c);
   m.def("half_to_float", &half_to_float_array, py::arg("bits"), py::arg("vectorized") = true);
+  m.def("argmax_labels", &argmax_labels, py::arg("q"), py::arg("vectorized") = true);
   m.def("grid_features", &grid_features, py::arg("spatial"), py::arg("sdims"), py::arg("image") = py::none(),
         py::arg("srgb") = std::vector<float>(), py::arg("threads") = 0);
   m.def("unary_from_probs", &unary_from_probs, py::arg("probs"), py::arg("clip"), py::arg("threads") = 0,

@@ -336,9 +336,19 @@ def refine_items(images: list, probs: list, job: Job) -> list[np.ndarray]:
 
 # -- writing -----------------------------------------------------------------------
 def labels_of(q: np.ndarray) -> np.ndarray:
-    """``[H, W]`` arg-max labels (uint8 up to 256 labels)."""
+    """``[H, W]`` arg-max labels (uint8 up to 256 labels), numpy's argmax over the last axis.
+
+    C-contiguous float32 maps of up to 65536 labels take the native loop
+    (``_C.argmax_labels``: the same labels, ties to the first, NaN first; a
+    few times faster than numpy's argmax over a short last axis).
+    """
+    k = q.shape[-1]
+    if q.dtype == np.float32 and q.flags.c_contiguous and q.ndim >= 1 and 1 <= k <= 65536 and q.size:
+        from .._native import _C
+
+        return _C.argmax_labels(q.reshape(-1, k)).reshape(q.shape[:-1])
     lab = q.argmax(axis=-1)
-    return lab.astype(np.uint8 if q.shape[-1] <= 256 else np.uint16)
+    return lab.astype(np.uint8 if k <= 256 else np.uint16)
 
 
 def write_item(task: Task, labels: np.ndarray, q: np.ndarray | None, job: Job) -> dict:
