@@ -302,29 +302,45 @@ def identical(a_dir, b_dir, stems) -> bool:
     )
 
 
-def per_image_costs(dirs, layout, stems, stat=statistics.median) -> dict:
-    """ms per image of read (image + map), CRF on one thread, and write (arg-max + PNG), measured alone:
-    ``stat`` over the frames of each part (``{"median": ..., "mean": ...}`` when ``stat`` is None)."""
+def item_costs(dirs, layout, stems, warm_up: bool = False) -> dict:
+    """Seconds per frame, in this process on one thread, of what a worker does per item: read (image +
+    map), CRF, write (the arg-max labels as a run takes them, ``work.labels_of``, and the PNG).
+    ``warm_up``: one untimed CRF first (a process's first call sizes the native buffers' cache)."""
     import tempfile
 
     import densecrf
     from densecrf import io
+    from densecrf.dataset import work
 
-    rows = {"read": [], "crf": [], "write": []}
+    ext = ".npz" if layout == "npz" else ".npy"
+
+    def read(s):
+        img = io.read_image(os.path.join(dirs["images"], s + ".png"))
+        return img, io.read_probs(os.path.join(dirs[layout], s + ext), img.shape[:2])
+
+    if warm_up:
+        densecrf.refine(*read(stems[0]), n_iter=ITERS, threads=1)
+    rows: dict = {"read": [], "crf": [], "write": []}
     with tempfile.TemporaryDirectory() as tmp:
         for s in stems:
-            ext = ".npz" if layout == "npz" else ".npy"
             t0 = time.perf_counter()
-            img = io.read_image(os.path.join(dirs["images"], s + ".png"))
-            p = io.read_probs(os.path.join(dirs[layout], s + ext), img.shape[:2])
+            img, p = read(s)
             t1 = time.perf_counter()
             q = densecrf.refine(img, p, n_iter=ITERS, threads=1)
             t2 = time.perf_counter()
-            io.write_labels(os.path.join(tmp, s + ".png"), q.argmax(-1).astype(np.uint8), io.voc_palette())
+            io.write_labels(os.path.join(tmp, s + ".png"), work.labels_of(q), io.voc_palette())
             t3 = time.perf_counter()
             rows["read"].append(t1 - t0)
             rows["crf"].append(t2 - t1)
             rows["write"].append(t3 - t2)
+    return rows
+
+
+def per_image_costs(dirs, layout, stems, stat=statistics.median) -> dict:
+    """ms per image of read (image + map), CRF on one thread, and write (arg-max + PNG), measured alone
+    (:func:`item_costs`): ``stat`` over the frames of each part (``{"median": ..., "mean": ...}`` when
+    ``stat`` is None)."""
+    rows = item_costs(dirs, layout, stems)
     if stat is None:
         return {
             name: {k: f(v) * 1e3 for k, v in rows.items()}

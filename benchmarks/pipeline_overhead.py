@@ -43,8 +43,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import dataset_throughput as dt  # noqa: E402
@@ -70,29 +68,7 @@ print(json.dumps({{"import_s": t_import - float(t_start), "run_s": s.seconds, "s
 
 def alone(dirs, stems) -> dict:
     """Per item, in this process on one thread: read (image + map), CRF, write (arg-max + PNG), seconds."""
-    import densecrf
-    from densecrf import io
-
-    rows: dict = {"read": [], "crf": [], "write": []}
-    first = io.read_image(os.path.join(dirs["images"], stems[0] + ".png"))
-    # One untimed call first: the first call of a process sizes the native buffers' cache.
-    densecrf.refine(
-        first, io.read_probs(os.path.join(dirs["f32"], stems[0] + ".npy"), first.shape[:2]), n_iter=ITERS, threads=1
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        for s in stems:
-            t0 = time.perf_counter()
-            img = io.read_image(os.path.join(dirs["images"], s + ".png"))
-            p = io.read_probs(os.path.join(dirs["f32"], s + ".npy"), img.shape[:2])
-            t1 = time.perf_counter()
-            q = densecrf.refine(img, p, n_iter=ITERS, threads=1)
-            t2 = time.perf_counter()
-            io.write_labels(os.path.join(tmp, s + ".png"), q.argmax(-1).astype(np.uint8), io.voc_palette())
-            t3 = time.perf_counter()
-            rows["read"].append(t1 - t0)
-            rows["crf"].append(t2 - t1)
-            rows["write"].append(t3 - t2)
-    return rows
+    return dt.item_costs(dirs, "f32", stems, warm_up=True)
 
 
 def api_run(dirs, workers: int, scratch: str) -> dict:
