@@ -336,17 +336,14 @@ def item_costs(dirs, layout, stems, warm_up: bool = False) -> dict:
     return rows
 
 
-def per_image_costs(dirs, layout, stems, stat=statistics.median) -> dict:
+def per_image_costs(dirs, layout, stems) -> dict:
     """ms per image of read (image + map), CRF on one thread, and write (arg-max + PNG), measured alone
-    (:func:`item_costs`): ``stat`` over the frames of each part (``{"median": ..., "mean": ...}`` when
-    ``stat`` is None)."""
+    (:func:`item_costs`): ``{"median": {...}, "mean": {...}}`` over the frames of each part."""
     rows = item_costs(dirs, layout, stems)
-    if stat is None:
-        return {
-            name: {k: f(v) * 1e3 for k, v in rows.items()}
-            for name, f in (("median", statistics.median), ("mean", statistics.mean))
-        }
-    return {k: stat(v) * 1e3 for k, v in rows.items()}
+    return {
+        name: {k: f(v) * 1e3 for k, v in rows.items()}
+        for name, f in (("median", statistics.median), ("mean", statistics.mean))
+    }
 
 
 def _gpu_name() -> str:
@@ -463,7 +460,7 @@ def _bench_layout(args, dirs, layout, sides, clusters, report) -> None:
     same = {s: identical(cmds["densecrf"][1], cmds[s][1], stems) for s in sides if s not in ("densecrf", "pydensecrf")}
     both = []  # the costs alone measured in each repeat, just before its runs: medians and means over the frames
     for _ in range(args.repeats):
-        both.append(per_image_costs(dirs, layout, stems, stat=None))
+        both.append(per_image_costs(dirs, layout, stems))
         for s in sides:  # alternated: load from others falls on every side alike
             times[s].append(_timed(*cmds[s]))
     # This host's speed drifts by 20-50 % between stretches of a minute (benchmarks/RESULTS.md), so

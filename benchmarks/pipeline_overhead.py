@@ -24,9 +24,9 @@ Each round runs, back to back: the items alone in this process, one API run
 (``densecrf.refine_dataset`` with the local executor, W workers, in a fresh
 process that reports its own times) and one whole CLI command (``python -m
 densecrf refine ... --workers W --no-resume``, as dataset_throughput.py
-times it). The ideal is the sum of the items' costs alone over W (their
-mean, where dataset_throughput.py multiplies medians: the two differ by
-1-3 % on these frames). Medians over the rounds are printed; ``--json``
+times it). The ideal is the sum of the items' costs alone over W
+(``dataset_throughput.item_costs``, which dataset_throughput.py's
+efficiency uses as well). Medians over the rounds are printed; ``--json``
 keeps every round.
 
     python benchmarks/pipeline_overhead.py --rounds 5 --json out.json

@@ -427,29 +427,25 @@ py::array_t<float> half_to_float_array(py::array_t<uint16_t, py::array::c_style>
   return out;
 }
 
+template <typename T>
+py::array argmax_into(const float* src, int64_t n, int64_t k, bool vectorized) {
+  py::array_t<T> out(static_cast<py::ssize_t>(n));
+  T* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    dcrf::argmax_rows(src, n, k, dst, vectorized);
+  }
+  return out;
+}
+
 // Arg-max labels of q [N, K] (csrc/labels.h): uint8 for K <= 256, uint16 for K <= 65536.
 py::array argmax_labels(py::array_t<float, py::array::c_style> q, bool vectorized) {
   require_2d(q, "q", -1, -1);
   const int64_t n = q.shape(0), k = q.shape(1);
   if (k < 1 || k > 65536)
     throw dcrf::InvalidArgument("argmax_labels takes 1 to 65536 labels, got " + std::to_string(k));
-  const float* src = q.data();
-  if (k <= 256) {
-    py::array_t<uint8_t> out(static_cast<py::ssize_t>(n));
-    uint8_t* dst = out.mutable_data();
-    {
-      py::gil_scoped_release nogil;
-      dcrf::argmax_rows(src, n, k, dst, vectorized);
-    }
-    return out;
-  }
-  py::array_t<uint16_t> out(static_cast<py::ssize_t>(n));
-  uint16_t* dst = out.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    dcrf::argmax_rows(src, n, k, dst, vectorized);
-  }
-  return out;
+  if (k <= 256) return argmax_into<uint8_t>(q.data(), n, k, vectorized);
+  return argmax_into<uint16_t>(q.data(), n, k, vectorized);
 }
 
 py::tuple unary_from_probs(FArray probs, float clip, int threads, bool with_start) {

@@ -17,8 +17,8 @@ _INT32_MAX = 2**31 - 1
 MAX_THREADS = 1024
 _F32_MAX = float(np.finfo(np.float32).max)
 # float16 arrays of at least this many elements are widened natively
-# (_C.half_to_float, F16C where the CPU has it: about 0.5 ms against numpy's
-# 7-8 ms for a 480 x 360 x 11 map); smaller ones by numpy, where the call's
+# (_C.half_to_float, F16C where the CPU has it: 0.5-0.8 ms against numpy's
+# 6-7 ms for a 480 x 360 x 11 map); smaller ones by numpy, where the call's
 # overhead would weigh more. Both are exact, so the bits are the same.
 _HALF_NATIVE_MIN = 4096
 

@@ -343,7 +343,7 @@ def labels_of(q: np.ndarray) -> np.ndarray:
     few times faster than numpy's argmax over a short last axis).
     """
     k = q.shape[-1]
-    if q.dtype == np.float32 and q.flags.c_contiguous and q.ndim >= 1 and 1 <= k <= 65536 and q.size:
+    if q.dtype == np.float32 and q.flags.c_contiguous and 1 <= k <= 65536 and q.size:
         from .._native import _C
 
         return _C.argmax_labels(q.reshape(-1, k)).reshape(q.shape[:-1])
