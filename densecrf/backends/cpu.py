@@ -9,6 +9,7 @@ the same bits whatever the thread count.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -18,6 +19,71 @@ from .._native import _C
 from ..features import _unary_from_probs, _unary_job, check_prob_range
 from ..lattice import PermutohedralLattice
 from .problem import Normalization, Problem
+
+
+class _PositionTerms:
+    """Built pairwise terms over grid positions alone (a Gaussian term has no
+    image in its features), kept for the next image of the same grid.
+
+    Such a term depends only on the grid's shape, its bandwidths, its
+    compatibility, normalisation and label count, not on the image or the
+    probabilities, so every frame of a dataset of one size would otherwise
+    rebuild the same lattice: 5.8 ms of a 480 x 360 frame's ~100 ms on one
+    thread (benchmarks/RESULTS.md, "Whole datasets on this machine,
+    2026-12-06"). Lattices and terms do not depend on thread counts, so a
+    kept term gives the same bits as a fresh one. At most ``slots`` terms
+    and ``max_points`` grid points in all are kept (a 2-D term holds about
+    45 bytes per point, so at most ~190 MB), the least recently used going
+    first; a grid larger than ``max_points`` is never kept. A built term is
+    read-only, so threads may share it.
+    """
+
+    def __init__(self, slots: int = 4, max_points: int = 1 << 22):
+        self.slots, self.max_points = slots, max_points
+        self._kept: OrderedDict = OrderedDict()  # key -> (n points, native term, lattice)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(spatial, t, labels: int) -> tuple:
+        """What a position-only term is a function of."""
+        return (
+            tuple(spatial),
+            tuple(float(s) for s in t.sxy),
+            int(t.compat_kind),
+            t.compat.tobytes(),
+            int(t.normalization),
+            int(labels),
+        )
+
+    def get(self, key):
+        """The kept (native term, lattice) under ``key``, or None."""
+        with self._lock:
+            hit = self._kept.get(key)
+            if hit is None:
+                return None
+            self._kept.move_to_end(key)
+            return hit[1], hit[2]
+
+    def put(self, key, n: int, built) -> None:
+        """Keeps ``built`` (native term, lattice) of an ``n``-point grid."""
+        if n > self.max_points or self.slots <= 0:
+            return
+        with self._lock:
+            self._kept[key] = (n, built[0], built[1])
+            self._kept.move_to_end(key)
+            while len(self._kept) > self.slots or sum(v[0] for v in self._kept.values()) > self.max_points:
+                self._kept.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._kept)
+
+
+position_terms = _PositionTerms()
 
 
 class CpuBackend:
@@ -152,10 +218,19 @@ class CpuBackend:
         # Every parameter was checked by describe(); the probabilities are
         # checked with the unary, below.
         terms = []
-        for t in problem.terms:
+        built: list = [None] * len(problem.terms)
+        keys: list = [None] * len(problem.terms)
+        n_points = int(np.prod(spatial))
+        for i, t in enumerate(problem.terms):
             # the bandwidths as checked by describe(): the values grid_features takes
             if t.srgb is None:
-                feats = _C.grid_features(list(spatial), list(t.sxy), None, [], self.threads)
+                keys[i] = position_terms.key(spatial, t, k)
+                built[i] = position_terms.get(keys[i])
+                feats = (
+                    None
+                    if built[i] is not None
+                    else _C.grid_features(list(spatial), list(t.sxy), None, [], self.threads)
+                )
             else:
                 feats = _C.grid_features(
                     list(spatial), list(t.sxy), im.reshape(-1, im.shape[-1]), list(t.srgb), self.threads
@@ -172,14 +247,14 @@ class CpuBackend:
         # bits either way: lattices, terms and the unary do not depend on
         # thread counts.
         total = self.threads or _C.get_num_threads()
-        split = len(terms) == 2 and 2 <= total <= 3
+        # (a kept position-only term leaves only the other one to build: no split)
+        split = len(terms) == 2 and 2 <= total <= 3 and built[0] is None and built[1] is None
         helper = last_lattice = job = None
         if split:
             job = _unary_job(p_last, clip=clip, scale=scale)  # None: the unary stays on this thread
             last_lattice = self.lattice(terms[1][0], total)
             helper = _TermBuilder(self, *terms[0], k, 1, then=None if job is None else (lambda: job.run(1)))
         mine = total - 1 if helper else self.threads
-        built: list = [None] * len(terms)
         try:
             if split:
                 built[1] = self.term(*terms[1], k, mine, lattice=last_lattice)
@@ -194,12 +269,16 @@ class CpuBackend:
             check_prob_range(lo, hi, p_last.size)
             if not split:
                 for i, (f, spec) in enumerate(terms):
-                    built[i] = self.term(f, spec, k, mine)
+                    if built[i] is None:
+                        built[i] = self.term(f, spec, k, mine)
         finally:
             if helper is not None:
                 helper.join()
         if helper is not None:
             built[0] = helper.result()
+        for i, key in enumerate(keys):
+            if key is not None:
+                position_terms.put(key, n_points, built[i])
         # unary: checked above (finite, from probabilities in [0, 1] summing to
         # one); start: softmax(-unary) from the same pass. The terms in their
         # order: the fused pass adds them in it.
