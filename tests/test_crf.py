@@ -413,3 +413,37 @@ def test_zero_d_array_compat_is_potts(rng, dtype):
         crf.add_pairwise(f, compat)
         out.append(crf.inference(3))
     assert np.array_equal(out[0], out[1])
+
+
+# Mean field gives the same bits on any number of threads: on one thread
+# every splat is one scan in point order; on two or three threads (here, 3
+# terms) whole terms' splats and blurs go to threads of their own and the
+# fused pass is split in chunks of rows. For every
+# normalisation (a splat scale, a slice scale, both or none),
+# compatibility, number of terms and of iterations.
+@pytest.mark.parametrize("compat", list(COMPATS))
+@pytest.mark.parametrize("normalization", [0, 1, 2, 3])
+def test_mean_field_bits_do_not_depend_on_threads(rng, compat, normalization):
+    f1, f2, u = small_problem(rng, n=3000, k=4, d=4)
+    out = {}
+    for th in (1, 2, 3):
+        crf = densecrf.DenseCRF(len(u), 4, threads=th)
+        crf.set_unary(u)
+        crf.add_pairwise(f1, COMPATS[compat], normalization=normalization)
+        crf.add_pairwise(f2, COMPATS[compat], normalization=normalization)
+        crf.add_pairwise(f2[:, :2] * 0.5, 1.5, normalization=normalization)  # a third term
+        out[th] = [crf.inference(n) for n in (1, 2, 5)]
+    for th in (2, 3):
+        for a, b in zip(out[1], out[th], strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+# rows of 1 to 8 blocks of 8 labels in registers; 65: rows in memory
+@pytest.mark.parametrize("k", [2, 9, 17, 33, 64, 65])
+def test_refine_bits_do_not_depend_on_threads_at_every_row_width(rng, k):
+    h, w = 40, 57
+    img = smooth_image(h, w)
+    p = label_probs(h, w, k, sharpness=1.0)
+    one = densecrf.refine(img, p, n_iter=6, threads=1)
+    two = densecrf.refine(img, p, n_iter=6, threads=2)
+    np.testing.assert_array_equal(one, two)
