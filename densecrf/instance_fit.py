@@ -33,6 +33,13 @@ suit one detector and not another (a textbook CRF empties weak instances).
 segments, of things and of stuff, with ``class_power`` (how much the
 semantic class probability weighs on an instance) searched as well.
 
+Instances are pasted over stuff in a panoptic output, so a refinement that
+gains on things can lose on stuff, which an instance fit does not see.
+Given ``stuff`` (per image the stuff map the instances will be pasted over
+and the panoptic ground truth), :func:`fit_instances` also scores the PQ of
+stuff (``"pq_stuff"``) of the instances pasted over that map as
+:func:`densecrf.instances.instances_to_panoptic` does, and guards it.
+
 Scores: COCO mask AP at 0.5:0.95 (``"ap"``) and 0.5 (``"ap50"``) through
 pycocotools (:func:`densecrf.coco.mask_ap`), and PQ of things
 (``"pq"``; :class:`densecrf.metrics.PanopticQuality`, with everything that
@@ -54,6 +61,7 @@ __all__ = ["fit_instances", "fit_panoptic", "score_instances"]
 
 _BACKGROUND = 2**31 - 1  # the category of everything that is not an instance, in the things-only PQ
 _METRICS = ("ap", "ap50", "pq")
+_STUFF_METRICS = (*_METRICS, "pq_stuff")  # fit_instances given stuff
 _PANOPTIC_METRICS = ("pq", "pq_things", "pq_stuff")
 _LOG_PARAMS = (
     "power",
@@ -100,26 +108,46 @@ def _per_image_counts(pairs, categories: dict) -> np.ndarray:
     return np.array(rows).reshape(-1, 4, len(categories))
 
 
-def _score_instances(predictions, ground_truth) -> tuple[dict, np.ndarray, dict]:
-    """score_instances' figures, the per-image PQ counts ``[n, 4, n_categories]`` and the PQ's categories."""
+def _stuff_pq(predictions, masks, stuff) -> float:
+    """PQ of stuff of the instances (``masks``, their overlaps resolved or not)
+    pasted over each image's stuff map by instances_to_panoptic, against its
+    panoptic ground truth; ``stuff`` as fit_instances takes it."""
+    cats = {int(c): True for p in predictions for c in np.asarray(p["classes"]).reshape(-1)}
+    pairs = []
+    for p, m, (stuff_map, gt) in zip(predictions, masks, stuff, strict=True):
+        for seg in gt[1]:
+            cats.setdefault(int(seg["category_id"]), False)
+        for c in np.unique(stuff_map[stuff_map >= 0]):
+            cats.setdefault(int(c), False)
+        pairs.append((instances_to_panoptic(stuff_map, m, p["classes"], p["scores"]), gt))
+    return _totals(_per_image_counts(pairs, cats), cats)["stuff"]["pq"]
+
+
+def _score_instances(predictions, ground_truth, stuff=None) -> tuple[dict, np.ndarray, dict]:
+    """score_instances' figures (with ``"pq_stuff"`` given ``stuff``), the per-image
+    PQ counts of things ``[n, 4, n_categories]`` and the PQ's categories."""
     from .coco import mask_ap
 
     ap = mask_ap(predictions, ground_truth)
     cats = {int(c): True for g in ground_truth for c in np.asarray(g["classes"]).reshape(-1)}
     cats.update({int(c): True for p in predictions for c in np.asarray(p["classes"]).reshape(-1)})
     cats[_BACKGROUND] = False
-    pairs = []
+    pairs, merged = [], []
     for p, g in zip(predictions, ground_truth, strict=True):
         gm = np.asarray(g["masks"], dtype=bool)
         shape = gm.shape[1:] if gm.ndim == 3 and gm.shape[0] else np.asarray(p["masks"]).shape[1:]
         pm = np.asarray(p["masks"], dtype=bool)
         if p.get("ids") is not None:  # overlaps already resolved: the masks of the id map
             pm = np.asarray(p["ids"])[None] == np.arange(1, pm.shape[0] + 1)[:, None, None]
+        merged.append(pm)
         pred = _thing_panoptic(pm, p["classes"], p["scores"], shape)
         pairs.append((pred, _thing_panoptic(gm, g["classes"], None, shape)))
     per_image = _per_image_counts(pairs, cats)
     res = _totals(per_image, cats)
-    return {"ap": ap["ap"], "ap50": ap["ap50"], "pq": res["things"]["pq"]}, per_image, cats
+    figures = {"ap": ap["ap"], "ap50": ap["ap50"], "pq": res["things"]["pq"]}
+    if stuff is not None:
+        figures["pq_stuff"] = _stuff_pq(predictions, merged, stuff)
+    return figures, per_image, cats
 
 
 def score_instances(predictions, ground_truth) -> dict:
@@ -152,8 +180,9 @@ def _scored(figures: dict, per_image: np.ndarray, categories: dict, part: str) -
 
 
 class _Scorer:
-    def __init__(self, images, inputs, gts, idx, threads, device):
+    def __init__(self, images, inputs, gts, idx, threads, device, stuff=None):
         self.items = [(images[i], inputs[i], gts[i]) for i in idx]
+        self.stuff = None if stuff is None else [stuff[i] for i in idx]
         self.threads, self.device = threads, device
         self.n_runs = 0
 
@@ -181,7 +210,7 @@ class _Scorer:
             )
             gts.append(gt)
             self.n_runs += 1
-        figures, per_image, cats = _score_instances(preds, gts)
+        figures, per_image, cats = _score_instances(preds, gts, self.stuff)
         return _scored(figures, per_image, cats, "things")
 
 
@@ -417,6 +446,33 @@ def _fit(make_scorer, n: int, header: dict, *, mode, panoptic, holdout, base, se
     return chosen.replace(info=info)
 
 
+def _checked_stuff(stuff, images, inputs, ground_truth) -> list:
+    """fit_instances' ``stuff``, checked: one (stuff map, panoptic ground truth) per
+    image, maps of the image's size without thing classes. Returns int64 maps."""
+    stuff = list(stuff)
+    if len(stuff) != len(images):
+        raise ValueError(f"stuff must have one (stuff_map, ground_truth) per image: {len(images)}, got {len(stuff)}")
+    things = {int(c) for x in (*inputs, *ground_truth) for c in np.asarray(x["classes"]).reshape(-1)}
+    out = []
+    for j, entry in enumerate(stuff):
+        if not (isinstance(entry, (tuple, list)) and len(entry) == 2):
+            raise ValueError(f"stuff[{j}] must be (stuff_map, (ids, segments_info)), got {type(entry).__name__}")
+        stuff_map, gt = entry
+        m = np.asarray(stuff_map)
+        shape = np.shape(images[j])[:2]
+        if m.shape != shape or not np.issubdtype(m.dtype, np.integer):
+            raise ValueError(
+                f"stuff[{j}]'s map must be an integer [H, W] = {shape} array, got {m.dtype} {_checks.shape_str(m.shape)}"
+            )
+        bad = sorted(things & {int(c) for c in np.unique(m)})
+        if bad:
+            raise ValueError(f"stuff[{j}]'s map holds thing class {bad[0]}: set thing pixels to -1 (void)")
+        if not (isinstance(gt, (tuple, list)) and len(gt) == 2 and np.shape(gt[0]) == shape):
+            raise ValueError(f"stuff[{j}]'s ground truth must be (ids [H, W] = {shape}, segments_info)")
+        out.append((m.astype(np.int64), gt))
+    return out
+
+
 def fit_instances(
     images,
     inputs,
@@ -424,7 +480,8 @@ def fit_instances(
     *,
     mode: str = "joint",
     metric: str = "ap",
-    guard=("ap", "ap50", "pq"),
+    guard=None,
+    stuff=None,
     confidence: float = 0.9,
     n_boot: int = 1000,
     holdout=0.3,
@@ -450,7 +507,19 @@ def fit_instances(
         metric: what the selection maximises: 'ap' (COCO mask AP 0.5:0.95),
             'ap50' or 'pq' (things).
         guard: metrics on which the selected point must be no worse than
-            the input on the held-out part.
+            the input on the held-out part (default: 'ap', 'ap50' and
+            'pq', and 'pq_stuff' given ``stuff``).
+        stuff: None, or per image ``(stuff_map, panoptic_ground_truth)``:
+            the ``[H, W]`` int map of stuff classes that the instances will
+            be pasted over (any value < 0 void; no thing class, that is, no
+            class of the inputs or of ``ground_truth``), e.g. a semantic
+            network's argmax with its thing classes set to -1, and the
+            image's ground truth in COCO panoptic form ``(ids,
+            segments_info)``. The scores then include ``"pq_stuff"``: the
+            PQ of stuff of the refined instances (their overlaps resolved
+            by the id map) pasted over the stuff map by
+            :func:`densecrf.instances.instances_to_panoptic`, the input's
+            by its usual merge.
         confidence: the fraction of bootstrap resamples of the held-out
             images in which the selected point's things PQ must beat the
             input's (module docstring); 0 turns the test off.
@@ -468,11 +537,18 @@ def fit_instances(
         best score, the number of CRF runs and the time.
     """
     n = len(images)
-    _check_common(n, (len(inputs), len(ground_truth)), metric, guard, _METRICS, confidence, n_boot)
+    if guard is None:
+        guard = ("ap", "ap50", "pq") if stuff is None else ("ap", "ap50", "pq", "pq_stuff")
+    allowed = _METRICS if stuff is None else _STUFF_METRICS
+    if stuff is None and (metric == "pq_stuff" or "pq_stuff" in guard):
+        raise ValueError("'pq_stuff' needs stuff (the stuff maps and panoptic ground truth)")
+    _check_common(n, (len(inputs), len(ground_truth)), metric, guard, allowed, confidence, n_boot)
+    if stuff is not None:
+        stuff = _checked_stuff(stuff, images, inputs, ground_truth)
     return _fit(
-        lambda idx: _Scorer(images, inputs, ground_truth, idx, threads, device),
+        lambda idx: _Scorer(images, inputs, ground_truth, idx, threads, device, stuff),
         n,
-        {"method": "fit_instances", "mode": mode},
+        {"method": "fit_instances", "mode": mode, "stuff_guarded": stuff is not None},
         mode=mode,
         panoptic=False,
         metric=metric,

@@ -624,6 +624,99 @@ def test_fit_selection_needs_a_reliable_gain():
         densecrf.fit_instances(images, inputs, gts, n_boot=0)
 
 
+def _stuff_of(gts, stuff_class=0):
+    """Per image: a stuff map (stuff_class everywhere, as a network that sees no
+    things would say) and the panoptic truth (the instances, stuff_class elsewhere)."""
+    out = []
+    for g in gts:
+        m = np.asarray(g["masks"], dtype=bool)
+        ids = np.zeros(m.shape[1:], dtype=np.int64)
+        info = []
+        for i, mi in enumerate(m):
+            ids[mi] = i + 1
+            info.append({"id": i + 1, "category_id": int(g["classes"][i])})
+        ids[ids == 0] = len(info) + 1
+        info.append({"id": len(info) + 1, "category_id": stuff_class})
+        out.append((np.full(m.shape[1:], stuff_class, dtype=np.int64), (ids, info)))
+    return out
+
+
+def test_fit_with_stuff_scores_and_guards_the_stuff_pq():
+    pytest.importorskip("pycocotools")
+    from densecrf.metrics import PanopticQuality
+
+    images, inputs, gts = _fit_data(6, blur=True)
+    stuff = _stuff_of(gts)
+    p = densecrf.fit_instances(images, inputs, gts, stuff=stuff, n_random=3, n_local=2, top=2, holdout=0.5, seed=1)
+    info = p.info
+    assert info["guard"] == ["ap", "ap50", "pq", "pq_stuff"] and info["stuff_guarded"]
+    for g in ("ap", "ap50", "pq", "pq_stuff"):
+        assert info["held_out_selected"][g] >= info["held_out_input"][g]
+    # The held-out input's stuff PQ by hand: its masks (> 0.5) merged over the
+    # stuff map in decreasing score order, against the panoptic truth.
+    pq = PanopticQuality({0: False, 1: True})
+    for j in info["held_out_indices"]:
+        masks = inputs[j]["masks"] > 0.5
+        pq.update(*instances_to_panoptic(stuff[j][0], masks, inputs[j]["classes"], inputs[j]["scores"]), *stuff[j][1])
+    # the same sums in the same order: equal up to float64 rounding of the division
+    assert info["held_out_input"]["pq_stuff"] == pytest.approx(pq.compute()["stuff"]["pq"], abs=1e-12)
+    # without stuff: no stuff figure, the old guard
+    q = densecrf.fit_instances(images, inputs, gts, n_random=1, n_local=0, top=1, holdout=0.5, seed=1)
+    assert "pq_stuff" not in q.info["held_out_input"] and q.info["guard"] == ["ap", "ap50", "pq"]
+
+
+def test_stuff_guard_declines_a_gain_on_things_that_costs_stuff():
+    # The selection alone (fit's step 3) with scorers that say: the candidate
+    # gains on every things figure on every held-out image (bootstrap
+    # confidence 1) and loses 0.01 of stuff PQ. Guarding things only it is
+    # chosen; guarding stuff too, no refinement.
+    from densecrf.instance_fit import _scored, _search_and_select
+
+    cats = {1: True}
+
+    def counts(iou):  # 4 images, one category: summed IoU, TP 4, no FP or FN: PQ iou / 4
+        return np.tile(np.array([[iou], [4.0], [0.0], [0.0]]), (4, 1, 1))
+
+    inp = _scored({"ap": 0.3, "ap50": 0.5, "pq": 0.5, "pq_stuff": 0.60}, counts(2.0), cats, "things")
+    gain = _scored({"ap": 0.4, "ap50": 0.6, "pq": 0.6, "pq_stuff": 0.59}, counts(2.4), cats, "things")
+    for guard, refined in ((("ap", "ap50", "pq"), True), (("ap", "ap50", "pq", "pq_stuff"), False)):
+        chosen, info = _search_and_select(
+            lambda p: gain,
+            lambda p: gain if p.refine else inp,
+            InstanceParams(),
+            "joint",
+            metric="ap",
+            guard=guard,
+            confidence=0.9,
+            n_boot=200,
+            n_random=2,
+            n_local=1,
+            top=2,
+            rng=np.random.default_rng(0),
+            boot_rng=np.random.default_rng(1),
+            say=lambda s: None,
+            panoptic=False,
+        )
+        assert chosen.refine is refined, guard
+        assert all(r["gain_confidence"] == 1.0 for r in info["finalists"])
+
+
+def test_fit_checks_its_stuff():
+    images, inputs, gts = _fit_data(3, blur=True)
+    stuff = _stuff_of(gts)
+    with pytest.raises(ValueError, match="needs stuff"):
+        densecrf.fit_instances(images, inputs, gts, guard=("ap", "pq_stuff"))
+    with pytest.raises(ValueError, match=r"one \(stuff_map, ground_truth\) per image"):
+        densecrf.fit_instances(images, inputs, gts, stuff=stuff[:2])
+    with pytest.raises(ValueError, match=r"stuff\[1\]'s map holds thing class 1"):
+        densecrf.fit_instances(images, inputs, gts, stuff=[stuff[0], _stuff_of(gts[1:2], stuff_class=1)[0], stuff[2]])
+    small = [(m[:10], gt) for m, gt in stuff]
+    with pytest.raises(ValueError, match=r"stuff\[0\]'s map must be an integer \[H, W\]"):
+        densecrf.fit_instances(images, inputs, gts, stuff=small)
+    with pytest.raises(ValueError, match=r"stuff\[0\] must be \(stuff_map"):
+        densecrf.fit_instances(images, inputs, gts, stuff=[m for m, _ in stuff])
+
+
 def test_gain_confidence_by_hand():
     from densecrf.instance_fit import gain_confidence
 

@@ -246,6 +246,12 @@ def gt_panoptic(labels, gm, gc):
     return ids, info
 
 
+def stuff_map_of(probs):
+    """The network's stuff: its argmax, thing classes void (-1)."""
+    pred = probs.argmax(-1)
+    return np.where(np.isin(pred, THING_CLASSES), -1, pred)
+
+
 def evaluate(items, params, *, panoptic: bool = False, threads=None, device="cpu", merge: str | None = None) -> dict:
     """AP (COCO, pycocotools), PQ / SQ / RQ of things and stuff (accumulated), seconds per image."""
     from densecrf.coco import mask_ap
@@ -279,8 +285,7 @@ def evaluate(items, params, *, panoptic: bool = False, threads=None, device="cpu
             )
             secs += time.perf_counter() - t
             masks = res.masks
-            pred = it["probs"].argmax(-1)
-            stuff_map = np.where(np.isin(pred, THING_CLASSES), -1, pred)
+            stuff_map = stuff_map_of(it["probs"])
             # A refinement's overlaps are resolved as its id map says, the input's by the usual score
             # merge unless merge="ids" (a control: the input masks merged by probability times score).
             exclusive = res.exclusive_masks() if (merge or ("ids" if params.refine else "score")) == "ids" else masks
@@ -331,7 +336,11 @@ def fit(root, drive, kind, mode, out, step, n_random, n_local):
         p = fit_panoptic(images, probs, inputs, gts, THING_CLASSES, n_random=n_random, n_local=n_local, log=say)
     else:
         gts = [{"masks": it["gt_masks"], "classes": it["gt_classes"]} for it in items]
-        p = fit_instances(images, inputs, gts, mode=mode, n_random=n_random, n_local=n_local, log=say)
+        # the stuff the instances are pasted over in evaluate(): guarded with the things
+        stuff = [
+            (stuff_map_of(it["probs"]), gt_panoptic(it["labels"], it["gt_masks"], it["gt_classes"])) for it in items
+        ]
+        p = fit_instances(images, inputs, gts, mode=mode, stuff=stuff, n_random=n_random, n_local=n_local, log=say)
     p.info.update({"drive": drive, "kind": kind, "frame_step": step})
     p.save(out)
     print(
