@@ -217,7 +217,7 @@ class CpuBackend:
         # Features built here from the checked image: finite by construction.
         # Every parameter was checked by describe(); the probabilities are
         # checked with the unary, below.
-        terms = []
+        terms: list = []  # (features, or None for a kept term; the term's spec)
         built: list = [None] * len(problem.terms)
         keys: list = [None] * len(problem.terms)
         n_points = int(np.prod(spatial))
