@@ -253,11 +253,13 @@ class CpuBackend:
         if split:
             job = _unary_job(p_last, clip=clip, scale=scale)  # None: the unary stays on this thread
             last_lattice = self.lattice(terms[1][0], total)
-            helper = _TermBuilder(self, *terms[0], k, 1, then=None if job is None else (lambda: job.run(1)))
+            f0, spec0 = terms[0]
+            helper = _TermBuilder(self, f0, spec0, k, 1, then=None if job is None else (lambda: job.run(1)))
         mine = total - 1 if helper else self.threads
         try:
             if split:
-                built[1] = self.term(*terms[1], k, mine, lattice=last_lattice)
+                f1, spec1 = terms[1]
+                built[1] = self.term(f1, spec1, k, mine, lattice=last_lattice)
             unary, (lo, hi, worst), start = _unary_from_probs(
                 p_last, clip=clip, scale=scale, with_stats=True, threads=mine, with_start=True, job=job
             )
