@@ -3,7 +3,8 @@
 Times, in one process on one native thread, each step that
 ``densecrf refine`` runs per item of a folder: the image's PNG decode, the
 map's ``.npy`` read, the CRF (split by cProfile into mean field, lattice
-builds and unary), the arg-max and the palette PNG write; with float16 maps
+builds and unary; and with its Gaussian term kept from the call before
+against rebuilt, alternated), the arg-max and the palette PNG write; with float16 maps
 (``--layout f16``) also the map's widening to float32 by numpy's cast and by
 densecrf's native one, which the CRF row includes. Medians of
 ``--frames`` calls: the reads go over the first ``--frames`` frames of the
@@ -28,6 +29,7 @@ import numpy as np
 
 import densecrf
 from densecrf import _checks, io
+from densecrf.backends.cpu import position_terms
 from densecrf.dataset import work
 
 
@@ -71,6 +73,20 @@ def main() -> None:
     assert np.array_equal(work.labels_of(q), q.argmax(-1))
     print(
         f"  not in the sum: arg-max by numpy's argmax      {median_ms(lambda k: q.argmax(-1).astype(np.uint8), n):7.2f} ms"
+    )
+    # The CRF with its Gaussian term kept from the call before (what a run
+    # does from its second image on: densecrf.backends.cpu.position_terms)
+    # against one that rebuilds it, alternated call by call.
+    kept, rebuilt = [], []
+    for k in range(2 * n):
+        if k % 2:
+            position_terms.clear()
+        t0 = time.perf_counter()
+        densecrf.refine(im, pr, n_iter=args.iters, threads=1)
+        (rebuilt if k % 2 else kept).append(time.perf_counter() - t0)
+    print(
+        f"  CRF with the Gaussian term kept {np.median(kept) * 1e3:7.2f} ms, rebuilt {np.median(rebuilt) * 1e3:7.2f} ms "
+        f"(medians of {n} each, alternated)"
     )
     if pr.dtype == np.float16:  # the CRF's own widening of the map, against numpy's cast (same bits)
         pr32 = pr.astype(np.float32)
